@@ -1,0 +1,177 @@
+"""``hwtune`` command line: parse arguments, build a config, call the library. No logic here."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from hwtune import io
+from hwtune.passes import LatencyConfig, NoiseConfig, QuantizeConfig
+from hwtune.target import list_targets
+from hwtune.train import TrainConfig
+from hwtune import workflow
+
+
+def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    if data:
+        p.add_argument("--dataset", help="digits | fashion-mnist | mnist | cifar10 (default: the model's)")
+        p.add_argument("--data-dir", help="dataset directory (default: $HWTUNE_DATA or the system location)")
+
+
+def _finetune(p: argparse.ArgumentParser, epochs: float = 1.0, lr: float = 1e-4) -> None:
+    p.add_argument("--in", dest="model_in", required=True, help="input model directory")
+    p.add_argument("--out", required=True, help="output model directory (written atomically)")
+    p.add_argument("--target", default="emulator", help="target name or YAML path (default emulator)")
+    p.add_argument("--epochs", type=float, default=epochs, help=f"fine-tuning epochs (default {epochs}; 0 = none)")
+    p.add_argument("--lr", type=float, default=lr, help=f"fine-tuning learning rate (default {lr})")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--train-samples", type=int, help="fine-tune on this many training samples")
+    p.add_argument("--eval-samples", type=int, help="evaluate on this many test samples")
+    _common(p)
+
+
+def _steps(text: str):
+    """'16' -> 16, '16,8' -> [16, 8] (one per hidden layer)."""
+    parts = [int(s) for s in text.split(",")]
+    return parts[0] if len(parts) == 1 else parts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hwtune", description=__doc__.split(":")[0] + ": TTFS SNNs onto chips")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name, help_text, example):
+        return sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = add("train", "train a TTFS net from scratch (exact gradient) or a ReLU net",
+            "hwtune train --arch fc --dataset fashion-mnist --epochs 10 --out runs/fc2")
+    p.add_argument("--arch", default="fc", help="fc | fc-small | vgg | vgg-small (default fc = 784-340-10)")
+    p.add_argument("--network", choices=["ttfs", "relu"], default="ttfs")
+    p.add_argument("--epochs", type=float, default=10)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--twin", action="store_true", help="also train the ReLU twin and report agreement")
+    p.add_argument("--out", required=True)
+    p.add_argument("--json", help="write the training report here")
+    _common(p)
+
+    p = add("convert", "convert a trained ReLU model to an exactly equivalent TTFS net",
+            "hwtune convert --in runs/relu --out runs/ttfs --margin 1.5")
+    p.add_argument("--in", dest="model_in", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--margin", type=float, default=1.5, help="window = margin x layer maximum (default 1.5)")
+    _common(p)
+
+    p = add("evaluate", "accuracy, spikes per neuron and latency of a model",
+            "hwtune evaluate runs/fc2 --dataset fashion-mnist --json")
+    p.add_argument("model")
+    p.add_argument("--samples", type=int, help="evaluate on this many test samples")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _common(p)
+
+    p = add("quantize", "integer weights (brevitas QAT) and integer time grid, then fine-tune",
+            "hwtune quantize --bits 4 --steps 16 --target loihi2 --in runs/fc2 --out runs/fc2-w4")
+    p.add_argument("--bits", type=int, default=8, help="weight mantissa bits (2..8 on loihi2)")
+    p.add_argument("--float-weights", action="store_true", help="quantize time only, keep float weights")
+    p.add_argument("--steps", type=_steps, help="steps per hidden window: N or N1,N2,...")
+    p.add_argument("--time-bits", type=int, help="alternative to --steps: 2**b - 1 steps per window")
+    p.add_argument("--input-steps", type=int)
+    p.add_argument("--window-quantile", type=float, default=0.999)
+    _finetune(p)
+
+    p = add("noise", "evaluate and fine-tune under spike-time jitter, weight and threshold noise",
+            "hwtune noise --jitter 0.1 --in runs/fc2-w4 --out runs/fc2-w4-n")
+    p.add_argument("--jitter", type=float, default=0.0)
+    p.add_argument("--weight-mult", type=float, default=0.0)
+    p.add_argument("--weight-add", type=float, default=0.0)
+    p.add_argument("--threshold", type=float, default=0.0)
+    p.add_argument("--units", choices=["window", "steps"], default="window")
+    p.add_argument("--eval-only", action="store_true", help="measure robustness, no fine-tuning")
+    _finetune(p)
+
+    p = add("latency", "shorter windows (quantile-based) on a step budget, then fine-tune",
+            "hwtune latency --steps 8 --quantile 0.99 --in runs/fc2-w4 --out runs/fc2-w4-t8")
+    p.add_argument("--steps", type=_steps, help="steps per hidden window: N or N1,N2,...")
+    p.add_argument("--input-steps", type=int)
+    p.add_argument("--quantile", type=float, default=0.99)
+    _finetune(p)
+
+    add("targets", "list the hardware targets", "hwtune targets")
+    return parser
+
+
+def _print(record: dict, as_json: bool) -> None:
+    print(json.dumps(record, indent=2, default=str) if as_json else "\n".join(f"{k}: {v}" for k, v in record.items()))
+
+
+def _run_pass(args, config) -> None:
+    net = io.load(args.model_in)
+    ctx = workflow.pass_context(net, args.target, args.dataset, args.data_dir, args.seed, args.train_samples,
+                                args.eval_samples)
+    record = workflow.apply_pass(net, config, ctx)
+    io.save(net, args.out)
+    print(workflow.summary_line(record))
+    print(f"wrote {args.out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (ValueError, FileNotFoundError, KeyError) as e:  # library errors carry the file/layer/limit
+        print(f"hwtune {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
+    cmd = args.command
+    if cmd == "targets":
+        for t in list_targets():
+            print(f"{t.name:10s} {t.summary}")
+        return 0
+    if cmd == "train":
+        cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+        data = workflow.dataset_for(None, args.dataset or "digits", args.data_dir, args.seed)
+        net, report = workflow.train_model(args.arch, data, cfg, args.network, args.dtype, args.twin)
+        io.save(net, args.out)
+        _print({"out": args.out, **report["evaluation"], **report.get("twin", {})}, False)
+        if args.json:
+            workflow.write_json(args.json, report)
+        return 0
+    if cmd == "convert":
+        net = io.load(args.model_in)
+        ttfs, record = workflow.convert_model(net, workflow.dataset_for(net, args.dataset, args.data_dir, args.seed),
+                                              args.margin, args.seed)
+        io.save(ttfs, args.out)
+        print(f"convert: ReLU {100 * record['relu_accuracy']:.2f} % -> TTFS {100 * record['accuracy_after']:.2f} %, "
+              f"prediction agreement {100 * record['prediction_agreement']:.2f} %; wrote {args.out}")
+        return 0
+    if cmd == "evaluate":
+        net = io.load(args.model)
+        result = workflow.evaluate_model(net, workflow.dataset_for(net, args.dataset, args.data_dir, args.seed),
+                                         args.samples, args.seed)
+        _print(result, args.json)
+        return 0
+    if cmd == "quantize":
+        _run_pass(args, QuantizeConfig(bits=None if args.float_weights else args.bits, steps=args.steps,
+                                       time_bits=args.time_bits, input_steps=args.input_steps,
+                                       window_quantile=args.window_quantile, epochs=args.epochs, lr=args.lr,
+                                       batch_size=args.batch_size))
+        return 0
+    if cmd == "noise":
+        _run_pass(args, NoiseConfig(jitter=args.jitter, weight_mult=args.weight_mult, weight_add=args.weight_add,
+                                    threshold=args.threshold, units=args.units, eval_only=args.eval_only,
+                                    epochs=args.epochs, lr=args.lr, batch_size=args.batch_size))
+        return 0
+    if cmd == "latency":
+        _run_pass(args, LatencyConfig(steps=args.steps, input_steps=args.input_steps, quantile=args.quantile,
+                                      epochs=args.epochs, lr=args.lr, batch_size=args.batch_size))
+        return 0
+    raise AssertionError(f"unhandled command {cmd}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

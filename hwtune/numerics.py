@@ -1,0 +1,187 @@
+"""The number formats and integer rules of hwtune, defined once.
+
+Every function here works on numpy arrays and on torch tensors alike, so the torch
+quantized forward, the numpy emulator and the Lava process model share one definition.
+See docs/design.md for the derivation. Units:
+
+- ``k``: integer activation in time steps, 0 <= k <= T (spike at step T - k of its window;
+  k = 0 is a silent neuron). Stored as an integer array or an integer-valued float tensor.
+- ``V``: integer membrane potential at the end of a layer's integration window.
+- ``sigma``: integer slope of the firing phase (potential units per step).
+- ``T``: window length in time steps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Lava's Dense (bit-accurate model) stores weights as 8-bit mantissas of a 9-bit signed range.
+LAVA_WEIGHT_RANGE_BITS = 9
+
+
+def _floor(x):
+    return x.floor() if hasattr(x, "floor") and not isinstance(x, np.ndarray) else np.floor(x)
+
+
+def _as_float64(x):
+    if isinstance(x, np.ndarray) or np.isscalar(x):
+        return np.asarray(x, dtype=np.float64)
+    return x.double()
+
+
+def encode_input(u, steps: int):
+    """Pixel intensity u in [0, 1] -> integer input activation k0 = floor(u * T0 + 1/2) in [0, T0].
+
+    Computed in float64 whatever the input dtype, so numpy and torch agree bit for bit.
+    The spike is emitted at step T0 - k0 of the input window (k0 = 0: no spike).
+    """
+    return _floor(_as_float64(u) * steps + 0.5).clip(0, steps)
+
+
+def fire(V, sigma, steps: int):
+    """Integer activation of a TTFS neuron: k = clip(floor(V / sigma), 0, T).
+
+    V: membrane potential at the end of integration (integer), sigma: positive integer slope
+    (scalar or one per neuron, broadcast on the last axis), T: window steps. Equivalent to
+    the stepped rule "spike at the first firing step m with V + (m + 1) sigma >= sigma (T + 1)".
+    """
+    return (V // sigma).clip(0, steps)
+
+
+def threshold(sigma, steps: int):
+    """Firing threshold theta = sigma * (T + 1) of the stepped neuron (see :func:`fire`)."""
+    return sigma * (steps + 1)
+
+
+def spike_step(k, steps: int):
+    """Step of the spike inside its window, T - k, as float; inf for silent neurons (k = 0)."""
+    k = _as_float64(k)
+    m = steps - k
+    if isinstance(m, np.ndarray):
+        return np.where(k > 0, m, np.inf)
+    return m.masked_fill(k <= 0, float("inf"))
+
+
+def jitter(k, delta, steps: int):
+    """Move each emitted spike by ``delta`` steps (positive = later): k' = clip(k - delta, 0, T).
+
+    Silent neurons (k = 0) stay silent; a spike pushed past its window end is lost (k' = 0),
+    one pulled before the window start counts from the start (k' = T).
+    """
+    moved = (k - delta).clip(0, steps)
+    return moved * (k > 0)
+
+
+def slope(delta_out: float, scale, delta_in: float):
+    """sigma = max(1, round(Delta_n / (s * Delta_{n-1}))) as int64 (scale per layer or per neuron)."""
+    return np.maximum(1, np.round(delta_out / (np.asarray(scale, dtype=np.float64) * delta_in))).astype(np.int64)
+
+
+def schedule(window_steps: list[int], delay: int) -> list[int]:
+    """Firing-phase start steps F_0..F_{N+1}: F_0 = 0, F_n = F_{n-1} + d + T_{n-1}.
+
+    ``window_steps`` = [T_0, T_1, ..., T_N] (input and hidden layers); the last entry of the
+    result is the read-out step of the output layer = total latency in steps.
+    """
+    starts = [0]
+    for steps in window_steps:
+        starts.append(starts[-1] + delay + steps)
+    return starts
+
+
+def membrane_bound(q: np.ndarray, beta: np.ndarray, steps_in: int) -> np.ndarray:
+    """Worst-case |V| of each neuron during integration: (sum_j |q_ij| + |beta_i|) * T_{n-1}."""
+    return (np.abs(q).astype(np.int64).sum(axis=1) + np.abs(beta).astype(np.int64)) * steps_in
+
+
+def signed_range(bits: int, narrow: bool = False) -> tuple[int, int]:
+    """Integer range of a signed two's-complement field; narrow drops the most negative value."""
+    lo = -(2 ** (bits - 1))
+    return (lo + 1 if narrow else lo), 2 ** (bits - 1) - 1
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    """Signed weight mantissa of ``bits`` bits times a power-of-two scale 2**e.
+
+    ``scale`` is "per-layer" or "per-channel" (one exponent per output neuron/channel);
+    ``exp_range`` bounds e; the bias is a per-step mantissa of ``bias_bits`` bits.
+    """
+
+    bits: int
+    narrow: bool = False
+    scale: str = "per-layer"
+    exp_range: tuple[int, int] = (-32, 31)
+    bias_bits: int = 16
+
+    @property
+    def qmin(self) -> int:
+        return signed_range(self.bits, self.narrow)[0]
+
+    @property
+    def qmax(self) -> int:
+        return signed_range(self.bits, self.narrow)[1]
+
+    def allowed(self, q) -> bool:
+        """True when every value of q is an integer inside the mantissa range."""
+        q = np.asarray(q)
+        return bool(np.all(q == np.round(q)) and q.min(initial=0) >= self.qmin and q.max(initial=0) <= self.qmax)
+
+
+def bias_mantissa(b, scale, window_in: float, bias_bits: int):
+    """Per-step integer bias beta = round(b / (s * L_{n-1})), clipped to ``bias_bits`` signed.
+
+    Over the T_{n-1} integration steps it adds beta * T_{n-1} to V, i.e. b in float units.
+    Works on numpy and torch (straight-through rounding is the caller's business).
+    """
+    lo, hi = signed_range(bias_bits)
+    x = b / (scale * window_in)
+    return (x.round() if not isinstance(x, np.ndarray) else np.round(x)).clip(lo, hi)
+
+
+def lava_weights(q: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
+    """Weights and weight_exp for Lava's Dense so that its a_in equals sum_j q_ij exactly.
+
+    Lava keeps ``(w >> (9 - bits)) << (9 - bits)`` of the mixed-sign weight clipped to
+    [-256, 255] and then applies ``a >> -weight_exp``; w = q << (9 - bits) survives both.
+    """
+    if not 1 <= bits <= 8:
+        raise ValueError(f"Lava Dense holds 1..8 weight bits, got {bits}")
+    shift = LAVA_WEIGHT_RANGE_BITS - bits
+    return (np.asarray(q, dtype=np.int64) << shift), -shift
+
+
+def integrate(u, v, a_in, beta):
+    """One integration step of the stepped TTFS neuron: u += a_in; v += u + beta. Returns (u, v).
+
+    a_in: sum of the weights q_ij of the spikes arriving this step; beta: per-step bias mantissa.
+    All in potential units (integers).
+    """
+    u = u + a_in
+    return u, v + u + beta
+
+
+def fire_step(v, fired, sigma, theta):
+    """One firing step: v += sigma; spike where v >= theta and not yet fired. Returns (v, spike, fired).
+
+    ``fired`` and ``spike`` are boolean; a neuron spikes at most once per window.
+    """
+    v = v + sigma
+    spike = (v >= theta) & ~fired
+    return v, spike, fired | spike
+
+
+def state_bound(q: np.ndarray, beta: np.ndarray, steps_in: int, sigma=None, steps_out: int = 0) -> np.ndarray:
+    """Largest magnitude a neuron's registers (u, v, theta) can hold during a sample, per neuron.
+
+    |u| <= sum_j |q_ij| and |v| <= :func:`membrane_bound` during integration; a hidden neuron
+    (``sigma`` given) then adds sigma on each of its T_n firing steps, so v can reach
+    membrane_bound + sigma T_n, and it stores theta = sigma (T_n + 1). The read-out
+    (``sigma=None``) stops after integration.
+    """
+    bound = membrane_bound(q, beta, steps_in)
+    if sigma is None:
+        return bound
+    sigma = np.asarray(sigma, dtype=np.int64)
+    return np.maximum(bound + sigma * steps_out, threshold(sigma, steps_out))

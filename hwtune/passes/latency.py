@@ -1,0 +1,40 @@
+"""Latency pass: shorter windows (fewer steps, quantile-based lengths), then fine-tuning.
+
+Window n becomes the ``quantile`` of layer n's positive activations (a neuron whose spike
+would come before its window opens fires at the window start: activations saturate at L_n);
+the time grid gets ``steps`` per hidden window. Latency = sum_n (T_n + d) steps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from hwtune.passes.base import FinetuneOptions, PassContext, register, time_grid
+from hwtune.ttfs.net import TTFSNet
+from hwtune.ttfs.quant import QuantSpec
+from hwtune.ttfs.windows import layer_quantiles, set_windows
+
+
+@dataclass
+class LatencyConfig(FinetuneOptions):
+    pass_name: ClassVar[str] = "latency"
+    steps: int | list | None = None    # steps per hidden window (default: current grid or target's)
+    input_steps: int | None = None
+    quantile: float = 0.99             # window length = this quantile of positive activations
+
+
+@register(LatencyConfig)
+def latency(net: TTFSNet, cfg: LatencyConfig, ctx: PassContext) -> dict:
+    grid = time_grid(net, ctx.target, cfg.steps, cfg.input_steps, "latency: ")
+    before = ctx.evaluate(net)
+    set_windows(net, layer_quantiles(net, ctx.train_split()[0], cfg.quantile))
+    net.saturate = True
+    weights = net.quant.weights if net.quant is not None else None
+    net.set_quant(QuantSpec(grid, weights, delay=ctx.target.synaptic_delay))
+    shortened = ctx.evaluate(net)
+    history = ctx.finetune(net, cfg, "latency fine-tune")
+    after = ctx.evaluate(net)
+    return {"accuracy_before": before["accuracy"], "accuracy_shortened": shortened["accuracy"],
+            "accuracy_after": after["accuracy"], "latency_steps_before": before.get("latency_steps"),
+            "latency_steps": after["latency_steps"], "window_steps": grid, "windows_tau": net.windows.tolist(),
+            "finetune": history}

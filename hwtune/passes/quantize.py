@@ -1,0 +1,53 @@
+"""Quantize pass: integer weights (brevitas QAT, power-of-two scale) and the integer time grid.
+
+Weights become ``bits``-bit signed mantissas in the target's format; spike times move onto
+T_n steps per window with the hardware's rounding (numerics.fire: first step at or above
+threshold). Windows still at their training length (never fitted for hardware) are first set
+to the ``window_quantile`` of each layer's activations, since time resolution is L_n / T_n.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from hwtune.passes.base import FinetuneOptions, PassContext, PassError, register, time_grid
+from hwtune.ttfs.net import TTFSNet
+from hwtune.ttfs.quant import QuantSpec
+from hwtune.ttfs.windows import layer_quantiles, set_windows
+
+
+@dataclass
+class QuantizeConfig(FinetuneOptions):
+    pass_name: ClassVar[str] = "quantize"
+    bits: int | None = 8               # weight mantissa bits; None keeps float weights (time grid only)
+    steps: int | list | None = None    # steps per hidden window (default: current grid or target's)
+    time_bits: int | None = None       # alternative to steps: T = 2**time_bits - 1 for every window
+    input_steps: int | None = None     # steps of the input window (default: current grid or target's)
+    window_quantile: float = 0.999     # only used when the windows were never fitted (see module doc)
+
+
+@register(QuantizeConfig)
+def quantize(net: TTFSNet, cfg: QuantizeConfig, ctx: PassContext) -> dict:
+    if cfg.steps is not None and cfg.time_bits is not None:
+        raise PassError("quantize: give either steps or time_bits, not both")
+    steps, input_steps = cfg.steps, cfg.input_steps
+    if cfg.time_bits is not None:
+        if not 1 <= cfg.time_bits <= 16:
+            raise PassError(f"quantize: time_bits must be in 1..16, got {cfg.time_bits}")
+        steps = 2 ** cfg.time_bits - 1
+        input_steps = input_steps or steps
+    grid = time_grid(net, ctx.target, steps, input_steps, "quantize: ")
+    weights = None if cfg.bits is None else ctx.target.weight_format(cfg.bits)
+    before = ctx.evaluate(net)
+    fitted = False
+    if not net.saturate:
+        set_windows(net, layer_quantiles(net, ctx.train_split()[0], cfg.window_quantile))
+        net.saturate = fitted = True
+    net.set_quant(QuantSpec(grid, weights, delay=ctx.target.synaptic_delay))
+    quantized = ctx.evaluate(net)
+    history = ctx.finetune(net, cfg, "quantize fine-tune")
+    after = ctx.evaluate(net)
+    return {"accuracy_before": before["accuracy"], "accuracy_quantized": quantized["accuracy"],
+            "accuracy_after": after["accuracy"], "windows_fitted": fitted, "window_steps": grid,
+            "latency_steps": after["latency_steps"], "spikes_per_hidden_neuron": after["spikes_per_hidden_neuron"],
+            "finetune": history}

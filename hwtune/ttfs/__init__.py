@@ -1,0 +1,9 @@
+"""The TTFS network model (B1, Stanojevic et al. 2024): float closed form and integer-exact."""
+from hwtune.ttfs.arch import ArchError, fc, preset, relu_twin, vgg
+from hwtune.ttfs.convert import from_relu, to_relu
+from hwtune.ttfs.net import DEFAULT_WINDOW, TTFSNet
+from hwtune.ttfs.noise import NoiseModel
+from hwtune.ttfs.quant import QuantSpec
+
+__all__ = ["ArchError", "DEFAULT_WINDOW", "NoiseModel", "QuantSpec", "TTFSNet", "fc", "from_relu", "preset",
+           "relu_twin", "to_relu", "vgg"]

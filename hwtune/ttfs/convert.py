@@ -1,0 +1,110 @@
+"""Exact ReLU -> TTFS conversion (B1: SNN weights = ReLU weights).
+
+Accepted: an ``nn.Sequential`` (nested Sequentials are flattened) of Linear / Conv2d /
+BatchNorm (directly after a Linear or Conv2d, folded: W' = kappa W, b' = kappa (b - mu) + beta,
+kappa = gamma / sqrt(var + eps)) / ReLU / AvgPool2d / MaxPool2d (kernel = stride, no padding) /
+Flatten / Dropout (dropped). The ReLU net must take pixel intensities u in [0, 1] (hwtune.data).
+Windows: L_n = margin x X_n, X_n = largest activation of layer n on the calibration data.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from hwtune.ttfs.arch import ArchError, relu_twin
+from hwtune.ttfs.net import TTFSNet
+from hwtune.ttfs.windows import layer_maxima, set_windows
+
+
+def _modules(model: nn.Module) -> list[nn.Module]:
+    if isinstance(model, nn.Sequential):
+        return [m for child in model for m in _modules(child)]
+    return [model]
+
+
+def _pool_kernel(m: nn.Module, i: int) -> int:
+    def single(v):
+        if isinstance(v, (tuple, list)):
+            if len(set(v)) != 1:
+                raise ArchError(f"module {i} ({type(m).__name__}): only square pooling is supported, got {v}")
+            return int(v[0])
+        return int(v)
+    kernel, stride, padding = single(m.kernel_size), single(m.stride or m.kernel_size), single(m.padding)
+    if kernel != stride or padding != 0:
+        raise ArchError(f"module {i} ({type(m).__name__}): pooling needs stride = kernel and no padding")
+    return kernel
+
+
+def _fold_bn(weight: torch.Tensor, bias: torch.Tensor, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    kappa = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shape = (-1,) + (1,) * (weight.ndim - 1)
+    return weight * kappa.reshape(shape), kappa * (bias - bn.running_mean) + bn.bias
+
+
+def parse_sequential(model: nn.Module) -> tuple[list[dict], list[tuple[torch.Tensor, torch.Tensor]]]:
+    """(arch, [(W, b)]) of a ReLU nn.Sequential, with batch norms folded; clear errors otherwise."""
+    arch, params = [], []
+    mods = [m for m in _modules(model) if not isinstance(m, nn.Dropout)]
+    prev = None
+    for i, m in enumerate(mods):
+        if isinstance(m, nn.Linear):
+            arch.append({"kind": "dense", "in": m.in_features, "out": m.out_features})
+        elif isinstance(m, nn.Conv2d):
+            if m.groups != 1 or m.dilation not in ((1, 1), 1) or len(set(m.stride)) != 1 or len(set(m.padding)) != 1 \
+                    or isinstance(m.padding, str):
+                raise ArchError(f"module {i} (Conv2d): only groups=1, dilation=1, square stride/padding supported")
+            arch.append({"kind": "conv", "in": m.in_channels, "out": m.out_channels, "kernel": m.kernel_size[0],
+                         "padding": m.padding[0], "stride": m.stride[0]})
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            bias = m.bias if m.bias is not None else torch.zeros(m.weight.shape[0], dtype=m.weight.dtype)
+            params.append((m.weight.detach().clone(), bias.detach().clone()))
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            if not isinstance(prev, (nn.Linear, nn.Conv2d)):
+                raise ArchError(f"module {i} ({type(m).__name__}): batch norm must directly follow a Linear or "
+                                f"Conv2d (before its ReLU); found it after {type(prev).__name__}")
+            params[-1] = _fold_bn(*params[-1], m)
+        elif isinstance(m, nn.ReLU):
+            if not isinstance(prev, (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)):
+                raise ArchError(f"module {i} (ReLU): must follow a Linear/Conv2d (or its batch norm)")
+            arch[-1]["relu"] = True
+        elif isinstance(m, nn.AvgPool2d):
+            arch.append({"kind": "avgpool", "kernel": _pool_kernel(m, i)})
+        elif isinstance(m, nn.MaxPool2d):
+            arch.append({"kind": "maxpool", "kernel": _pool_kernel(m, i)})
+        elif isinstance(m, nn.Flatten):
+            arch.append({"kind": "flatten"})
+        else:
+            raise ArchError(f"module {i} ({type(m).__name__}) cannot be converted to TTFS")
+        prev = m
+    weighted = [layer for layer in arch if layer["kind"] in ("dense", "conv")]
+    for j, layer in enumerate(weighted):
+        has_relu = layer.pop("relu", False)
+        if has_relu != (j < len(weighted) - 1):
+            where = "the read-out (last) layer must not" if has_relu else f"weighted layer {j} must"
+            raise ArchError(f"{where} be followed by a ReLU")
+    return arch, params
+
+
+def from_relu(model: nn.Module, calibration_data: torch.Tensor, margin: float = 1.5,
+              batch_size: int = 1024) -> TTFSNet:
+    """Exact TTFS twin of a trained ReLU net; windows L_n = margin x layer maxima on the data."""
+    arch, params = parse_sequential(model)
+    dtype = params[0][0].dtype
+    net = TTFSNet(arch, tuple(calibration_data.shape[1:]), dtype=dtype)
+    with torch.no_grad():
+        for syn, (w, b) in zip(net.synapses, params):
+            syn.weight.copy_(w)
+            syn.bias.copy_(b)
+    set_windows(net, [margin * x for x in layer_maxima(net, calibration_data, batch_size)])
+    return net
+
+
+def to_relu(net: TTFSNet) -> nn.Sequential:
+    """The ReLU twin of a float TTFS net, with the same (W, b)."""
+    model = relu_twin(net.arch).to(net.dtype)
+    synapses = [m for m in model if isinstance(m, (nn.Linear, nn.Conv2d))]
+    with torch.no_grad():
+        for syn, src in zip(synapses, net.synapses):
+            syn.weight.copy_(src.weight)
+            syn.bias.copy_(src.bias)
+    return model

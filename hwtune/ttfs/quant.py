@@ -1,0 +1,81 @@
+"""Quantization state of a TTFS net: brevitas weight quantizers and the integer time grid.
+
+The integer rules themselves live in :mod:`hwtune.numerics`; this module only connects them
+to torch parameters with straight-through gradients (QAT).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+from brevitas.nn import QuantConv2d, QuantLinear
+from brevitas.quant import Int8WeightPerTensorFixedPoint
+from brevitas.quant.fixed_point import Int8WeightPerChannelFixedPoint
+
+from hwtune.numerics import WeightFormat
+
+
+@dataclass
+class QuantSpec:
+    """Time grid [T_0 (input), T_1..T_N (hidden)] in steps, the weight format (None = float)
+    and the synaptic delay d in steps (latency = sum_n (T_n + d))."""
+
+    steps: list[int]
+    weights: WeightFormat | None = None
+    delay: int = 1
+
+    def to_dict(self) -> dict:
+        return {"steps": list(self.steps), "weights": None if self.weights is None else asdict(self.weights),
+                "delay": self.delay}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QuantSpec":
+        w = d.get("weights")
+        if w is not None:
+            w = WeightFormat(**{**w, "exp_range": tuple(w.get("exp_range", (-32, 31)))})
+        return cls(steps=[int(s) for s in d["steps"]], weights=w, delay=int(d.get("delay", 1)))
+
+
+def quant_synapse(syn: nn.Module, fmt: WeightFormat, readout: bool) -> nn.Module:
+    """A brevitas QuantLinear/QuantConv2d with power-of-two scale holding the same (W, b).
+
+    The read-out always uses one scale per layer (its logits are compared across neurons).
+    """
+    per_channel = fmt.scale == "per-channel" and not readout
+    quantizer = Int8WeightPerChannelFixedPoint if per_channel else Int8WeightPerTensorFixedPoint
+    kwargs = dict(bias=True, weight_quant=quantizer, weight_bit_width=fmt.bits, weight_narrow_range=fmt.narrow,
+                  dtype=syn.weight.dtype)
+    if isinstance(syn, (nn.Linear, QuantLinear)):
+        new = QuantLinear(syn.in_features, syn.out_features, **kwargs)
+    else:
+        new = QuantConv2d(syn.in_channels, syn.out_channels, syn.kernel_size, stride=syn.stride,
+                          padding=syn.padding, **kwargs)
+    new.load_state_dict({"weight": syn.weight.detach(), "bias": syn.bias.detach()})
+    return new
+
+
+def float_synapse(syn: nn.Module) -> nn.Module:
+    """Plain nn.Linear / nn.Conv2d with the same (W, b) (undo :func:`quant_synapse`)."""
+    if isinstance(syn, nn.Linear):
+        new = nn.Linear(syn.in_features, syn.out_features, dtype=syn.weight.dtype)
+    else:
+        new = nn.Conv2d(syn.in_channels, syn.out_channels, syn.kernel_size, stride=syn.stride,
+                        padding=syn.padding, dtype=syn.weight.dtype)
+    new.load_state_dict({"weight": syn.weight.detach(), "bias": syn.bias.detach()})
+    return new
+
+
+def weight_mantissa(syn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q, s): integer-valued weight mantissas (straight-through gradient 1/s) and scales.
+
+    q = W_q / s is exact because s is a power of two; s has shape (out, 1[, 1, 1]) or ().
+    """
+    qt = syn.quant_weight()
+    scale = qt.scale.detach()
+    return qt.value / scale, scale
+
+
+def scale_per_neuron(scale: torch.Tensor, out: int) -> torch.Tensor:
+    """Weight scale as one value per output channel, shape (out,)."""
+    return scale.reshape(-1).expand(out) if scale.numel() == 1 else scale.reshape(out)
