@@ -5,11 +5,12 @@ import argparse
 import json
 import sys
 
-from hwtune import io
+from hwtune import io, workflow
+from hwtune.data import subset
 from hwtune.passes import LatencyConfig, NoiseConfig, QuantizeConfig
+from hwtune.recipes import load_recipe, run_recipe
 from hwtune.target import list_targets
 from hwtune.train import TrainConfig
-from hwtune import workflow
 
 
 def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
@@ -99,6 +100,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantile", type=float, default=0.99)
     _finetune(p)
 
+    p = add("export", "export a quantized model as an integer artifact for a target (numpy + JSON)",
+            "hwtune export runs/fc2-w4 --target loihi --out runs/fc2-w4.loihi")
+    p.add_argument("model")
+    p.add_argument("--target", help="target name or YAML path (default: the model's)")
+    p.add_argument("--out", required=True, help="artifact directory (written atomically)")
+    _common(p, data=False)
+
+    p = add("emulate", "run the bit-accurate integer emulator on a dataset",
+            "hwtune emulate runs/fc2-w4 --dataset fashion-mnist --json")
+    p.add_argument("model", help="model directory (exported on the fly) or artifact directory")
+    p.add_argument("--target", help="target for a model directory (default: the model's)")
+    p.add_argument("--mode", choices=["fast", "stepped"], default="fast")
+    p.add_argument("--samples", type=int, help="run this many test samples")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _common(p)
+
+    p = add("lava-run", "run samples on Lava's fixed_pt simulator and compare with the emulator",
+            "hwtune lava-run runs/fc2-w4 --samples 20")
+    p.add_argument("model", help="model directory (exported on the fly) or artifact directory")
+    p.add_argument("--target", help="target for a model directory (default: the model's)")
+    p.add_argument("--samples", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
+    p = add("run", "run a recipe: train or load, passes, export, evaluate",
+            "hwtune run recipes/quickstart.yaml --seed 0")
+    p.add_argument("recipe")
+    p.add_argument("--out", help="output directory (default: the recipe's)")
+    p.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
+
     add("targets", "list the hardware targets", "hwtune targets")
     return parser
 
@@ -169,6 +200,43 @@ def _dispatch(args) -> int:
     if cmd == "latency":
         _run_pass(args, LatencyConfig(steps=args.steps, input_steps=args.input_steps, quantile=args.quantile,
                                       epochs=args.epochs, lr=args.lr, batch_size=args.batch_size))
+        return 0
+    if cmd == "export":
+        artifact, _ = workflow.load_artifact_or_model(args.model, args.target)
+        artifact.save(args.out)
+        print(f"export: {len(artifact.layers)} layers, {artifact.weight_bits}-bit weights, windows "
+              f"{artifact.window_steps} steps, latency {artifact.latency_steps} steps; wrote {args.out}")
+        return 0
+    if cmd == "emulate":
+        artifact, net = workflow.load_artifact_or_model(args.model, args.target)
+        data = workflow.dataset_for(net, args.dataset or artifact.meta.get("dataset", {}).get("name"),
+                                    args.data_dir, args.seed)
+        if args.samples:
+            data = subset(data, n_test=args.samples, seed=args.seed)
+        result, _ = workflow.emulate_artifact(artifact, data.test_x, data.test_y, args.mode)
+        _print(result, args.json)
+        return 0
+    if cmd == "lava-run":
+        artifact, net = workflow.load_artifact_or_model(args.model, args.target)
+        data = workflow.dataset_for(net, args.dataset or artifact.meta.get("dataset", {}).get("name"),
+                                    args.data_dir, args.seed)
+        result = workflow.compare_lava(artifact, data.test_x[:args.samples])
+        if args.json:
+            _print(result, True)
+        else:
+            print(f"{'sample':>6s} {'label':>5s} {'lava':>5s} {'emulator':>8s} {'spikes':>6s}")
+            for i, (a, b, c) in enumerate(zip(result["lava_predictions"], result["emulator_predictions"],
+                                              result["lava_spikes_per_sample"])):
+                print(f"{i:6d} {int(data.test_y[i]):5d} {a:5d} {b:8d} {c:6d}")
+            print(f"Lava == emulator spike for spike on {result['identical_spike_for_spike']}/{result['samples']} "
+                  "samples")
+        return 0 if result["identical_spike_for_spike"] == result["samples"] else 1
+    if cmd == "run":
+        recipe = load_recipe(args.recipe)
+        results = run_recipe(recipe, seed=args.seed, out=args.out)
+        for line in workflow.deploy_summary(results.get("deploy")):
+            print(line)
+        print(f"wrote {args.out or recipe.out}/results.json")
         return 0
     raise AssertionError(f"unhandled command {cmd}")
 

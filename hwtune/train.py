@@ -63,7 +63,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
                     sched.step()
                     if grow:
                         model.grow_windows()
-                    loss_sum += float(loss) * len(yb)
+                    loss_sum += loss.item() * len(yb)
                     correct += int((logits.argmax(1) == yb).sum())
                     seen += len(yb)
                     step += 1

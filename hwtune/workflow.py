@@ -8,9 +8,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from hwtune import io, numerics
+from hwtune.artifact import Artifact
 from hwtune.atomic import atomic_write_text
+from hwtune.backends.emulator import emulate
+from hwtune.export import to_artifact
 from hwtune.data import Dataset, load_dataset, subset
 from hwtune.passes import PassContext, run_pass
 from hwtune.provenance import provenance
@@ -127,3 +133,87 @@ def summary_line(record: dict) -> str:
 
 def write_json(path: str | Path, payload: dict) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def encoded_inputs(x: torch.Tensor, input_steps: int) -> np.ndarray:
+    """Integer input activations (B, n_in) of pixel tensors, by numerics.encode_input."""
+    return numerics.encode_input(x.reshape(len(x), -1).numpy(), input_steps).astype(np.int64)
+
+
+def load_artifact_or_model(path: str | Path, target: str | None = None) -> tuple[Artifact, TTFSNet | None]:
+    """An artifact directory as is, or a model directory exported for ``target`` (default: its own)."""
+    path = Path(path)
+    if (path / io.CONFIG).exists():
+        net = io.load(path)
+        name = target or net.info.get("target")
+        if not name:
+            raise ValueError(f"{path}: the model records no target; pass --target")
+        return to_artifact(net, load_target(name), source=str(path)), net
+    return Artifact.load(path), None
+
+
+def emulate_artifact(artifact: Artifact, x: torch.Tensor, y: torch.Tensor, mode: str = "fast",
+                     batch_size: int = 2000, progress: bool = True) -> tuple[dict, np.ndarray]:
+    """Emulator accuracy, spikes/neuron, synaptic events and latency on (x, y); also predictions."""
+    preds, spikes_h, spikes_all, events = [], [], [], []
+    for i in tqdm(range(0, len(x), batch_size), desc=f"emulate ({mode})", disable=not progress, leave=False):
+        result = emulate(artifact, encoded_inputs(x[i:i + batch_size], artifact.input_steps), mode=mode)
+        preds.append(result.predictions)
+        spikes_h.append(result.spikes_per_neuron())
+        spikes_all.append(result.spikes_per_neuron(include_input=True))
+        events.append(result.synaptic_events())
+    pred = np.concatenate(preds)
+    return {"accuracy": float((pred == y.numpy()).mean()), "n": len(x), "mode": mode,
+            "spikes_per_hidden_neuron": float(np.concatenate(spikes_h).mean()),
+            "spikes_per_neuron_incl_input": float(np.concatenate(spikes_all).mean()),
+            "synaptic_events_per_sample": float(np.concatenate(events).mean()),
+            "latency_steps": artifact.latency_steps}, pred
+
+
+def compare_lava(artifact: Artifact, x: torch.Tensor) -> dict:
+    """Run ``x`` on Lava fixed_pt and on the emulator; count samples identical spike for spike."""
+    from hwtune.backends.lava import run_lava  # Lava is imported only when used
+
+    k0 = encoded_inputs(x, artifact.input_steps)
+    lava, emu = run_lava(artifact, k0), emulate(artifact, k0, mode="stepped")
+    same = np.ones(len(x), dtype=bool)
+    for a, b in zip(lava.activations + lava.potentials, emu.activations + emu.potentials):
+        same &= (a == b).all(axis=1)
+    return {"samples": len(x), "identical_spike_for_spike": int(same.sum()),
+            "lava_predictions": lava.predictions.tolist(), "emulator_predictions": emu.predictions.tolist(),
+            "lava_spikes_per_sample": lava.spike_counts().tolist()}
+
+
+def deploy(net: TTFSNet, target: TargetSpec, data: Dataset, out: str | Path, seed: int = 0,
+           lava_samples: int = 0, emulator_samples: int | None = None, mode: str = "fast") -> dict:
+    """Export ``net`` for ``target``, run the emulator on the test set and compare it with the
+    torch model (prediction for prediction) and with Lava on the first ``lava_samples`` samples."""
+    artifact = to_artifact(net, target)
+    artifact.save(out)
+    test = subset(data, n_test=emulator_samples, seed=seed) if emulator_samples else data
+    x = test.test_x.to(net.dtype)
+    emu, pred = emulate_artifact(artifact, x, test.test_y, mode)
+    torch_pred = predict(net, x).numpy()
+    report = {"artifact": str(out), "emulator": emu,
+              "torch_accuracy": float((torch_pred == test.test_y.numpy()).mean()),
+              "torch_emulator_agreement": float((torch_pred == pred).mean())}
+    if lava_samples:
+        report["lava"] = compare_lava(artifact, x[:lava_samples])
+    return report
+
+
+def deploy_summary(report: dict | None) -> list[str]:
+    """Human-readable lines of a :func:`deploy` report."""
+    if not report:
+        return []
+    emu = report["emulator"]
+    lines = [f"emulator: accuracy {100 * emu['accuracy']:.2f} % on {emu['n']} test samples, "
+             f"{emu['spikes_per_hidden_neuron']:.3f} spikes/hidden neuron, {emu['latency_steps']} steps, "
+             f"{emu['synaptic_events_per_sample']:.0f} synaptic events/sample",
+             f"torch quantized model: accuracy {100 * report['torch_accuracy']:.2f} %, "
+             f"agrees with the emulator on {100 * report['torch_emulator_agreement']:.2f} % of predictions"]
+    if "lava" in report:
+        lava = report["lava"]
+        lines.append(f"Lava fixed_pt == emulator spike for spike on {lava['identical_spike_for_spike']}/"
+                     f"{lava['samples']} samples")
+    return lines
