@@ -1,0 +1,78 @@
+"""Model directories: round trip, atomic writes, clear errors on bad files."""
+import json
+
+import pytest
+import torch
+
+from hwtune import io
+from hwtune.numerics import WeightFormat
+from hwtune.ttfs import QuantSpec, TTFSNet, vgg
+
+
+def make_net():
+    net = TTFSNet(vgg((1, 8, 8), [4, "P", 6], [10], 3), (1, 8, 8), windows=[2.0, 3.0, 4.0])
+    net.saturate = True
+    net.info = {"dataset": {"name": "digits"}, "history": [{"pass": "quantize"}]}
+    return net
+
+
+def test_round_trip_float_and_quantized(tmp_path):
+    net = make_net()
+    x = torch.rand(5, 1, 8, 8)
+    io.save(net, tmp_path / "f")
+    loaded = io.load(tmp_path / "f")
+    assert torch.equal(loaded(x), net(x)) and loaded.saturate and loaded.info == net.info
+    net.set_quant(QuantSpec([8, 8, 8, 8], WeightFormat(bits=4, scale="per-channel")))
+    io.save(net, tmp_path / "q")
+    loaded = io.load(tmp_path / "q")
+    assert loaded.quant == net.quant
+    assert torch.equal(loaded(x), net(x))
+
+
+def test_overwrite_is_atomic_and_failed_save_leaves_old(tmp_path, monkeypatch):
+    net = make_net()
+    io.save(net, tmp_path / "m")
+    before = (tmp_path / "m" / "hwtune.json").read_text()
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(io, "save_file", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        io.save(net, tmp_path / "m")
+    assert (tmp_path / "m" / "hwtune.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary leftovers
+
+
+def test_errors_name_file_and_problem(tmp_path):
+    net = make_net()
+    io.save(net, tmp_path / "m")
+    cfg = tmp_path / "m" / "hwtune.json"
+    data = json.loads(cfg.read_text())
+    data["arch"][0]["out"] = 5  # conv0 now has 5 channels: the stored weight no longer fits
+    data["arch"][2]["in"] = 5
+    cfg.write_text(json.dumps(data))
+    with pytest.raises(io.ModelFileError, match=r"model.safetensors: tensor 'synapses.0.weight' has shape"):
+        io.load(tmp_path / "m")
+    cfg.write_text("{not json")
+    with pytest.raises(io.ModelFileError, match="hwtune.json: not valid JSON"):
+        io.load(tmp_path / "m")
+    with pytest.raises(io.ModelFileError, match="not a model directory"):
+        io.load(tmp_path / "nowhere")
+    io.save(net, tmp_path / "t")
+    (tmp_path / "t" / "model.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(io.ModelFileError, match="model.safetensors: unreadable"):
+        io.load(tmp_path / "t")
+
+
+def test_tampered_integer_weights_detected(tmp_path):
+    from safetensors.torch import load_file, save_file
+    net = make_net()
+    net.set_quant(QuantSpec([8, 8, 8, 8], WeightFormat(bits=4)))
+    io.save(net, tmp_path / "q")
+    path = tmp_path / "q" / "model.safetensors"
+    tensors = load_file(str(path))
+    tensors["int.0.weight"] = tensors["int.0.weight"].clone()
+    tensors["int.0.weight"].view(-1)[0] += 1
+    save_file(tensors, str(path))
+    with pytest.raises(io.ModelFileError, match="int.0.weight"):
+        io.load(tmp_path / "q")
