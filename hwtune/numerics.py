@@ -178,10 +178,13 @@ def state_bound(q: np.ndarray, beta: np.ndarray, steps_in: int, sigma=None, step
     |u| <= sum_j |q_ij| and |v| <= :func:`membrane_bound` during integration; a hidden neuron
     (``sigma`` given) then adds sigma on each of its T_n firing steps, so v can reach
     membrane_bound + sigma T_n, and it stores theta = sigma (T_n + 1). The read-out
-    (``sigma=None``) stops after integration.
+    (``sigma=None``) stops after integration. Exact int64; a bound that int64 arithmetic could
+    not hold (>= 2^62, wider than any register) is returned as the int64 maximum.
     """
     bound = membrane_bound(q, beta, steps_in)
-    if sigma is None:
-        return bound
-    sigma = np.asarray(sigma, dtype=np.int64)
-    return np.maximum(bound + sigma * steps_out, threshold(sigma, steps_out))
+    approx = (np.abs(q).sum(axis=1, dtype=np.float64) + np.abs(beta)) * steps_in
+    if sigma is not None:
+        sigma = np.asarray(sigma, dtype=np.int64)
+        bound = np.maximum(bound + sigma * steps_out, threshold(sigma, steps_out))
+        approx = approx + np.abs(sigma) * (steps_out + 1.0)
+    return np.where(approx < 2.0 ** 62, bound, np.iinfo(np.int64).max)

@@ -1,0 +1,231 @@
+"""hwtune.artifact: construction checks, save/load round trip, corrupted files, hardware checks."""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import fields, replace
+
+import numpy as np
+import pytest
+
+from hwtune import artifact as art_mod
+from hwtune.artifact import (ARRAYS_FILE, JSON_FILE, Artifact, ArtifactError, ArtifactLayer, check, random_artifact,
+                             violations)
+
+
+def small(**changes) -> Artifact:
+    """2 inputs -> 3 hidden (T_1 = 5) -> 2 read-out, T_0 = 4, d = 1."""
+    hidden = ArtifactLayer(name="h", weight=np.array([[1, -2], [3, 0], [0, 0]]), bias=np.array([0, -1, 2]),
+                           slope=np.array([1, 2, 3]), window_steps=5, readout=False)
+    out = ArtifactLayer(name="out", weight=np.array([[1, 1, 1], [-1, 0, 2]]), bias=np.array([0, 5]),
+                        slope=None, window_steps=None, readout=True, logit_scale=0.25)
+    kw = dict(layers=[hidden, out], input_shape=(2,), input_steps=4, synaptic_delay=1, weight_bits=4,
+              membrane_bits=16, overflow="error", meta={"target": "test", "note": [1, 2]})
+    kw.update(changes)
+    return Artifact(**kw)
+
+
+def assert_same(a: Artifact, b: Artifact):
+    for f in fields(Artifact):
+        if f.name != "layers":
+            assert getattr(a, f.name) == getattr(b, f.name), f.name
+    assert len(a.layers) == len(b.layers)
+    for la, lb in zip(a.layers, b.layers):
+        for f in fields(ArtifactLayer):
+            x, y = getattr(la, f.name), getattr(lb, f.name)
+            if isinstance(x, np.ndarray):
+                assert x.dtype == y.dtype == np.int64 and x.shape == y.shape and (x == y).all(), f.name
+            else:
+                assert x == y, f.name
+
+
+def test_schedule_properties():
+    a = small()
+    assert a.window_steps == [4, 5]
+    assert a.schedule == [0, 5, 11]          # F_1 = 0 + 1 + 4, F_2 = 5 + 1 + 5
+    assert a.latency_steps == 11
+    assert (a.n_in, a.n_out, len(a.hidden)) == (2, 2, 1)
+
+
+def test_round_trip_field_by_field(tmp_path):
+    a = small()
+    a.save(tmp_path / "a")
+    assert sorted(os.listdir(tmp_path / "a")) == sorted([JSON_FILE, ARRAYS_FILE])
+    assert_same(a, Artifact.load(tmp_path / "a"))
+    r = random_artifact(np.random.default_rng(0), [12, 9, 7, 4], bits=4, steps=[3, 5, 2], delay=2)
+    r.save(tmp_path / "r")
+    assert_same(r, Artifact.load(tmp_path / "r"))
+
+
+def test_save_replaces_an_artifact_but_not_other_dirs(tmp_path):
+    small().save(tmp_path / "a")
+    b = small(input_steps=7)
+    b.save(tmp_path / "a")
+    assert Artifact.load(tmp_path / "a").input_steps == 7
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("x")
+    with pytest.raises(ArtifactError, match="not an artifact directory"):
+        small().save(tmp_path / "other")
+    assert (tmp_path / "other" / "keep.txt").read_text() == "x"
+    assert sorted(os.listdir(tmp_path)) == ["a", "other"]
+
+
+def test_failed_save_leaves_nothing_behind(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    small().save(tmp_path / "old")
+    monkeypatch.setattr(art_mod.np, "savez", broken)
+    with pytest.raises(OSError, match="disk full"):
+        small().save(tmp_path / "new")
+    with pytest.raises(OSError, match="disk full"):
+        small(input_steps=9).save(tmp_path / "old")
+    assert sorted(os.listdir(tmp_path)) == ["old"]
+    monkeypatch.undo()
+    assert Artifact.load(tmp_path / "old").input_steps == 4
+
+
+def test_unserialisable_meta_is_refused_before_writing(tmp_path):
+    with pytest.raises(ArtifactError, match="meta is not JSON"):
+        small(meta={"x": object()}).save(tmp_path / "a")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.fixture
+def saved(tmp_path):
+    path = tmp_path / "a"
+    small().save(path)
+    return path
+
+
+def rewrite_json(path, edit):
+    doc = json.loads((path / JSON_FILE).read_text())
+    edit(doc)
+    (path / JSON_FILE).write_text(json.dumps(doc))
+
+
+def rewrite_arrays(path, edit):
+    with np.load(path / ARRAYS_FILE) as npz:
+        arrays = dict(npz)
+    edit(arrays)
+    np.savez(path / ARRAYS_FILE, **arrays)
+
+
+@pytest.mark.parametrize("damage, file, pattern", [
+    (lambda p: (p / JSON_FILE).unlink(), JSON_FILE, "file missing"),
+    (lambda p: (p / ARRAYS_FILE).unlink(), ARRAYS_FILE, "file missing"),
+    (lambda p: (p / JSON_FILE).write_text("{not json"), JSON_FILE, "unreadable"),
+    (lambda p: (p / ARRAYS_FILE).write_bytes(b"garbage"), ARRAYS_FILE, "unreadable"),
+    (lambda p: rewrite_json(p, lambda d: d.pop("input_steps")), JSON_FILE, r"missing keys \['input_steps'\]"),
+    (lambda p: rewrite_json(p, lambda d: d["layers"][0].pop("readout")), JSON_FILE, r"layer 0 \('h'\): missing"),
+    (lambda p: rewrite_json(p, lambda d: d["layers"][0].update(window_steps=0)), JSON_FILE,
+     r"layer 0 \('h'\): window_steps must be"),
+    (lambda p: rewrite_json(p, lambda d: d.update(overflow="explode")), JSON_FILE, "overflow must be"),
+    (lambda p: rewrite_json(p, lambda d: d.update(version=99)), JSON_FILE, "version"),
+    (lambda p: rewrite_arrays(p, lambda a: a.pop("layer1.bias")), ARRAYS_FILE, "'layer1.bias' missing"),
+    (lambda p: rewrite_arrays(p, lambda a: a.update({"layer0.weight": a["layer0.weight"] * 0.5})), ARRAYS_FILE,
+     "layer 'h': weight has dtype float64"),
+    (lambda p: rewrite_arrays(p, lambda a: a.update({"layer1.weight": a["layer1.weight"][:, :2]})), ARRAYS_FILE,
+     "layer 'out': weight has 2 inputs but layer 'h' has 3 outputs"),
+    (lambda p: rewrite_arrays(p, lambda a: a.update({"layer0.slope": np.array([1, 0, 3])})), ARRAYS_FILE,
+     "layer 'h': slope of neuron 1 is 0"),
+    (lambda p: rewrite_arrays(p, lambda a: a.update({"layer0.bias": np.zeros(4, dtype=np.int64)})), ARRAYS_FILE,
+     r"layer 'h': bias has shape \(4,\)"),
+])
+def test_corrupted_artifact_names_file_and_layer(saved, damage, file, pattern):
+    damage(saved)
+    with pytest.raises(ArtifactError, match=pattern) as err:
+        Artifact.load(saved)
+    assert str(err.value).startswith(str(saved / file))
+
+
+def test_missing_directory():
+    with pytest.raises(ArtifactError, match="no such artifact directory"):
+        Artifact.load("/nonexistent/artifact")
+
+
+@pytest.mark.parametrize("changes, pattern", [
+    (dict(layers=[]), "non-empty list"),
+    (dict(input_shape=(3,)), "layer 'h': weight has 2 inputs but the input"),
+    (dict(synaptic_delay=0), "synaptic_delay must be"),
+    (dict(membrane_bits=64), "membrane_bits must be"),
+])
+def test_constructor_checks(changes, pattern):
+    with pytest.raises(ArtifactError, match=pattern):
+        small(**changes)
+
+
+def test_readout_must_be_unique_and_last():
+    a = small()
+    with pytest.raises(ArtifactError, match="exactly one read-out"):
+        replace(a, layers=a.layers[::-1])
+    with pytest.raises(ArtifactError, match="exactly one read-out"):
+        replace(a, layers=[a.layers[0]])
+    with pytest.raises(ArtifactError, match="read-out has no slope"):
+        replace(a.layers[1], slope=np.ones(2, dtype=np.int64))
+    with pytest.raises(ArtifactError, match="hidden layer needs a slope"):
+        replace(a.layers[0], slope=None)
+
+
+def test_check_weight_range_names_layer_and_neuron():
+    a = small()
+    a.layers[0].weight[1, 0] = 8            # 4-bit signed: [-8, 7]
+    with pytest.raises(ArtifactError, match=r"layer 'h' neuron 1: weight 8 from input 0 is outside the 4-bit"):
+        check(a)
+
+
+def test_check_membrane_names_layer_neuron_bound_and_limit():
+    a = small(membrane_bits=6)              # limit 31
+    # layer h neuron 1: (|3| + |-1|) * T_0 = 16 during integration, + sigma T_1 = 10 firing -> 26;
+    # neuron 2: 2 * 4 + 3 * 5 = 23; read-out neuron 1: (1 + 2 + 5) * 5 = 40 > 31
+    with pytest.raises(ArtifactError, match=r"layer 'out' neuron 1: membrane worst case 40 exceeds the 6-bit "
+                                            r"signed limit 31"):
+        check(a)
+    assert len(violations(a)) == 1
+    check(small(membrane_bits=7))
+
+
+def test_check_fan_in_and_layer_size():
+    a = small()
+    with pytest.raises(ArtifactError, match=r"layer 'out' neuron 0: fan-in 3 exceeds the limit 2"):
+        check(a, max_fan_in=2)
+    with pytest.raises(ArtifactError, match=r"layer 'h': 3 neurons exceed the limit 2"):
+        check(a, max_neurons_per_layer=2)
+    check(a, max_fan_in=3, max_neurons_per_layer=3)
+
+
+def test_check_lists_the_first_few():
+    a = small(weight_bits=1)                # [-1, 0]: nearly every weight is out of range
+    with pytest.raises(ArtifactError) as err:
+        check(a, max_fan_in=0)
+    msg = str(err.value)
+    n = len(violations(a, max_fan_in=0))
+    assert msg.startswith(f"{n} hardware violation(s)") and f"... and {n - 5} more" in msg
+
+
+def test_input_activations_validation():
+    a = small()
+    assert a.input_activations(np.array([[0.0, 4.0]])).dtype == np.int64
+    for bad, pattern in [(np.zeros((2, 3)), "shape"), (np.array([[0.5, 1]]), "integers"),
+                         (np.array([[5, 0]]), r"\[0, T_0=4\]"), (np.array([[-1, 0]]), r"\[0, T_0=4\]")]:
+        with pytest.raises(ValueError, match=pattern):
+            a.input_activations(bad)
+
+
+def test_random_artifact_passes_its_checks():
+    for seed in range(5):
+        check(random_artifact(np.random.default_rng(seed), [20, 10, 5], bits=3, steps=[4, 6]))
+
+
+def test_artifact_and_emulator_import_without_torch():
+    code = ("import sys, hwtune.artifact, hwtune.backends.emulator; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_worst_case_beyond_int64_is_a_violation_not_a_wrap():
+    # (|2^31 - 1| + |-(2^31 - 1)| + 0) * T_0 = (2^32 - 2) 2^31 ~ 2^63 would wrap to a negative int64
+    a = small(weight_bits=32, membrane_bits=63, input_steps=2 ** 31)
+    a.layers[0].weight[0] = [2 ** 31 - 1, -(2 ** 31 - 1)]
+    with pytest.raises(ArtifactError, match=r"layer 'h' neuron 0: membrane worst case 9223372036854775807"):
+        check(a)

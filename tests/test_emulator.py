@@ -1,0 +1,235 @@
+"""hwtune.backends.emulator: golden stepped neuron, stepped == fast, overflow rules, jitter, metrics."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hwtune import numerics
+from hwtune.artifact import Artifact, ArtifactLayer, random_artifact
+from hwtune.backends import RunResult
+from hwtune.backends.emulator import EmulatorError, MembraneOverflowError, emulate, exact_dtype
+
+
+def golden_artifact(**changes) -> Artifact:
+    """2 inputs -> 1 hidden neuron -> 1 read-out neuron; T_0 = T_1 = 4, d = 1.
+
+    Hand derivation (docs/design.md, time-stepped semantics), input k0 = [3, 1]:
+    schedule F = [0, 5, 10]. Inputs spike at steps T_0 - k0 = 1 and 3, arrive at 2 and 4.
+    Hidden (q = [2, -1], beta = 1, sigma = 3, theta = 3 * 5 = 15) integrates on steps 1..4:
+        step 1: a=0   u=0  v=0+0+1=1
+        step 2: a=2   u=2  v=1+2+1=4
+        step 3: a=0   u=2  v=4+2+1=7
+        step 4: a=-1  u=1  v=7+1+1=9      -> V = 9 = 2*3 - 1*1 + 1*4
+    fires on steps 5..8: step 5: v=12 < 15; step 6: v=15 >= 15 -> spike at step 6,
+        m = 1, k = T_1 - m = 3 = floor(9 / 3).
+    Read-out (q = [2], beta = -1) integrates on steps 6..9; the spike arrives at 7:
+        step 6: u=0 v=-1;  step 7: u=2 v=0;  step 8: v=1;  step 9: v=2  -> logit 2 = 2*3 - 1*4.
+    """
+    hidden = ArtifactLayer(name="hidden", weight=np.array([[2, -1]]), bias=np.array([1]), slope=np.array([3]),
+                           window_steps=4, readout=False)
+    out = ArtifactLayer(name="out", weight=np.array([[2]]), bias=np.array([-1]), slope=None, window_steps=None,
+                        readout=True)
+    kw = dict(layers=[hidden, out], input_shape=(2,), input_steps=4, synaptic_delay=1, weight_bits=4,
+              membrane_bits=8)
+    kw.update(changes)
+    return Artifact(**kw)
+
+
+GOLDEN_K0 = np.array([[3, 1]])
+
+
+def test_golden_neuron_update_by_hand():
+    u = v = np.array([0])
+    trace = []
+    for a_in in (0, 2, 0, -1):
+        u, v = numerics.integrate(u, v, a_in, 1)
+        trace.append((int(u[0]), int(v[0])))
+    assert trace == [(0, 1), (2, 4), (2, 7), (1, 9)]
+    fired, spikes = np.array([False]), []
+    for _ in range(4):
+        v, spike, fired = numerics.fire_step(v, fired, 3, numerics.threshold(3, 4))
+        spikes.append(bool(spike[0]))
+    assert spikes == [False, True, False, False] and int(v[0]) == 9 + 4 * 3
+
+
+@pytest.mark.parametrize("mode", ["stepped", "fast"])
+def test_golden_emulator(mode):
+    r = emulate(golden_artifact(), GOLDEN_K0, mode=mode)
+    assert [k.tolist() for k in r.activations] == [[[3, 1]], [[3]]]
+    assert [s.tolist() for s in r.spike_steps] == [[[1.0, 3.0]], [[1.0]]]
+    assert [p.tolist() for p in r.potentials] == [[[9]], [[2]]]
+    assert r.logits.dtype == np.int64 and r.latency_steps == 10
+
+
+def test_golden_delay_two_changes_nothing_but_the_schedule():
+    a = golden_artifact(synaptic_delay=2)
+    assert a.schedule == [0, 6, 12]
+    r = emulate(a, GOLDEN_K0, mode="stepped")
+    assert [p.tolist() for p in r.potentials] == [[[9]], [[2]]]
+
+
+def assert_results_equal(a, b):
+    for name in ("activations", "spike_steps", "potentials"):
+        for x, y in zip(getattr(a, name), getattr(b, name)):
+            assert x.shape == y.shape and np.array_equal(x, y), name
+    assert np.array_equal(a.logits, b.logits) and np.array_equal(a.predictions, b.predictions)
+
+
+def random_case(seed: int, depth: int, bits: int, delay: int, batch: int = 16):
+    rng = np.random.default_rng(seed)
+    sizes = [int(n) for n in rng.integers(1, 10, depth + 2)]
+    steps = [int(t) for t in rng.integers(1, 9, depth + 1)]
+    a = random_artifact(rng, sizes, bits=bits, steps=steps, delay=delay)
+    k0 = rng.integers(0, a.input_steps + 1, (batch, a.n_in)) * (rng.random((batch, a.n_in)) < 0.7)
+    return a, k0
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), depth=st.integers(0, 3), bits=st.integers(1, 8), delay=st.integers(1, 3),
+       jitter=st.sampled_from([0.0, 0.1, 0.5]))
+def test_stepped_equals_fast(seed, depth, bits, delay, jitter):
+    a, k0 = random_case(seed, depth, bits, delay)
+    fast = emulate(a, k0, "fast", jitter_seed=seed, jitter_sigma=jitter)
+    stepped = emulate(a, k0, "stepped", jitter_seed=seed, jitter_sigma=jitter)
+    assert_results_equal(fast, stepped)
+
+
+def test_random_cases_cover_the_corners():
+    """The differential test above is only as good as its nets: they must contain silent,
+    intermediate and saturating neurons (also V >= theta, spiking on the first firing step),
+    negative V and negative biases."""
+    silent = middle = saturated = beyond_theta = negative_v = negative_bias = 0
+    for seed in range(40):
+        a, k0 = random_case(seed, depth=2, bits=4, delay=1)
+        r = emulate(a, k0)
+        for k, layer, V in zip(r.activations[1:], a.hidden, r.potentials):
+            silent += (k == 0).sum()
+            saturated += (k == layer.window_steps).sum()
+            middle += ((k > 0) & (k < layer.window_steps)).sum()
+            beyond_theta += (V >= numerics.threshold(layer.slope, layer.window_steps)).sum()
+            negative_v += (V < 0).sum()
+        negative_bias += sum((layer.bias < 0).sum() for layer in a.layers)
+    assert min(silent, middle, saturated, beyond_theta, negative_v, negative_bias) > 100
+
+
+def reference_fast(a: Artifact, k0: np.ndarray) -> list[np.ndarray]:
+    """The closed form in Python integers (object arrays): no float, no overflow."""
+    k, potentials = k0.astype(object), []
+    for layer, steps_in in zip(a.layers, a.window_steps):
+        V = k.dot(layer.weight.astype(object).T) + layer.bias.astype(object) * steps_in
+        potentials.append(V)
+        if not layer.readout:
+            k = np.clip(V // layer.slope.astype(object), 0, layer.window_steps)
+    return potentials
+
+
+@pytest.mark.parametrize("bits, steps, dtype", [(8, 8, np.float32), (16, 256, np.float64), (32, 2 ** 20, np.int64)])
+def test_fast_is_exact_in_each_arithmetic(bits, steps, dtype):
+    rng = np.random.default_rng(bits)
+    a = random_artifact(rng, [12, 9, 4], bits=bits, steps=steps)
+    assert exact_dtype(int(np.abs(a.layers[0].weight).sum(axis=1).max()) * steps) is dtype
+    k0 = rng.integers(0, steps + 1, (50, 12))
+    r = emulate(a, k0)
+    for V, ref in zip(r.potentials, reference_fast(a, k0)):
+        assert np.array_equal(V, ref.astype(np.int64))
+
+
+def test_exact_dtype_limits():
+    assert exact_dtype(2 ** 24) is np.float32
+    assert exact_dtype(2 ** 24 + 1) is np.float64
+    assert exact_dtype(2 ** 53) is np.float64
+    assert exact_dtype(2 ** 53 + 1) is np.int64
+
+
+def overflow_artifact(mode: str) -> Artifact:
+    """1 input (q = 31), T_0 = 4, membrane_bits = 6 (range [-32, 31]), read-out only."""
+    out = ArtifactLayer(name="out", weight=np.array([[31]]), bias=np.array([0]), slope=None, window_steps=None,
+                        readout=True)
+    return Artifact(layers=[out], input_shape=(1,), input_steps=4, synaptic_delay=1, weight_bits=6,
+                    membrane_bits=6, overflow=mode)
+
+
+def test_overflow_error_names_layer_neuron_and_step():
+    # k0 = 4: spike at step 0 arrives at 1; step 1: u = 31, v = 31; step 2: v = 62 > 31
+    with pytest.raises(MembraneOverflowError, match=r"layer 'out' neuron 0 of sample 1: potential v = 62 at step 2 "
+                                                    r"leaves the 6-bit signed range \[-32, 31\]"):
+        emulate(overflow_artifact("error"), np.array([[0], [4]]), mode="stepped")
+    # with k0 = 1 (arrives at step 4, the last one) v = 31 fits: stepped mode only checks actual values
+    assert emulate(overflow_artifact("error"), np.array([[1]]), mode="stepped").logits.tolist() == [[31]]
+
+
+def test_overflow_saturate_and_wrap():
+    k0 = np.array([[4]])                    # u = 31 on steps 1..4
+    assert emulate(overflow_artifact("saturate"), k0, mode="stepped").logits.tolist() == [[31]]
+    # wrap: v = 31, 62 -> -2, 29, 60 -> -4
+    assert emulate(overflow_artifact("wrap"), k0, mode="stepped").logits.tolist() == [[-4]]
+
+
+@pytest.mark.parametrize("mode", ["error", "saturate", "wrap"])
+def test_fast_refuses_an_artifact_that_can_overflow(mode):
+    with pytest.raises(EmulatorError, match=r"layer 'out' neuron 0: membrane worst case 124 .* mode='stepped'"):
+        emulate(overflow_artifact(mode), np.array([[1]]))
+
+
+def test_jitter_draws_and_rules():
+    a, k0 = random_case(7, depth=2, bits=8, delay=1, batch=200)
+    clean = emulate(a, k0)
+    jit = emulate(a, k0, jitter_seed=5, jitter_sigma=0.3)
+    assert np.array_equal(jit.activations[0], k0)                       # inputs are not jittered
+    rng = np.random.default_rng(5)
+    T1 = a.hidden[0].window_steps
+    delta = np.round(rng.normal(0.0, 0.3 * T1, size=clean.activations[1].shape)).astype(np.int64)
+    assert np.array_equal(jit.activations[1], numerics.jitter(clean.activations[1], delta, T1))
+    assert not np.array_equal(jit.activations[1], clean.activations[1])
+    assert np.array_equal(emulate(a, k0, jitter_seed=5, jitter_sigma=0.3).logits, jit.logits)
+    assert_results_equal(emulate(a, k0, jitter_seed=5, jitter_sigma=0.0), clean)
+
+
+@pytest.mark.parametrize("k0, pattern", [
+    (np.zeros((1, 3)), r"shape \(batch, 2\)"), (np.array([[0.5, 1]]), "integers"), (np.array([[9, 0]]), "T_0=4"),
+    (np.array([["a", "b"]]), "numbers"),
+])
+def test_bad_input_is_a_clear_error(k0, pattern):
+    with pytest.raises(EmulatorError, match=pattern):
+        emulate(golden_artifact(), k0)
+
+
+def test_bad_mode_and_jitter():
+    with pytest.raises(EmulatorError, match="mode must be"):
+        emulate(golden_artifact(), GOLDEN_K0, mode="slow")
+    with pytest.raises(EmulatorError, match="jitter_sigma"):
+        emulate(golden_artifact(), GOLDEN_K0, jitter_sigma=-1)
+
+
+def test_metrics_on_the_golden_case():
+    r = emulate(golden_artifact(), np.array([[3, 1], [0, 2], [0, 0]]))
+    # sample 0: 2 input spikes (fan-out 1 each) + 1 hidden spike (fan-out 1) -> 3 events
+    # sample 1: V = -2 + 4 = 2 < sigma -> hidden silent; 1 input spike -> 1 event; sample 2: nothing but bias
+    assert r.activations[1].tolist() == [[3], [0], [1]]
+    assert r.spike_counts().tolist() == [1, 0, 1]
+    assert r.spike_counts(include_input=True).tolist() == [3, 1, 1]
+    assert r.spikes_per_neuron(include_input=True).tolist() == [1.0, 1 / 3, 1 / 3]
+    assert r.synaptic_events().tolist() == [3, 1, 1]
+
+
+def test_synaptic_events_count_nonzero_fan_out_only():
+    a = golden_artifact()
+    a.layers[0].weight[0, 1] = 0            # input 1 now reaches nobody
+    r = emulate(a, np.array([[3, 1]]))
+    assert r.synaptic_events().tolist() == [1 + 1]
+
+
+def test_predictions_break_ties_to_the_lowest_index():
+    a = golden_artifact()
+    r = RunResult(artifact=a, activations=[],
+                  potentials=[np.array([[5, 7, 7, 1], [2, 2, 2, 2], [-3, -1, -2, -1]])])
+    assert r.predictions.tolist() == [1, 0, 1]
+
+
+def test_stepped_refuses_registers_int64_cannot_hold():
+    with pytest.raises(EmulatorError, match="at most 60 bits"):
+        emulate(golden_artifact(membrane_bits=61), GOLDEN_K0, mode="stepped")
+    a = golden_artifact(weight_bits=32, membrane_bits=60)
+    a.layers[0].weight[0, 0] = 2 ** 61
+    with pytest.raises(EmulatorError, match="layer 'hidden': weights, bias or threshold reach 2\\^60"):
+        emulate(a, GOLDEN_K0, mode="stepped")

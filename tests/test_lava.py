@@ -1,0 +1,86 @@
+"""Lava fixed_pt backend == emulator, spike by spike, on random nets (one long run each)."""
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("lava")
+
+from hwtune.artifact import ArtifactError, random_artifact  # noqa: E402
+from hwtune.backends.emulator import emulate  # noqa: E402
+from hwtune.backends.lava import run_lava  # noqa: E402
+from hwtune.backends.lava.build import build_network, input_raster  # noqa: E402
+from test_emulator import GOLDEN_K0, golden_artifact  # noqa: E402
+
+
+def assert_lava_matches_emulator(a, k0):
+    with warnings.catch_warnings():
+        # Lava's model search executes every module next to process.py; none may fail
+        warnings.filterwarnings("error", message="Cannot import module", category=UserWarning)
+        lava = run_lava(a, k0)
+    emu = emulate(a, k0, mode="stepped")
+    for n, (x, y) in enumerate(zip(lava.spike_steps, emu.spike_steps)):
+        assert np.array_equal(x, y), f"spike steps of layer {n}"
+    for n, (x, y) in enumerate(zip(lava.potentials, emu.potentials)):
+        assert np.array_equal(x, y), f"potentials of layer {n + 1}"
+    assert np.array_equal(lava.logits, emu.logits) and np.array_equal(lava.predictions, emu.predictions)
+    assert lava.total_steps == len(k0) * (a.latency_steps + 2)
+    return lava, emu
+
+
+def test_golden_case_on_lava():
+    lava, _ = assert_lava_matches_emulator(golden_artifact(), GOLDEN_K0)
+    assert lava.spike_steps[1].tolist() == [[1.0]] and lava.logits.tolist() == [[2]]
+
+
+@pytest.mark.parametrize("sizes, bits, steps, delay, seed", [
+    ([12, 9, 7, 4], 4, [5, 3, 7], 1, 0),
+    ([12, 9, 7, 4], 8, [8, 8, 8], 1, 1),
+    ([12, 9, 7, 4], 8, [4, 6, 2], 2, 2),
+    ([10, 6, 3], 2, [3, 5], 1, 3),
+])
+def test_lava_equals_emulator(sizes, bits, steps, delay, seed):
+    rng = np.random.default_rng(seed)
+    a = random_artifact(rng, sizes, bits=bits, steps=steps, delay=delay)
+    k0 = rng.integers(0, a.input_steps + 1, (10, a.n_in)) * (rng.random((10, a.n_in)) < 0.7)
+    k0[0] = 0                                # a sample with no input spike at all
+    _, emu = assert_lava_matches_emulator(a, k0)
+    hidden = np.concatenate([k.ravel() for k in emu.activations[1:]])
+    assert (hidden == 0).any() and (hidden > 0).any()
+
+
+def test_extreme_weights_keep_their_value():
+    """All-negative and all-positive matrices with the extreme mantissas (-128, 127 at 8 bits):
+    Lava would infer an INHIBITORY sign mode and clip -256 to -255 unless told MIXED."""
+    rng = np.random.default_rng(4)
+    a = random_artifact(rng, [12, 9, 4], bits=8, steps=[4, 4])
+    a.layers[0].weight[:] = np.where(rng.random((9, 12)) < 0.5, -128, 0)
+    a.layers[0].bias[:] = 300
+    a.layers[1].weight[:] = np.where(rng.random((4, 9)) < 0.5, 127, 0)
+    a.membrane_bits = 20
+    assert_lava_matches_emulator(a, rng.integers(0, 5, (6, 12)))
+
+
+def test_input_raster_timing():
+    a = golden_artifact()
+    raster = input_raster(a, np.array([[3, 1], [4, 0]]), period=12)
+    # sample 0: input 0 spikes at step T_0 - 3 = 1, input 1 at 3; sample 1 starts at step 12
+    assert [tuple(x) for x in np.argwhere(raster)] == [(0, 1), (0, 12), (1, 3)]
+
+
+def test_build_refuses_what_lava_cannot_hold():
+    a = golden_artifact(membrane_bits=5)
+    with pytest.raises(ArtifactError, match="layer 'hidden' neuron 0: membrane worst case"):
+        build_network(a, GOLDEN_K0)
+    with pytest.raises(ArtifactError, match="at most 8 weight bits"):
+        build_network(golden_artifact(weight_bits=9), GOLDEN_K0)
+
+
+def test_decode_checks_what_the_recorder_saw():
+    from hwtune.backends.lava.run import LavaRunError, _decode
+    # window [5, 9): tau 5 -> m 0 -> k 4; tau 8 -> k 1; -1 silent
+    assert _decode(np.array([[5, 8, -1]]), "h", 5, 4).tolist() == [[4, 1, 0]]
+    with pytest.raises(LavaRunError, match="layer 'h' neuron 1 of sample 0 spiked more than once"):
+        _decode(np.array([[5, -2, -1]]), "h", 5, 4)
+    with pytest.raises(LavaRunError, match="layer 'h' neuron 2 of sample 1 spiked outside its window"):
+        _decode(np.array([[5, 6, 7], [5, 6, 9]]), "h", 5, 4)
