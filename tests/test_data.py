@@ -1,0 +1,82 @@
+"""Datasets: the embedded digits, a strict IDX reader, and the real Fashion-MNIST files."""
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from hwtune.data import DatasetError, batches, load_dataset, read_idx, subset
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    magic = {1: 0x00000801, 3: 0x00000803}[array.ndim]
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def test_digits_shapes_split_and_determinism(digits):
+    assert digits.train_x.shape == (1437, 1, 8, 8) and digits.test_x.shape == (360, 1, 8, 8)
+    assert digits.train_x.dtype == torch.float32 and 0 <= digits.train_x.min() and digits.train_x.max() == 1.0
+    counts = torch.bincount(digits.test_y, minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37          # stratified: ~36 per class
+    again = load_dataset("digits")
+    assert torch.equal(again.test_x, digits.test_x)
+    other = load_dataset("digits", split_seed=1)
+    assert not torch.equal(other.test_x, digits.test_x)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_round_trip(tmp_path, gz):
+    images = np.arange(2 * 3 * 4).reshape(2, 3, 4) % 256
+    path = tmp_path / ("x.idx.gz" if gz else "x.idx")
+    data = idx_bytes(images)
+    path.write_bytes(gzip.compress(data) if gz else data)
+    assert np.array_equal(read_idx(path), images)
+
+
+def test_idx_errors_name_the_file(tmp_path):
+    good = idx_bytes(np.zeros((4, 2, 2)))
+    cases = {
+        "magic.idx": b"\x00\x00\x09\x99" + good[4:],
+        "trunc.idx": good[:-3],
+        "short.idx": good[:5],
+        "bad.gz": b"not gzip at all",
+    }
+    messages = {"magic.idx": "bad IDX magic", "trunc.idx": "expected 16 bytes of data after the header",
+                "short.idx": "too short", "bad.gz": "corrupt gzip"}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DatasetError) as e:
+            read_idx(tmp_path / name)
+        assert name in str(e.value) and messages[name] in str(e.value)
+
+
+def test_fashion_mnist_from_directory_and_errors(tmp_path):
+    for prefix, n in (("train", 6), ("t10k", 4)):
+        (tmp_path / f"{prefix}-images-idx3-ubyte").write_bytes(idx_bytes(np.full((n, 28, 28), 255)))
+        (tmp_path / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(np.arange(n) % 10))
+    ds = load_dataset("fashion-mnist", data_dir=str(tmp_path))
+    assert ds.train_x.shape == (6, 1, 28, 28) and float(ds.train_x.max()) == 1.0 and ds.test_y.tolist() == [0, 1, 2, 3]
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.arange(3)))
+    with pytest.raises(DatasetError, match="has 4 images but .*t10k-labels-idx1-ubyte has 3 labels"):
+        load_dataset("fashion-mnist", data_dir=str(tmp_path))
+    with pytest.raises(DatasetError, match="apt-get install dataset-fashion-mnist"):
+        load_dataset("fashion-mnist", data_dir=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="known: digits, fashion-mnist"):
+        load_dataset("imagenet")
+
+
+def test_real_fashion_mnist():
+    """The Makefile installs Debian's dataset-fashion-mnist; CI must have the real files."""
+    ds = load_dataset("fashion-mnist")
+    assert ds.train_x.shape == (60000, 1, 28, 28) and ds.test_x.shape == (10000, 1, 28, 28)
+    assert torch.bincount(ds.train_y).tolist() == [6000] * 10
+    assert 0.0 <= float(ds.train_x.min()) and float(ds.train_x.max()) == 1.0
+
+
+def test_subset_and_batches_are_deterministic(digits):
+    a, b = subset(digits, n_train=100, seed=3), subset(digits, n_train=100, seed=3)
+    assert torch.equal(a.train_x, b.train_x) and len(a.test_x) == len(digits.test_x)
+    seen = torch.cat([y for _, y in batches(a.train_x, a.train_y, 32, shuffle=True,
+                                              generator=torch.Generator().manual_seed(0))])
+    assert sorted(seen.tolist()) == sorted(a.train_y.tolist())
