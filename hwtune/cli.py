@@ -10,7 +10,7 @@ from hwtune.data import subset
 from hwtune.passes import LatencyConfig, NoiseConfig, QuantizeConfig
 from hwtune.recipes import load_recipe, run_recipe
 from hwtune.target import list_targets
-from hwtune.train import TrainConfig
+from hwtune.train import TrainConfig, predict
 
 
 def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
@@ -213,7 +213,11 @@ def _dispatch(args) -> int:
                                     args.data_dir, args.seed)
         if args.samples:
             data = subset(data, n_test=args.samples, seed=args.seed)
-        result, _ = workflow.emulate_artifact(artifact, data.test_x, data.test_y, args.mode)
+        result, pred = workflow.emulate_artifact(artifact, data.test_x, data.test_y, args.mode)
+        if net is not None:  # a model directory: compare with the quantized torch model too
+            torch_pred = predict(net, data.test_x.to(net.dtype)).numpy()
+            result["torch_accuracy"] = float((torch_pred == data.test_y.numpy()).mean())
+            result["torch_emulator_agreement"] = float((torch_pred == pred).mean())
         _print(result, args.json)
         return 0
     if cmd == "lava-run":
