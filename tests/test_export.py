@@ -1,0 +1,86 @@
+"""Export: the artifact computes exactly what the quantized torch net computes (dense and conv),
+and every hardware limit is enforced with the layer and neuron named."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from hwtune.artifact import Artifact, ArtifactError
+from hwtune.backends.emulator import emulate
+from hwtune.export import to_artifact
+from hwtune.numerics import WeightFormat
+from hwtune.target import load_target
+from hwtune.train import TrainConfig, train
+from hwtune.ttfs import QuantSpec, TTFSNet, preset
+from hwtune.workflow import encoded_inputs
+
+
+@pytest.fixture(scope="module")
+def conv_net(digits):
+    torch.manual_seed(1)
+    net = TTFSNet(preset("vgg-small", (1, 8, 8), 10), (1, 8, 8))
+    train(net, digits.train_x, digits.train_y, TrainConfig(epochs=4, lr=3e-3, batch_size=32, progress=False))
+    net.windows.copy_(torch.tensor([4.0, 4.0, 4.0], dtype=torch.float64))
+    net.saturate = True
+    return net
+
+
+@pytest.mark.parametrize("bits,scale", [(8, "per-layer"), (4, "per-channel"), (3, "per-layer")])
+def test_conv_artifact_equals_torch_integers(conv_net, digits, bits, scale):
+    net = conv_net
+    net.set_quant(QuantSpec([12, 10, 9, 8], WeightFormat(bits=bits, scale=scale)))
+    artifact = to_artifact(net, load_target("emulator"))
+    x = digits.test_x
+    k0 = encoded_inputs(x, artifact.input_steps)
+    fast = emulate(artifact, k0, mode="fast")
+    with torch.no_grad():
+        logits, acts = net.forward_with_activations(x)
+    for k_torch, k_emu in zip(acts, fast.activations):
+        assert np.array_equal(k_torch.reshape(len(x), -1).numpy().astype(np.int64), k_emu)
+    assert np.array_equal(np.round(logits.double().numpy() / artifact.layers[-1].logit_scale).astype(np.int64),
+                          fast.logits)
+    assert np.array_equal(fast.predictions, logits.argmax(1).numpy())
+    stepped = emulate(artifact, k0[:40], mode="stepped")
+    assert np.array_equal(stepped.logits, fast.logits[:40])
+    assert (fast.predictions == digits.test_y.numpy()).mean() > 0.5
+
+
+def test_export_refuses_what_the_target_cannot_run(conv_net, digits):
+    net = conv_net
+    net.set_quant(None)
+    with pytest.raises(ArtifactError, match="run `hwtune quantize` first"):
+        to_artifact(net, load_target("loihi2"))
+    net.set_quant(QuantSpec([12, 10, 9, 8], WeightFormat(bits=8), delay=1))
+    tiny = replace(load_target("emulator"), membrane_bits=12)
+    with pytest.raises(ArtifactError, match=r"layer 'conv0' neuron \d+"):
+        to_artifact(net, tiny)
+    narrow = replace(load_target("emulator"), max_fan_in=5)
+    with pytest.raises(ArtifactError, match=r"layer .conv0. neuron \d+: fan-in \d+ exceeds the limit 5"):
+        to_artifact(net, narrow)
+    few = replace(load_target("emulator"), max_neurons_per_layer=100)
+    with pytest.raises(ArtifactError, match="neurons exceed the limit 100"):
+        to_artifact(net, few)
+    net.set_quant(QuantSpec([12, 10, 9, 8], WeightFormat(bits=8), delay=2))
+    with pytest.raises(ArtifactError, match="synaptic delay 2"):
+        to_artifact(net, load_target("loihi2"))
+
+
+def test_maxpool_is_refused(digits):
+    arch = [{"kind": "conv", "in": 1, "out": 2, "kernel": 3, "padding": 1, "stride": 1},
+            {"kind": "maxpool", "kernel": 2}, {"kind": "flatten"}, {"kind": "dense", "in": 32, "out": 10}]
+    net = TTFSNet(arch, (1, 8, 8))
+    net.set_quant(QuantSpec([8, 8], WeightFormat(bits=8)))
+    with pytest.raises(ArtifactError, match="max pooling"):
+        to_artifact(net, load_target("emulator"))
+
+
+def test_artifact_round_trips_and_needs_no_model(conv_net, tmp_path):
+    net = conv_net
+    net.set_quant(QuantSpec([12, 10, 9, 8], WeightFormat(bits=4)))
+    artifact = to_artifact(net, load_target("emulator"), source="test")
+    artifact.save(tmp_path / "a")
+    loaded = Artifact.load(tmp_path / "a")
+    k0 = np.random.default_rng(0).integers(0, 13, size=(20, 64))
+    assert np.array_equal(emulate(loaded, k0).logits, emulate(artifact, k0).logits)
+    assert loaded.meta["target"] == "emulator" and loaded.latency_steps == 12 + 10 + 9 + 8 + 4
