@@ -24,7 +24,9 @@ FORMAT = "hwtune-model"
 VERSION = 1
 TENSORS = "model.safetensors"
 CONFIG = "hwtune.json"
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: Keys of ``hwtune.json`` carried in ``net.info`` (network kind, dataset, target, passes, provenance).
+INFO_KEYS = ("network", "dataset", "target", "history", "provenance")
 
 
 class ModelFileError(ValueError):
@@ -78,8 +80,8 @@ def _read_config(path: Path) -> dict:
     for key in ("arch", "input_shape", "dtype", "windows"):
         if key not in config:
             raise ModelFileError(f"{file}: missing key {key!r}")
-    if config["dtype"] not in _DTYPES:
-        raise ModelFileError(f"{file}: dtype {config['dtype']!r} not one of {list(_DTYPES)}")
+    if config["dtype"] not in DTYPES:
+        raise ModelFileError(f"{file}: dtype {config['dtype']!r} not one of {list(DTYPES)}")
     return config
 
 
@@ -96,7 +98,7 @@ def load(path: str | Path) -> TTFSNet:
         raise ModelFileError(f"{file}: unreadable ({e})") from None
     try:
         net = TTFSNet(config["arch"], tuple(config["input_shape"]), windows=config["windows"],
-                      dtype=_DTYPES[config["dtype"]])
+                      dtype=DTYPES[config["dtype"]])
     except (ArchError, KeyError, TypeError, RuntimeError) as e:
         raise ModelFileError(f"{path / CONFIG}: invalid architecture or windows ({e})") from None
     for n, syn in enumerate(net.synapses):
@@ -122,7 +124,3 @@ def load(path: str | Path) -> TTFSNet:
                                      "weights (file edited or corrupt)")
     net.info = {k: v for k, v in config.items() if k in INFO_KEYS}
     return net
-
-
-#: Keys of ``hwtune.json`` carried in ``net.info`` (network kind, dataset, target, passes, provenance).
-INFO_KEYS = ("network", "dataset", "target", "history", "provenance")

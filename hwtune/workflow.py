@@ -24,8 +24,6 @@ from hwtune.target import TargetSpec, load_target
 from hwtune.train import TrainConfig, evaluate, predict, train
 from hwtune.ttfs import TTFSNet, from_relu, preset, to_relu
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
 
 def dataset_for(net: TTFSNet | None, name: str | None, data_dir: str | None = None, seed: int = 0) -> Dataset:
     """The dataset named on the command line, else the one the model was trained on."""
@@ -48,7 +46,7 @@ def train_model(arch: str, data: Dataset, cfg: TrainConfig, network: str = "ttfs
     """
     torch.manual_seed(cfg.seed)
     shape, classes = tuple(data.meta["shape"]), data.meta["n_classes"]
-    net = TTFSNet(preset(arch, shape, classes), shape, dtype=_DTYPES[dtype])
+    net = TTFSNet(preset(arch, shape, classes), shape, dtype=io.DTYPES[dtype])
     data = _cast(data, net.dtype)
     report: dict = {}
     relu = to_relu(net) if twin or network == "relu" else None

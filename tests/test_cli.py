@@ -47,3 +47,13 @@ def test_train_quantize_export_emulate_chain(tmp_path, capsys):
     assert main(["emulate", str(q), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["torch_emulator_agreement"] == 1.0 and result["latency_steps"] == 16 + 10 + 2
+
+
+def test_relu_train_then_convert_keeps_every_prediction(tmp_path, capsys):
+    relu, ttfs = tmp_path / "relu", tmp_path / "ttfs"
+    assert main(["train", "--network", "relu", "--arch", "fc-small", "--dataset", "digits", "--epochs", "3",
+                 "--batch-size", "16", "--lr", "2e-3", "--out", str(relu)]) == 0
+    assert main(["convert", "--in", str(relu), "--out", str(ttfs)]) == 0
+    assert "prediction agreement 100.00 %" in capsys.readouterr().out
+    assert main(["convert", "--in", str(ttfs), "--out", str(tmp_path / "again")]) == 2
+    assert "convert expects a ReLU model" in capsys.readouterr().err
