@@ -19,16 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from tqdm.auto import tqdm
 
-from hwtune import io
+from hwtune import io, workflow
 from hwtune.data import load_dataset
 from hwtune.passes import PassError, parse_pass
 from hwtune.provenance import provenance
 from hwtune.target import TargetError, TargetSpec, load_target
 from hwtune.train import TrainConfig
-from hwtune import workflow
+from hwtune.yamlfile import read_yaml
 
 
 class RecipeError(ValueError):
@@ -107,14 +106,7 @@ def parse_recipe(data: object, path: str) -> Recipe:
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: recipe file not found") from None
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML ({e})") from None
-    return parse_recipe(data, str(path))
+    return parse_recipe(read_yaml(path, RecipeError, "recipe"), str(path))
 
 
 def run_recipe(recipe: Recipe, seed: int | None = None, out: str | Path | None = None) -> dict:

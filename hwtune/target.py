@@ -8,9 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from hwtune.numerics import WeightFormat
+from hwtune.yamlfile import read_yaml
 
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 
@@ -139,13 +138,7 @@ def load_target(name_or_path: str) -> TargetSpec:
             known = ", ".join(t.name for t in list_targets())
             raise TargetError(f"unknown target {name_or_path!r}; known: {known} (or give a path to a YAML file)")
         return matches[0]
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise TargetError(f"{path}: target file not found") from None
-    except yaml.YAMLError as e:
-        raise TargetError(f"{path}: not valid YAML ({e})") from None
-    return parse_target(data, str(path))
+    return parse_target(read_yaml(path, TargetError, "target"), str(path))
 
 
 def list_targets() -> list[TargetSpec]:
