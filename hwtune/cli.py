@@ -4,11 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from hwtune import io, workflow
 from hwtune.data import subset
 from hwtune.passes import LatencyConfig, NoiseConfig, QuantizeConfig
 from hwtune.recipes import load_recipe, run_recipe
+from hwtune.report import write_report
+from hwtune.sweep import load_sweep, read_points, run_sweep
 from hwtune.target import list_targets
 from hwtune.train import TrainConfig, predict
 
@@ -130,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default: the recipe's)")
     p.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
 
+    p = add("sweep", "robustness sweep over bits, steps, jitter, weight noise; resumable; checks floors",
+            "hwtune sweep recipes/robustness-ci.yaml")
+    p.add_argument("recipe")
+    p.add_argument("--out", help="sweep directory (default: the recipe's)")
+    p.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
+
+    p = add("report", "plots and Markdown report of a sweep directory", "hwtune report runs/robustness-ci")
+    p.add_argument("sweep_dir")
+
     add("targets", "list the hardware targets", "hwtune targets")
     return parser
 
@@ -241,6 +253,21 @@ def _dispatch(args) -> int:
         for line in workflow.deploy_summary(results.get("deploy")):
             print(line)
         print(f"wrote {args.out or recipe.out}/results.json")
+        return 0
+    if cmd == "sweep":
+        sweep = load_sweep(args.recipe)
+        result = run_sweep(sweep, seed=args.seed, out=args.out)
+        report = write_report(result["records"], sweep.out, f"Sweep {sweep.name} ({sweep.path})")
+        print(f"sweep: {len(result['records'])} points in {sweep.out / 'points.jsonl'}; report {report}")
+        for line in result["broken_floors"]:
+            print(f"BROKEN FLOOR: {line}", file=sys.stderr)
+        return 1 if result["broken_floors"] else 0
+    if cmd == "report":
+        out = Path(args.sweep_dir)
+        records = read_points(out)
+        if not records:
+            raise ValueError(f"{out / 'points.jsonl'}: no finished points")
+        print(f"wrote {write_report(records, out, f'Sweep {out.name}')}")
         return 0
     raise AssertionError(f"unhandled command {cmd}")
 

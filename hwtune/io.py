@@ -25,8 +25,8 @@ VERSION = 1
 TENSORS = "model.safetensors"
 CONFIG = "hwtune.json"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-#: Keys of ``hwtune.json`` carried in ``net.info`` (network kind, dataset, target, passes, provenance).
-INFO_KEYS = ("network", "dataset", "target", "history", "provenance")
+#: Keys of ``hwtune.json`` carried in ``net.info`` (network kind, dataset, training report, target, passes, provenance).
+INFO_KEYS = ("network", "dataset", "training", "target", "history", "provenance")
 
 
 class ModelFileError(ValueError):

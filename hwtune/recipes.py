@@ -64,6 +64,24 @@ def _mapping(value, where: str, allowed: set[str]) -> dict:
     return value
 
 
+def parse_model_section(model: object, path: str) -> dict:
+    """The ``model`` section of a recipe or sweep: {train: {arch, epochs, ...}} or {load: DIR}."""
+    model = _mapping(model, f"{path}: model", {"train", "load"})
+    if len(model) != 1:
+        raise RecipeError(f"{path}: model needs exactly one of 'train' or 'load'")
+    if "train" in model:
+        _mapping(model["train"], f"{path}: model.train", _TRAIN_KEYS)
+    return model
+
+
+def train_from_section(settings: dict, data, seed: int):
+    """(net, report) of ``workflow.train_model`` for a recipe's ``model.train`` settings."""
+    settings = dict(settings)
+    arch, dtype = settings.pop("arch", "fc"), settings.pop("dtype", "float32")
+    network = settings.pop("network", "ttfs")
+    return workflow.train_model(arch, data, TrainConfig(seed=seed, **settings), network, dtype)
+
+
 def parse_recipe(data: object, path: str) -> Recipe:
     """Validate a recipe mapping; every error names ``path`` and the offending key."""
     top = _mapping(data, f"{path}", _TOP_KEYS)
@@ -76,11 +94,7 @@ def parse_recipe(data: object, path: str) -> Recipe:
         target = load_target(str(top["target"]))
     except TargetError as e:
         raise RecipeError(f"{path}: target: {e}") from None
-    model = _mapping(top["model"], f"{path}: model", {"train", "load"})
-    if len(model) != 1:
-        raise RecipeError(f"{path}: model needs exactly one of 'train' or 'load'")
-    if "train" in model:
-        _mapping(model["train"], f"{path}: model.train", _TRAIN_KEYS)
+    model = parse_model_section(top["model"], path)
     passes = []
     for i, item in enumerate(top.get("passes") or []):
         where = f"{path}: passes[{i}]: "
@@ -116,11 +130,7 @@ def run_recipe(recipe: Recipe, seed: int | None = None, out: str | Path | None =
     data = load_dataset(recipe.dataset["name"], data_dir=recipe.dataset.get("data_dir"), split_seed=seed)
     stages = []
     if "train" in recipe.model:
-        settings = dict(recipe.model["train"])
-        arch, dtype = settings.pop("arch", "fc"), settings.pop("dtype", "float32")
-        network = settings.pop("network", "ttfs")
-        cfg = TrainConfig(seed=seed, **settings)
-        net, report = workflow.train_model(arch, data, cfg, network, dtype)
+        net, report = train_from_section(recipe.model["train"], data, seed)
         stages.append({"stage": "train", **report["evaluation"]})
     else:
         net = io.load(recipe.model["load"])

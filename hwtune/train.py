@@ -108,7 +108,7 @@ def evaluate(net: TTFSNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1
     pred = torch.cat(preds)
     n = len(x)
     result = {
-        "accuracy": float((pred == y).float().mean()),
+        "accuracy": float((pred == y).double().mean()),
         "n": n,
         "spikes_per_hidden_neuron": spikes_hidden / (n * neurons_hidden),
         "spikes_per_neuron_incl_input": (spikes_hidden + spikes_input) / (n * (neurons_hidden + neurons_input)),

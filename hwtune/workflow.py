@@ -63,16 +63,17 @@ def train_model(arch: str, data: Dataset, cfg: TrainConfig, network: str = "ttfs
         train(relu, data.train_x, data.train_y, cfg_twin, desc="train relu twin")
         p_ttfs, p_relu = predict(net, data.test_x), predict(relu, data.test_x)
         report["twin"] = {
-            "relu_accuracy": float((p_relu == data.test_y).float().mean()),
-            "prediction_agreement": float((p_ttfs == p_relu).float().mean()),
+            "relu_accuracy": float((p_relu == data.test_y).double().mean()),
+            "prediction_agreement": float((p_ttfs == p_relu).double().mean()),
             "max_param_diff": max(float((a - b).abs().max()) for a, b in zip(net.parameters(), relu.parameters())),
         }
-    net.info = {"network": network, "dataset": data.meta, "history": [],
-                "provenance": provenance(cfg.seed, {"arch": arch, **cfg.to_dict()})}
     if network == "ttfs":
         report["evaluation"] = evaluate(net, data.test_x, data.test_y)
     else:
-        report["evaluation"] = {"accuracy": float((predict(relu, data.test_x) == data.test_y).float().mean())}
+        report["evaluation"] = {"accuracy": float((predict(relu, data.test_x) == data.test_y).double().mean())}
+    net.info = {"network": network, "dataset": data.meta, "history": [],
+                "training": {"arch": arch, **{k: v for k, v in report.items() if k != "history"}},
+                "provenance": provenance(cfg.seed, {"arch": arch, **cfg.to_dict()})}
     return net, report
 
 
@@ -86,9 +87,9 @@ def convert_model(net: TTFSNet, data: Dataset, margin: float = 1.5, seed: int = 
     p_relu, p_ttfs = predict(relu, data.test_x), predict(ttfs, data.test_x)
     ttfs.info = {**net.info, "network": "ttfs"}
     record = {"pass": "convert", "margin": margin, "windows_tau": ttfs.windows.tolist(),
-              "relu_accuracy": float((p_relu == data.test_y).float().mean()),
-              "accuracy_after": float((p_ttfs == data.test_y).float().mean()),
-              "prediction_agreement": float((p_relu == p_ttfs).float().mean()), "provenance": provenance(seed)}
+              "relu_accuracy": float((p_relu == data.test_y).double().mean()),
+              "accuracy_after": float((p_ttfs == data.test_y).double().mean()),
+              "prediction_agreement": float((p_relu == p_ttfs).double().mean()), "provenance": provenance(seed)}
     ttfs.info.setdefault("history", []).append(record)
     return ttfs, record
 
@@ -151,17 +152,24 @@ def load_artifact_or_model(path: str | Path, target: str | None = None) -> tuple
 
 
 def emulate_artifact(artifact: Artifact, x: torch.Tensor, y: torch.Tensor, mode: str = "fast",
-                     batch_size: int = 2000, progress: bool = True) -> tuple[dict, np.ndarray]:
-    """Emulator accuracy, spikes/neuron, synaptic events and latency on (x, y); also predictions."""
+                     batch_size: int = 2000, progress: bool = True, jitter_sigma: float = 0.0,
+                     jitter_seed: int | None = None) -> tuple[dict, np.ndarray]:
+    """Emulator accuracy, spikes/neuron, synaptic events and latency on (x, y); also predictions.
+
+    ``jitter_sigma``: spike-time jitter in units of each window (batch b draws with seed jitter_seed + b).
+    """
     preds, spikes_h, spikes_all, events = [], [], [], []
-    for i in tqdm(range(0, len(x), batch_size), desc=f"emulate ({mode})", disable=not progress, leave=False):
-        result = emulate(artifact, encoded_inputs(x[i:i + batch_size], artifact.input_steps), mode=mode)
+    for b, i in enumerate(tqdm(range(0, len(x), batch_size), desc=f"emulate ({mode})", disable=not progress,
+                               leave=False)):
+        seed = None if jitter_seed is None else jitter_seed + b
+        result = emulate(artifact, encoded_inputs(x[i:i + batch_size], artifact.input_steps), mode=mode,
+                         jitter_seed=seed, jitter_sigma=jitter_sigma)
         preds.append(result.predictions)
         spikes_h.append(result.spikes_per_neuron())
         spikes_all.append(result.spikes_per_neuron(include_input=True))
         events.append(result.synaptic_events())
     pred = np.concatenate(preds)
-    return {"accuracy": float((pred == y.numpy()).mean()), "n": len(x), "mode": mode,
+    return {"accuracy": float((pred == y.numpy()).mean()), "n": len(x), "mode": mode, "jitter_sigma": jitter_sigma,
             "spikes_per_hidden_neuron": float(np.concatenate(spikes_h).mean()),
             "spikes_per_neuron_incl_input": float(np.concatenate(spikes_all).mean()),
             "synaptic_events_per_sample": float(np.concatenate(events).mean()),

@@ -1,0 +1,76 @@
+"""The CI robustness sweep: it runs inside the test suite, its floors hold, a broken floor fails
+the command, an interrupted sweep resumes, and a malformed sweep fails before any training."""
+import json
+import shutil
+
+import pytest
+import yaml
+
+from hwtune.cli import main
+from hwtune.recipes import RecipeError
+from hwtune.sweep import broken_floors, load_sweep, parse_sweep, read_points
+
+RECIPE = "recipes/robustness-ci.yaml"
+
+
+@pytest.fixture(scope="module")
+def ci_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "ci"
+    code = main(["sweep", RECIPE, "--out", str(out)])
+    return code, out
+
+
+def test_ci_sweep_holds_its_floors(ci_sweep):
+    code, out = ci_sweep
+    records = read_points(out)
+    assert code == 0
+    assert len(records) == 8 and len({r["id"] for r in records}) == 8
+    for r in records:
+        if r["sigma"] == 0:
+            assert r["torch_emulator_agreement"] == 1.0 and r["accuracy_emulator"] == r["accuracy_torch"]
+            assert r["lava_identical"] == r["lava_samples"] == 10
+    assert broken_floors(load_sweep(RECIPE), records) == []
+    assert (out / "points.csv").read_text().count("\n") == 9
+    report = (out / "report.md").read_text()
+    assert "accuracy_vs_bits.png" in report and (out / "accuracy_vs_bits.png").stat().st_size > 10_000
+
+
+def test_broken_floor_fails_the_command(ci_sweep, tmp_path, capsys):
+    _, out = ci_sweep
+    recipe = yaml.safe_load(open(RECIPE))
+    recipe["floors"][0]["min_relative_to_float"] = 0.5  # 50 points above float: impossible
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    shutil.copytree(out, tmp_path / "copy")  # finished points: nothing is recomputed
+    assert main(["sweep", str(path), "--out", str(tmp_path / "copy")]) == 1
+    err = capsys.readouterr().err
+    assert "BROKEN FLOOR" in err and "accuracy_torch" in err
+    assert len(broken_floors(load_sweep(path), read_points(tmp_path / "copy"))) == 1
+
+
+def test_rerun_resumes_without_recomputing(ci_sweep, capsys):
+    _, out = ci_sweep
+    before = (out / "points.jsonl").read_text()
+    partial = "\n".join(before.splitlines()[:5]) + "\n"   # as if interrupted after 5 points
+    (out / "points.jsonl").write_text(partial)
+    assert main(["sweep", RECIPE, "--out", str(out)]) == 0
+    assert "skipped 5 finished point(s)" in capsys.readouterr().out
+    after = (out / "points.jsonl").read_text().splitlines()
+    assert after[:5] == partial.splitlines() and len(after) == 8
+    assert sorted(json.loads(line)["id"] for line in after) == sorted(json.loads(line)["id"]
+                                                                      for line in before.splitlines())
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda r: r["grid"].update(bits=[12]), "12-bit weights: target loihi2 holds 2..8"),
+    (lambda r: r["grid"].update(colour=[1]), "grid must map axes"),
+    (lambda r: r["floors"][0].update(metric="speed"), "floors[0]: metric must be one of"),
+    (lambda r: r.update(points=[{"bits": 4}]), "exactly one of 'grid' or 'points'"),
+    (lambda r: r.pop("grid") and r.update(points=[{"bits": 4, "steps": -1}]), "points[0]: steps = -1"),
+])
+def test_malformed_sweep_names_file_and_key(change, message):
+    recipe = yaml.safe_load(open(RECIPE))
+    change(recipe)
+    with pytest.raises(RecipeError) as e:
+        parse_sweep(recipe, "recipes/x.yaml")
+    assert message in str(e.value) and "recipes/x.yaml" in str(e.value)
