@@ -142,7 +142,8 @@ def run_recipe(recipe: Recipe, seed: int | None = None, out: str | Path | None =
         print(workflow.summary_line(record))
         io.save(net, out / f"{i:02d}-{name}")
         stages.append({"stage": name, **{k: v for k, v in record.items() if k not in ("finetune", "provenance")}})
-    results = {"recipe": recipe.path, "name": recipe.name, "target": recipe.target.name, "stages": stages,
+    results = {"recipe": recipe.path, "name": recipe.name, "target": recipe.target.name,
+               "dataset": recipe.dataset["name"], "arch": net.info.get("training", {}).get("arch"), "stages": stages,
                "provenance": provenance(seed)}
     if recipe.deploy is not None:
         results["deploy"] = workflow.deploy(net, recipe.target, ctx.data, out / "artifact", seed=seed,

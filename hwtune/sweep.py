@@ -267,7 +267,7 @@ def run_sweep(sweep: Sweep, seed: int | None = None, out: str | Path | None = No
     wanted = {point_id(p, seed) for p in sweep.points}
     records = [r for r in read_points(sweep.out) if r["id"] in wanted]
     summary = {"sweep": sweep.path, "name": sweep.name, "target": sweep.target.name, "dataset": sweep.dataset,
-               "model": sweep.model, "float_accuracy": float_accuracy, "base_info": base.info.get("training", {}),
+               "model": sweep.model, "float_accuracy": float_accuracy,
                "points": len(records), "broken_floors": broken_floors(sweep, records), "provenance": provenance(seed)}
     workflow.write_json(sweep.out / "sweep.json", summary)
     return {"records": records, "broken_floors": summary["broken_floors"], "skipped": skipped}

@@ -173,7 +173,7 @@ def emulate_artifact(artifact: Artifact, x: torch.Tensor, y: torch.Tensor, mode:
             "spikes_per_hidden_neuron": float(np.concatenate(spikes_h).mean()),
             "spikes_per_neuron_incl_input": float(np.concatenate(spikes_all).mean()),
             "synaptic_events_per_sample": float(np.concatenate(events).mean()),
-            "latency_steps": artifact.latency_steps}, pred
+            "latency_steps": artifact.latency_steps, "window_steps": artifact.window_steps}, pred
 
 
 def compare_lava(artifact: Artifact, x: torch.Tensor) -> dict:
