@@ -5,6 +5,7 @@ import datetime
 import importlib.metadata
 import platform
 import sys
+from pathlib import Path
 
 _PACKAGES = ("hwtune", "torch", "brevitas", "lava-nc", "numpy")
 
@@ -24,7 +25,7 @@ def provenance(seed: int | None = None, config: dict | None = None) -> dict:
     return {
         "versions": versions(),
         "seed": seed,
-        "command": " ".join(sys.argv),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "config": config or {},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
