@@ -160,6 +160,13 @@ def _run_pass(args, config) -> None:
     print(f"wrote {args.out}")
 
 
+def _artifact_and_data(args):
+    """(artifact, model or None, dataset) for emulate / lava-run: a model is exported on the fly."""
+    artifact, net = workflow.load_artifact_or_model(args.model, args.target)
+    name = args.dataset or artifact.meta.get("dataset", {}).get("name")
+    return artifact, net, workflow.dataset_for(net, name, args.data_dir, args.seed)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -220,9 +227,7 @@ def _dispatch(args) -> int:
               f"{artifact.window_steps} steps, latency {artifact.latency_steps} steps; wrote {args.out}")
         return 0
     if cmd == "emulate":
-        artifact, net = workflow.load_artifact_or_model(args.model, args.target)
-        data = workflow.dataset_for(net, args.dataset or artifact.meta.get("dataset", {}).get("name"),
-                                    args.data_dir, args.seed)
+        artifact, net, data = _artifact_and_data(args)
         if args.samples:
             data = subset(data, n_test=args.samples, seed=args.seed)
         result, pred = workflow.emulate_artifact(artifact, data.test_x, data.test_y, args.mode)
@@ -233,9 +238,7 @@ def _dispatch(args) -> int:
         _print(result, args.json)
         return 0
     if cmd == "lava-run":
-        artifact, net = workflow.load_artifact_or_model(args.model, args.target)
-        data = workflow.dataset_for(net, args.dataset or artifact.meta.get("dataset", {}).get("name"),
-                                    args.data_dir, args.seed)
+        artifact, _, data = _artifact_and_data(args)
         result = workflow.compare_lava(artifact, data.test_x[:args.samples])
         if args.json:
             _print(result, True)

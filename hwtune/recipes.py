@@ -41,7 +41,9 @@ _DEPLOY_KEYS = {"lava_samples", "emulator_samples", "mode"}
 
 
 @dataclass
-class Recipe:
+class PipelineSpec:
+    """What recipes and sweeps share: where they come from, data, target, output, base model."""
+
     path: str
     name: str
     seed: int
@@ -49,6 +51,10 @@ class Recipe:
     target: TargetSpec
     out: Path
     model: dict
+
+
+@dataclass
+class Recipe(PipelineSpec):
     passes: list = field(default_factory=list)   # (name, config) pairs
     deploy: dict | None = None
     train_samples: int | None = None

@@ -39,8 +39,8 @@ from hwtune.data import load_dataset
 from hwtune.export import to_artifact
 from hwtune.passes import NoiseConfig, QuantizeConfig
 from hwtune.provenance import provenance
-from hwtune.recipes import RecipeError, parse_model_section, train_from_section
-from hwtune.target import TargetError, TargetSpec, load_target
+from hwtune.recipes import PipelineSpec, RecipeError, parse_model_section, train_from_section
+from hwtune.target import TargetError, load_target
 from hwtune.train import predict
 from hwtune.yamlfile import read_yaml
 
@@ -63,15 +63,8 @@ class Floor:
 
 
 @dataclass
-class Sweep:
-    path: str
-    name: str
-    seed: int
-    dataset: dict
-    target: TargetSpec
-    out: Path
-    model: dict
-    points: list[dict]
+class Sweep(PipelineSpec):
+    points: list[dict] = field(default_factory=list)
     finetune: dict = field(default_factory=lambda: {"epochs": 1.0, "lr": 1e-4})
     floors: list[Floor] = field(default_factory=list)
     lava_samples: int = 0
