@@ -21,10 +21,12 @@ def _series(records, x_axis, fixed, group):
     return {g: sorted(v, key=lambda p: p[0]) for g, v in sorted(out.items())}
 
 
-def _figure(records, x_axis, fixed, group, title, xlabel, path: Path, log_x=False) -> Path | None:
+def _figure(records, x_axis, fixed, group, title, xlabel, path: Path, log_x=False) -> Path | str:
+    """The PNG ``path``, or why it was not drawn (fewer than two ``x_axis`` values at ``fixed``)."""
     series = _series(records, x_axis, fixed, group)
     if not series or all(len(v) < 2 for v in series.values()):
-        return None
+        where = ", ".join(f"{k}={v}" for k, v in fixed.items())
+        return f"{title}: not plotted, the sweep has fewer than two {x_axis} values at {where}"
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     for g, pts in series.items():
         xs = [x for x, _ in pts]
@@ -58,10 +60,11 @@ def _most_common(records, axis):
     return max(set(values), key=values.count)
 
 
-def make_plots(records: list[dict], out: Path) -> list[Path]:
-    """PNG plots of a sweep's records into ``out``; returns the files written."""
+def make_plots(records: list[dict], out: Path) -> tuple[list[Path], list[str]]:
+    """PNG plots of a sweep's records into ``out``; returns the files written and, for each plot
+    not drawn, why."""
     if not records:
-        return []
+        return [], ["no finished points: nothing plotted"]
     steps, bits = max(r["steps"] for r in records), _most_common(records, "bits")
     clean = {"sigma": 0.0, "weight_noise": 0.0}
     made = [
@@ -74,7 +77,7 @@ def make_plots(records: list[dict], out: Path) -> list[Path]:
                 "accuracy vs spike-time jitter", "jitter sigma (fraction of the window)",
                 out / "accuracy_vs_jitter.png"),
     ]
-    return [p for p in made if p is not None]
+    return [p for p in made if isinstance(p, Path)], [p for p in made if isinstance(p, str)]
 
 
 _PERCENT = {"accuracy_torch", "accuracy_emulator", "torch_emulator_agreement"}
@@ -97,7 +100,7 @@ def _cell(record: dict, column: str) -> str:
 
 def write_report(records: list[dict], out: Path, title: str) -> Path:
     """``report.md`` with the plots and one row per point; returns its path."""
-    plots = make_plots(records, out)
+    plots, not_plotted = make_plots(records, out)
     cols = ["bits", "steps", "sigma", "weight_noise", "finetune", "accuracy_torch", "accuracy_emulator",
             "torch_emulator_agreement", "spikes_per_hidden_neuron", "synaptic_events_per_sample", "latency_steps",
             "lava_identical"]
@@ -107,6 +110,7 @@ def write_report(records: list[dict], out: Path, title: str) -> Path:
                   "jitter sigma in units of each window; '–': not measured (emulator: weight noise is torch-only; "
                   "agreement and Lava: noiseless points only).", ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots] + [""]
+    lines += [f"- {why}" for why in not_plotted] + ([""] if not_plotted else [])
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in sorted(records, key=lambda r: tuple(r[c] for c in ("bits", "steps", "sigma", "weight_noise", "finetune"))):
         lines.append("| " + " | ".join(_cell(r, c) for c in cols) + " |")

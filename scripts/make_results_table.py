@@ -3,12 +3,14 @@
     python scripts/make_results_table.py runs/robustness-fmnist runs/fmnist-vgg runs/quickstart/results.json
 
 - a sweep directory (``sweep.json`` + ``points.jsonl``): a float row, then one row per (bits, steps)
-  of its fine-tuned points (jitter robustness = accuracy at sigma 0.1 when the sweep has it);
+  of its noiseless fine-tuned points (a non-fine-tuned one where no fine-tuned point exists; jitter
+  robustness = accuracy at sigma 0.1 of the same bits, steps and fine-tuning);
 - a ``results.json`` of ``hwtune run``: one row for the final model (emulator, Lava);
 - a model directory (``hwtune.json``): one row for the trained float model.
 
 The table replaces what lies between ``<!-- results:start -->`` and ``<!-- results:end -->`` in
-README.md (``--readme``); missing values are shown as "–".
+README.md (``--readme``). Nothing is left out silently: a value that is not recorded is shown as
+"–" and the notes under the table say why. Accuracies in % of the test set (or its recorded subset).
 """
 from __future__ import annotations
 
@@ -21,67 +23,117 @@ COLUMNS = ["dataset", "architecture", "ReLU acc", "TTFS acc", "spikes/neuron", "
            "acc. at jitter 0.1", "torch=emulator / Lava", "command"]
 
 
-def pct(v) -> str:
-    return "–" if v is None else f"{100 * v:.2f} %"
+def pct(v) -> str | None:
+    return None if v is None else f"{100 * v:.2f} %"
 
 
-def arch_of(info: dict) -> str:
-    return (info.get("training") or {}).get("arch") or (info.get("provenance", {}).get("config", {}) or {}).get("arch", "–")
+def spikes(v) -> str | None:
+    return None if v is None else f"{v:.3f}"
 
 
-def sweep_rows(path: Path) -> list[list[str]]:
-    summary = json.loads((path / "sweep.json").read_text())
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"{path}: cannot read ({e})") from None
+
+
+def arch_of(info: dict) -> str | None:
+    return (info.get("training") or {}).get("arch") or (info.get("provenance", {}).get("config") or {}).get("arch")
+
+
+def agreement(torch_emulator: float | None, lava_identical: int | None, lava_samples: int | None) -> str | None:
+    if torch_emulator is None:
+        return None
+    return pct(torch_emulator) + ("" if lava_identical is None else f" / {lava_identical}/{lava_samples}")
+
+
+def sweep_rows(path: Path) -> tuple[list[dict], list[str]]:
+    """Rows (column -> text or None, plus '_why': column -> reason) of a sweep directory, and notes."""
+    summary = read_json(path / "sweep.json")
     points = [json.loads(line) for line in (path / "points.jsonl").read_text().splitlines() if line.strip()]
-    model_dir = Path(summary["model"]["load"]) if "load" in summary["model"] else path / "base"
-    info = json.loads((model_dir / "hwtune.json").read_text())
-    dataset, arch = info.get("dataset", {}).get("name", "–"), arch_of(info)
-    training = info.get("training", {})
-    relu = (training.get("twin") or {}).get("relu_accuracy")
-    spikes = (training.get("evaluation") or {}).get("spikes_per_hidden_neuron")
-    command = f"`hwtune sweep {summary['sweep']}`"
-    rows = [[dataset, arch, pct(relu), pct(summary["float_accuracy"]), "–" if spikes is None else f"{spikes:.3f}",
-             "float", "–", "–", "–", command]]
-    tuned = [p for p in points if p["finetune"] and p["weight_noise"] == 0]
-    for bits, steps in sorted({(p["bits"], p["steps"]) for p in tuned}, key=lambda k: (-k[0], -k[1])):
-        clean = next((p for p in tuned if (p["bits"], p["steps"], p["sigma"]) == (bits, steps, 0.0)), None)
-        noisy = next((p for p in tuned if (p["bits"], p["steps"], p["sigma"]) == (bits, steps, 0.1)), None)
-        if clean is None:
-            continue
-        agree = "–" if clean.get("torch_emulator_agreement") is None else pct(clean["torch_emulator_agreement"])
-        if clean.get("lava_identical") is not None:
-            agree += f" / {clean['lava_identical']}/{clean['lava_samples']}"
-        rows.append([dataset, arch, "", pct(clean["accuracy_torch"]), f"{clean['spikes_per_hidden_neuron']:.3f}",
-                     str(bits), str(steps), pct(noisy["accuracy_torch"]) if noisy else "–", agree, command])
-    return rows
+    model_dir = Path(summary.get("base") or (summary["model"].get("load") or path / "base"))
+    info = read_json(model_dir / "hwtune.json")
+    training = info.get("training") or {}
+    common = {"dataset": info.get("dataset", {}).get("name") or summary["dataset"]["name"],
+              "architecture": arch_of(info),
+              "command": f"`{summary.get('command') or 'hwtune sweep ' + summary['sweep']}`"}
+    no_twin = "the base model was trained without the ReLU twin (hwtune train --twin)"
+    rows = [{**common, "ReLU acc": pct((training.get("twin") or {}).get("relu_accuracy")),
+             "TTFS acc": pct(summary["float_accuracy"]),
+             "spikes/neuron": spikes((training.get("evaluation") or {}).get("spikes_per_hidden_neuron")),
+             "bits": "float", "_why": {"ReLU acc": no_twin, "spikes/neuron": "not recorded for the base model",
+                                       "steps": "float model: continuous time", "acc. at jitter 0.1":
+                                       "the sweep measures jitter on quantized models only",
+                                       "torch=emulator / Lava": "the float model is not exported"}}]
+    notes = [f"{path}: rows are its noiseless (sigma 0, no weight noise) fine-tuned points; all {len(points)} "
+             f"points are in {path / 'report.md'}"]
+    clean_points = [p for p in points if p["sigma"] == 0 and p["weight_noise"] == 0]
+    for bits, steps in sorted({(p["bits"], p["steps"]) for p in clean_points}, key=lambda k: (-k[0], -k[1])):
+        same = sorted((p for p in clean_points if (p["bits"], p["steps"]) == (bits, steps)),
+                      key=lambda p: not p["finetune"])
+        clean = same[0]
+        if not clean["finetune"]:
+            notes.append(f"{path}: {bits} bits, {steps} steps: no fine-tuned point; the row is without fine-tuning")
+        noisy = next((p for p in points if (p["bits"], p["steps"], p["finetune"], p["weight_noise"], p["sigma"])
+                      == (bits, steps, clean["finetune"], 0, 0.1)), None)
+        rows.append({**common, "TTFS acc": pct(clean["accuracy_torch"]),
+                     "spikes/neuron": spikes(clean["spikes_per_hidden_neuron"]), "bits": str(bits), "steps": str(steps),
+                     "acc. at jitter 0.1": pct(noisy and noisy["accuracy_torch"]),
+                     "torch=emulator / Lava": agreement(clean.get("torch_emulator_agreement"),
+                                                        clean.get("lava_identical"), clean.get("lava_samples")),
+                     "_why": {"ReLU acc": "the ReLU twin is a float model (float row)",
+                              "acc. at jitter 0.1": "the sweep has no sigma 0.1 point here"}})
+    return rows, notes
 
 
-def run_rows(path: Path) -> list[list[str]]:
-    results = json.loads(path.read_text())
-    deploy = results.get("deploy") or {}
-    emu = deploy.get("emulator", {})
-    final = results["stages"][-1]
-    first = results["stages"][0]
-    lava = deploy.get("lava")
-    agree = pct(deploy.get("torch_emulator_agreement")) + (f" / {lava['identical_spike_for_spike']}/{lava['samples']}"
-                                                          if lava else "")
-    quant = next((s for s in results["stages"] if s["stage"] == "quantize"), {})
-    return [[results.get("dataset", "–"), results.get("arch", "–"), "–", pct(final.get("accuracy_after", first.get("accuracy"))),
-             f"{emu['spikes_per_hidden_neuron']:.3f}" if emu else "–", str(quant.get("config", {}).get("bits", "–")),
-             "/".join(str(s) for s in emu.get("window_steps", [])) or "–",
-             "–", agree, f"`hwtune run {results['recipe']}`"]]
+def run_rows(path: Path) -> tuple[list[dict], list[str]]:
+    """The row of a ``hwtune run`` results.json (final model, deployed) and notes."""
+    results = read_json(path)
+    stages, deploy = results["stages"], results.get("deploy") or {}
+    model_file = path.parent / "00-model" / "hwtune.json"
+    info = read_json(model_file) if model_file.exists() else {}
+    emu, lava = deploy.get("emulator") or {}, deploy.get("lava")
+    quant = [s for s in stages if s["stage"] == "quantize"]
+    grids = [s["window_steps"] for s in [emu, *reversed(stages)] if "window_steps" in s]
+    jitter = [s for s in stages if s["stage"] == "noise" and s.get("config", {}).get("jitter") == 0.1]
+    final = stages[-1]
+    command = (results.get("provenance") or {}).get("command", "")
+    argv0, _, rest = command.partition(" ")
+    return [{
+        "dataset": results.get("dataset") or info.get("dataset", {}).get("name"),
+        "architecture": results.get("arch") or arch_of(info), "ReLU acc": None,
+        "TTFS acc": pct(deploy.get("torch_accuracy", final.get("accuracy_after", final.get("accuracy")))),
+        "spikes/neuron": spikes(emu.get("spikes_per_hidden_neuron", final.get("spikes_per_hidden_neuron"))),
+        "bits": str(quant[-1]["config"]["bits"]) if quant else None,
+        "steps": "/".join(str(s) for s in grids[0]) if grids else None,
+        "acc. at jitter 0.1": pct(jitter[-1]["noisy_accuracy_after"]) if jitter else None,
+        "torch=emulator / Lava": agreement(deploy.get("torch_emulator_agreement"),
+                                           lava and lava["identical_spike_for_spike"], lava and lava["samples"]),
+        "command": f"`{Path(argv0).name} {rest}`" if argv0.endswith("hwtune") else f"`hwtune run {results['recipe']}`",
+        "_why": {"ReLU acc": "a recipe trains no ReLU twin", "bits": "no quantize pass", "steps": "no time grid",
+                 "acc. at jitter 0.1": "the recipe has no noise pass at jitter 0.1",
+                 "torch=emulator / Lava": "the recipe has no deploy section",
+                 "dataset": f"not in {path} nor {model_file}", "architecture": f"not in {path} nor {model_file}"},
+    }], []
 
 
-def model_rows(path: Path) -> list[list[str]]:
-    info = json.loads((path / "hwtune.json").read_text())
-    training = info.get("training", {})
-    ev = training.get("evaluation", {})
-    relu = (training.get("twin") or {}).get("relu_accuracy")
-    return [[info.get("dataset", {}).get("name", "–"), arch_of(info), pct(relu), pct(ev.get("accuracy")),
-             f"{ev['spikes_per_hidden_neuron']:.3f}" if "spikes_per_hidden_neuron" in ev else "–", "float", "–", "–",
-             "–", f"`{info.get('provenance', {}).get('command', '–')}`"]]
+def model_rows(path: Path) -> tuple[list[dict], list[str]]:
+    """The row of a trained float model directory and notes."""
+    info = read_json(path / "hwtune.json")
+    training = info.get("training") or {}
+    ev = training.get("evaluation") or {}
+    return [{"dataset": info.get("dataset", {}).get("name"), "architecture": arch_of(info),
+             "ReLU acc": pct((training.get("twin") or {}).get("relu_accuracy")), "TTFS acc": pct(ev.get("accuracy")),
+             "spikes/neuron": spikes(ev.get("spikes_per_hidden_neuron")), "bits": "float",
+             "command": f"`{info.get('provenance', {}).get('command')}`",
+             "_why": {"ReLU acc": "trained without the ReLU twin (--twin)", "steps": "float model: continuous time",
+                      "acc. at jitter 0.1": "not measured on the float model",
+                      "torch=emulator / Lava": "the float model is not exported",
+                      "TTFS acc": f"{path / 'hwtune.json'} records no training report"}}], []
 
 
-def rows_for(path: Path) -> list[list[str]]:
+def rows_for(path: Path) -> tuple[list[dict], list[str]]:
     if (path / "sweep.json").exists():
         return sweep_rows(path)
     if path.name.endswith(".json"):
@@ -92,15 +144,25 @@ def rows_for(path: Path) -> list[list[str]]:
 
 
 def table(paths: list[Path]) -> str:
+    """Markdown table of every input, then the notes: why each '–' is there, grouped by reason."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    notes, why_rows = [], {}
     for path in paths:
-        lines += ["| " + " | ".join(row) + " |" for row in rows_for(path)]
-    return "\n".join(lines)
+        rows, path_notes = rows_for(path)
+        notes += path_notes
+        for row in rows:
+            n = len(lines) - 1
+            for col in COLUMNS:
+                if row.get(col) is None:
+                    why_rows.setdefault(f"{col}: {row['_why'].get(col, 'not recorded')}", []).append(n)
+            lines.append("| " + " | ".join(row.get(col) or "–" for col in COLUMNS) + " |")
+    notes += [f"row{'s' * (len(rows) > 1)} {', '.join(map(str, rows))}: – {why}" for why, rows in why_rows.items()]
+    return "\n".join(lines + ([""] + [f"- {note}" for note in notes] if notes else []))
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("inputs", nargs="+", type=Path)
+    p.add_argument("inputs", nargs="+", type=Path, help="sweep directories, results.json files, model directories")
     p.add_argument("--readme", type=Path, default=Path("README.md"))
     p.add_argument("--print", action="store_true", help="print the table instead of editing the README")
     args = p.parse_args(argv)

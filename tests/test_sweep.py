@@ -1,6 +1,7 @@
 """The CI robustness sweep: it runs inside the test suite, its floors hold, a broken floor fails
 the command, an interrupted sweep resumes, and a malformed sweep fails before any training."""
 import json
+import runpy
 import shutil
 
 import pytest
@@ -8,7 +9,7 @@ import yaml
 
 from hwtune.cli import main
 from hwtune.recipes import RecipeError
-from hwtune.sweep import broken_floors, load_sweep, parse_sweep, read_points
+from hwtune.sweep import base_dir, broken_floors, load_sweep, parse_sweep, point_id, read_points
 
 RECIPE = "recipes/robustness-ci.yaml"
 
@@ -74,3 +75,56 @@ def test_malformed_sweep_names_file_and_key(change, message):
     with pytest.raises(RecipeError) as e:
         parse_sweep(recipe, "recipes/x.yaml")
     assert message in str(e.value) and "recipes/x.yaml" in str(e.value)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda r: r["grid"].update(bits=[4.7]), "grid: bits = 4.7 must be an integer >= 1"),
+    (lambda r: r["grid"].update(bits=[]), "grid: bits is an empty list"),
+    (lambda r: r["grid"].update(bits=[4, 4]), "appears twice"),
+    (lambda r: r["floors"][0]["point"].update(bits=3), "floors[0]: point {'bits': 3"),
+    (lambda r: r["floors"][0].update(min_relative_to_float="high"), "floors[0]: the floor value 'high'"),
+    (lambda r: r["floors"][0]["point"].update(sigma="zero"), "floors[0]: point: sigma = 'zero'"),
+    (lambda r: r["finetune"].update(lr=0), "finetune.lr = 0 must be a number > 0"),
+    (lambda r: r.update(lava_samples="ten"), "lava_samples = 'ten' must be an integer >= 0"),
+    (lambda r: r.update(eval_samples=-5), "eval_samples = -5 must be an integer >= 1"),
+    (lambda r: r.update(dataset="nope"), "dataset must be one of"),
+])
+def test_every_setting_is_checked_before_training(change, message):
+    recipe = yaml.safe_load(open(RECIPE))
+    change(recipe)
+    with pytest.raises(RecipeError) as e:
+        parse_sweep(recipe, "recipes/x.yaml")
+    assert message in str(e.value) and "recipes/x.yaml" in str(e.value)
+
+
+def test_results_depend_on_everything_they_are_keyed_by():
+    recipe = yaml.safe_load(open(RECIPE))
+    sweep = parse_sweep(recipe, RECIPE)
+    other = parse_sweep({**recipe, "finetune": {"epochs": 1, "lr": 0.001}}, RECIPE)
+    tuned = [p["finetune"] for p in sweep.points]
+    same = [point_id(sweep, p, 0) == point_id(other, p, 0) for p in sweep.points]
+    assert same == [not t for t in tuned]    # other fine-tuning settings: only fine-tuned points are new
+    assert base_dir(sweep, 0) != base_dir(sweep, 1)   # another seed (digits split) trains its own base model
+    assert base_dir(parse_sweep({**recipe, "eval_samples": 100}, RECIPE), 0) == base_dir(sweep, 0)
+
+
+def test_an_interrupted_append_is_dropped_not_fatal(tmp_path, capsys):
+    good = json.dumps({"id": "a"}) + "\n"
+    (tmp_path / "points.jsonl").write_text(good + '{"id": "b", "bi')
+    assert read_points(tmp_path) == [{"id": "a"}]
+    assert "line 2 is unfinished" in capsys.readouterr().err
+    (tmp_path / "points.jsonl").write_text('{"id": "b", "bi\n' + good)
+    with pytest.raises(ValueError, match="points.jsonl: line 1 is not a JSON record"):
+        read_points(tmp_path)
+
+
+def test_report_and_results_table_regenerate_from_the_sweep_dir(ci_sweep, tmp_path, capsys):
+    _, out = ci_sweep
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "accuracy vs steps per window (latency): not plotted" in report and report.count("| 8 |") == 4
+    table = runpy.run_path("scripts/make_results_table.py")["table"]([out])
+    rows = [line for line in table.splitlines() if line.startswith("| digits | fc-small |")]
+    assert [row.split(" | ")[5] for row in rows] == ["float", "8", "4"]
+    assert "– ReLU acc: the base model was trained without the ReLU twin" in table
