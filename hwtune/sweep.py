@@ -328,11 +328,9 @@ def run_point(sweep: Sweep, base_path: Path, point: dict, ctx, float_accuracy: f
     noisy = point["sigma"] > 0 or point["weight_noise"] > 0
     if noisy and point["finetune"]:
         workflow.apply_pass(net, noise, ctx)
+    net.noise = noise.noise_model(seed + 1) if noisy else None
     torch_eval = ctx.evaluate(net)
-    if noisy:
-        net.noise = noise.noise_model(seed + 1)
-        torch_eval = ctx.evaluate(net)
-        net.noise = None
+    net.noise = None
     artifact = to_artifact(net, sweep.target)
     x, y = ctx.test_split()
     emu, emu_pred = workflow.emulate_artifact(artifact, x, y, jitter_sigma=point["sigma"], jitter_seed=seed + 1,
