@@ -42,7 +42,9 @@ def _steps(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hwtune", description=__doc__.split(":")[0] + ": TTFS SNNs onto chips")
+    parser = argparse.ArgumentParser(
+        prog="hwtune", description="Make trained time-to-first-spike SNNs deployable: train or convert, run "
+        "hardware passes (quantize, noise, latency), export to Lava (Loihi 2) or the bit-accurate emulator.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name, help_text, example):

@@ -155,7 +155,9 @@ class TTFSNet(nn.Module):
             for layer in segment[:-1]:
                 t = self._pool(layer, t, on_times=True)
             syn = self.synapses[n]
-            weight = syn.weight if self.noise is None else self.noise.perturb_weight(syn.weight, float(syn.weight.detach().abs().max()))
+            weight = syn.weight
+            if self.noise is not None:
+                weight = self.noise.perturb_weight(weight, float(weight.detach().abs().max()))
             z = self._linear(syn, activation(t, t_ref), weight, syn.bias)
             if n == self.n_hidden:
                 return z
