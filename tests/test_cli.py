@@ -7,7 +7,7 @@ import pytest
 from hwtune.artifact import Artifact
 from hwtune.cli import build_parser, main
 
-VERBS = ["train", "convert", "evaluate", "quantize", "noise", "latency", "export", "emulate", "lava-run", "run",
+VERBS = ["train", "convert", "evaluate", "quantize", "noise", "latency", "export", "emulate", "lava-run", "run", "sweep", "report",
          "targets"]
 
 
