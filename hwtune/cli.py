@@ -35,6 +35,12 @@ def _finetune(p: argparse.ArgumentParser, epochs: float = 1.0, lr: float = 1e-4)
     _common(p)
 
 
+def _deployable(p: argparse.ArgumentParser) -> None:
+    """The model (or artifact) argument of emulate / lava-run, with the target to export it for."""
+    p.add_argument("model", help="model directory (exported on the fly) or artifact directory")
+    p.add_argument("--target", help="target for a model directory (default: the model's)")
+
+
 def _steps(text: str):
     """'16' -> 16, '16,8' -> [16, 8] (one per hidden layer)."""
     parts = [int(s) for s in text.split(",")]
@@ -114,8 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("emulate", "run the bit-accurate integer emulator on a dataset",
             "hwtune emulate runs/fc2-w4 --dataset fashion-mnist --json")
-    p.add_argument("model", help="model directory (exported on the fly) or artifact directory")
-    p.add_argument("--target", help="target for a model directory (default: the model's)")
+    _deployable(p)
     p.add_argument("--mode", choices=["fast", "stepped"], default="fast")
     p.add_argument("--samples", type=int, help="run this many test samples")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -123,8 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("lava-run", "run samples on Lava's fixed_pt simulator and compare with the emulator",
             "hwtune lava-run runs/fc2-w4 --samples 20")
-    p.add_argument("model", help="model directory (exported on the fly) or artifact directory")
-    p.add_argument("--target", help="target for a model directory (default: the model's)")
+    _deployable(p)
     p.add_argument("--samples", type=int, default=20)
     p.add_argument("--json", action="store_true")
     _common(p)
