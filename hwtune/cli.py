@@ -41,6 +41,13 @@ def _deployable(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", help="target for a model directory (default: the model's)")
 
 
+def _recipe_args(p: argparse.ArgumentParser) -> None:
+    """run / sweep: the recipe, and where and with which seed to run it (defaults: the recipe's)."""
+    p.add_argument("recipe")
+    p.add_argument("--out", help="output directory (default: the recipe's)")
+    p.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
+
+
 def _steps(text: str):
     """'16' -> 16, '16,8' -> [16, 8] (one per hidden layer)."""
     parts = [int(s) for s in text.split(",")]
@@ -135,15 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("run", "run a recipe: train or load, passes, export, evaluate",
             "hwtune run recipes/quickstart.yaml --seed 0")
-    p.add_argument("recipe")
-    p.add_argument("--out", help="output directory (default: the recipe's)")
-    p.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
+    _recipe_args(p)
 
     p = add("sweep", "robustness sweep over bits, steps, jitter, weight noise; resumable; checks floors",
             "hwtune sweep recipes/robustness-ci.yaml")
-    p.add_argument("recipe")
-    p.add_argument("--out", help="sweep directory (default: the recipe's)")
-    p.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
+    _recipe_args(p)
 
     p = add("report", "plots and Markdown report of a sweep directory", "hwtune report runs/robustness-ci")
     p.add_argument("sweep_dir")
