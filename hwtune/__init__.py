@@ -1,2 +1,19 @@
-"""hwtune: make trained time-to-first-spike (TTFS) SNNs deployable on neuromorphic chips."""
-__version__ = "0.1.0"
+"""hwtune: make trained time-to-first-spike (TTFS) SNNs deployable on neuromorphic chips.
+
+The Python API (hwtune.api) is importable from here: ``hwtune.train``, ``quantize``, ``noise``,
+``latency``, ``export``, ``emulate``, ``run_lava``, ``load``, ``save``, ``load_dataset``,
+``load_target``, ``evaluate``, ``convert``. They are loaded on first use, so ``import hwtune`` (and
+``hwtune --help``) stays fast.
+"""
+__version__ = "0.2.0"
+
+API = ("convert", "emulate", "evaluate", "export", "latency", "load", "load_dataset", "load_target", "noise",
+       "quantize", "run_lava", "save", "train")
+__all__ = ["__version__", *API]
+
+
+def __getattr__(name: str):
+    if name in API:
+        from hwtune import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'hwtune' has no attribute {name!r}")

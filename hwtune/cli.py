@@ -1,287 +1,522 @@
-"""``hwtune`` command line: parse arguments, build a config, call the library. No logic here."""
+"""``hwtune`` command line: parse arguments into settings (hwtune.configs), call the library, print.
+
+One grammar on every verb: the input (model, artifact, recipe) is positional; ``-o/--out`` has a
+default derived from the input and never replaces the input or someone's files (``--force``
+replaces an earlier hwtune output of the same kind); ``--json`` prints the machine-readable
+result on stdout while people's text goes to stderr; ``--seed`` wherever randomness exists;
+``-q/--quiet`` silences progress bars and log lines. Torch and Lava are imported only by the
+verb that needs them, so ``hwtune --help`` is fast.
+"""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
 
-from hwtune import io, workflow
-from hwtune.data import subset
-from hwtune.passes import LatencyConfig, NoiseConfig, QuantizeConfig
-from hwtune.recipes import load_recipe, run_recipe
-from hwtune.report import write_report
-from hwtune.sweep import load_sweep, read_points, run_sweep
-from hwtune.target import list_targets
-from hwtune.train import TrainConfig, predict
+from hwtune import __version__, progress
+from hwtune.configs import DataConfig, DeployConfig, LatencyConfig, NoiseConfig, QuantizeConfig, TrainConfig
+from hwtune.errors import HwtuneError
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = """exit codes:
+  0    success
+  1    a check or a floor failed (emulator != torch, Lava != emulator, a sweep floor); results were written
+  2    usage error: unknown flag or bad flag value
+  3    bad input: unreadable or invalid model, artifact, recipe, target or dataset, or a refused output path
+  130  interrupted (Ctrl-C); no half-written output is left"""
+#: OSErrors that are the user's environment, not a bug: reported in one line with exit code 3.
+_USER_OS_ERRORS = (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG)
+
+VERBS: dict[str, tuple[str, str]] = {
+    "train": ("train a TTFS net from scratch (exact spike-time gradient), or a ReLU net to convert",
+              "hwtune train --arch fc --dataset fashion-mnist --epochs 10 -o runs/fc2"),
+    "convert": ("convert a trained ReLU net (an hwtune model, or a torch module:function returning an "
+                "nn.Sequential plus --weights) to the exactly equivalent TTFS net",
+                "hwtune convert mypackage.models:make_net --weights net.safetensors --dataset fashion-mnist"),
+    "evaluate": ("accuracy, spikes per neuron and latency of a model",
+                 "hwtune evaluate runs/fc2 --samples 1000 --json"),
+    "quantize": ("integer weights (brevitas QAT) and an integer time grid for the target, then fine-tune",
+                 "hwtune quantize runs/fc2 --bits 4"),
+    "noise": ("evaluate and fine-tune under spike-time jitter, weight noise and threshold noise",
+              "hwtune noise runs/fc2-w4 --jitter 0.1"),
+    "latency": ("shorter windows (quantile-based) on a step budget, then fine-tune",
+                "hwtune latency runs/fc2-w4 --steps 8"),
+    "export": ("export a quantized model as an integer artifact (numpy + JSON) for its target",
+               "hwtune export runs/fc2-w4 --target loihi"),
+    "emulate": ("run the bit-accurate integer emulator on the test set (and compare with the torch model)",
+                "hwtune emulate runs/fc2-w4 --json"),
+    "lava-run": ("run test samples on Lava's fixed_pt simulator and compare with the emulator spike for spike",
+                 "hwtune lava-run runs/fc2-w4 --samples 20"),
+    "run": ("run a recipe: train or load, passes, export, emulate (+ Lava)", "hwtune run recipes/quickstart.yaml"),
+    "sweep": ("robustness sweep over bits, steps, jitter, weight noise; resumable; checks floors",
+              "hwtune sweep recipes/robustness-ci.yaml"),
+    "report": ("plots and Markdown report of a sweep directory", "hwtune report runs/robustness-ci"),
+    "targets": ("list the hardware targets and their aliases", "hwtune targets"),
+}
 
 
-def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    if data:
-        p.add_argument("--dataset", help="digits | fashion-mnist | mnist | cifar10 (default: the model's)")
-        p.add_argument("--data-dir", help="dataset directory (default: $HWTUNE_DATA or the system location)")
+# ---- parser --------------------------------------------------------------------------------------
+
+def _add_common(p: argparse.ArgumentParser, seed: bool = True) -> None:
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout (text goes to stderr)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or log lines")
+    if seed:
+        p.add_argument("--seed", type=_seed, default=None,
+                       help="random seed (batches, noise, digits split) (default: 0; run/sweep: the recipe's)")
 
 
-def _finetune(p: argparse.ArgumentParser, epochs: float = 1.0, lr: float = 1e-4) -> None:
-    p.add_argument("--in", dest="model_in", required=True, help="input model directory")
-    p.add_argument("--out", required=True, help="output model directory (written atomically)")
-    p.add_argument("--target", default="emulator", help="target name or YAML path (default emulator)")
-    p.add_argument("--epochs", type=float, default=epochs, help=f"fine-tuning epochs (default {epochs}; 0 = none)")
-    p.add_argument("--lr", type=float, default=lr, help=f"fine-tuning learning rate (default {lr})")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--train-samples", type=int, help="fine-tune on this many training samples")
-    p.add_argument("--eval-samples", type=int, help="evaluate on this many test samples")
-    _common(p)
+def _add_out(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("-o", "--out", help=f"output directory (default: {default}); never the input or a directory "
+                                       "of other files")
+    p.add_argument("--force", action="store_true", help="replace an earlier hwtune output at --out")
 
 
-def _deployable(p: argparse.ArgumentParser) -> None:
-    """The model (or artifact) argument of emulate / lava-run, with the target to export it for."""
-    p.add_argument("model", help="model directory (exported on the fly) or artifact directory")
-    p.add_argument("--target", help="target for a model directory (default: the model's)")
+def _add_target(p: argparse.ArgumentParser, verb: str) -> None:
+    what = ("changing it re-quantizes for the new target" if verb == "quantize"
+            else "another target is refused: re-quantize for it")
+    p.add_argument("--target", help=f"target name, alias or YAML path (default: the model's, else loihi2); {what}")
 
 
-def _recipe_args(p: argparse.ArgumentParser) -> None:
-    """run / sweep: the recipe, and where and with which seed to run it (defaults: the recipe's)."""
-    p.add_argument("recipe")
-    p.add_argument("--out", help="output directory (default: the recipe's)")
-    p.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"{value} must be in [0, 2**63)")
+    return value
 
 
-def _steps(text: str):
-    """'16' -> 16, '16,8' -> [16, 8] (one per hidden layer)."""
-    parts = [int(s) for s in text.split(",")]
-    return parts[0] if len(parts) == 1 else parts
+def _data_flags(p: argparse.ArgumentParser, train: bool = True, samples: bool = True) -> None:
+    exclude = tuple(name for name, keep in (("train_samples", train), ("samples", samples)) if not keep)
+    DataConfig.add_arguments(p, exclude=exclude)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="hwtune", description="Make trained time-to-first-spike SNNs deployable: train or convert, run "
-        "hardware passes (quantize, noise, latency), export to Lava (Loihi 2) or the bit-accurate emulator.")
-    sub = parser.add_subparsers(dest="command", required=True)
+        prog="hwtune", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES, allow_abbrev=False,
+        description="Make trained time-to-first-spike SNNs deployable: train or convert, run hardware passes "
+                    "(quantize, noise, latency), export to Lava (Loihi 2) or the bit-accurate emulator.")
+    parser.add_argument("--version", action="version", version=f"hwtune {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
 
-    def add(name, help_text, example):
-        return sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
+    def add(name):
+        text, example = VERBS[name]
+        return sub.add_parser(name, help=text, description=text, epilog=f"example:\n  {example}\n\n{EXIT_CODES}",
+                              allow_abbrev=False,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    p = add("train", "train a TTFS net from scratch (exact gradient) or a ReLU net",
-            "hwtune train --arch fc --dataset fashion-mnist --epochs 10 --out runs/fc2")
-    p.add_argument("--arch", default="fc", help="fc | fc-small | vgg | vgg-small (default fc = 784-340-10)")
-    p.add_argument("--network", choices=["ttfs", "relu"], default="ttfs")
-    p.add_argument("--epochs", type=float, default=10)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--twin", action="store_true", help="also train the ReLU twin and report agreement")
-    p.add_argument("--out", required=True)
-    p.add_argument("--json", help="write the training report here")
-    _common(p)
+    p = add("train")
+    TrainConfig.add_arguments(p)
+    _data_flags(p)
+    _add_out(p, "runs/ARCH-DATASET")
+    _add_common(p)
 
-    p = add("convert", "convert a trained ReLU model to an exactly equivalent TTFS net",
-            "hwtune convert --in runs/relu --out runs/ttfs --margin 1.5")
-    p.add_argument("--in", dest="model_in", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--margin", type=float, default=1.5, help="window = margin x layer maximum (default 1.5)")
-    _common(p)
+    p = add("convert")
+    p.add_argument("model", help="hwtune ReLU model directory, or module:function returning a torch nn.Sequential")
+    p.add_argument("--weights", help="safetensors state dict of the module:function model")
+    p.add_argument("--margin", type=_positive_float, default=1.5,
+                   help="window = margin x the layer's largest activation on the training set (default: 1.5)")
+    _data_flags(p, train=False, samples=False)
+    _add_out(p, "MODEL-ttfs")
+    _add_common(p)
 
-    p = add("evaluate", "accuracy, spikes per neuron and latency of a model",
-            "hwtune evaluate runs/fc2 --dataset fashion-mnist --json")
-    p.add_argument("model")
-    p.add_argument("--samples", type=int, help="evaluate on this many test samples")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    _common(p)
+    p = add("evaluate")
+    p.add_argument("model", help="model directory")
+    _data_flags(p, train=False)
+    _add_common(p)
 
-    p = add("quantize", "integer weights (brevitas QAT) and integer time grid, then fine-tune",
-            "hwtune quantize --bits 4 --steps 16 --target loihi2 --in runs/fc2 --out runs/fc2-w4")
-    p.add_argument("--bits", type=int, default=8, help="weight mantissa bits (2..8 on loihi2)")
-    p.add_argument("--float-weights", action="store_true", help="quantize time only, keep float weights")
-    p.add_argument("--steps", type=_steps, help="steps per hidden window: N or N1,N2,...")
-    p.add_argument("--time-bits", type=int, help="alternative to --steps: 2**b - 1 steps per window")
-    p.add_argument("--input-steps", type=int)
-    p.add_argument("--window-quantile", type=float, default=0.999)
-    _finetune(p)
+    for name, cfg, out in (("quantize", QuantizeConfig, "MODEL-wBITS"), ("noise", NoiseConfig, "MODEL-noise"),
+                           ("latency", LatencyConfig, "MODEL-tSTEPS")):
+        p = add(name)
+        p.add_argument("model", help="model directory")
+        cfg.add_arguments(p)
+        _add_target(p, name)
+        _data_flags(p)
+        _add_out(p, out + (" (none with --eval-only)" if name == "noise" else ""))
+        _add_common(p)
 
-    p = add("noise", "evaluate and fine-tune under spike-time jitter, weight and threshold noise",
-            "hwtune noise --jitter 0.1 --in runs/fc2-w4 --out runs/fc2-w4-n")
-    p.add_argument("--jitter", type=float, default=0.0)
-    p.add_argument("--weight-mult", type=float, default=0.0)
-    p.add_argument("--weight-add", type=float, default=0.0)
-    p.add_argument("--threshold", type=float, default=0.0)
-    p.add_argument("--units", choices=["window", "steps"], default="window")
-    p.add_argument("--eval-only", action="store_true", help="measure robustness, no fine-tuning")
-    _finetune(p)
+    p = add("export")
+    p.add_argument("model", help="quantized model directory")
+    _add_target(p, "export")
+    _add_out(p, "MODEL.TARGET")
+    _add_common(p, seed=False)
 
-    p = add("latency", "shorter windows (quantile-based) on a step budget, then fine-tune",
-            "hwtune latency --steps 8 --quantile 0.99 --in runs/fc2-w4 --out runs/fc2-w4-t8")
-    p.add_argument("--steps", type=_steps, help="steps per hidden window: N or N1,N2,...")
-    p.add_argument("--input-steps", type=int)
-    p.add_argument("--quantile", type=float, default=0.99)
-    _finetune(p)
+    for name in ("emulate", "lava-run"):
+        p = add(name)
+        p.add_argument("model", help="model directory (exported on the fly for its target) or artifact directory")
+        _add_target(p, name)
+        if name == "emulate":
+            DeployConfig.add_arguments(p, exclude=("lava_samples",))
+            _data_flags(p, train=False, samples=False)
+        else:
+            p.add_argument("--samples", type=_positive_int, default=20,
+                           help="run the first N test samples [samples] (default: 20)")
+            _data_flags(p, train=False, samples=False)
+        _add_common(p)
 
-    p = add("export", "export a quantized model as an integer artifact for a target (numpy + JSON)",
-            "hwtune export runs/fc2-w4 --target loihi --out runs/fc2-w4.loihi")
-    p.add_argument("model")
-    p.add_argument("--target", help="target name or YAML path (default: the model's)")
-    p.add_argument("--out", required=True, help="artifact directory (written atomically)")
-    _common(p, data=False)
+    for name in ("run", "sweep"):
+        p = add(name)
+        p.add_argument("recipe", help="recipe YAML file")
+        p.add_argument("-o", "--out", help="output directory (default: the recipe's out)")
+        if name == "run":
+            p.add_argument("--force", action="store_true", help="replace an earlier run at --out")
+        _add_common(p)
 
-    p = add("emulate", "run the bit-accurate integer emulator on a dataset",
-            "hwtune emulate runs/fc2-w4 --dataset fashion-mnist --json")
-    _deployable(p)
-    p.add_argument("--mode", choices=["fast", "stepped"], default="fast")
-    p.add_argument("--samples", type=int, help="run this many test samples")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    _common(p)
+    p = add("report")
+    p.add_argument("sweep_dir", help="sweep output directory (holding points.jsonl)")
+    _add_common(p, seed=False)
 
-    p = add("lava-run", "run samples on Lava's fixed_pt simulator and compare with the emulator",
-            "hwtune lava-run runs/fc2-w4 --samples 20")
-    _deployable(p)
-    p.add_argument("--samples", type=int, default=20)
-    p.add_argument("--json", action="store_true")
-    _common(p)
-
-    p = add("run", "run a recipe: train or load, passes, export, evaluate",
-            "hwtune run recipes/quickstart.yaml --seed 0")
-    _recipe_args(p)
-
-    p = add("sweep", "robustness sweep over bits, steps, jitter, weight noise; resumable; checks floors",
-            "hwtune sweep recipes/robustness-ci.yaml")
-    _recipe_args(p)
-
-    p = add("report", "plots and Markdown report of a sweep directory", "hwtune report runs/robustness-ci")
-    p.add_argument("sweep_dir")
-
-    add("targets", "list the hardware targets", "hwtune targets")
+    p = add("targets")
+    _add_common(p, seed=False)
     return parser
 
 
-def _print(record: dict, as_json: bool) -> None:
-    print(json.dumps(record, indent=2, default=str) if as_json else "\n".join(f"{k}: {v}" for k, v in record.items()))
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
 
 
-def _run_pass(args, config) -> None:
-    net = io.load(args.model_in)
-    ctx = workflow.pass_context(net, args.target, args.dataset, args.data_dir, args.seed, args.train_samples,
-                                args.eval_samples)
-    record = workflow.apply_pass(net, config, ctx)
-    io.save(net, args.out)
-    print(workflow.summary_line(record))
-    print(f"wrote {args.out}")
+def _positive_float(text: str) -> float:
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0")
+    return value
 
 
-def _artifact_and_data(args):
-    """(artifact, model or None, dataset) for emulate / lava-run: a model is exported on the fly."""
-    artifact, net = workflow.load_artifact_or_model(args.model, args.target)
-    name = args.dataset or artifact.meta.get("dataset", {}).get("name")
-    return artifact, net, workflow.dataset_for(net, name, args.data_dir, args.seed)
+# ---- output ----------------------------------------------------------------------------------------
+
+def _emit(args, record: dict, lines: list[str]) -> None:
+    """``record`` as JSON on stdout with --json (lines to stderr), else ``lines`` on stdout."""
+    if args.json:
+        print(json.dumps(record, indent=2, default=str))
+        stream = sys.stderr
+        if args.quiet:
+            return
+    else:
+        stream = sys.stdout
+    for line in lines:
+        print(line, file=stream)
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.2f} %"
+
+
+def _evaluation_line(r: dict) -> str:
+    line = (f"accuracy {_pct(r['accuracy'])} on {r['n']} test samples, {r['spikes_per_hidden_neuron']:.3f} spikes "
+            f"per hidden neuron ({r['spikes_per_neuron_incl_input']:.3f} with inputs), latency "
+            f"{r['latency_tau']:.3g} tau_c")
+    if "latency_steps" in r:
+        line += f" = {r['latency_steps']} steps (windows {r['window_steps']} steps)"
+    return line
+
+
+def _pass_lines(record: dict) -> list[str]:
+    lines = [f"{record['pass']}: accuracy {_pct(record['accuracy_before'])} -> {_pct(record['accuracy_after'])}"
+             f" on target {record['target']}"]
+    if "accuracy_quantized" in record:
+        lines.append(f"  quantized, before fine-tuning: {_pct(record['accuracy_quantized'])}")
+    if "noisy_accuracy_before" in record:
+        lines.append(f"  under noise: {_pct(record['noisy_accuracy_before'])} -> {_pct(record['noisy_accuracy_after'])}")
+    if "latency_steps" in record:
+        lines.append(f"  latency {record['latency_steps']} steps (windows {record['window_steps']} steps)")
+    return lines
+
+
+# ---- verbs -------------------------------------------------------------------------------------------
+
+def _seed_of(args) -> int:
+    return 0 if args.seed is None else args.seed
+
+
+def _default_out(args, model: str, suffix: str) -> str:
+    return args.out or (str(Path(model)).rstrip("/") + suffix)
+
+
+def _cmd_train(args) -> int:
+    from hwtune import io, workflow
+    from hwtune.atomic import check_output
+
+    cfg, data_cfg = TrainConfig.from_args(args), DataConfig.from_args(args)
+    dataset = data_cfg.dataset or "digits"
+    out = args.out or f"runs/{cfg.arch}-{dataset}" + ("-relu" if cfg.network == "relu" else "")
+    check_output(out, io.CONFIG, args.force, what="model")
+    data = workflow.load_data(None, data_cfg, _seed_of(args), default="digits")
+    net, report = workflow.train_model(cfg, data, _seed_of(args), data_cfg.train_samples)
+    io.save(net, out)
+    lines = [f"train ({cfg.network}, {cfg.arch} on {dataset}): " + (
+        _evaluation_line(report["evaluation"]) if cfg.network == "ttfs" else
+        f"accuracy {_pct(report['evaluation']['accuracy'])}")]
+    if "twin" in report:
+        t = report["twin"]
+        lines.append(f"  ReLU twin {_pct(t['relu_accuracy'])}, prediction agreement {_pct(t['prediction_agreement'])},"
+                     f" largest parameter difference {t['max_param_diff']:.2e}")
+    _emit(args, {"out": out, **report}, lines + [f"wrote {out}"])
+    return EXIT_OK
+
+
+def _load_torch_factory(spec: str, weights: str | None):
+    """nn.Sequential from 'module:function' (imported from the working directory) and a safetensors file."""
+    import importlib
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    module_name, _, func_name = spec.partition(":")
+    if not weights:
+        raise HwtuneError(f"{spec}: a module:function model needs --weights FILE.safetensors")
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        factory = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as e:
+        raise HwtuneError(f"{spec}: cannot import it ({e})") from None
+    finally:
+        sys.path.pop(0)
+    model = factory()
+    try:
+        state = load_file(weights)
+    except (FileNotFoundError, SafetensorError, OSError) as e:
+        raise HwtuneError(f"{weights}: unreadable safetensors file ({e})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise HwtuneError(f"{weights}: does not fit {spec} ({str(e)[:300]})") from None
+    return model
+
+
+def _cmd_convert(args) -> int:
+    from hwtune import io, workflow
+    from hwtune.atomic import check_output
+
+    data_cfg = DataConfig.from_args(args)
+    is_dir = Path(args.model).is_dir()
+    if not is_dir and ":" not in args.model:
+        raise HwtuneError(f"{args.model}: neither a model directory nor a module:function")
+    out = args.out or (str(Path(args.model)).rstrip("/") + "-ttfs" if is_dir
+                       else f"runs/{args.model.partition(':')[2]}-ttfs")
+    check_output(out, io.CONFIG, args.force, inputs=[args.model] if is_dir else [], what="model")
+    if is_dir:
+        source = io.load(args.model)
+        relu, info, data = workflow.relu_of(source), source.info, workflow.load_data(source, data_cfg, _seed_of(args))
+    else:
+        if not data_cfg.dataset:
+            raise HwtuneError("a module:function model records no dataset: pass --dataset")
+        relu, info = _load_torch_factory(args.model, args.weights), {"network": "relu"}
+        data = workflow.load_data(None, data_cfg, _seed_of(args))
+    ttfs, record = workflow.convert_model(relu, data, args.margin, _seed_of(args), info)
+    io.save(ttfs, out)
+    _emit(args, {"out": out, **record},
+          [f"convert: ReLU {_pct(record['relu_accuracy'])} -> TTFS {_pct(record['accuracy_after'])}, prediction "
+           f"agreement {_pct(record['prediction_agreement'])}", f"wrote {out}"])
+    return EXIT_OK
+
+
+def _cmd_evaluate(args) -> int:
+    from hwtune import io, workflow
+
+    net = io.load(args.model)
+    data_cfg = DataConfig.from_args(args)
+    result = workflow.evaluate_model(net, workflow.load_data(net, data_cfg, _seed_of(args)), data_cfg.samples)
+    _emit(args, result, [_evaluation_line(result)])
+    return EXIT_OK
+
+
+_PASS_CONFIGS = {"quantize": QuantizeConfig, "noise": NoiseConfig, "latency": LatencyConfig}
+
+
+def _pass_out(args, cfg) -> str:
+    if args.command == "quantize":
+        suffix = "-wfloat" if cfg.bits is None else f"-w{cfg.bits}"
+    elif args.command == "latency":
+        suffix = f"-t{cfg.steps}" if isinstance(cfg.steps, int) else "-latency"
+    else:
+        suffix = "-noise"
+    return _default_out(args, args.model, suffix)
+
+
+def _cmd_pass(args) -> int:
+    from hwtune import io, workflow
+    from hwtune.atomic import check_output
+    from hwtune.passes import PassContext, run_pass
+
+    cfg = _PASS_CONFIGS[args.command].from_args(args)
+    writes = not getattr(cfg, "eval_only", False)
+    if not writes and (args.out or args.force):
+        raise HwtuneError("noise --eval-only writes no model: drop -o/--out and --force")
+    out = _pass_out(args, cfg) if writes else None
+    if writes:
+        check_output(out, io.CONFIG, args.force, inputs=[args.model], what="model")
+    net = io.load(args.model)
+    target = workflow.resolve_target(net, args.target, args.command, may_change=args.command == "quantize")
+    data_cfg = DataConfig.from_args(args)
+    data = workflow.cast(workflow.load_data(net, data_cfg, _seed_of(args)), net.dtype)
+    ctx = PassContext(data=data, target=target, seed=_seed_of(args), train_samples=data_cfg.train_samples,
+                      samples=data_cfg.samples)
+    record = run_pass(net, cfg, ctx)
+    lines = _pass_lines(record)
+    if writes:
+        io.save(net, out)
+        lines.append(f"wrote {out}")
+    _emit(args, {"out": out, **record}, lines)
+    return EXIT_OK
+
+
+def _cmd_export(args) -> int:
+    from hwtune import io, workflow
+    from hwtune.artifact import JSON_FILE
+    from hwtune.atomic import check_output
+
+    net = io.load(args.model)
+    spec = workflow.resolve_target(net, args.target, "export")
+    out = _default_out(args, args.model, f".{spec.name}")
+    check_output(out, JSON_FILE, args.force, inputs=[args.model], what="artifact")
+    artifact = workflow.export_model(net, spec, source=str(args.model))
+    artifact.save(out)
+    record = {"out": out, "target": spec.name, "layers": len(artifact.layers), "weight_bits": artifact.weight_bits,
+              "window_steps": artifact.window_steps, "latency_steps": artifact.latency_steps}
+    _emit(args, record, [f"export for {spec.name}: {len(artifact.layers)} layers, {artifact.weight_bits}-bit weights, "
+                         f"windows {artifact.window_steps} steps, latency {artifact.latency_steps} steps",
+                         f"wrote {out}"])
+    return EXIT_OK
+
+
+def _deployable(args):
+    """(artifact, model or None, dataset) for emulate / lava-run: a model directory is exported on the fly."""
+    from hwtune import io, workflow
+    from hwtune.artifact import Artifact
+
+    data_cfg = DataConfig.from_args(args)
+    if (Path(args.model) / io.CONFIG).exists():
+        net = io.load(args.model)
+        artifact = workflow.export_model(net, args.target, source=str(args.model))
+        return artifact, net, workflow.load_data(net, data_cfg, _seed_of(args))
+    artifact = Artifact.load(args.model)
+    if args.target:
+        workflow.check_artifact_target(artifact, args.target)
+    recorded = artifact.meta.get("dataset", {}) if isinstance(artifact.meta.get("dataset"), dict) else {}
+    data = workflow.load_data(None, data_cfg.replace(dataset=data_cfg.dataset or recorded.get("name")),
+                              recorded.get("split_seed", _seed_of(args)))
+    return artifact, None, data
+
+
+def _cmd_emulate(args) -> int:
+    from hwtune import workflow
+
+    artifact, net, data = _deployable(args)
+    cfg = DeployConfig.from_args(args)
+    x, y = data.test_x[:cfg.samples], data.test_y[:cfg.samples]
+    result, pred = workflow.emulate_artifact(artifact, x, y, cfg.mode)
+    lines = [f"emulator ({cfg.mode}): accuracy {_pct(result['accuracy'])} on {result['n']} test samples, "
+             f"{result['spikes_per_hidden_neuron']:.3f} spikes per hidden neuron, "
+             f"{result['synaptic_events_per_sample']:.0f} synaptic events per sample, latency {result['latency_steps']} steps"]
+    code = EXIT_OK
+    if net is not None:
+        result.update(workflow.compare_with_torch(net, x, y, pred))
+        lines.append(f"quantized torch model: accuracy {_pct(result['torch_accuracy'])}, agrees with the emulator on "
+                     f"{_pct(result['torch_emulator_agreement'])} of the predictions")
+        code = EXIT_OK if result["torch_emulator_agreement"] == 1.0 else EXIT_CHECK_FAILED
+    _emit(args, result, lines)
+    return code
+
+
+def _cmd_lava_run(args) -> int:
+    from hwtune import workflow
+
+    artifact, _, data = _deployable(args)
+    n = min(args.samples, len(data.test_x))
+    result = workflow.compare_lava(artifact, data.test_x[:n])
+    lines = [f"{'sample':>6s} {'label':>5s} {'lava':>5s} {'emulator':>8s} {'spikes':>6s}"]
+    for i, (a, b, c) in enumerate(zip(result["lava_predictions"], result["emulator_predictions"],
+                                      result["lava_spikes_per_sample"])):
+        lines.append(f"{i:6d} {int(data.test_y[i]):5d} {a:5d} {b:8d} {c:6d}")
+    lines.append(f"Lava == emulator spike for spike on {result['identical_spike_for_spike']}/{result['samples']} samples")
+    _emit(args, result, lines)
+    return EXIT_OK if result["identical_spike_for_spike"] == result["samples"] else EXIT_CHECK_FAILED
+
+
+def _cmd_run(args) -> int:
+    from hwtune.recipes import load_recipe, run_recipe
+
+    recipe = load_recipe(args.recipe)
+    results = run_recipe(recipe, seed=args.seed, out=args.out, force=args.force)
+    lines = [f"{s['stage']}: accuracy {_pct(s.get('accuracy_after', s.get('accuracy')))}" for s in results["stages"]]
+    lines += results.get("summary", []) + [f"wrote {results['out']}"]
+    _emit(args, results, lines)
+    return EXIT_CHECK_FAILED if results.get("failed_checks") else EXIT_OK
+
+
+def _cmd_sweep(args) -> int:
+    from hwtune.report import write_report
+    from hwtune.sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(args.recipe)
+    result = run_sweep(sweep, seed=args.seed, out=args.out)
+    report = write_report(result["records"], result["out"], f"Sweep {sweep.name} ({sweep.path})")
+    lines = [f"sweep: {len(result['records'])} points in {result['out'] / 'points.jsonl'}; report {report}"]
+    for line in result["broken_floors"]:
+        print(f"BROKEN FLOOR: {line}", file=sys.stderr)
+    _emit(args, {"out": str(result["out"]), "points": len(result["records"]), "report": str(report),
+                 "broken_floors": result["broken_floors"]}, lines)
+    return EXIT_CHECK_FAILED if result["broken_floors"] else EXIT_OK
+
+
+def _cmd_report(args) -> int:
+    from hwtune.report import write_report
+    from hwtune.sweep import read_points
+
+    out = Path(args.sweep_dir)
+    records = read_points(out)
+    if not records:
+        raise HwtuneError(f"{out / 'points.jsonl'}: no finished points")
+    path = write_report(records, out, f"Sweep {out.name}")
+    _emit(args, {"report": str(path), "points": len(records)}, [f"wrote {path}"])
+    return EXIT_OK
+
+
+def _cmd_targets(args) -> int:
+    from hwtune.target import list_targets
+
+    targets = list_targets()
+    lines = [f"{t.name:12s} {', '.join(t.aliases) or '-':10s} {t.backend:9s} {t.summary}" for t in targets]
+    _emit(args, {"targets": [t.to_dict() for t in targets]},
+          [f"{'name':12s} {'aliases':10s} {'backend':9s} summary", *lines])
+    return EXIT_OK
+
+
+_COMMANDS = {"train": _cmd_train, "convert": _cmd_convert, "evaluate": _cmd_evaluate, "quantize": _cmd_pass,
+             "noise": _cmd_pass, "latency": _cmd_pass, "export": _cmd_export, "emulate": _cmd_emulate,
+             "lava-run": _cmd_lava_run, "run": _cmd_run, "sweep": _cmd_sweep, "report": _cmd_report,
+             "targets": _cmd_targets}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    progress.set_quiet(args.quiet)
     try:
-        return _dispatch(args)
-    except (ValueError, FileNotFoundError, KeyError) as e:  # library errors carry the file/layer/limit
+        return _COMMANDS[args.command](args)
+    except HwtuneError as e:   # expected: the message names the file, key, layer or limit
         print(f"hwtune {args.command}: error: {e}", file=sys.stderr)
-        return 2
-
-
-def _dispatch(args) -> int:
-    cmd = args.command
-    if cmd == "targets":
-        for t in list_targets():
-            print(f"{t.name:10s} {t.summary}")
-        return 0
-    if cmd == "train":
-        cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
-        data = workflow.dataset_for(None, args.dataset or "digits", args.data_dir, args.seed)
-        net, report = workflow.train_model(args.arch, data, cfg, args.network, args.dtype, args.twin)
-        io.save(net, args.out)
-        _print({"out": args.out, **report["evaluation"], **report.get("twin", {})}, False)
-        if args.json:
-            workflow.write_json(args.json, report)
-        return 0
-    if cmd == "convert":
-        net = io.load(args.model_in)
-        ttfs, record = workflow.convert_model(net, workflow.dataset_for(net, args.dataset, args.data_dir, args.seed),
-                                              args.margin, args.seed)
-        io.save(ttfs, args.out)
-        print(f"convert: ReLU {100 * record['relu_accuracy']:.2f} % -> TTFS {100 * record['accuracy_after']:.2f} %, "
-              f"prediction agreement {100 * record['prediction_agreement']:.2f} %; wrote {args.out}")
-        return 0
-    if cmd == "evaluate":
-        net = io.load(args.model)
-        result = workflow.evaluate_model(net, workflow.dataset_for(net, args.dataset, args.data_dir, args.seed),
-                                         args.samples, args.seed)
-        _print(result, args.json)
-        return 0
-    if cmd == "quantize":
-        _run_pass(args, QuantizeConfig(bits=None if args.float_weights else args.bits, steps=args.steps,
-                                       time_bits=args.time_bits, input_steps=args.input_steps,
-                                       window_quantile=args.window_quantile, epochs=args.epochs, lr=args.lr,
-                                       batch_size=args.batch_size))
-        return 0
-    if cmd == "noise":
-        _run_pass(args, NoiseConfig(jitter=args.jitter, weight_mult=args.weight_mult, weight_add=args.weight_add,
-                                    threshold=args.threshold, units=args.units, eval_only=args.eval_only,
-                                    epochs=args.epochs, lr=args.lr, batch_size=args.batch_size))
-        return 0
-    if cmd == "latency":
-        _run_pass(args, LatencyConfig(steps=args.steps, input_steps=args.input_steps, quantile=args.quantile,
-                                      epochs=args.epochs, lr=args.lr, batch_size=args.batch_size))
-        return 0
-    if cmd == "export":
-        artifact, _ = workflow.load_artifact_or_model(args.model, args.target)
-        artifact.save(args.out)
-        print(f"export: {len(artifact.layers)} layers, {artifact.weight_bits}-bit weights, windows "
-              f"{artifact.window_steps} steps, latency {artifact.latency_steps} steps; wrote {args.out}")
-        return 0
-    if cmd == "emulate":
-        artifact, net, data = _artifact_and_data(args)
-        if args.samples:
-            data = subset(data, n_test=args.samples, seed=args.seed)
-        result, pred = workflow.emulate_artifact(artifact, data.test_x, data.test_y, args.mode)
-        if net is not None:  # a model directory: compare with the quantized torch model too
-            torch_pred = predict(net, data.test_x.to(net.dtype)).numpy()
-            result["torch_accuracy"] = float((torch_pred == data.test_y.numpy()).mean())
-            result["torch_emulator_agreement"] = float((torch_pred == pred).mean())
-        _print(result, args.json)
-        return 0
-    if cmd == "lava-run":
-        artifact, _, data = _artifact_and_data(args)
-        result = workflow.compare_lava(artifact, data.test_x[:args.samples])
-        if args.json:
-            _print(result, True)
-        else:
-            print(f"{'sample':>6s} {'label':>5s} {'lava':>5s} {'emulator':>8s} {'spikes':>6s}")
-            for i, (a, b, c) in enumerate(zip(result["lava_predictions"], result["emulator_predictions"],
-                                              result["lava_spikes_per_sample"])):
-                print(f"{i:6d} {int(data.test_y[i]):5d} {a:5d} {b:8d} {c:6d}")
-            print(f"Lava == emulator spike for spike on {result['identical_spike_for_spike']}/{result['samples']} "
-                  "samples")
-        return 0 if result["identical_spike_for_spike"] == result["samples"] else 1
-    if cmd == "run":
-        recipe = load_recipe(args.recipe)
-        results = run_recipe(recipe, seed=args.seed, out=args.out)
-        for line in workflow.deploy_summary(results.get("deploy")):
-            print(line)
-        print(f"wrote {args.out or recipe.out}/results.json")
-        return 0
-    if cmd == "sweep":
-        sweep = load_sweep(args.recipe)
-        result = run_sweep(sweep, seed=args.seed, out=args.out)
-        report = write_report(result["records"], sweep.out, f"Sweep {sweep.name} ({sweep.path})")
-        print(f"sweep: {len(result['records'])} points in {sweep.out / 'points.jsonl'}; report {report}")
-        for line in result["broken_floors"]:
-            print(f"BROKEN FLOOR: {line}", file=sys.stderr)
-        return 1 if result["broken_floors"] else 0
-    if cmd == "report":
-        out = Path(args.sweep_dir)
-        records = read_points(out)
-        if not records:
-            raise ValueError(f"{out / 'points.jsonl'}: no finished points")
-        print(f"wrote {write_report(records, out, f'Sweep {out.name}')}")
-        return 0
-    raise AssertionError(f"unhandled command {cmd}")
+        return e.exit_code
+    except OSError as e:
+        if e.errno not in _USER_OS_ERRORS:
+            raise
+        print(f"hwtune {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"hwtune {args.command}: interrupted; no half-written output is left", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -19,13 +19,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hwtune.configs import DATASETS
+from hwtune.errors import HwtuneError
+
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
 _IDX_MAGIC = {0x00000801: 1, 0x00000803: 3}  # unsigned-byte labels (1-D) and images (3-D)
 
 
-class DatasetError(ValueError):
+class DatasetError(HwtuneError, ValueError):
     """A dataset that cannot be read; the message names the file and the problem."""
 
 
@@ -87,8 +90,16 @@ def _load_fashion(data_dir: str | None) -> Dataset:
         x, y = read_idx(img), read_idx(lab)
         if x.ndim != 3 or y.ndim != 1:
             raise DatasetError(f"{img} / {lab}: expected 3-D images and 1-D labels, got {x.ndim}-D and {y.ndim}-D")
+        if x.shape[1:] != (28, 28):
+            raise DatasetError(f"{img}: Fashion-MNIST images are 28x28, found {x.shape[1]}x{x.shape[2]}")
+        if len(x) == 0:
+            raise DatasetError(f"{img}: holds no images")
         if len(x) != len(y):
             raise DatasetError(f"{img} has {len(x)} images but {lab} has {len(y)} labels")
+        if y.max() >= len(FASHION_CLASSES):
+            bad = int(np.argmax(y >= len(FASHION_CLASSES)))
+            raise DatasetError(f"{lab}: label {int(y[bad])} of sample {bad} is not a class "
+                               f"(0..{len(FASHION_CLASSES) - 1})")
         parts[split] = (torch.from_numpy(x.astype(np.float32) / 255.0)[:, None], torch.from_numpy(y.astype(np.int64)))
         files[img.name], files[lab.name] = _sha256(img), _sha256(lab)
     meta = {"name": "fashion-mnist", "source": str(directory), "shape": [1, 28, 28], "n_classes": 10,
@@ -131,9 +142,6 @@ def _load_torchvision(name: str, data_dir: str | None) -> Dataset:
     return Dataset(*tensors, meta)
 
 
-DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10")
-
-
 def load_dataset(name: str, data_dir: str | None = None, split_seed: int = 0) -> Dataset:
     """Train/test tensors and metadata of a dataset by name (see the module docstring)."""
     if name == "digits":
@@ -142,21 +150,30 @@ def load_dataset(name: str, data_dir: str | None = None, split_seed: int = 0) ->
         return _load_fashion(data_dir)
     if name in ("mnist", "cifar10"):
         return _load_torchvision(name, data_dir)
-    raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
 
 
 def subset(ds: Dataset, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> Dataset:
-    """A deterministic random subset (None keeps a split whole)."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def pick(x, y, n):
-        if n is None or n >= len(x):
-            return x, y
-        idx = torch.randperm(len(x), generator=gen)[:n]
-        return x[idx], y[idx]
-
-    return Dataset(*pick(ds.train_x, ds.train_y, n_train), *pick(ds.test_x, ds.test_y, n_test),
+    """A random subset of ``n_train`` training samples (seeded) and the first ``n_test`` test
+    samples (the same on every command); None keeps a split whole."""
+    train = slice(None) if n_train is None or n_train >= len(ds.train_x) else \
+        torch.randperm(len(ds.train_x), generator=torch.Generator().manual_seed(seed))[:n_train]
+    test = slice(None, n_test)
+    return Dataset(ds.train_x[train], ds.train_y[train], ds.test_x[test], ds.test_y[test],
                    {**ds.meta, "subset": {"n_train": n_train, "n_test": n_test, "seed": seed}})
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, shift: int = 2) -> torch.Tensor:
+    """Random translation by up to ``shift`` pixels (zero fill) and horizontal flip (p = 1/2),
+    drawn per sample from ``generator``: "shift-flip", the usual Fashion-MNIST/CIFAR augmentation."""
+    b, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (shift, shift, shift, shift))
+    dy, dx = (torch.randint(0, 2 * shift + 1, (2, b), generator=generator))
+    rows = (dy[:, None] + torch.arange(h))[:, :, None]                         # (B, H, 1)
+    cols = dx[:, None] + torch.arange(w)                                       # (B, W)
+    flip = torch.rand(b, generator=generator) < 0.5
+    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, :]          # (B, 1, W)
+    return padded[torch.arange(b)[:, None, None], :, rows, cols].permute(0, 3, 1, 2).contiguous()
 
 
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = False,

@@ -79,7 +79,7 @@ def to_artifact(net: TTFSNet, target: TargetSpec, source: str = "") -> Artifact:
     artifact = Artifact(layers=layers, input_shape=net.input_shape, input_steps=net.quant.steps[0],
                         synaptic_delay=target.synaptic_delay, weight_bits=net.quant.weights.bits,
                         membrane_bits=target.membrane_bits, overflow=target.overflow,
-                        meta={"target": target.name, "source": source, "dataset": net.info.get("dataset", {}),
+                        meta={"target": target.to_dict(), "source": source, "dataset": net.info.get("dataset", {}),
                               "provenance": provenance(None)})
-    check(artifact, max_fan_in=target.max_fan_in, max_neurons_per_layer=target.max_neurons_per_layer)
+    check(artifact)
     return artifact

@@ -1,35 +1,43 @@
 """The model directory: ``model.safetensors`` (tensors) + ``hwtune.json`` (everything else).
 
 One format for every stage (trained, converted, after each pass). ``hwtune.json`` holds the
-architecture, windows (tau_c), the quantization state (time grid, weight format), the target,
-the dataset and the history of passes with provenance. For quantized nets the integer weight
-mantissas are stored too (``int.{n}.weight``), so their bit width can be read off the file.
-Directories are written atomically; loading validates and names what is wrong.
+architecture, windows (tau_c), the quantization state (time grid, weight format), the target the
+model is prepared for (its whole spec, hwtune.target), the dataset and the history of passes with
+provenance. For quantized nets the integer weight mantissas are stored too (``int.{n}.weight``),
+so their bit width can be read off the file. Directories are written atomically; loading
+validates every field and tensor (finite values included) and names what is wrong.
+
+Format versions: 2 records the target as a full spec; 1 (hwtune 0.1) recorded its name only,
+which is read as the shipped target of that name.
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from hwtune.architectures import ArchError, output_shapes
 from hwtune.atomic import atomic_directory
-from hwtune.ttfs.arch import ArchError
+from hwtune.errors import HwtuneError, short
 from hwtune.ttfs.net import TTFSNet
 from hwtune.ttfs.quant import QuantSpec, weight_mantissa
 
 FORMAT = "hwtune-model"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 TENSORS = "model.safetensors"
 CONFIG = "hwtune.json"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-#: Keys of ``hwtune.json`` carried in ``net.info`` (network kind, dataset, training report, target, passes, provenance).
-INFO_KEYS = ("network", "dataset", "training", "target", "history", "provenance")
+#: Keys of ``hwtune.json`` carried in ``net.info`` and the JSON type each must have.
+INFO_KEYS = {"network": str, "dataset": dict, "training": dict, "target": (dict, str), "history": list,
+             "provenance": dict}
 
 
-class ModelFileError(ValueError):
+class ModelFileError(HwtuneError, ValueError):
     """A model directory that cannot be read; the message names the file and the problem."""
 
 
@@ -43,12 +51,16 @@ def integer_weights(net: TTFSNet) -> dict[str, torch.Tensor]:
 
 
 def save(net: TTFSNet, path: str | Path) -> Path:
-    """Write ``net`` to the directory ``path`` (replaced atomically)."""
+    """Write ``net`` to the directory ``path`` atomically (the caller has checked the path with
+    hwtune.atomic.check_output). Refuses non-finite parameters."""
     tensors = {}
     for n, syn in enumerate(net.synapses):
         tensors[f"synapses.{n}.weight"] = syn.weight.detach().contiguous()
         tensors[f"synapses.{n}.bias"] = syn.bias.detach().contiguous()
     tensors["windows"] = net.windows.detach().contiguous()
+    for key, t in tensors.items():
+        if not torch.isfinite(t).all():
+            raise ModelFileError(f"{path}: refusing to save a model whose {key!r} holds NaN or infinite values")
     tensors.update(integer_weights(net))
     config = {
         "format": FORMAT, "version": VERSION,
@@ -60,67 +72,120 @@ def save(net: TTFSNet, path: str | Path) -> Path:
     }
     path = Path(path)
     with atomic_directory(path) as tmp:
-        save_file(tensors, str(tmp / TENSORS))
-        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp / TENSORS))
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2, allow_nan=False) + "\n")
     return path
+
+
+def _fail(file: Path, message: str):
+    raise ModelFileError(f"{file}: {message}")
 
 
 def _read_config(path: Path) -> dict:
     file = path / CONFIG
     if not path.is_dir():
-        raise ModelFileError(f"{path}: not a model directory (expected {CONFIG} and {TENSORS} inside)")
+        _fail(path, f"not a model directory (expected {CONFIG} and {TENSORS} inside)")
     try:
         config = json.loads(file.read_text())
     except FileNotFoundError:
-        raise ModelFileError(f"{file}: missing") from None
-    except json.JSONDecodeError as e:
-        raise ModelFileError(f"{file}: not valid JSON ({e})") from None
+        _fail(file, "missing")
+    except (OSError, UnicodeDecodeError) as e:
+        _fail(file, f"unreadable ({e})")
+    except (json.JSONDecodeError, RecursionError) as e:
+        _fail(file, f"not valid JSON ({str(e)[:200]})")
+    if not isinstance(config, dict):
+        _fail(file, f"expected a JSON object, got {type(config).__name__}")
     if config.get("format") != FORMAT:
-        raise ModelFileError(f"{file}: format is {config.get('format')!r}, expected {FORMAT!r}")
+        _fail(file, f"format is {short(config.get('format'))}, expected {FORMAT!r}")
+    if config.get("version") not in READABLE_VERSIONS:
+        _fail(file, f"format version {short(config.get('version'))} is not one this hwtune reads "
+                    f"({READABLE_VERSIONS}); upgrade hwtune")
     for key in ("arch", "input_shape", "dtype", "windows"):
         if key not in config:
-            raise ModelFileError(f"{file}: missing key {key!r}")
+            _fail(file, f"missing key {key!r}")
+    for key, typ in INFO_KEYS.items():
+        if key in config and not isinstance(config[key], typ):
+            _fail(file, f"{key!r} must be a JSON {'object' if typ is dict else typ}, got {short(config[key])}")
+    if not all(isinstance(h, dict) for h in config.get("history", [])):
+        _fail(file, "'history' must be a list of JSON objects (one per pass)")
     if config["dtype"] not in DTYPES:
-        raise ModelFileError(f"{file}: dtype {config['dtype']!r} not one of {list(DTYPES)}")
+        _fail(file, f"dtype {short(config['dtype'])} not one of {list(DTYPES)}")
+    shape = config["input_shape"]
+    if not (isinstance(shape, list) and shape and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
+                                                      for n in shape)):
+        _fail(file, f"input_shape must be a list of positive integers, got {short(shape)}")
+    try:
+        output_shapes(config["arch"], tuple(shape))
+    except ArchError as e:
+        _fail(file, f"invalid architecture: {e}")
+    n_hidden = sum(layer["kind"] in ("dense", "conv") for layer in config["arch"]) - 1
+    windows = config["windows"]
+    if not (isinstance(windows, list) and len(windows) == n_hidden
+            and all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w > 0
+                    for w in windows)):
+        _fail(file, f"windows must list {n_hidden} positive finite lengths (tau_c), got {short(windows)}")
+    if not isinstance(config.get("saturate", False), bool):
+        _fail(file, f"saturate must be true or false, got {short(config['saturate'])}")
+    if config.get("quant") is not None:
+        _check_quant(file, config["quant"], n_hidden)
     return config
 
 
+def _check_quant(file: Path, quant, n_hidden: int) -> None:
+    """The 'quant' section: a time grid of n_hidden + 1 windows, a weight format or null, a delay."""
+    def positive_int(v, hi=None):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1 and (hi is None or v <= hi)
+    if not isinstance(quant, dict):
+        _fail(file, f"'quant' must be a JSON object or null, got {short(quant)}")
+    steps = quant.get("steps")
+    if not (isinstance(steps, list) and len(steps) == n_hidden + 1 and all(positive_int(s) for s in steps)):
+        _fail(file, f"quant.steps must list {n_hidden + 1} window lengths >= 1 (input + hidden), got {short(steps)}")
+    if not positive_int(quant.get("delay", 1), 62):
+        _fail(file, f"quant.delay must be an integer in 1..62, got {short(quant.get('delay'))}")
+    w = quant.get("weights")
+    if w is None:
+        return
+    keys = {"bits", "narrow", "scale", "exp_range", "bias_bits"}
+    exp = w.get("exp_range", [-32, 31]) if isinstance(w, dict) else None
+    if not (isinstance(w, dict) and set(w) <= keys and positive_int(w.get("bits"), 16)
+            and isinstance(exp, list) and len(exp) == 2 and all(isinstance(e, int) for e in exp) and exp[0] <= exp[1]
+            and isinstance(w.get("narrow", False), bool) and w.get("scale", "per-layer") in ("per-layer", "per-channel")
+            and positive_int(w.get("bias_bits", 16), 32)):
+        _fail(file, f"quant.weights is not a valid weight format: {short(w)}")
+
+
 def load(path: str | Path) -> TTFSNet:
-    """Read a model directory written by :func:`save`, checking every tensor against the config."""
+    """Read a model directory written by :func:`save`, checking every field and tensor."""
     path = Path(path)
     config = _read_config(path)
     file = path / TENSORS
     try:
         tensors = load_file(str(file))
     except FileNotFoundError:
-        raise ModelFileError(f"{file}: missing") from None
+        _fail(file, "missing")
     except (SafetensorError, OSError) as e:
-        raise ModelFileError(f"{file}: unreadable ({e})") from None
-    try:
-        net = TTFSNet(config["arch"], tuple(config["input_shape"]), windows=config["windows"],
-                      dtype=DTYPES[config["dtype"]])
-    except (ArchError, KeyError, TypeError, RuntimeError) as e:
-        raise ModelFileError(f"{path / CONFIG}: invalid architecture or windows ({e})") from None
+        _fail(file, f"unreadable ({e})")
+    net = TTFSNet(config["arch"], tuple(config["input_shape"]), windows=config["windows"],
+                  dtype=DTYPES[config["dtype"]])
     for n, syn in enumerate(net.synapses):
         for name in ("weight", "bias"):
             key = f"synapses.{n}.{name}"
             if key not in tensors:
-                raise ModelFileError(f"{file}: missing tensor {key!r}")
+                _fail(file, f"missing tensor {key!r}")
             want = tuple(getattr(syn, name).shape)
             if tuple(tensors[key].shape) != want:
-                raise ModelFileError(f"{file}: tensor {key!r} has shape {tuple(tensors[key].shape)}, "
-                                     f"architecture says {want} (layer {n})")
+                _fail(file, f"tensor {key!r} has shape {tuple(tensors[key].shape)}, architecture says {want} "
+                            f"(layer {n})")
+            if not tensors[key].is_floating_point() or not torch.isfinite(tensors[key]).all():
+                _fail(file, f"tensor {key!r} (layer {n}) holds NaN, infinite or non-float values")
             with torch.no_grad():
                 getattr(syn, name).copy_(tensors[key])
     net.saturate = bool(config.get("saturate", False))
     if config.get("quant") is not None:
-        try:
-            net.set_quant(QuantSpec.from_dict(config["quant"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ModelFileError(f"{path / CONFIG}: invalid 'quant' section ({e})") from None
+        net.set_quant(QuantSpec.from_dict(config["quant"]))
         for key, stored in integer_weights(net).items():
             if key not in tensors or not torch.equal(tensors[key], stored):
-                raise ModelFileError(f"{file}: integer weights {key!r} missing or inconsistent with the float "
-                                     "weights (file edited or corrupt)")
+                _fail(file, f"integer weights {key!r} missing or inconsistent with the float weights "
+                            "(file edited or corrupt)")
     net.info = {k: v for k, v in config.items() if k in INFO_KEYS}
     return net

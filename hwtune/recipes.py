@@ -1,7 +1,9 @@
-"""Recipes: a YAML pipeline (train or load -> passes -> export -> evaluate) run end to end.
+"""Recipes: a YAML pipeline (train or load -> passes -> export -> emulate, Lava) run end to end.
 
-Everything in a recipe is validated before any training: unknown keys, unknown passes, bits or
-steps the target cannot hold all fail with the recipe's path in the message.
+Everything in a recipe is validated before any training, with the same settings dataclasses as
+the CLI (hwtune.configs): types, finite numbers and ranges of every value, unknown keys and passes,
+bits and steps the target cannot hold, a steps list that does not match the net's hidden layers,
+a model to load that cannot be read, and the output directory (never someone's files).
 
     name: quickstart
     seed: 0
@@ -13,146 +15,255 @@ steps the target cannot hold all fail with the recipe's path in the message.
       - quantize: {bits: 4, steps: 16, epochs: 5}
       - noise: {jitter: 0.05, epochs: 1}
     deploy: {lava_samples: 20}     # export for the target, run emulator (+ Lava) and compare
+    train_samples: 500             # optional: fine-tune on a random subset
+    samples: 100                   # optional: evaluate on the first N test samples
+
+A run writes its whole output directory atomically: ``00-model``, one model per pass, ``artifact``
+and ``results.json``, or nothing.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from hwtune import io, workflow
-from hwtune.data import load_dataset
-from hwtune.passes import PassError, parse_pass
-from hwtune.provenance import provenance
+from hwtune.architectures import preset
+from hwtune.config import Settings, check_value, setting
+from hwtune.configs import DATASET_SHAPES, DATASETS, PASS_CONFIGS, DataConfig, DeployConfig, TrainConfig
+from hwtune.errors import ConfigError, HwtuneError, short
 from hwtune.target import TargetError, TargetSpec, load_target
-from hwtune.train import TrainConfig
 from hwtune.yamlfile import read_yaml
 
+RESULTS = "results.json"
 
-class RecipeError(ValueError):
+
+class RecipeError(HwtuneError, ValueError):
     """A malformed recipe; the message names the file and the key."""
 
 
-_TOP_KEYS = {"name", "seed", "dataset", "target", "out", "model", "passes", "deploy", "train_samples",
-             "eval_samples", "description"}
-_TRAIN_KEYS = {"arch", "epochs", "lr", "batch_size", "dtype", "network"}
-_DEPLOY_KEYS = {"lava_samples", "emulator_samples", "mode"}
+@dataclass(frozen=True)
+class DatasetSection(Settings):
+    name: str = setting("digits", "str", "dataset", choices=DATASETS)
+    data_dir: str | None = setting(None, "str", "directory of the dataset files", optional=True)
+
+
+@dataclass(frozen=True)
+class PipelineHeader(Settings):
+    """The scalar keys recipes and sweeps share."""
+
+    name: str = setting("", "str", "recipe name")
+    description: str = setting("", "str", "what the recipe is for")
+    seed: int = setting(0, "int", "random seed (batches, noise, digits split)", lo=0, hi=2 ** 63 - 1)
+    target: str = setting("loihi2", "str", "target name, alias or YAML path")
+    out: str | None = setting(None, "str", "output directory", optional=True, default_text="runs/NAME")
+    train_samples: int | None = setting(None, "int", "fine-tune on a random subset of this many training samples",
+                                        "samples", lo=1, optional=True)
+    samples: int | None = setting(None, "int", "evaluate on the first N test samples", "samples", lo=1,
+                                  optional=True)
+
+    def check(self) -> None:
+        if not self.name:
+            raise ConfigError("name must be a non-empty string")
 
 
 @dataclass
 class PipelineSpec:
-    """What recipes and sweeps share: where they come from, data, target, output, base model."""
+    """What recipes and sweeps share, validated: where they come from, data, target, output, base model.
+
+    ``train``: the TrainConfig of a model trained from scratch, or None; ``load``: a model directory.
+    """
 
     path: str
     name: str
     seed: int
-    dataset: dict
+    data: DataConfig
     target: TargetSpec
     out: Path
-    model: dict
+    train: TrainConfig | None = None
+    load: Path | None = None
+    n_hidden: int = 0
+
+    @property
+    def dataset(self) -> str:
+        return self.data.dataset
 
 
 @dataclass
 class Recipe(PipelineSpec):
     passes: list = field(default_factory=list)   # (name, config) pairs
-    deploy: dict | None = None
-    train_samples: int | None = None
-    eval_samples: int | None = None
+    deploy: DeployConfig | None = None
 
 
-def _mapping(value, where: str, allowed: set[str]) -> dict:
-    if not isinstance(value, dict):
-        raise RecipeError(f"{where} must be a mapping, got {value!r}")
-    unknown = set(value) - allowed
+def split_keys(data: object, path: str, own: set[str]) -> tuple[dict, dict]:
+    """(header keys, the file's own keys) of a recipe or sweep mapping; unknown keys are refused."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping, got {type(data).__name__}")
+    shared = set(PipelineHeader.field_names()) | {"dataset", "model"}
+    unknown = [k for k in data if k not in shared | own]
     if unknown:
-        raise RecipeError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(allowed)}")
-    return value
+        raise RecipeError(f"{path}: unknown key(s) {', '.join(map(str, unknown))}; known: "
+                          f"{', '.join(sorted(shared | own))}")
+    for key in ("name", "dataset", "model"):
+        if key not in data:
+            raise RecipeError(f"{path}: missing key {key!r}")
+    return {k: v for k, v in data.items() if k in shared}, {k: v for k, v in data.items() if k in own}
 
 
-def parse_model_section(model: object, path: str) -> dict:
-    """The ``model`` section of a recipe or sweep: {train: {arch, epochs, ...}} or {load: DIR}."""
-    model = _mapping(model, f"{path}: model", {"train", "load"})
-    if len(model) != 1:
-        raise RecipeError(f"{path}: model needs exactly one of 'train' or 'load'")
+def parse_pipeline(data: dict, path: str, cls=PipelineSpec, **extra) -> PipelineSpec:
+    """Validate what recipes and sweeps share (header, dataset, target, model) into ``cls``."""
+    try:
+        header = PipelineHeader.from_mapping({k: v for k, v in data.items() if k not in ("dataset", "model")}, path)
+        raw = data["dataset"] if isinstance(data["dataset"], dict) else {"name": data["dataset"]}
+        dataset = DatasetSection.from_mapping(raw, f"{path}: dataset")
+    except ConfigError as e:
+        raise RecipeError(str(e)) from None
+    try:
+        target = load_target(header.target)
+    except TargetError as e:
+        raise RecipeError(f"{path}: target: {e}") from None
+    model = data["model"]
+    if not (isinstance(model, dict) and len(model) == 1 and set(model) <= {"train", "load"}):
+        raise RecipeError(f"{path}: model must be {{train: {{settings}}}} or {{load: DIR}}, got {short(model)}")
+    train = load = None
     if "train" in model:
-        _mapping(model["train"], f"{path}: model.train", _TRAIN_KEYS)
-    return model
+        try:
+            train = TrainConfig.from_mapping(model["train"], f"{path}: model.train")
+        except ConfigError as e:
+            raise RecipeError(str(e)) from None
+        arch = preset(train.arch, DATASET_SHAPES[dataset.name], 10)
+    else:
+        if not isinstance(model["load"], str):
+            raise RecipeError(f"{path}: model.load must be a model directory, got {short(model['load'])}")
+        load = Path(model["load"])
+        arch = _model_arch(load, path)
+    n_hidden = sum(layer["kind"] in ("dense", "conv") for layer in arch) - 1
+    data_cfg = DataConfig(dataset=dataset.name, data_dir=dataset.data_dir, train_samples=header.train_samples,
+                          samples=header.samples)
+    return cls(path=path, name=header.name, seed=header.seed, data=data_cfg, target=target,
+               out=Path(header.out or f"runs/{header.name}"), train=train, load=load, n_hidden=n_hidden, **extra)
 
 
-def train_from_section(settings: dict, data, seed: int):
-    """(net, report) of ``workflow.train_model`` for a recipe's ``model.train`` settings."""
-    settings = dict(settings)
-    arch, dtype = settings.pop("arch", "fc"), settings.pop("dtype", "float32")
-    network = settings.pop("network", "ttfs")
-    return workflow.train_model(arch, data, TrainConfig(seed=seed, **settings), network, dtype)
+def _model_arch(directory: Path, path: str) -> list[dict]:
+    from hwtune import io  # reads hwtune.json only: no torch work
+
+    try:
+        return io._read_config(directory)["arch"]
+    except io.ModelFileError as e:
+        raise RecipeError(f"{path}: model.load: {e}") from None
+
+
+def check_pass(name: str, config, target: TargetSpec, n_hidden: int, where: str) -> None:
+    """Bits and steps of a pass config against the target and the net's hidden layers."""
+    bits, steps = getattr(config, "bits", None), getattr(config, "steps", None)
+    if bits is not None:
+        target.check_bits(bits, where)
+    if isinstance(steps, list) and len(steps) != n_hidden:
+        raise RecipeError(f"{where}{name}: steps lists {len(steps)} windows but the net has {n_hidden} hidden "
+                          "layer(s)")
+    if steps is not None:
+        grid = [getattr(config, "input_steps", None) or target.time.input_steps,
+                *(steps if isinstance(steps, list) else [steps] * n_hidden)]
+        target.check_steps(grid, where)
+
+
+def parse_passes(items, path: str, target: TargetSpec, n_hidden: int) -> list:
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise RecipeError(f"{path}: passes must be a list of {{name: settings}}, got {short(items)}")
+    passes = []
+    for i, item in enumerate(items):
+        where = f"{path}: passes[{i}]: "
+        if not isinstance(item, dict) or len(item) != 1:
+            raise RecipeError(f"{where}each pass is a mapping {{name: settings}}, got {short(item)}")
+        (name, settings), = item.items()
+        if name not in PASS_CONFIGS:
+            raise RecipeError(f"{where}unknown pass {short(name)}; known: {', '.join(PASS_CONFIGS)}")
+        try:
+            config = PASS_CONFIGS[name].from_mapping(settings, f"{path}: passes[{i}].{name}")
+            check_pass(name, config, target, n_hidden, where)
+        except (ConfigError, TargetError) as e:
+            raise RecipeError(str(e) if str(e).startswith(path) else f"{where}{e}") from None
+        passes.append((name, config))
+    return passes
 
 
 def parse_recipe(data: object, path: str) -> Recipe:
     """Validate a recipe mapping; every error names ``path`` and the offending key."""
-    top = _mapping(data, f"{path}", _TOP_KEYS)
-    for key in ("name", "dataset", "target", "model"):
-        if key not in top:
-            raise RecipeError(f"{path}: missing key {key!r}")
-    dataset = top["dataset"] if isinstance(top["dataset"], dict) else {"name": top["dataset"]}
-    _mapping(dataset, f"{path}: dataset", {"name", "data_dir"})
-    try:
-        target = load_target(str(top["target"]))
-    except TargetError as e:
-        raise RecipeError(f"{path}: target: {e}") from None
-    model = parse_model_section(top["model"], path)
-    passes = []
-    for i, item in enumerate(top.get("passes") or []):
-        where = f"{path}: passes[{i}]: "
-        if not isinstance(item, dict) or len(item) != 1:
-            raise RecipeError(f"{where}each pass is a mapping {{name: settings}}, got {item!r}")
-        (name, settings), = item.items()
+    shared, own = split_keys(data, path, {"passes", "deploy"})
+    recipe = parse_pipeline(shared, path, Recipe)
+    recipe.passes = parse_passes(own.get("passes"), path, recipe.target, recipe.n_hidden)
+    if own.get("deploy") is not None:
         try:
-            config = parse_pass(name, settings, where)
-            if getattr(config, "bits", None) is not None:
-                target.check_bits(config.bits, where)
-            steps = getattr(config, "steps", None)
-            if steps is not None:
-                target.check_steps([steps] if isinstance(steps, int) else list(steps), where)
-        except (PassError, TargetError, TypeError) as e:
-            raise RecipeError(str(e) if str(e).startswith(path) else f"{where}{e}") from None
-        passes.append((name, config))
-    deploy = top.get("deploy")
-    if deploy is not None:
-        _mapping(deploy, f"{path}: deploy", _DEPLOY_KEYS)
-    return Recipe(path=path, name=str(top["name"]), seed=int(top.get("seed", 0)), dataset=dataset, target=target,
-                  out=Path(top.get("out", f"runs/{top['name']}")), model=model, passes=passes, deploy=deploy,
-                  train_samples=top.get("train_samples"), eval_samples=top.get("eval_samples"))
+            recipe.deploy = DeployConfig.from_mapping(own["deploy"], f"{path}: deploy")
+        except ConfigError as e:
+            raise RecipeError(str(e)) from None
+    return recipe
 
 
 def load_recipe(path: str | Path) -> Recipe:
     return parse_recipe(read_yaml(path, RecipeError, "recipe"), str(path))
 
 
-def run_recipe(recipe: Recipe, seed: int | None = None, out: str | Path | None = None) -> dict:
-    """Run the pipeline; writes each stage's model under ``out`` and ``results.json``."""
-    seed = recipe.seed if seed is None else seed
+def base_model(spec: PipelineSpec, data):
+    """(net, train report or None): trained from the recipe's settings, or loaded."""
+    from hwtune import io, workflow
+
+    if spec.train is not None:
+        return workflow.train_model(spec.train, data, spec.seed)
+    net = io.load(spec.load)
+    workflow.check_data(net, data)
+    return net, None
+
+
+def run_recipe(recipe: Recipe, seed: int | None = None, out: str | Path | None = None, force: bool = False) -> dict:
+    """Run the pipeline into ``out`` (checked first: never someone's files), atomically; returns
+    the results (also written to ``out/results.json``)."""
+    from hwtune import io, progress, workflow
+    from hwtune.atomic import atomic_directory, check_output, write_json
+    from hwtune.data import load_dataset
+    from hwtune.passes import PassContext, run_pass
+    from hwtune.provenance import provenance
+
+    if seed is not None:
+        recipe.seed = check_value(PipelineHeader.__dataclass_fields__["seed"].metadata["rule"], "seed", seed)
     out = Path(out) if out is not None else recipe.out
-    data = load_dataset(recipe.dataset["name"], data_dir=recipe.dataset.get("data_dir"), split_seed=seed)
-    stages = []
-    if "train" in recipe.model:
-        net, report = train_from_section(recipe.model["train"], data, seed)
-        stages.append({"stage": "train", **report["evaluation"]})
-    else:
-        net = io.load(recipe.model["load"])
-    io.save(net, out / "00-model")
-    ctx = workflow.pass_context(net, recipe.target, recipe.dataset["name"], recipe.dataset.get("data_dir"), seed,
-                                recipe.train_samples, recipe.eval_samples)
-    for i, (name, config) in enumerate(tqdm(recipe.passes, desc="passes", leave=False), start=1):
-        record = workflow.apply_pass(net, config, ctx)
-        print(workflow.summary_line(record))
-        io.save(net, out / f"{i:02d}-{name}")
-        stages.append({"stage": name, **{k: v for k, v in record.items() if k not in ("finetune", "provenance")}})
-    results = {"recipe": recipe.path, "name": recipe.name, "target": recipe.target.name,
-               "dataset": recipe.dataset["name"], "arch": net.info.get("training", {}).get("arch"), "stages": stages,
-               "provenance": provenance(seed)}
-    if recipe.deploy is not None:
-        results["deploy"] = workflow.deploy(net, recipe.target, ctx.data, out / "artifact", seed=seed,
-                                            **recipe.deploy)
-    workflow.write_json(out / "results.json", results)
+    check_output(out, RESULTS, force, inputs=[recipe.load] if recipe.load else [], what="recipe run")
+    data = load_dataset(recipe.dataset, data_dir=recipe.data.data_dir, split_seed=recipe.seed)
+    with atomic_directory(out) as tmp:
+        net, report = base_model(recipe, data)
+        stages = [{"stage": "train" if report else "load", **workflow.evaluate_model(net, data, recipe.data.samples)}]
+        io.save(net, tmp / "00-model")
+        ctx = PassContext(data=workflow.cast(data, net.dtype), target=recipe.target, seed=recipe.seed,
+                          train_samples=recipe.data.train_samples, samples=recipe.data.samples)
+        for i, (name, config) in enumerate(recipe.passes, start=1):
+            record = run_pass(net, config, ctx)
+            progress.log(f"{name}: accuracy {100 * record['accuracy_before']:.2f} % -> "
+                         f"{100 * record['accuracy_after']:.2f} %")
+            io.save(net, tmp / f"{i:02d}-{name}")
+            stages.append({"stage": name, **{k: v for k, v in record.items() if k not in ("finetune", "provenance")}})
+        results = {"recipe": recipe.path, "name": recipe.name, "out": str(out), "target": recipe.target.name,
+                   "dataset": recipe.dataset, "arch": net.info.get("training", {}).get("arch"), "stages": stages,
+                   "provenance": provenance(recipe.seed)}
+        if recipe.deploy is not None:
+            artifact = workflow.export_model(net, recipe.target, source=str(out))
+            artifact.save(tmp / "artifact")
+            results["deploy"] = workflow.deploy(net, artifact, ctx.data, recipe.deploy)
+            results["summary"] = deploy_summary(results["deploy"])
+            results["failed_checks"] = workflow.deploy_failures(results["deploy"])
+        write_json(tmp / RESULTS, results)
     return results
+
+
+def deploy_summary(report: dict) -> list[str]:
+    """Human-readable lines of a deploy report."""
+    emu = report["emulator"]
+    lines = [f"emulator: accuracy {100 * emu['accuracy']:.2f} % on {emu['n']} test samples, "
+             f"{emu['spikes_per_hidden_neuron']:.3f} spikes/hidden neuron, {emu['latency_steps']} steps, "
+             f"{emu['synaptic_events_per_sample']:.0f} synaptic events/sample",
+             f"torch quantized model: accuracy {100 * report['torch_accuracy']:.2f} %, "
+             f"agrees with the emulator on {100 * report['torch_emulator_agreement']:.2f} % of predictions"]
+    if "lava" in report:
+        lava = report["lava"]
+        lines.append(f"Lava fixed_pt == emulator spike for spike on {lava['identical_spike_for_spike']}/"
+                     f"{lava['samples']} samples")
+    return lines

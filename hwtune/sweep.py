@@ -18,47 +18,44 @@ Each point: quantize the base model (``bits``, ``steps`` for the input and every
 with ``finetune`` the quantize pass fine-tunes and, where the point has noise, a noise-aware
 fine-tuning at that noise follows. Then it is evaluated under its noise (jitter ``sigma`` in units
 of the window, multiplicative ``weight_noise``) on the torch model and, for jitter, on the emulator
-(same noise model, its own draws; weight noise is torch-only). Finished points are appended to
-``points.jsonl`` at once, keyed by a hash of their settings, the seed and everything else their
-result depends on (base model, dataset, target, data subsets, fine-tuning settings), so a rerun
-resumes and a changed recipe never reuses stale points. A trained base model is cached per model
-settings, dataset and seed (``out/base-<hash>``): another ``--seed`` (another digits split) trains
-its own.
+(same noise model, its own draws; weight noise is torch-only). Axis values obey the same rules as
+the pass settings (hwtune.configs). Finished points are appended to ``points.jsonl`` at once (one
+writer per directory: a lock), keyed by a hash of their settings, the seed and everything else
+their result depends on (base model, dataset, target, data subsets, fine-tuning settings), so a
+rerun resumes and a changed recipe never reuses stale points. A trained base model is cached per
+model settings, dataset and seed (``out/base-<hash>``): another ``--seed`` trains its own.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import itertools
 import json
-import math
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
-
-from hwtune import io, workflow
-from hwtune.atomic import atomic_write_text
-from hwtune.data import DATASETS, load_dataset
-from hwtune.export import to_artifact
-from hwtune.passes import NoiseConfig, QuantizeConfig
-from hwtune.provenance import provenance
-from hwtune.recipes import PipelineSpec, RecipeError, parse_model_section, train_from_section
-from hwtune.target import TargetError, load_target
-from hwtune.train import predict
+from hwtune.config import Rule, check_value, rule_of
+from hwtune.configs import FinetuneOptions, NoiseConfig, QuantizeConfig
+from hwtune.errors import ConfigError, HwtuneError, short
+from hwtune.recipes import PipelineHeader, PipelineSpec, RecipeError, parse_pipeline, split_keys
+from hwtune.target import TargetError
 from hwtune.yamlfile import read_yaml
 
-AXES = {"bits": int, "steps": int, "sigma": float, "weight_noise": float, "finetune": bool}
+#: Sweep axes and their rules: the pass settings they set (bits: an integer, no 'float' here).
+AXES: dict[str, Rule] = {
+    "bits": dataclasses.replace(rule_of(QuantizeConfig, "bits"), optional=False),
+    "steps": Rule("int", "steps per window (input and hidden)", "steps", lo=1, hi=65536),
+    "sigma": rule_of(NoiseConfig, "jitter"),
+    "weight_noise": rule_of(NoiseConfig, "weight_mult"),
+    "finetune": Rule("bool", "fine-tune the point"),
+}
 _DEFAULTS = {"weight_noise": 0.0, "finetune": False, "sigma": 0.0}
-_TOP_KEYS = {"name", "description", "seed", "dataset", "target", "out", "model", "finetune", "grid", "points",
-             "floors", "lava_samples", "train_samples", "eval_samples"}
+_OWN_KEYS = {"finetune", "grid", "points", "floors", "lava_samples"}
 METRICS = ("accuracy_torch", "accuracy_emulator", "accuracy_float", "spikes_per_hidden_neuron")
-_ALLOWED = {int: "an integer >= 1", float: "a finite number >= 0", bool: "true or false"}
-#: fine-tuning setting -> (allowed values, check of a finite number)
-_FINETUNE = {"epochs": ("a number >= 0", lambda v: v >= 0), "lr": ("a number > 0", lambda v: v > 0),
-             "batch_size": ("an integer >= 1", lambda v: v == int(v) and v >= 1)}
+POINTS, SUMMARY = "points.jsonl", "sweep.json"
 
 
 @dataclass
@@ -75,156 +72,115 @@ class Floor:
 @dataclass
 class Sweep(PipelineSpec):
     points: list[dict] = field(default_factory=list)
-    finetune: dict = field(default_factory=lambda: {"epochs": 1.0, "lr": 1e-4})
+    finetune: FinetuneOptions = field(default_factory=FinetuneOptions)
     floors: list[Floor] = field(default_factory=list)
     lava_samples: int = 0
-    train_samples: int | None = None
-    eval_samples: int | None = None
 
 
 def _hash(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _base_settings(sweep: Sweep, seed: int) -> dict:
+def _base_settings(sweep: Sweep) -> dict:
     """What the base model depends on (a trained one: its training settings, dataset and seed)."""
-    if "load" in sweep.model:
-        return {"load": sweep.model["load"]}
-    return {"train": sweep.model["train"], "dataset": sweep.dataset, "seed": seed}
+    if sweep.load is not None:
+        return {"load": str(sweep.load)}
+    return {"train": sweep.train.to_dict(), "dataset": sweep.dataset, "data_dir": sweep.data.data_dir,
+            "seed": sweep.seed}
 
 
-def point_id(sweep: Sweep, point: dict, seed: int) -> str:
+def point_id(sweep: Sweep, point: dict) -> str:
     """Stable id of a point: hash of its settings, the seed, the base model, dataset, target,
     data subsets and (for a fine-tuned point) the fine-tuning settings."""
-    return _hash({**{k: point[k] for k in AXES}, "seed": seed, "base": _base_settings(sweep, seed),
-                  "dataset": sweep.dataset, "target": sweep.target.name, "train_samples": sweep.train_samples,
-                  "eval_samples": sweep.eval_samples,
-                  "finetune_settings": sweep.finetune if point["finetune"] else None})
-
-
-def _axis_value(axis: str, value, where: str):
-    """``value`` of ``axis`` checked: bits and steps integers >= 1, sigma and weight_noise numbers >= 0,
-    finetune true/false."""
-    typ = AXES[axis]
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if typ is bool:
-        ok = isinstance(value, bool)
-    elif typ is int:
-        ok = number and math.isfinite(value) and value == int(value) and value >= 1
-    else:
-        ok = number and math.isfinite(value) and value >= 0
-    if not ok:
-        raise RecipeError(f"{where}: {axis} = {value!r} must be {_ALLOWED[typ]}")
-    return typ(value)
+    return _hash({**{k: point[k] for k in AXES}, "seed": sweep.seed, "base": _base_settings(sweep),
+                  "dataset": sweep.dataset, "target": sweep.target.name, "train_samples": sweep.data.train_samples,
+                  "samples": sweep.data.samples,
+                  "finetune_settings": sweep.finetune.to_dict() if point["finetune"] else None})
 
 
 def _point(raw: object, where: str) -> dict:
     if not isinstance(raw, dict):
-        raise RecipeError(f"{where}: a point is a mapping of {sorted(AXES)}, got {raw!r}")
-    unknown = set(raw) - set(AXES)
+        raise RecipeError(f"{where}: a point is a mapping of {', '.join(AXES)}, got {short(raw)}")
+    unknown = [k for k in raw if k not in AXES]
     if unknown:
-        raise RecipeError(f"{where}: unknown axis {sorted(unknown)}; known: {sorted(AXES)}")
+        raise RecipeError(f"{where}: unknown axis {short(unknown)}; known: {', '.join(AXES)}")
     point = {**_DEFAULTS, **raw}
-    for axis in AXES:
+    for axis, rule in AXES.items():
         if axis not in point:
             raise RecipeError(f"{where}: missing {axis!r}")
-        point[axis] = _axis_value(axis, point[axis], where)
+        try:
+            point[axis] = check_value(rule, axis, point[axis])
+        except ConfigError as e:
+            raise RecipeError(f"{where}: {e}") from None
     return point
-
-
-def _integer(data: dict, key: str, path: str, minimum: int, default):
-    """``data[key]``: an integer >= ``minimum`` (or ``default`` when absent; null allowed when the default is)."""
-    value = data.get(key, default)
-    if value is None and default is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise RecipeError(f"{path}: {key} = {value!r} must be an integer >= {minimum}")
-    return value
-
-
-def _finetune(raw: object, path: str) -> dict:
-    """Fine-tuning settings: epochs >= 0, lr > 0, batch_size an integer >= 1."""
-    if not isinstance(raw, dict) or set(raw) - set(_FINETUNE):
-        raise RecipeError(f"{path}: finetune takes {sorted(_FINETUNE)}; got {raw!r}")
-    for key, value in raw.items():
-        allowed, check = _FINETUNE[key]
-        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not (number and check(value)):
-            raise RecipeError(f"{path}: finetune.{key} = {value!r} must be {allowed}")
-    return raw
 
 
 def _floor(raw: object, where: str, points: list[dict]) -> Floor:
     if not isinstance(raw, dict) or set(raw) - {"point", "metric", "min", "min_relative_to_float"}:
-        raise RecipeError(f"{where}: keys are point, metric, min or min_relative_to_float; got {raw!r}")
+        raise RecipeError(f"{where}: keys are point, metric, min or min_relative_to_float; got {short(raw)}")
     if raw.get("metric") not in METRICS:
-        raise RecipeError(f"{where}: metric must be one of {METRICS}, got {raw.get('metric')!r}")
+        raise RecipeError(f"{where}: metric must be one of {METRICS}, got {short(raw.get('metric'))}")
     if ("min" in raw) == ("min_relative_to_float" in raw):
         raise RecipeError(f"{where}: give exactly one of 'min' or 'min_relative_to_float'")
-    bound = raw.get("min", raw.get("min_relative_to_float"))
-    if not isinstance(bound, (int, float)) or isinstance(bound, bool) or not math.isfinite(bound):
-        raise RecipeError(f"{where}: the floor value {bound!r} must be a number")
+    key = "min" if "min" in raw else "min_relative_to_float"
+    try:
+        bound = check_value(Rule("float", "floor"), key, raw[key])
+    except ConfigError as e:
+        raise RecipeError(f"{where}: {e}") from None
     if not isinstance(raw.get("point"), dict) or set(raw["point"]) - set(AXES):
-        raise RecipeError(f"{where}: point must be a mapping of axes {sorted(AXES)}")
-    point = {k: _axis_value(k, v, f"{where}: point") for k, v in raw["point"].items()}
+        raise RecipeError(f"{where}: point must be a mapping of axes {', '.join(AXES)}")
+    point = {}
+    for k, v in raw["point"].items():
+        try:
+            point[k] = check_value(AXES[k], k, v)
+        except ConfigError as e:
+            raise RecipeError(f"{where}: point: {e}") from None
     if not any(all(p[k] == v for k, v in point.items()) for p in points):
         raise RecipeError(f"{where}: point {point} matches no point of the sweep")
-    return Floor(**{**raw, "point": point})
+    return Floor(point=point, metric=raw["metric"], **{key: bound})
+
+
+def _grid_points(grid: object, path: str) -> list[dict]:
+    if not isinstance(grid, dict) or set(grid) - set(AXES):
+        raise RecipeError(f"{path}: grid must map axes {', '.join(AXES)} to lists, got {short(grid)}")
+    axes = {k: (v if isinstance(v, list) else [v]) for k, v in grid.items()}
+    for axis, values in axes.items():
+        if not values:
+            raise RecipeError(f"{path}: grid: {axis} is an empty list")
+    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
 
 
 def parse_sweep(data: object, path: str) -> Sweep:
     """Validate a sweep recipe before any training; errors name ``path`` and the key."""
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path}: a sweep recipe must be a mapping")
-    unknown = set(data) - _TOP_KEYS
-    if unknown:
-        raise RecipeError(f"{path}: unknown key(s) {sorted(unknown)}; known: {sorted(_TOP_KEYS)}")
-    for key in ("name", "dataset", "target", "model"):
-        if key not in data:
-            raise RecipeError(f"{path}: missing key {key!r}")
-    if ("grid" in data) == ("points" in data):
+    shared, own = split_keys(data, path, _OWN_KEYS)
+    if ("grid" in own) == ("points" in own):
         raise RecipeError(f"{path}: give exactly one of 'grid' or 'points'")
     try:
-        target = load_target(str(data["target"]))
-    except TargetError as e:
-        raise RecipeError(f"{path}: target: {e}") from None
-    if "grid" in data:
-        grid = data["grid"]
-        if not isinstance(grid, dict) or set(grid) - set(AXES):
-            raise RecipeError(f"{path}: grid must map axes {sorted(AXES)} to lists, got {grid!r}")
-        axes = {k: (v if isinstance(v, list) else [v]) for k, v in grid.items()}
-        for axis, values in axes.items():
-            if not values:
-                raise RecipeError(f"{path}: grid: {axis} is an empty list")
-        raw_points = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
-    else:
-        raw_points = data["points"] if isinstance(data["points"], list) else [data["points"]]
-    points = [_point(p, f"{path}: {'grid' if 'grid' in data else f'points[{i}]'}") for i, p in enumerate(raw_points)]
-    if not points:
+        finetune = FinetuneOptions.from_mapping(own.get("finetune", {}), f"{path}: finetune")
+        lava_samples = check_value(Rule("int", "test samples run on Lava", lo=0, hi=100_000), "lava_samples",
+                                   own.get("lava_samples", 0))
+    except ConfigError as e:
+        raise RecipeError(f"{path}: {e}" if not str(e).startswith(path) else str(e)) from None
+    sweep = parse_pipeline(shared, path, Sweep, finetune=finetune, lava_samples=lava_samples)
+    which = "grid" if "grid" in own else "points"
+    raw = _grid_points(own["grid"], path) if which == "grid" else \
+        (own["points"] if isinstance(own["points"], list) else [own["points"]])
+    sweep.points = [_point(p, f"{path}: {which if which == 'grid' else f'points[{i}]'}") for i, p in enumerate(raw)]
+    if not sweep.points:
         raise RecipeError(f"{path}: points: the sweep has no points")
     seen = set()
-    for point in points:
+    for point in sweep.points:
         key = tuple(point[a] for a in AXES)
         if key in seen:
-            raise RecipeError(f"{path}: {'grid' if 'grid' in data else 'points'}: point {point} appears twice")
+            raise RecipeError(f"{path}: {which}: point {point} appears twice")
         seen.add(key)
         try:
-            target.check_bits(point["bits"], f"{path}: ")
-            target.check_steps([point["steps"]] * 2, f"{path}: ")
+            sweep.target.check_bits(point["bits"], f"{path}: ")
+            sweep.target.check_steps([point["steps"]] * (sweep.n_hidden + 1), f"{path}: ")
         except TargetError as e:
             raise RecipeError(str(e)) from None
-    floors = [_floor(raw, f"{path}: floors[{i}]", points) for i, raw in enumerate(data.get("floors") or [])]
-    dataset = data["dataset"] if isinstance(data["dataset"], dict) else {"name": data["dataset"]}
-    if set(dataset) - {"name", "data_dir"} or dataset.get("name") not in DATASETS:
-        raise RecipeError(f"{path}: dataset must be one of {', '.join(DATASETS)} or {{name, data_dir}}; "
-                          f"got {data['dataset']!r}")
-    return Sweep(path=path, name=str(data["name"]), seed=_integer(data, "seed", path, 0, 0), dataset=dataset,
-                 target=target, out=Path(data.get("out", f"runs/{data['name']}")),
-                 model=parse_model_section(data["model"], path), points=points,
-                 finetune=_finetune(data.get("finetune", {"epochs": 1.0, "lr": 1e-4}), path), floors=floors,
-                 lava_samples=_integer(data, "lava_samples", path, 0, 0),
-                 train_samples=_integer(data, "train_samples", path, 1, None),
-                 eval_samples=_integer(data, "eval_samples", path, 1, None))
+    sweep.floors = [_floor(f, f"{path}: floors[{i}]", sweep.points) for i, f in enumerate(own.get("floors") or [])]
+    return sweep
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -235,45 +191,57 @@ def read_points(out: Path) -> list[dict]:
     """Finished points of a sweep directory (``points.jsonl``), in the order they finished.
 
     An unfinished last line (an append cut short: no newline after it) is left out with a warning;
-    any other line that is not JSON is an error naming the file and line."""
-    file = out / "points.jsonl"
+    any other line that is not a JSON object is an error naming the file and line."""
+    file = Path(out) / POINTS
     if not file.exists():
         return []
-    text = file.read_text()
+    try:
+        text = file.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise HwtuneError(f"{file}: unreadable ({e})") from None
     lines = text.splitlines()
     records = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as e:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as e:
             if n == len(lines) and not text.endswith("\n"):
                 print(f"sweep: {file}: line {n} is unfinished (interrupted append); left out", file=sys.stderr)
                 break
-            raise ValueError(f"{file}: line {n} is not a JSON record ({e})") from None
+            raise HwtuneError(f"{file}: line {n} is not a JSON record ({str(e)[:100]})") from None
+        if not (isinstance(record, dict) and isinstance(record.get("id"), str)):
+            raise HwtuneError(f"{file}: line {n} is not a point record (a JSON object with an 'id')")
+        records.append(record)
     return records
 
 
 def _drop_unfinished_line(out: Path) -> None:
     """Cut an unfinished last line off ``points.jsonl`` so that the next append starts a fresh line."""
-    file = out / "points.jsonl"
+    from hwtune.atomic import atomic_write_text
+
+    file = out / POINTS
     text = file.read_text() if file.exists() else ""
     if text and not text.endswith("\n"):
         atomic_write_text(file, text[:text.rfind("\n") + 1])
 
 
+CSV_COLUMNS = ["id", *AXES, *METRICS, "torch_emulator_agreement", "synaptic_events_per_sample", "latency_steps",
+               "lava_identical", "lava_samples"]
+
+
 def _append_point(out: Path, record: dict) -> None:
-    with open(out / "points.jsonl", "a") as f:
+    from hwtune.atomic import atomic_write_text
+
+    with open(out / POINTS, "a") as f:
         f.write(json.dumps(record, default=str) + "\n")
         f.flush()
         os.fsync(f.fileno())
     rows = read_points(out)
-    columns = ["id", *AXES, *METRICS, "torch_emulator_agreement", "synaptic_events_per_sample", "latency_steps",
-               "lava_identical", "lava_samples"]
-    lines = [",".join(columns)]
+    lines = [",".join(CSV_COLUMNS)]
     for row in rows:
-        lines.append(",".join("" if row.get(c) is None else str(row.get(c)) for c in columns))
+        lines.append(",".join("" if row.get(c) is None else str(row.get(c)) for c in CSV_COLUMNS))
     atomic_write_text(out / "points.csv", "\n".join(lines) + "\n")
 
 
@@ -292,89 +260,106 @@ def broken_floors(sweep: Sweep, records: list[dict]) -> list[str]:
     return broken
 
 
-def base_dir(sweep: Sweep, seed: int) -> Path:
+def base_dir(sweep: Sweep) -> Path:
     """Directory of the base model: the loaded one, or ``out/base-<hash of model settings, dataset, seed>``."""
-    if "load" in sweep.model:
-        return Path(sweep.model["load"])
-    return sweep.out / f"base-{_hash(_base_settings(sweep, seed))}"
+    if sweep.load is not None:
+        return sweep.load
+    return sweep.out / f"base-{_hash(_base_settings(sweep))}"
 
 
-def _base_model(sweep: Sweep, data, seed: int):
+def _base_model(sweep: Sweep, data):
     """The float TTFS base model: loaded, or trained once and cached in :func:`base_dir`."""
-    path = base_dir(sweep, seed)
-    if "train" in sweep.model and not (path / io.CONFIG).exists():
-        net, _ = train_from_section(sweep.model["train"], data, seed)
+    from hwtune import io, workflow
+
+    path = base_dir(sweep)
+    if sweep.train is not None and not (path / io.CONFIG).exists():
+        net, _ = workflow.train_model(sweep.train, data, sweep.seed)
         io.save(net, path)
         return net
     net = io.load(path)
-    trained_on = net.info.get("dataset", {}).get("name")
+    workflow.check_data(net, data)
     if net.info.get("network", "ttfs") != "ttfs" or net.quant is not None:
-        raise ValueError(f"{path}: a sweep starts from a float TTFS model; this one is "
-                         f"{'quantized' if net.quant is not None else 'a ReLU net (hwtune convert it first)'}")
-    if trained_on not in (None, sweep.dataset["name"]):
-        raise ValueError(f"{path}: trained on {trained_on}, but the sweep {sweep.path} evaluates on "
-                         f"{sweep.dataset['name']}")
+        raise HwtuneError(f"{path}: a sweep starts from a float TTFS model; this one is "
+                          f"{'quantized' if net.quant is not None else 'a ReLU net (hwtune convert it first)'}")
     return net
 
 
-def run_point(sweep: Sweep, base_path: Path, point: dict, ctx, float_accuracy: float, seed: int) -> dict:
+def run_point(sweep: Sweep, base, point: dict, ctx, float_accuracy: float) -> dict:
     """Quantize (and fine-tune) a copy of the base model for ``point``, evaluate it under its noise."""
-    net = io.load(base_path)
-    epochs = sweep.finetune.get("epochs", 1.0) if point["finetune"] else 0
-    options = {k: v for k, v in sweep.finetune.items() if k != "epochs"}
-    workflow.apply_pass(net, QuantizeConfig(bits=point["bits"], steps=point["steps"], input_steps=point["steps"],
-                                            epochs=epochs, **options), ctx)
-    noise = NoiseConfig(jitter=point["sigma"], weight_mult=point["weight_noise"], epochs=epochs, **options)
+    from hwtune import workflow
+    from hwtune.passes import run_pass
+    from hwtune.passes.noise import noise_model
+
+    net = copy.deepcopy(base)
+    ft = sweep.finetune.replace(epochs=sweep.finetune.epochs if point["finetune"] else 0).to_dict()
+    run_pass(net, QuantizeConfig(bits=point["bits"], steps=point["steps"], input_steps=point["steps"], **ft), ctx)
+    noise = NoiseConfig(jitter=point["sigma"], weight_mult=point["weight_noise"], **ft)
     noisy = point["sigma"] > 0 or point["weight_noise"] > 0
     if noisy and point["finetune"]:
-        workflow.apply_pass(net, noise, ctx)
-    net.noise = noise.noise_model(seed + 1) if noisy else None
+        run_pass(net, noise, ctx)
+    net.noise = noise_model(noise, sweep.seed + 1) if noisy else None
     torch_eval = ctx.evaluate(net)
     net.noise = None
-    artifact = to_artifact(net, sweep.target)
+    artifact = workflow.export_model(net, sweep.target)
     x, y = ctx.test_split()
-    emu, emu_pred = workflow.emulate_artifact(artifact, x, y, jitter_sigma=point["sigma"], jitter_seed=seed + 1,
-                                              progress=False)
-    record = {"id": point_id(sweep, point, seed), **point, "seed": seed, "accuracy_float": float_accuracy,
+    emu, emu_pred = workflow.emulate_artifact(artifact, x, y, jitter_sigma=point["sigma"],
+                                              jitter_seed=sweep.seed + 1)
+    record = {"id": point_id(sweep, point), **point, "seed": sweep.seed, "accuracy_float": float_accuracy,
               "accuracy_torch": torch_eval["accuracy"],
               "accuracy_emulator": emu["accuracy"] if point["weight_noise"] == 0 else None,
               "spikes_per_hidden_neuron": emu["spikes_per_hidden_neuron"],
               "synaptic_events_per_sample": emu["synaptic_events_per_sample"], "latency_steps": emu["latency_steps"],
               "torch_emulator_agreement": None, "lava_identical": None, "lava_samples": None}
     if not noisy:
-        torch_pred = predict(net, x.to(net.dtype)).numpy()
-        record["torch_emulator_agreement"] = float((torch_pred == emu_pred).mean())
+        record["torch_emulator_agreement"] = workflow.compare_with_torch(net, x, y, emu_pred)["torch_emulator_agreement"]
         if sweep.lava_samples:
             lava = workflow.compare_lava(artifact, x[:sweep.lava_samples])
             record["lava_identical"], record["lava_samples"] = lava["identical_spike_for_spike"], lava["samples"]
     return record
 
 
-def run_sweep(sweep: Sweep, seed: int | None = None, out: str | Path | None = None, progress: bool = True) -> dict:
-    """Run every unfinished point; returns {'records', 'broken_floors', 'skipped'}."""
-    seed = sweep.seed if seed is None else seed
+def _is_sweep_dir(path: Path) -> bool:
+    return (path / SUMMARY).exists() or (path / POINTS).exists()
+
+
+def run_sweep(sweep: Sweep, seed: int | None = None, out: str | Path | None = None) -> dict:
+    """Run every unfinished point; returns {'records', 'broken_floors', 'skipped', 'out'}.
+
+    ``out`` must be new, empty, or a sweep directory (resumed); one sweep writes there at a time.
+    """
+    from hwtune import progress, workflow
+    from hwtune.atomic import exclusive_lock, write_json
+    from hwtune.data import load_dataset
+    from hwtune.passes import PassContext
+    from hwtune.provenance import provenance
+
+    if seed is not None:
+        sweep.seed = check_value(rule_of(PipelineHeader, "seed"), "seed", seed)
     if out is not None:
         sweep.out = Path(out)
-    sweep.out.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(sweep.dataset["name"], data_dir=sweep.dataset.get("data_dir"), split_seed=seed)
-    base = _base_model(sweep, data, seed)
-    ctx = workflow.pass_context(base, sweep.target, sweep.dataset["name"], sweep.dataset.get("data_dir"), seed,
-                                sweep.train_samples, sweep.eval_samples, progress=False)
-    float_accuracy = ctx.evaluate(base)["accuracy"]
-    _drop_unfinished_line(sweep.out)
-    done = {r["id"] for r in read_points(sweep.out)}
-    todo = [p for p in sweep.points if point_id(sweep, p, seed) not in done]
-    skipped = len(sweep.points) - len(todo)
-    if skipped:
-        print(f"sweep: skipped {skipped} finished point(s) found in {sweep.out / 'points.jsonl'}")
-    for point in tqdm(todo, desc=f"sweep {sweep.name}", disable=not progress):
-        torch.manual_seed(seed)
-        _append_point(sweep.out, run_point(sweep, base_dir(sweep, seed), point, ctx, float_accuracy, seed))
-    wanted = {point_id(sweep, p, seed) for p in sweep.points}
-    records = [r for r in read_points(sweep.out) if r["id"] in wanted]
-    summary = {"sweep": sweep.path, "name": sweep.name, "target": sweep.target.name, "dataset": sweep.dataset,
-               "command": f"hwtune sweep {sweep.path} --seed {seed} --out {sweep.out}",
-               "model": sweep.model, "base": str(base_dir(sweep, seed)), "float_accuracy": float_accuracy,
-               "points": len(records), "broken_floors": broken_floors(sweep, records), "provenance": provenance(seed)}
-    workflow.write_json(sweep.out / "sweep.json", summary)
-    return {"records": records, "broken_floors": summary["broken_floors"], "skipped": skipped}
+    out = sweep.out
+    if out.is_symlink() or (out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_sweep_dir(out)))):
+        raise HwtuneError(f"--out {out}: exists and is not a sweep directory; refusing to write into it")
+    with exclusive_lock(out):
+        data = load_dataset(sweep.dataset, data_dir=sweep.data.data_dir, split_seed=sweep.seed)
+        base = _base_model(sweep, data)
+        ctx = PassContext(data=workflow.cast(data, base.dtype), target=sweep.target, seed=sweep.seed,
+                          train_samples=sweep.data.train_samples, samples=sweep.data.samples)
+        float_accuracy = ctx.evaluate(base)["accuracy"]
+        _drop_unfinished_line(out)
+        done = {r["id"] for r in read_points(out)}
+        todo = [p for p in sweep.points if point_id(sweep, p) not in done]
+        skipped = len(sweep.points) - len(todo)
+        if skipped:
+            progress.log(f"sweep: skipped {skipped} finished point(s) found in {out / POINTS}")
+        for point in progress.bar(todo, desc=f"sweep {sweep.name}", unit="point"):
+            _append_point(out, run_point(sweep, base, point, ctx, float_accuracy))
+        wanted = {point_id(sweep, p) for p in sweep.points}
+        records = [r for r in read_points(out) if r["id"] in wanted]
+        summary = {"sweep": sweep.path, "name": sweep.name, "target": sweep.target.name, "dataset": sweep.dataset,
+                   "command": f"hwtune sweep {sweep.path} --seed {sweep.seed} --out {out}",
+                   "model": {"load": str(sweep.load)} if sweep.load else {"train": sweep.train.to_dict()},
+                   "base": str(base_dir(sweep)), "float_accuracy": float_accuracy,
+                   "points": len(records), "broken_floors": broken_floors(sweep, records), "provenance": provenance(sweep.seed)}
+        write_json(out / SUMMARY, summary)
+    return {"records": records, "broken_floors": summary["broken_floors"], "skipped": skipped, "out": out}

@@ -1,136 +1,197 @@
-"""Hardware targets: YAML data (``targets/*.yaml``) read into a validated :class:`TargetSpec`.
+"""Hardware targets: YAML data (``hwtune/targets/*.yaml``) read into a validated :class:`TargetSpec`.
 
-A target is data, not code: weight format, time grid limits, state widths, synaptic delay,
-fan-in and neuron-count limits and read-out mode. Errors name the file and the key.
+A target is data, not code: the backend that runs it, the weight format, time-grid limits, state
+widths, synaptic delay, read-out mode and, optionally, the chip's resources (``chip``: cores,
+neurons and synaptic memory per core, time per step, energy per event; used by hwtune.mapper).
+Every section is a self-validating settings dataclass (hwtune.config); errors name the file and key.
+A model and an artifact record the whole spec (:meth:`TargetSpec.to_dict`), not just its name,
+so a changed or look-alike target file is caught (:func:`differences`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from hwtune.config import Settings, setting
+from hwtune.errors import ConfigError, HwtuneError
 from hwtune.numerics import WeightFormat
 from hwtune.yamlfile import read_yaml
 
-TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+TARGETS_DIR = Path(__file__).resolve().parent / "targets"
+#: Backends a target may name (hwtune.backends registers their runners).
+BACKENDS = ("emulator", "lava")
 
 
-class TargetError(ValueError):
-    """A target file that is missing or malformed; the message names the file and key."""
-
-
-# key path -> (type, check, description of the allowed values)
-_SCHEMA = {
-    "name": (str, lambda v: bool(v), "a non-empty string"),
-    "summary": (str, lambda v: True, "a string"),
-    "aliases": (list, lambda v: all(isinstance(a, str) for a in v), "a list of names"),
-    "backend": (str, lambda v: v in ("loihi", "emulator"), "'loihi' or 'emulator'"),
-    "weights.bits": (int, lambda v: 2 <= v <= 16, "an integer in 2..16"),
-    "weights.narrow": (bool, lambda v: True, "true or false"),
-    "weights.scale": (str, lambda v: v in ("per-layer", "per-channel"), "'per-layer' or 'per-channel'"),
-    "weights.exp_range": (list, lambda v: len(v) == 2 and all(isinstance(e, int) for e in v) and v[0] <= v[1],
-                          "[min_exp, max_exp] integers"),
-    "weights.bias_bits": (int, lambda v: 2 <= v <= 32, "an integer in 2..32"),
-    "time.input_steps": (int, lambda v: v >= 1, "a positive integer"),
-    "time.steps_per_layer": (int, lambda v: v >= 1, "a positive integer"),
-    "time.max_steps_per_layer": (int, lambda v: v >= 1, "a positive integer"),
-    "time.max_total_steps": (int, lambda v: v >= 1, "a positive integer"),
-    "state.membrane_bits": (int, lambda v: 8 <= v <= 62, "an integer in 8..62"),
-    "state.overflow": (str, lambda v: v == "error", "'error' (export refuses what could overflow)"),
-    "synaptic_delay": (int, lambda v: v >= 1, "an integer >= 1"),
-    "limits.max_fan_in": (int, lambda v: v >= 1, "a positive integer"),
-    "limits.max_neurons_per_layer": (int, lambda v: v >= 1, "a positive integer"),
-    "readout": (str, lambda v: v == "membrane", "'membrane' (potential at the end of the read-out window)"),
-}
-_OPTIONAL = {"aliases", "summary"}
+class TargetError(HwtuneError, ValueError):
+    """A target file that is missing or malformed, or a model/artifact prepared for another target."""
 
 
 @dataclass(frozen=True)
-class TargetSpec:
-    name: str
-    backend: str
-    weights: WeightFormat
-    input_steps: int
-    steps_per_layer: int
-    max_steps_per_layer: int
-    max_total_steps: int
-    membrane_bits: int
-    overflow: str
-    synaptic_delay: int
-    max_fan_in: int
-    max_neurons_per_layer: int
-    readout: str
-    summary: str = ""
-    aliases: tuple[str, ...] = ()
+class WeightSection(Settings):
+    bits: int = setting(8, "int", "widest signed weight mantissa", "bits", lo=2, hi=16)
+    narrow: bool = setting(False, "bool", "drop the most negative mantissa (symmetric range)")
+    scale: str = setting("per-layer", "str", "power-of-two scale granularity", choices=("per-layer", "per-channel"))
+    exp_range: list = setting([-32, 31], "range", "allowed scale exponents [min, max]", lo=-64, hi=64)
+    bias_bits: int = setting(16, "int", "signed per-step bias mantissa", "bits", lo=2, hi=32)
+
+
+@dataclass(frozen=True)
+class TimeSection(Settings):
+    input_steps: int = setting(16, "int", "default steps of the input window", "steps", lo=1)
+    steps_per_layer: int = setting(16, "int", "default steps per hidden window", "steps", lo=1)
+    max_steps_per_layer: int = setting(1024, "int", "longest window", "steps", lo=1)
+    max_total_steps: int = setting(65536, "int", "longest latency (sum of windows and delays)", "steps", lo=1)
+
+
+@dataclass(frozen=True)
+class StateSection(Settings):
+    membrane_bits: int = setting(24, "int", "signed width of the current and membrane registers", "bits",
+                                 lo=8, hi=62)
+    overflow: str = setting("error", "str", "what export does when a register could overflow: refuse",
+                            choices=("error",))
+
+
+@dataclass(frozen=True)
+class ChipSection(Settings):
+    """Resources of one chip, for the mapper (hwtune.mapper) and its latency and energy estimate."""
+
+    cores_per_chip: int = setting(128, "int", "neuro cores per chip", "cores", lo=1)
+    max_chips: int = setting(1, "int", "chips the system has (a net needing more is refused)", "chips", lo=1)
+    neurons_per_core: int = setting(8192, "int", "neurons one core holds at most", "neurons", lo=1)
+    synaptic_memory_bits: int = setting(1_048_576, "int", "synaptic memory of one core", "bits", lo=1)
+    synapse_bits: int = setting(18, "int", "memory of one explicitly stored synapse (weight and index)",
+                                "bits", lo=1)
+    conv_weight_sharing: bool = setting(True, "bool", "a core stores a convolution kernel once for all the "
+                                        "positions it holds (else every synapse)")
+    max_axons_per_core: int | None = setting(None, "int", "distinct presynaptic neurons one core can receive "
+                                             "from", "axons", lo=1, optional=True)
+    step_time_us: float = setting(1.0, "float", "wall time of one algorithmic time step", "us", gt=0)
+    energy_per_synaptic_event_pj: float = setting(0.0, "float", "dynamic energy of one synaptic event", "pJ",
+                                                  lo=0)
+    energy_per_neuron_update_pj: float = setting(0.0, "float", "dynamic energy of one neuron update (every "
+                                                 "neuron, every step)", "pJ", lo=0)
+    static_power_w: float = setting(0.0, "float", "static power of one chip", "W", lo=0)
+
+
+@dataclass(frozen=True)
+class TargetSpec(Settings):
+    name: str = setting("", "str", "target name")
+    backend: str = setting("emulator", "str", "backend that runs the exported artifact", choices=BACKENDS)
+    summary: str = setting("", "str", "one line for `hwtune targets`")
+    aliases: list = setting([], "names", "other names the target is known by")
+    weights: WeightSection = setting(WeightSection, "section", "weight format", section=WeightSection)
+    time: TimeSection = setting(TimeSection, "section", "time grid", section=TimeSection)
+    state: StateSection = setting(StateSection, "section", "state registers", section=StateSection)
+    synaptic_delay: int = setting(1, "int", "steps from a spike to its arrival", "steps", lo=1, hi=62)
+    readout: str = setting("membrane", "str", "potential of the read-out layer at the end of its window",
+                           choices=("membrane",))
+    chip: ChipSection | None = setting(None, "section", "chip resources (none: no resource map)",
+                                       section=ChipSection, optional=True)
     path: str = field(default="", compare=False)
+
+    def check(self) -> None:
+        if not self.name:
+            raise ConfigError("name must be a non-empty string")
+        if self.backend == "lava" and self.weights.bits > 8:
+            raise ConfigError(f"weights: bits = {self.weights.bits}: Lava's Dense and Sparse hold at most 8 bits")
+
+    # ---- shortcuts used everywhere ----------------------------------------------------------
+    @property
+    def membrane_bits(self) -> int:
+        return self.state.membrane_bits
+
+    @property
+    def overflow(self) -> str:
+        return self.state.overflow
+
+    @property
+    def where(self) -> str:
+        return self.path or f"target {self.name}"
 
     def check_steps(self, steps: list[int], where: str = "") -> None:
         """Refuse a time grid [T_0..T_N] this target cannot hold (before any training)."""
         for n, s in enumerate(steps):
-            if not 1 <= s <= self.max_steps_per_layer:
+            if not 1 <= s <= self.time.max_steps_per_layer:
                 raise TargetError(f"{where}layer {n} window of {s} steps: target {self.name} allows "
-                                  f"1..{self.max_steps_per_layer} ({self.path}: time.max_steps_per_layer)")
+                                  f"1..{self.time.max_steps_per_layer} ({self.where}: time.max_steps_per_layer)")
         total = sum(steps) + self.synaptic_delay * len(steps)
-        if total > self.max_total_steps:
+        if total > self.time.max_total_steps:
             raise TargetError(f"{where}total latency {total} steps exceeds target {self.name}'s "
-                              f"{self.max_total_steps} ({self.path}: time.max_total_steps)")
+                              f"{self.time.max_total_steps} ({self.where}: time.max_total_steps)")
 
     def check_bits(self, bits: int, where: str = "") -> None:
         if not 2 <= bits <= self.weights.bits:
             raise TargetError(f"{where}{bits}-bit weights: target {self.name} holds 2..{self.weights.bits} "
-                              f"bits ({self.path}: weights.bits)")
+                              f"bits ({self.where}: weights.bits)")
 
     def weight_format(self, bits: int | None = None) -> WeightFormat:
         """The target's weight format, narrowed to ``bits`` mantissa bits when given."""
-        if bits is None:
-            return self.weights
-        self.check_bits(bits)
-        return WeightFormat(bits=bits, narrow=self.weights.narrow, scale=self.weights.scale,
-                            exp_range=self.weights.exp_range, bias_bits=self.weights.bias_bits)
+        w = self.weights
+        if bits is not None:
+            self.check_bits(bits)
+        return WeightFormat(bits=w.bits if bits is None else bits, narrow=w.narrow, scale=w.scale,
+                            exp_range=tuple(w.exp_range), bias_bits=w.bias_bits)
+
+
+def differences(a: TargetSpec, b: TargetSpec) -> list[str]:
+    """Every setting where two targets differ, as 'key: a-value vs b-value' (dotted key paths)."""
+    flat_a, flat_b = _flatten(a.to_dict()), _flatten(b.to_dict())
+    return [f"{key}: {flat_a.get(key)!r} vs {flat_b.get(key)!r}" for key in sorted(set(flat_a) | set(flat_b))
+            if key not in ("summary", "aliases") and flat_a.get(key) != flat_b.get(key)]
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in d.items():
-        name = f"{prefix}{key}"
         if isinstance(value, dict):
-            out.update(_flatten(value, f"{name}."))
+            out.update(_flatten(value, f"{prefix}{key}."))
         else:
-            out[name] = value
+            out[f"{prefix}{key}"] = value
     return out
 
 
+#: Keys a target file may leave out (everything else describes hardware and must be explicit).
+_MAY_OMIT = ("summary", "aliases")
+
+
+def _missing(data: dict, cls, prefix: str = "") -> list[str]:
+    """Keys of ``cls`` (recursively) that ``data`` does not give: optional settings may be omitted."""
+    missing = []
+    for f in fields(cls):
+        rule = f.metadata.get("rule")
+        if rule is None or f.name in _MAY_OMIT or (rule.optional and f.name not in data):
+            continue
+        if f.name not in data:
+            missing.append(prefix + f.name)
+        elif rule.kind == "section" and isinstance(data[f.name], dict):
+            missing += _missing(data[f.name], rule.section, f"{prefix}{f.name}.")
+    return missing
+
+
 def parse_target(data: object, path: str) -> TargetSpec:
-    """Validate a target mapping against the schema; errors name ``path`` and the key."""
-    if not isinstance(data, dict):
-        raise TargetError(f"{path}: a target file must be a mapping, got {type(data).__name__}")
-    flat = _flatten(data)
-    for key in flat:
-        if key not in _SCHEMA:
-            raise TargetError(f"{path}: unknown key {key!r}; known keys: {', '.join(sorted(_SCHEMA))}")
-    for key, (typ, check, allowed) in _SCHEMA.items():
-        if key not in flat:
-            if key in _OPTIONAL:
-                continue
-            raise TargetError(f"{path}: missing key {key!r} ({allowed})")
-        value = flat[key]
-        if type(value) is not typ or not check(value):  # bool is not accepted where int is wanted
-            raise TargetError(f"{path}: key {key!r} = {value!r} is invalid: must be {allowed}")
-    w = WeightFormat(bits=flat["weights.bits"], narrow=flat["weights.narrow"], scale=flat["weights.scale"],
-                     exp_range=tuple(flat["weights.exp_range"]), bias_bits=flat["weights.bias_bits"])
-    if flat["backend"] == "loihi" and w.bits > 8:
-        raise TargetError(f"{path}: key 'weights.bits' = {w.bits}: Lava's Dense holds at most 8 bits")
-    return TargetSpec(
-        name=flat["name"], backend=flat["backend"], weights=w,
-        input_steps=flat["time.input_steps"], steps_per_layer=flat["time.steps_per_layer"],
-        max_steps_per_layer=flat["time.max_steps_per_layer"], max_total_steps=flat["time.max_total_steps"],
-        membrane_bits=flat["state.membrane_bits"], overflow=flat["state.overflow"],
-        synaptic_delay=flat["synaptic_delay"], max_fan_in=flat["limits.max_fan_in"],
-        max_neurons_per_layer=flat["limits.max_neurons_per_layer"], readout=flat["readout"],
-        summary=flat.get("summary", ""), aliases=tuple(flat.get("aliases", ())), path=path)
+    """Validate a target mapping (every hardware setting explicit); errors name ``path`` and the key."""
+    try:
+        spec = TargetSpec.from_mapping(data, path)
+    except ConfigError as e:
+        raise TargetError(str(e)) from None
+    missing = _missing(data, TargetSpec)
+    if missing:
+        raise TargetError(f"{path}: missing key(s) {', '.join(missing)}")
+    return TargetSpec(**{**{k: getattr(spec, k) for k in spec.field_names()}, "path": path})
+
+
+def target_from_record(record, where: str) -> TargetSpec:
+    """The target recorded in a model or artifact: a full spec (mapping), or, from hwtune 0.1
+    files, a shipped target's name."""
+    if isinstance(record, str):
+        return load_target(record)
+    return parse_target(record, f"{where}: target")
 
 
 def load_target(name_or_path: str) -> TargetSpec:
-    """A target by name or alias (``targets/NAME.yaml``) or by path to a YAML file."""
+    """A target by name or alias (``hwtune/targets/NAME.yaml``) or by path to a YAML file."""
+    if not isinstance(name_or_path, (str, Path)):
+        raise TargetError(f"a target is a name or a YAML path, got {type(name_or_path).__name__}")
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         matches = [t for t in list_targets() if name_or_path in (t.name, *t.aliases)]
@@ -142,5 +203,5 @@ def load_target(name_or_path: str) -> TargetSpec:
 
 
 def list_targets() -> list[TargetSpec]:
-    """Every target shipped in ``targets/``, sorted by name."""
+    """Every target shipped in ``hwtune/targets/``, sorted by name."""
     return sorted((load_target(str(p)) for p in TARGETS_DIR.glob("*.yaml")), key=lambda t: t.name)

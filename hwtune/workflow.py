@@ -1,91 +1,153 @@
-"""File-level operations: model directory in -> model directory out. Used by the CLI and recipes.
+"""Model-level operations shared by the CLI, recipes, sweeps and the Python API (hwtune.api).
 
-Each function reads what it needs (model, dataset, target), calls the model-level library
-and writes its outputs atomically with provenance. No argument parsing here.
+Each function takes loaded objects (nets, datasets, targets, settings from hwtune.configs) and
+returns results; file reading and writing is the caller's business. The rules that keep a
+deployment honest live here: a model stays on the target it was prepared for
+(:func:`resolve_target`), and data must fit the model (:func:`check_data`).
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from hwtune import io, numerics
+from hwtune import numerics, progress
 from hwtune.artifact import Artifact
-from hwtune.atomic import atomic_write_text
-from hwtune.backends.emulator import emulate
+from hwtune.configs import DataConfig, DeployConfig, TrainConfig
+from hwtune.data import Dataset, load_dataset
+from hwtune.errors import HwtuneError
 from hwtune.export import to_artifact
-from hwtune.data import Dataset, load_dataset, subset
-from hwtune.passes import PassContext, run_pass
 from hwtune.provenance import provenance
-from hwtune.target import TargetSpec, load_target
-from hwtune.train import TrainConfig, evaluate, predict, train
+from hwtune.target import TargetError, TargetSpec, differences, load_target, target_from_record
+from hwtune.train import evaluate, predict, train
 from hwtune.ttfs import TTFSNet, from_relu, preset, to_relu
 
+#: The target a model is prepared for when it records none and none is asked for.
+DEFAULT_TARGET = "loihi2"
 
-def dataset_for(net: TTFSNet | None, name: str | None, data_dir: str | None = None, seed: int = 0) -> Dataset:
-    """The dataset named on the command line, else the one the model was trained on."""
-    name = name or (net.info.get("dataset", {}).get("name") if net is not None else None)
+
+# ---- data -------------------------------------------------------------------------------------
+
+def load_data(net: TTFSNet | None, data: DataConfig, seed: int = 0, default: str | None = None) -> Dataset:
+    """The dataset named in ``data``, else the one ``net`` was trained on (else ``default``), checked
+    against the model (:func:`check_data`). ``seed`` fixes the digits train/test split."""
+    recorded = net.info.get("dataset", {}).get("name") if net is not None else None
+    name = data.dataset or recorded or default
     if not name:
-        raise ValueError("no dataset given and the model does not record one: pass --dataset")
-    return load_dataset(name, data_dir=data_dir, split_seed=seed)
+        raise HwtuneError("no dataset given and the model does not record one: pass --dataset")
+    dataset = load_dataset(name, data_dir=data.data_dir, split_seed=seed)
+    if net is not None:
+        check_data(net, dataset)
+    return dataset
 
 
-def _cast(data: Dataset, dtype: torch.dtype) -> Dataset:
+def check_data(net: TTFSNet, data: Dataset) -> None:
+    """Refuse data whose sample shape or class count does not fit the model, naming what it was trained on."""
+    trained_on = net.info.get("dataset", {}).get("name", "unknown data")
+    shape = tuple(data.meta["shape"])
+    if shape != tuple(net.input_shape):
+        raise HwtuneError(f"this model was trained on {trained_on} (samples of shape {tuple(net.input_shape)}); "
+                          f"{data.meta['name']} has samples of shape {shape}")
+    classes = net.synapses[-1].weight.shape[0]
+    if data.meta["n_classes"] != classes:
+        raise HwtuneError(f"this model was trained on {trained_on} ({classes} classes); {data.meta['name']} has "
+                          f"{data.meta['n_classes']}")
+
+
+def cast(data: Dataset, dtype: torch.dtype) -> Dataset:
     return Dataset(data.train_x.to(dtype), data.train_y, data.test_x.to(dtype), data.test_y, data.meta)
 
 
-def train_model(arch: str, data: Dataset, cfg: TrainConfig, network: str = "ttfs", dtype: str = "float32",
-                twin: bool = False) -> tuple[TTFSNet, dict]:
+# ---- targets ----------------------------------------------------------------------------------
+
+def model_target(net: TTFSNet, where: str = "the model") -> TargetSpec | None:
+    """The target ``net`` is prepared for (recorded by the passes), or None."""
+    record = net.info.get("target")
+    return None if record is None else target_from_record(record, where)
+
+
+def resolve_target(net: TTFSNet, requested: str | TargetSpec | None, verb: str, may_change: bool = False) -> TargetSpec:
+    """The target a command works for: the model's own unless another is asked for.
+
+    Asking for another target than the one the model is prepared for is refused (naming both and
+    every setting that differs), except where ``may_change`` (quantize), which re-quantizes for it.
+    A model with no target gets the requested one, else DEFAULT_TARGET.
+    """
+    recorded = model_target(net)
+    if requested is None:
+        return recorded or load_target(DEFAULT_TARGET)
+    spec = requested if isinstance(requested, TargetSpec) else load_target(requested)
+    if recorded is None or may_change or not differences(recorded, spec):
+        return spec
+    diff = "; ".join(differences(recorded, spec))
+    raise TargetError(f"{verb}: the model is prepared for target {recorded.name!r}, not {spec.name!r} ({diff}). "
+                      f"Re-quantize it for {spec.name} with `hwtune quantize MODEL --target {spec.name}`")
+
+
+def check_artifact_target(artifact: Artifact, requested: str | TargetSpec) -> TargetSpec:
+    """The target an artifact was exported for, refusing another one (every difference named)."""
+    spec = requested if isinstance(requested, TargetSpec) else load_target(requested)
+    recorded = target_from_record(artifact.meta.get("target"), "the artifact") if artifact.meta.get("target") else None
+    if recorded is not None and differences(recorded, spec):
+        raise TargetError(f"the artifact was exported for target {recorded.name!r}, not {spec.name!r} "
+                          f"({'; '.join(differences(recorded, spec))})")
+    return spec
+
+
+# ---- model operations -------------------------------------------------------------------------
+
+def train_model(cfg: TrainConfig, data: Dataset, seed: int = 0, train_samples: int | None = None) -> tuple[TTFSNet, dict]:
     """Train a TTFS net from scratch (or a ReLU net, stored in the same format) on ``data``.
 
-    ``twin``: also train the ReLU twin from the same initial weights on the same batches and
+    ``cfg.twin``: also train the ReLU twin from the same initial weights on the same batches and
     report prediction agreement and the largest parameter difference (float64 for identity).
     """
-    torch.manual_seed(cfg.seed)
+    from hwtune.data import subset
+    from hwtune.io import DTYPES
+
+    torch.manual_seed(seed)
     shape, classes = tuple(data.meta["shape"]), data.meta["n_classes"]
-    net = TTFSNet(preset(arch, shape, classes), shape, dtype=io.DTYPES[dtype])
-    data = _cast(data, net.dtype)
+    net = TTFSNet(preset(cfg.arch, shape, classes), shape, dtype=DTYPES[cfg.dtype])
+    data = cast(subset(data, n_train=train_samples, seed=seed) if train_samples else data, net.dtype)
     report: dict = {}
-    relu = to_relu(net) if twin or network == "relu" else None
-    if network == "relu":
-        report["history"] = train(relu, data.train_x, data.train_y, cfg, desc="train relu")
+    relu = to_relu(net) if cfg.twin or cfg.network == "relu" else None
+    if cfg.network == "relu":
+        report["history"] = train(relu, data.train_x, data.train_y, cfg, seed, desc="train relu")
         with torch.no_grad():
             for src, dst in zip([m for m in relu if hasattr(m, "weight")], net.synapses):
                 dst.weight.copy_(src.weight)
                 dst.bias.copy_(src.bias)
     else:
-        report["history"] = train(net, data.train_x, data.train_y, cfg, desc="train ttfs")
-    if twin and network == "ttfs":
-        cfg_twin = TrainConfig(**{**cfg.to_dict(), "adaptive_windows": False})
-        train(relu, data.train_x, data.train_y, cfg_twin, desc="train relu twin")
+        report["history"] = train(net, data.train_x, data.train_y, cfg, seed, desc="train ttfs")
+    if cfg.twin:
+        train(relu, data.train_x, data.train_y, cfg.replace(adaptive_windows=False), seed, desc="train relu twin")
         p_ttfs, p_relu = predict(net, data.test_x), predict(relu, data.test_x)
         report["twin"] = {
             "relu_accuracy": float((p_relu == data.test_y).double().mean()),
             "prediction_agreement": float((p_ttfs == p_relu).double().mean()),
             "max_param_diff": max(float((a - b).abs().max()) for a, b in zip(net.parameters(), relu.parameters())),
         }
-    if network == "ttfs":
+    if cfg.network == "ttfs":
         report["evaluation"] = evaluate(net, data.test_x, data.test_y)
     else:
-        report["evaluation"] = {"accuracy": float((predict(relu, data.test_x) == data.test_y).double().mean())}
-    net.info = {"network": network, "dataset": data.meta, "history": [],
-                "training": {"arch": arch, **{k: v for k, v in report.items() if k != "history"}},
-                "provenance": provenance(cfg.seed, {"arch": arch, **cfg.to_dict()})}
+        report["evaluation"] = {"accuracy": float((predict(relu, data.test_x) == data.test_y).double().mean()),
+                                "n": len(data.test_y)}
+    net.info = {"network": cfg.network, "dataset": data.meta, "history": [],
+                "training": {**cfg.to_dict(), **{k: v for k, v in report.items() if k != "history"}},
+                "provenance": provenance(seed, cfg.to_dict())}
     return net, report
 
 
-def convert_model(net: TTFSNet, data: Dataset, margin: float = 1.5, seed: int = 0) -> tuple[TTFSNet, dict]:
-    """ReLU model (hwtune format) -> TTFS net with windows margin x layer maxima on the training set."""
-    if net.info.get("network") != "relu":
-        raise ValueError("convert expects a ReLU model (trained with `hwtune train --network relu`)")
-    relu = to_relu(net).eval()
-    data = _cast(data, net.dtype)
+def convert_model(relu: torch.nn.Module, data: Dataset, margin: float = 1.5, seed: int = 0,
+                  info: dict | None = None) -> tuple[TTFSNet, dict]:
+    """A ReLU nn.Sequential -> the exactly equivalent TTFS net, windows margin x layer maxima on
+    the training set; checks prediction agreement on the test set."""
+    relu = relu.eval()
+    dtype = next(relu.parameters()).dtype
+    data = cast(data, dtype)
     ttfs = from_relu(relu, data.train_x, margin=margin)
+    check_data(ttfs, data)
     p_relu, p_ttfs = predict(relu, data.test_x), predict(ttfs, data.test_x)
-    ttfs.info = {**net.info, "network": "ttfs"}
+    ttfs.info = {**(info or {}), "network": "ttfs", "dataset": data.meta}
     record = {"pass": "convert", "margin": margin, "windows_tau": ttfs.windows.tolist(),
               "relu_accuracy": float((p_relu == data.test_y).double().mean()),
               "accuracy_after": float((p_ttfs == data.test_y).double().mean()),
@@ -94,73 +156,45 @@ def convert_model(net: TTFSNet, data: Dataset, margin: float = 1.5, seed: int = 
     return ttfs, record
 
 
-def pass_context(net: TTFSNet, target: str | TargetSpec, dataset: str | None = None, data_dir: str | None = None,
-                 seed: int = 0, train_samples: int | None = None, eval_samples: int | None = None,
-                 progress: bool = True) -> PassContext:
-    spec = target if isinstance(target, TargetSpec) else load_target(target)
-    data = _cast(dataset_for(net, dataset, data_dir, seed), net.dtype)
-    return PassContext(data=data, target=spec, seed=seed, progress=progress, train_samples=train_samples,
-                       eval_samples=eval_samples)
+def relu_of(net: TTFSNet) -> torch.nn.Sequential:
+    """The ReLU net stored in an hwtune model directory trained with ``network relu``."""
+    if net.info.get("network") != "relu":
+        raise HwtuneError("convert expects a ReLU model (trained with `hwtune train --network relu`) or a "
+                          "torch model given as module:function")
+    return to_relu(net)
 
 
-def apply_pass(net: TTFSNet, config, ctx: PassContext) -> dict:
-    """Run one pass on ``net`` (in place) with seeded torch RNG; records the target in the model."""
-    torch.manual_seed(ctx.seed)
-    record = run_pass(net, config, ctx)
-    net.info["target"] = ctx.target.name
-    return record
+def evaluate_model(net: TTFSNet, data: Dataset, samples: int | None = None) -> dict:
+    """Accuracy, spikes per neuron and latency on the first ``samples`` test samples (all: None)."""
+    return evaluate(net, data.test_x[:samples].to(net.dtype), data.test_y[:samples])
 
 
-def evaluate_model(net: TTFSNet, data: Dataset, samples: int | None = None, seed: int = 0) -> dict:
-    data = _cast(subset(data, n_test=samples, seed=seed) if samples else data, net.dtype)
-    return evaluate(net, data.test_x, data.test_y, progress=True)
+def export_model(net: TTFSNet, target: str | TargetSpec | None = None, source: str = "") -> Artifact:
+    """The integer artifact of a quantized net for the target it is prepared for (another target is
+    refused by :func:`resolve_target`)."""
+    spec = resolve_target(net, target, "export")
+    if model_target(net) is None:
+        raise HwtuneError("export needs a model prepared for a target: run `hwtune quantize` first")
+    return to_artifact(net, spec, source=source)
 
 
-def summary_line(record: dict) -> str:
-    """One line 'pass: accuracy before -> after' for the CLI."""
-    before, after = record.get("accuracy_before"), record.get("accuracy_after")
-    extra = ""
-    if "accuracy_quantized" in record:
-        extra = f" (quantized, no fine-tune: {100 * record['accuracy_quantized']:.2f} %)"
-    if "noisy_accuracy_before" in record:
-        extra = (f"; under noise {100 * record['noisy_accuracy_before']:.2f} % -> "
-                 f"{100 * record['noisy_accuracy_after']:.2f} %")
-    if "latency_steps" in record:
-        extra += f"; latency {record['latency_steps']} steps"
-    return f"{record['pass']}: accuracy {100 * before:.2f} % -> {100 * after:.2f} %{extra}"
-
-
-def write_json(path: str | Path, payload: dict) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
-
+# ---- backends ---------------------------------------------------------------------------------
 
 def encoded_inputs(x: torch.Tensor, input_steps: int) -> np.ndarray:
     """Integer input activations (B, n_in) of pixel tensors, by numerics.encode_input."""
     return numerics.encode_input(x.reshape(len(x), -1).numpy(), input_steps).astype(np.int64)
 
 
-def load_artifact_or_model(path: str | Path, target: str | None = None) -> tuple[Artifact, TTFSNet | None]:
-    """An artifact directory as is, or a model directory exported for ``target`` (default: its own)."""
-    path = Path(path)
-    if (path / io.CONFIG).exists():
-        net = io.load(path)
-        name = target or net.info.get("target")
-        if not name:
-            raise ValueError(f"{path}: the model records no target; pass --target")
-        return to_artifact(net, load_target(name), source=str(path)), net
-    return Artifact.load(path), None
-
-
 def emulate_artifact(artifact: Artifact, x: torch.Tensor, y: torch.Tensor, mode: str = "fast",
-                     batch_size: int = 2000, progress: bool = True, jitter_sigma: float = 0.0,
+                     batch_size: int = 2000, jitter_sigma: float = 0.0,
                      jitter_seed: int | None = None) -> tuple[dict, np.ndarray]:
-    """Emulator accuracy, spikes/neuron, synaptic events and latency on (x, y); also predictions.
+    """Emulator accuracy, spikes/neuron, synaptic events and latency on (x, y), streaming batches;
+    also the predictions. ``jitter_sigma``: spike-time jitter in units of each window (batch b
+    draws with seed jitter_seed + b)."""
+    from hwtune.backends.emulator import emulate
 
-    ``jitter_sigma``: spike-time jitter in units of each window (batch b draws with seed jitter_seed + b).
-    """
     preds, spikes_h, spikes_all, events = [], [], [], []
-    for b, i in enumerate(tqdm(range(0, len(x), batch_size), desc=f"emulate ({mode})", disable=not progress,
-                               leave=False)):
+    for b, i in enumerate(progress.bar(range(0, len(x), batch_size), desc=f"emulate ({mode})")):
         seed = None if jitter_seed is None else jitter_seed + b
         result = emulate(artifact, encoded_inputs(x[i:i + batch_size], artifact.input_steps), mode=mode,
                          jitter_seed=seed, jitter_sigma=jitter_sigma)
@@ -176,8 +210,16 @@ def emulate_artifact(artifact: Artifact, x: torch.Tensor, y: torch.Tensor, mode:
             "latency_steps": artifact.latency_steps, "window_steps": artifact.window_steps}, pred
 
 
+def compare_with_torch(net: TTFSNet, x: torch.Tensor, y: torch.Tensor, emulator_pred: np.ndarray) -> dict:
+    """Accuracy of the quantized torch model and its prediction agreement with the emulator."""
+    torch_pred = predict(net, x.to(net.dtype)).numpy()
+    return {"torch_accuracy": float((torch_pred == y.numpy()).mean()),
+            "torch_emulator_agreement": float((torch_pred == emulator_pred).mean())}
+
+
 def compare_lava(artifact: Artifact, x: torch.Tensor) -> dict:
     """Run ``x`` on Lava fixed_pt and on the emulator; count samples identical spike for spike."""
+    from hwtune.backends.emulator import emulate
     from hwtune.backends.lava import run_lava  # Lava is imported only when used
 
     k0 = encoded_inputs(x, artifact.input_steps)
@@ -190,36 +232,26 @@ def compare_lava(artifact: Artifact, x: torch.Tensor) -> dict:
             "lava_spikes_per_sample": lava.spike_counts().tolist()}
 
 
-def deploy(net: TTFSNet, target: TargetSpec, data: Dataset, out: str | Path, seed: int = 0,
-           lava_samples: int = 0, emulator_samples: int | None = None, mode: str = "fast") -> dict:
-    """Export ``net`` for ``target``, run the emulator on the test set and compare it with the
-    torch model (prediction for prediction) and with Lava on the first ``lava_samples`` samples."""
-    artifact = to_artifact(net, target)
-    artifact.save(out)
-    test = subset(data, n_test=emulator_samples, seed=seed) if emulator_samples else data
-    x = test.test_x.to(net.dtype)
-    emu, pred = emulate_artifact(artifact, x, test.test_y, mode)
-    torch_pred = predict(net, x).numpy()
-    report = {"artifact": str(out), "emulator": emu,
-              "torch_accuracy": float((torch_pred == test.test_y.numpy()).mean()),
-              "torch_emulator_agreement": float((torch_pred == pred).mean())}
-    if lava_samples:
-        report["lava"] = compare_lava(artifact, x[:lava_samples])
+def deploy(net: TTFSNet, artifact: Artifact, data: Dataset, cfg: DeployConfig) -> dict:
+    """Run the emulator on the test set and compare it with the quantized torch model (prediction
+    for prediction) and with Lava on the first ``cfg.lava_samples`` samples."""
+    x, y = data.test_x[:cfg.samples].to(net.dtype), data.test_y[:cfg.samples]
+    emu, pred = emulate_artifact(artifact, x, y, cfg.mode)
+    report = {"emulator": emu, **compare_with_torch(net, x, y, pred)}
+    if cfg.lava_samples:
+        report["lava"] = compare_lava(artifact, x[:cfg.lava_samples])
     return report
 
 
-def deploy_summary(report: dict | None) -> list[str]:
-    """Human-readable lines of a :func:`deploy` report."""
-    if not report:
-        return []
-    emu = report["emulator"]
-    lines = [f"emulator: accuracy {100 * emu['accuracy']:.2f} % on {emu['n']} test samples, "
-             f"{emu['spikes_per_hidden_neuron']:.3f} spikes/hidden neuron, {emu['latency_steps']} steps, "
-             f"{emu['synaptic_events_per_sample']:.0f} synaptic events/sample",
-             f"torch quantized model: accuracy {100 * report['torch_accuracy']:.2f} %, "
-             f"agrees with the emulator on {100 * report['torch_emulator_agreement']:.2f} % of predictions"]
-    if "lava" in report:
-        lava = report["lava"]
-        lines.append(f"Lava fixed_pt == emulator spike for spike on {lava['identical_spike_for_spike']}/"
-                     f"{lava['samples']} samples")
-    return lines
+def deploy_failures(report: dict) -> list[str]:
+    """What went wrong in a :func:`deploy` report: the emulator disagreeing with torch, Lava with the
+    emulator (empty when every check holds)."""
+    failures = []
+    if report["torch_emulator_agreement"] != 1.0:
+        failures.append(f"the emulator disagrees with the quantized torch model on "
+                        f"{100 * (1 - report['torch_emulator_agreement']):.2f} % of the test samples")
+    lava = report.get("lava")
+    if lava and lava["identical_spike_for_spike"] != lava["samples"]:
+        failures.append(f"Lava differs from the emulator on {lava['samples'] - lava['identical_spike_for_spike']} "
+                        f"of {lava['samples']} samples")
+    return failures

@@ -8,7 +8,8 @@ from safetensors.numpy import load_file
 
 from hwtune import io, numerics
 from hwtune.numerics import WeightFormat
-from hwtune.passes import LatencyConfig, NoiseConfig, PassContext, PassError, QuantizeConfig, run_pass
+from hwtune.errors import ConfigError
+from hwtune.passes import LatencyConfig, NoiseConfig, PassContext, QuantizeConfig, run_pass
 from hwtune.target import TargetError, load_target
 from hwtune.train import TrainConfig, train
 from hwtune.ttfs import QuantSpec, TTFSNet, fc
@@ -20,7 +21,7 @@ def trained(digits):
     """A small FC TTFS net (64-32-10) trained on the digits for a few epochs (float32)."""
     torch.manual_seed(0)
     net = TTFSNet(fc((1, 8, 8), [32], 10), (1, 8, 8))
-    train(net, digits.train_x, digits.train_y, TrainConfig(epochs=8, lr=3e-3, batch_size=32, progress=False))
+    train(net, digits.train_x, digits.train_y, TrainConfig(epochs=8, lr=3e-3, batch_size=32))
     net.info = {"dataset": digits.meta}
     return net
 
@@ -81,7 +82,7 @@ def test_quantized_gradient_flows_like_float(trained, digits):
 
 @pytest.fixture(scope="module")
 def ctx(digits):
-    return PassContext(data=digits, target=load_target("loihi2"), seed=0, progress=False)
+    return PassContext(data=digits, target=load_target("loihi2"), seed=0)
 
 
 def test_quantize_pass_stores_bits_and_steps(trained, ctx, tmp_path):
@@ -107,7 +108,7 @@ def test_latency_pass_shortens_windows(trained, ctx):
     net = clone(trained)
     run_pass(net, QuantizeConfig(bits=8, steps=32, epochs=0), ctx)
     before_windows = net.windows.clone()
-    record = run_pass(net, LatencyConfig(steps=8, quantile=0.9, epochs=1, lr=1e-3), ctx)
+    record = run_pass(net, LatencyConfig(steps=8, window_quantile=0.9, epochs=1, lr=1e-3), ctx)
     assert net.quant.steps == [net.quant.steps[0], 8]
     assert (net.windows < before_windows).all()
     assert record["latency_steps"] == net.quant.steps[0] + 8 + 2 * ctx.target.synaptic_delay
@@ -142,6 +143,6 @@ def test_passes_refuse_what_the_target_cannot_hold(trained, ctx):
         run_pass(net, QuantizeConfig(bits=9), ctx)
     with pytest.raises(TargetError, match="max_steps_per_layer"):
         run_pass(net, QuantizeConfig(bits=4, steps=5000), ctx)
-    with pytest.raises(PassError, match="either steps or time_bits"):
+    with pytest.raises(ConfigError, match="give steps or time_bits, not both"):
         run_pass(net, QuantizeConfig(bits=4, steps=4, time_bits=3), ctx)
     assert net.quant is None  # nothing changed

@@ -1,4 +1,4 @@
-"""Recipes: validated before any training; the quickstart pipeline runs end to end."""
+"""Recipes: every value validated before any training; the quickstart pipeline runs end to end."""
 import json
 
 import pytest
@@ -18,14 +18,40 @@ def bad(**change):
     return data
 
 
+def with_pass(name, **settings):
+    return bad(passes=[{name: settings}])
+
+
 @pytest.mark.parametrize("data,message", [
-    (bad(passes=[{"quantise": {}}]), "passes[0]: unknown pass 'quantise'"),
-    (bad(passes=[{"quantize": {"bits": 12}}]), "passes[0]: 12-bit weights: target loihi2 holds 2..8"),
-    (bad(passes=[{"latency": {"steps": 5000}}]), "passes[0]: layer 0 window of 5000 steps"),
-    (bad(passes=[{"noise": {"jitter": 0.1, "colour": 1}}]), "unknown setting(s) ['colour']"),
+    (with_pass("quantise"), "passes[0]: unknown pass 'quantise'"),
+    (with_pass("quantize", bits=12), "passes[0]: 12-bit weights: target loihi2 holds 2..8"),
+    (with_pass("quantize", bits=4.5), "passes[0].quantize: bits = 4.5 must be an integer in [2, 16]"),
+    (with_pass("quantize", steps=4, time_bits=3), "give steps or time_bits, not both"),
+    (with_pass("quantize", steps=[8, 8]), "steps lists 2 windows but the net has 1 hidden layer"),
+    (with_pass("latency", steps=5000), "window of 5000 steps: target loihi2 allows 1..1024"),
+    (with_pass("latency", window_quantile=2), "window_quantile = 2 must be a number in (0, 1]"),
+    (with_pass("noise", jitter=0.1, colour=1), "unknown setting(s) colour"),
+    (with_pass("noise", jitter=-1), "jitter = -1 must be a number in [0, 100]"),
+    (with_pass("noise", jitter="big"), "jitter = 'big' must be a number"),
+    (with_pass("noise", jitter=float("nan")), "jitter = nan must be a number"),
+    (with_pass("noise", units="furlongs"), "units = 'furlongs' must be one of 'window', 'steps'"),
+    (with_pass("noise", lr=-1), "lr = -1 must be a number in (0, 10]"),
+    (with_pass("quantize", epochs=float("nan")), "epochs = nan"),
+    (with_pass("quantize", epochs="lots"), "epochs = 'lots'"),
+    (bad(deploy={"lava_samples": "ten"}), "deploy: lava_samples = 'ten' must be an integer"),
+    (bad(deploy={"mode": "quick"}), "deploy: mode = 'quick' must be one of 'fast', 'stepped'"),
+    (bad(deploy={"samples": -5}), "deploy: samples = -5 must be an integer >= 1"),
+    (bad(seed=1.7), "seed = 1.7 must be an integer"),
+    (bad(train_samples=-5), "train_samples = -5 must be an integer >= 1"),
+    (bad(samples=0), "samples = 0 must be an integer >= 1"),
     (bad(target="tpu"), "target: unknown target 'tpu'"),
-    (bad(model={"train": {"arch": "fc", "epochz": 3}}), "model.train: unknown key(s) ['epochz']"),
-    (bad(extra=1), "unknown key(s) ['extra']"),
+    (bad(dataset="imagenet"), "dataset: name = 'imagenet' must be one of"),
+    (bad(model={"train": {"arch": "fc", "epochz": 3}}), "model.train: unknown setting(s) epochz"),
+    (bad(model={"train": {"arch": "resnet"}}), "model.train: arch = 'resnet' must be one of"),
+    (bad(model={"load": "/no/such/model"}), "model.load: /no/such/model: not a model directory"),
+    (bad(model="fc"), "model must be {train: {settings}} or {load: DIR}"),
+    (bad(passes="quantize"), "passes must be a list"),
+    (bad(extra=1), "unknown key(s) extra"),
 ])
 def test_malformed_recipe_fails_before_training(data, message):
     with pytest.raises(RecipeError) as e:
@@ -40,17 +66,26 @@ def test_recipe_file_errors(tmp_path):
     path.write_text("name: [")
     with pytest.raises(RecipeError, match="not valid YAML"):
         load_recipe(path)
+    path.write_text("a: &a [1, 2]\n" + "".join(f"b{i}: &b{i} [*{'a' if i == 0 else f'b{i - 1}'}, "
+                                              f"*{'a' if i == 0 else f'b{i - 1}'}]\n" for i in range(30)))
+    with pytest.raises(RecipeError, match="expands to more than 100000 values"):
+        load_recipe(path)
 
 
 def test_quickstart_end_to_end(tmp_path, capsys):
     """make demo's recipe: torch == emulator on every test image, Lava == emulator spike for spike."""
-    assert main(["run", "recipes/quickstart.yaml", "--out", str(tmp_path / "qs"), "--seed", "0"]) == 0
-    results = json.loads((tmp_path / "qs" / "results.json").read_text())
+    out = tmp_path / "qs"
+    assert main(["run", "recipes/quickstart.yaml", "--out", str(out), "--seed", "0"]) == 0
+    results = json.loads((out / "results.json").read_text())
     deploy = results["deploy"]
     assert deploy["torch_emulator_agreement"] == 1.0
     assert deploy["emulator"]["accuracy"] == pytest.approx(deploy["torch_accuracy"])
     assert deploy["emulator"]["accuracy"] > 0.9
     assert deploy["lava"]["identical_spike_for_spike"] == deploy["lava"]["samples"] == 20
     assert [s["stage"] for s in results["stages"]] == ["train", "quantize", "noise", "latency"]
-    assert (tmp_path / "qs" / "artifact" / "artifact.json").exists()
+    assert (out / "artifact" / "artifact.json").exists() and results["failed_checks"] == []
     assert "Lava fixed_pt == emulator spike for spike on 20/20" in capsys.readouterr().out
+    for stage in ("01-quantize", "02-noise", "03-latency"):
+        assert json.loads((out / stage / "hwtune.json").read_text())["target"]["name"] == "loihi2"
+    assert main(["run", "recipes/quickstart.yaml", "--out", str(out)]) == 3       # an earlier run: --force
+    assert "pass --force" in capsys.readouterr().err

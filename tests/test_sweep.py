@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from hwtune.cli import main
+from hwtune.errors import HwtuneError
 from hwtune.recipes import RecipeError
 from hwtune.sweep import base_dir, broken_floors, load_sweep, parse_sweep, point_id, read_points
 
@@ -55,7 +56,7 @@ def test_rerun_resumes_without_recomputing(ci_sweep, capsys):
     partial = "\n".join(before.splitlines()[:5]) + "\n"   # as if interrupted after 5 points
     (out / "points.jsonl").write_text(partial)
     assert main(["sweep", RECIPE, "--out", str(out)]) == 0
-    assert "skipped 5 finished point(s)" in capsys.readouterr().out
+    assert "skipped 5 finished point(s)" in capsys.readouterr().err
     after = (out / "points.jsonl").read_text().splitlines()
     assert after[:5] == partial.splitlines() and len(after) == 8
     assert sorted(json.loads(line)["id"] for line in after) == sorted(json.loads(line)["id"]
@@ -65,19 +66,22 @@ def test_rerun_resumes_without_recomputing(ci_sweep, capsys):
 @pytest.mark.parametrize("change,message", [
     (lambda r: r["grid"].update(bits=[12]), "12-bit weights: target loihi2 holds 2..8"),
     (lambda r: r["grid"].update(colour=[1]), "grid must map axes"),
+    (lambda r: r["grid"].update(sigma=[float("nan")]), "grid: sigma = nan must be a number"),
+    (lambda r: r["grid"].update(sigma=[-1]), "grid: sigma = -1 must be a number in [0, 100]"),
     (lambda r: r["floors"][0].update(metric="speed"), "floors[0]: metric must be one of"),
     (lambda r: r.update(points=[{"bits": 4}]), "exactly one of 'grid' or 'points'"),
     (lambda r: r.pop("grid") and r.update(points=[{"bits": 4, "steps": -1}]), "points[0]: steps = -1"),
-    (lambda r: r["grid"].update(bits=[4.7]), "grid: bits = 4.7 must be an integer >= 1"),
+    (lambda r: r["grid"].update(bits=[4.7]), "grid: bits = 4.7 must be an integer in [2, 16]"),
     (lambda r: r["grid"].update(bits=[]), "grid: bits is an empty list"),
     (lambda r: r["grid"].update(bits=[4, 4]), "appears twice"),
     (lambda r: r["floors"][0]["point"].update(bits=3), "floors[0]: point {'bits': 3"),
-    (lambda r: r["floors"][0].update(min_relative_to_float="high"), "floors[0]: the floor value 'high'"),
+    (lambda r: r["floors"][0].update(min_relative_to_float="high"), "floors[0]: min_relative_to_float = 'high'"),
     (lambda r: r["floors"][0]["point"].update(sigma="zero"), "floors[0]: point: sigma = 'zero'"),
-    (lambda r: r["finetune"].update(lr=0), "finetune.lr = 0 must be a number > 0"),
-    (lambda r: r.update(lava_samples="ten"), "lava_samples = 'ten' must be an integer >= 0"),
-    (lambda r: r.update(eval_samples=-5), "eval_samples = -5 must be an integer >= 1"),
-    (lambda r: r.update(dataset="nope"), "dataset must be one of"),
+    (lambda r: r["finetune"].update(lr=0), "finetune: lr = 0 must be a number in (0, 10]"),
+    (lambda r: r.update(lava_samples="ten"), "lava_samples = 'ten' must be an integer in [0, 100000]"),
+    (lambda r: r.update(samples=-5), "samples = -5 must be an integer >= 1"),
+    (lambda r: r.update(seed=-1), "seed = -1 must be an integer"),
+    (lambda r: r.update(dataset="nope"), "dataset: name = 'nope' must be one of"),
 ])
 def test_every_setting_is_checked_before_training(change, message):
     """A malformed sweep fails at parse time, naming the file and the key."""
@@ -93,10 +97,11 @@ def test_results_depend_on_everything_they_are_keyed_by():
     sweep = parse_sweep(recipe, RECIPE)
     other = parse_sweep({**recipe, "finetune": {"epochs": 1, "lr": 0.001}}, RECIPE)
     tuned = [p["finetune"] for p in sweep.points]
-    same = [point_id(sweep, p, 0) == point_id(other, p, 0) for p in sweep.points]
+    same = [point_id(sweep, p) == point_id(other, p) for p in sweep.points]
     assert same == [not t for t in tuned]    # other fine-tuning settings: only fine-tuned points are new
-    assert base_dir(sweep, 0) != base_dir(sweep, 1)   # another seed (digits split) trains its own base model
-    assert base_dir(parse_sweep({**recipe, "eval_samples": 100}, RECIPE), 0) == base_dir(sweep, 0)
+    reseeded = parse_sweep({**recipe, "seed": 1}, RECIPE)
+    assert base_dir(sweep) != base_dir(reseeded)   # another seed (digits split) trains its own base model
+    assert base_dir(parse_sweep({**recipe, "samples": 100}, RECIPE)) == base_dir(sweep)
 
 
 def test_an_interrupted_append_is_dropped_not_fatal(tmp_path, capsys):
@@ -105,7 +110,10 @@ def test_an_interrupted_append_is_dropped_not_fatal(tmp_path, capsys):
     assert read_points(tmp_path) == [{"id": "a"}]
     assert "line 2 is unfinished" in capsys.readouterr().err
     (tmp_path / "points.jsonl").write_text('{"id": "b", "bi\n' + good)
-    with pytest.raises(ValueError, match="points.jsonl: line 1 is not a JSON record"):
+    with pytest.raises(HwtuneError, match="points.jsonl: line 1 is not a JSON record"):
+        read_points(tmp_path)
+    (tmp_path / "points.jsonl").write_text("[1, 2]\n")
+    with pytest.raises(HwtuneError, match="line 1 is not a point record"):
         read_points(tmp_path)
 
 

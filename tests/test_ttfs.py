@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from hwtune.ttfs import TTFSNet, fc, from_relu, relu_twin, to_relu, vgg
-from hwtune.ttfs.arch import ArchError
+from hwtune.architectures import ArchError
 
 ARCHS = {
     "fc1": fc((1, 6, 6), [20], 5),

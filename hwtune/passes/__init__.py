@@ -1,8 +1,8 @@
-"""Hardware passes (quantize, noise, latency): config dataclasses registered against handlers."""
-from hwtune.passes.base import PASSES, FinetuneOptions, PassContext, PassError, parse_pass, run_pass
-from hwtune.passes.latency import LatencyConfig
-from hwtune.passes.noise import NoiseConfig
-from hwtune.passes.quantize import QuantizeConfig
+"""Hardware passes (quantize, noise, latency): handlers registered against the config dataclasses
+of hwtune.configs (see base.py for the contract)."""
+from hwtune.configs import PASS_CONFIGS, LatencyConfig, NoiseConfig, QuantizeConfig
+from hwtune.passes import latency, noise, quantize  # noqa: F401  (registers the handlers)
+from hwtune.passes.base import PassContext, PassError, run_pass
 
-__all__ = ["PASSES", "FinetuneOptions", "LatencyConfig", "NoiseConfig", "PassContext", "PassError",
-           "QuantizeConfig", "parse_pass", "run_pass"]
+__all__ = ["PASS_CONFIGS", "LatencyConfig", "NoiseConfig", "PassContext", "PassError", "QuantizeConfig",
+           "run_pass"]

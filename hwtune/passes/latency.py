@@ -1,33 +1,23 @@
 """Latency pass: shorter windows (fewer steps, quantile-based lengths), then fine-tuning.
 
-Window n becomes the ``quantile`` of layer n's positive activations (a neuron whose spike
+Window n becomes the ``window_quantile`` of layer n's positive activations (a neuron whose spike
 would come before its window opens fires at the window start: activations saturate at L_n);
 the time grid gets ``steps`` per hidden window. Latency = sum_n (T_n + d) steps.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
-from hwtune.passes.base import FinetuneOptions, PassContext, register, time_grid
+from hwtune.configs import LatencyConfig
+from hwtune.passes.base import PassContext, register, time_grid
 from hwtune.ttfs.net import TTFSNet
 from hwtune.ttfs.quant import QuantSpec
 from hwtune.ttfs.windows import layer_quantiles, set_windows
-
-
-@dataclass
-class LatencyConfig(FinetuneOptions):
-    pass_name: ClassVar[str] = "latency"
-    steps: int | list | None = None    # steps per hidden window (default: current grid or target's)
-    input_steps: int | None = None
-    quantile: float = 0.99             # window length = this quantile of positive activations
 
 
 @register(LatencyConfig)
 def latency(net: TTFSNet, cfg: LatencyConfig, ctx: PassContext) -> dict:
     grid = time_grid(net, ctx.target, cfg.steps, cfg.input_steps, "latency: ")
     before = ctx.evaluate(net)
-    set_windows(net, layer_quantiles(net, ctx.train_split()[0], cfg.quantile))
+    set_windows(net, layer_quantiles(net, ctx.train_split()[0], cfg.window_quantile))
     net.saturate = True
     weights = net.quant.weights if net.quant is not None else None
     net.set_quant(QuantSpec(grid, weights, delay=ctx.target.synaptic_delay))

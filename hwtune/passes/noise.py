@@ -6,27 +6,16 @@ accuracies with and without noise. Units: see :class:`hwtune.ttfs.noise.NoiseMod
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
-from hwtune.passes.base import FinetuneOptions, PassContext, PassError, register
+from hwtune.configs import NoiseConfig
+from hwtune.passes.base import PassContext, PassError, register
 from hwtune.ttfs.net import TTFSNet
 from hwtune.ttfs.noise import NoiseModel
 
 
-@dataclass
-class NoiseConfig(FinetuneOptions):
-    pass_name: ClassVar[str] = "noise"
-    jitter: float = 0.0        # spike-time jitter std (fraction of the window, or steps)
-    weight_mult: float = 0.0   # multiplicative weight noise std
-    weight_add: float = 0.0    # additive weight noise std, relative to the largest weight
-    threshold: float = 0.0     # threshold noise std (fraction of the window, or steps)
-    units: str = "window"      # "window" or "steps" (quantized nets)
-    eval_only: bool = False    # measure robustness without fine-tuning
-
-    def noise_model(self, seed: int) -> NoiseModel:
-        return NoiseModel(jitter=self.jitter, weight_mult=self.weight_mult, weight_add=self.weight_add,
-                          threshold=self.threshold, units=self.units, seed=seed)
+def noise_model(cfg: NoiseConfig, seed: int) -> NoiseModel:
+    """The torch noise model of a noise pass, drawing from a generator seeded with ``seed``."""
+    return NoiseModel(jitter=cfg.jitter, weight_mult=cfg.weight_mult, weight_add=cfg.weight_add,
+                      threshold=cfg.threshold, units=cfg.units, seed=seed)
 
 
 @register(NoiseConfig)
@@ -35,11 +24,11 @@ def noise(net: TTFSNet, cfg: NoiseConfig, ctx: PassContext) -> dict:
         raise PassError("noise: units 'steps' need a time grid; quantize the net first or use units 'window'")
     clean_before = ctx.evaluate(net)
     try:
-        net.noise = cfg.noise_model(ctx.seed + 1)  # evaluation draws: the same before and after
+        net.noise = noise_model(cfg, ctx.seed + 1)  # evaluation draws: the same before and after
         noisy_before = ctx.evaluate(net)
-        net.noise = cfg.noise_model(ctx.seed)
+        net.noise = noise_model(cfg, ctx.seed)
         history = [] if cfg.eval_only else ctx.finetune(net, cfg, "noise fine-tune")
-        net.noise = cfg.noise_model(ctx.seed + 1)
+        net.noise = noise_model(cfg, ctx.seed + 1)
         noisy_after = noisy_before if cfg.eval_only else ctx.evaluate(net)
     finally:
         net.noise = None

@@ -7,23 +7,11 @@ to the ``window_quantile`` of each layer's activations, since time resolution is
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
-from hwtune.passes.base import FinetuneOptions, PassContext, PassError, register, time_grid
+from hwtune.configs import QuantizeConfig
+from hwtune.passes.base import PassContext, PassError, register, time_grid
 from hwtune.ttfs.net import TTFSNet
 from hwtune.ttfs.quant import QuantSpec
 from hwtune.ttfs.windows import layer_quantiles, set_windows
-
-
-@dataclass
-class QuantizeConfig(FinetuneOptions):
-    pass_name: ClassVar[str] = "quantize"
-    bits: int | None = 8               # weight mantissa bits; None keeps float weights (time grid only)
-    steps: int | list | None = None    # steps per hidden window (default: current grid or target's)
-    time_bits: int | None = None       # alternative to steps: T = 2**time_bits - 1 for every window
-    input_steps: int | None = None     # steps of the input window (default: current grid or target's)
-    window_quantile: float = 0.999     # only used when the windows were never fitted (see module doc)
 
 
 @register(QuantizeConfig)

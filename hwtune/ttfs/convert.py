@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from hwtune.ttfs.arch import ArchError, relu_twin
+from hwtune.architectures import ArchError
+from hwtune.ttfs.arch import relu_twin
 from hwtune.ttfs.net import TTFSNet
 from hwtune.ttfs.windows import layer_maxima, set_windows
 

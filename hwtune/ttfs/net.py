@@ -12,7 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hwtune import numerics
-from hwtune.ttfs.arch import WEIGHTED, glorot_init, make_synapse, validate
+from hwtune.architectures import WEIGHTED, validate
+from hwtune.ttfs.arch import glorot_init, make_synapse
 from hwtune.ttfs.functional import activation, silent_to_inf, spike_time, straight_through
 from hwtune.ttfs.noise import NoiseModel
 from hwtune.ttfs.quant import QuantSpec, float_synapse, quant_synapse, scale_per_neuron, weight_mantissa

@@ -7,13 +7,20 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import logging
+
 import torch
 import torch.nn as nn
-from brevitas.nn import QuantConv2d, QuantLinear
-from brevitas.quant import Int8WeightPerTensorFixedPoint
-from brevitas.quant.fixed_point import Int8WeightPerChannelFixedPoint
 
-from hwtune.numerics import WeightFormat
+# brevitas imports torch.utils.cpp_extension, which warns "No CUDA runtime is found" on every
+# CPU-only machine where /usr/local exists; that warning says nothing about hwtune's work.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+from brevitas.nn import QuantConv2d, QuantLinear  # noqa: E402
+from brevitas.quant import Int8WeightPerTensorFixedPoint  # noqa: E402
+from brevitas.quant.fixed_point import Int8WeightPerChannelFixedPoint  # noqa: E402
+
+from hwtune.numerics import WeightFormat  # noqa: E402
 
 
 @dataclass

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-#: Largest number of positive activations per layer kept for a quantile estimate.
-_QUANTILE_SAMPLE = 2_000_000
+#: Histogram bins per layer for quantile estimates: the estimate is within max / QUANTILE_BINS.
+QUANTILE_BINS = 65536
 
 
 def _float_activations(net, x: torch.Tensor, batch_size: int):
@@ -31,24 +31,33 @@ def layer_maxima(net, x: torch.Tensor, batch_size: int = 1024) -> list[float]:
     return maxima
 
 
-def layer_quantiles(net, x: torch.Tensor, q: float, batch_size: int = 1024, seed: int = 0) -> list[float]:
-    """q-quantile of the positive activations of each hidden layer (tau_c); 0 for a dead layer."""
+def layer_quantiles(net, x: torch.Tensor, q: float, batch_size: int = 1024) -> list[float]:
+    """q-quantile of the positive activations of each hidden layer (tau_c); 0 for a dead layer.
+
+    Streams the data twice in batches (memory independent of the data size): once for the layer
+    maxima X_n, once for a histogram of QUANTILE_BINS equal bins on (0, X_n]. The result is the
+    upper edge of the bin holding the quantile, so it lies in [true quantile, true quantile +
+    X_n / QUANTILE_BINS]; q = 1 gives X_n exactly.
+    """
     if not 0 < q <= 1:
         raise ValueError(f"quantile must be in (0, 1], got {q}")
-    positives: list[list[torch.Tensor]] = [[] for _ in range(net.n_hidden)]
+    maxima = layer_maxima(net, x, batch_size)
+    if q == 1:
+        return maxima
+    hists = [torch.zeros(QUANTILE_BINS, dtype=torch.float64) for _ in maxima]
     for acts in _float_activations(net, x, batch_size):
-        for store, a in zip(positives, acts):
-            store.append(a[a > 0].double())
-    gen = torch.Generator().manual_seed(seed)
+        for hist, a, top in zip(hists, acts, maxima):
+            positive = a[a > 0].double().cpu()
+            if top > 0 and positive.numel():
+                hist += torch.histc(positive, QUANTILE_BINS, 0.0, top)
     result = []
-    for store in positives:
-        values = torch.cat(store)
-        if values.numel() == 0:
+    for hist, top in zip(hists, maxima):
+        total = float(hist.sum())
+        if total == 0:
             result.append(0.0)
             continue
-        if values.numel() > _QUANTILE_SAMPLE:
-            values = values[torch.randperm(values.numel(), generator=gen)[:_QUANTILE_SAMPLE]]
-        result.append(float(torch.quantile(values, q)) if q < 1 else float(values.max()))
+        index = int(torch.searchsorted(hist.cumsum(0), torch.tensor(q * total, dtype=torch.float64)))
+        result.append(top * min(index + 1, QUANTILE_BINS) / QUANTILE_BINS)
     return result
 
 

@@ -1,0 +1,140 @@
+"""Every user setting of hwtune, defined once (hwtune.config): the CLI flags, recipe sections,
+sweep axes and the library's keyword arguments are all built from these dataclasses.
+
+Torch-free, so that ``hwtune --help`` starts fast.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from hwtune.architectures import PRESET_HELP, PRESETS
+from hwtune.config import Settings, setting
+from hwtune.errors import ConfigError
+
+#: Dataset names and the shape (C, H, W) of one sample.
+DATASET_SHAPES = {"digits": (1, 8, 8), "fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+DATASETS = tuple(DATASET_SHAPES)
+AUGMENTATIONS = ("none", "shift-flip")
+DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass(frozen=True)
+class DataConfig(Settings):
+    """Which data a command reads, and how much of it."""
+
+    dataset: str | None = setting(None, "str", "dataset", choices=DATASETS, optional=True,
+                                  default_text="the model's")
+    data_dir: str | None = setting(None, "str", "directory of the dataset files", optional=True,
+                                   default_text="$HWTUNE_DATA, else the system location")
+    train_samples: int | None = setting(None, "int", "train or fine-tune on a random subset of this many "
+                                        "training samples", "samples", lo=1, optional=True, default_text="all")
+    samples: int | None = setting(None, "int", "evaluate on the first N test samples", "samples",
+                                  lo=1, optional=True, default_text="all")
+
+
+@dataclass(frozen=True)
+class FinetuneOptions(Settings):
+    """Fine-tuning shared by every pass (0 epochs = apply the change only)."""
+
+    epochs: float = setting(1.0, "float", "fine-tuning epochs (fractions allowed; 0 = no fine-tuning)", "epochs",
+                            lo=0, hi=10_000)
+    lr: float = setting(1e-4, "float", "Adam learning rate of the fine-tuning", gt=0, hi=10)
+    batch_size: int = setting(32, "int", "fine-tuning mini-batch size", "samples", lo=1, hi=1_000_000)
+    device: str = setting("cpu", "str", "torch device of the fine-tuning (auto = cuda when present)",
+                          choices=DEVICES)
+
+
+@dataclass(frozen=True)
+class TrainConfig(Settings):
+    """Training from scratch (exact spike-time gradient) or of a ReLU net; the reference code's
+    recipe by default: Adam (eps 1e-7), lr x lr_decay per decay_steps, batch 8, Glorot init."""
+
+    arch: str = setting("fc", "str", f"architecture preset: {PRESET_HELP}", choices=tuple(PRESETS))
+    network: str = setting("ttfs", "str", "train a TTFS net, or a ReLU net to convert later", choices=("ttfs", "relu"))
+    dtype: str = setting("float32", "str", "parameter dtype (float64 for exact TTFS == ReLU twin checks)",
+                         choices=("float32", "float64"))
+    epochs: float = setting(10.0, "float", "training epochs (fractions allowed)", "epochs", gt=0, hi=10_000)
+    lr: float = setting(5e-4, "float", "Adam learning rate", gt=0, hi=10)
+    batch_size: int = setting(8, "int", "mini-batch size", "samples", lo=1, hi=1_000_000)
+    lr_decay: float = setting(0.9, "float", "learning-rate factor per decay_steps optimizer steps (continuous)",
+                              gt=0, hi=1)
+    decay_steps: int = setting(5000, "int", "optimizer steps per lr_decay factor", "steps", lo=1)
+    adam_eps: float = setting(1e-7, "float", "Adam epsilon", gt=0, hi=1, flag="")
+    augment: str = setting("none", "str", "training-data augmentation: shift-flip = random shift by up to 2 px "
+                           "and horizontal flip", choices=AUGMENTATIONS)
+    twin: bool = setting(False, "bool", "also train the ReLU twin on the same batches and report agreement")
+    adaptive_windows: bool = setting(True, "bool", "grow-only window rule of the reference code (TTFS from "
+                                     "scratch)", flag="")
+    device: str = setting("cpu", "str", "torch device (auto = cuda when present)", choices=DEVICES)
+
+    def check(self) -> None:
+        if self.twin and self.network != "ttfs":
+            raise ConfigError("twin: only a TTFS net has a ReLU twin to train (network = relu)")
+
+
+@dataclass(frozen=True)
+class QuantizeConfig(FinetuneOptions):
+    """Integer weights (brevitas QAT, power-of-two scale) and the integer time grid."""
+
+    pass_name: ClassVar[str] = "quantize"
+    bits: int | None = setting(8, "bits", "signed weight mantissa (or 'float': quantize time only)", "bits",
+                               lo=2, hi=16, optional=True)
+    steps: int | list | None = setting(None, "steps", "steps per hidden window: one number, or one per hidden "
+                                       "layer", "steps", lo=1, hi=65536, optional=True,
+                                       default_text="the model's grid, else the target's")
+    time_bits: int | None = setting(None, "int", "alternative to steps: 2**time_bits - 1 steps per window",
+                                    "bits", lo=1, hi=16, optional=True, default_text="use steps")
+    input_steps: int | None = setting(None, "int", "steps of the input window", "steps", lo=1, hi=65536,
+                                      optional=True, default_text="the model's, else the target's")
+    window_quantile: float = setting(0.999, "float", "window length = this quantile of each layer's positive "
+                                     "activations (only for windows never fitted)", gt=0, hi=1)
+
+    def check(self) -> None:
+        if self.steps is not None and self.time_bits is not None:
+            raise ConfigError("give steps or time_bits, not both")
+
+
+@dataclass(frozen=True)
+class LatencyConfig(FinetuneOptions):
+    """Shorter windows (quantile-based lengths) on a step budget."""
+
+    pass_name: ClassVar[str] = "latency"
+    steps: int | list | None = setting(None, "steps", "steps per hidden window: one number, or one per hidden "
+                                       "layer", "steps", lo=1, hi=65536, optional=True,
+                                       default_text="the model's grid, else the target's")
+    input_steps: int | None = setting(None, "int", "steps of the input window", "steps", lo=1, hi=65536,
+                                      optional=True, default_text="the model's, else the target's")
+    window_quantile: float = setting(0.99, "float", "window length = this quantile of each layer's positive "
+                                     "activations", gt=0, hi=1)
+
+
+@dataclass(frozen=True)
+class NoiseConfig(FinetuneOptions):
+    """Evaluate and fine-tune under spike-time jitter, weight noise and threshold noise."""
+
+    pass_name: ClassVar[str] = "noise"
+    jitter: float = setting(0.0, "float", "spike-time jitter standard deviation", "fraction of the window, or "
+                            "steps with --units steps", lo=0, hi=100)
+    weight_mult: float = setting(0.0, "float", "multiplicative weight noise standard deviation",
+                                 "fraction of each weight", lo=0, hi=100)
+    weight_add: float = setting(0.0, "float", "additive weight noise standard deviation",
+                                "fraction of the largest weight", lo=0, hi=100)
+    threshold: float = setting(0.0, "float", "threshold noise standard deviation", "fraction of the window, or "
+                               "steps with --units steps", lo=0, hi=100)
+    units: str = setting("window", "str", "unit of jitter and threshold", choices=("window", "steps"))
+    eval_only: bool = setting(False, "bool", "measure robustness only: no fine-tuning, no model written")
+
+
+@dataclass(frozen=True)
+class DeployConfig(Settings):
+    """Export for the target, run the emulator on the test set and compare it with torch and Lava."""
+
+    lava_samples: int = setting(0, "int", "test samples also run on Lava and compared spike for spike",
+                                "samples", lo=0, hi=100_000)
+    samples: int | None = setting(None, "int", "emulate the first N test samples", "samples", lo=1,
+                                  optional=True, default_text="all")
+    mode: str = setting("fast", "str", "emulator mode", choices=("fast", "stepped"))
+
+
+PASS_CONFIGS = {c.pass_name: c for c in (QuantizeConfig, NoiseConfig, LatencyConfig)}
