@@ -1,24 +1,30 @@
-"""The deployable integer model: integer arrays + a time schedule, numpy only (no torch).
+"""The deployable integer model: a graph of integer layers + a time schedule, numpy only (no torch).
 
-An :class:`Artifact` is pure data (see docs/design.md, "Integer model"). For hidden layer n
-(n = 1..N) with input window T_{n-1} and own window T_n, the membrane at the end of
-integration and the activation are
+An :class:`Artifact` is pure data (see docs/design.md, "Integer model"). Each of its layers
+(:class:`ArtifactLayer`) takes the previous layer's integer activations k (shape ``in_shape``),
+passes them through shape ops (``ops``: flatten, sum pooling; hwtune.layers) and one synapse
+(dense or conv2d, integer mantissas q), then fires. For hidden layer n (n = 1..N) with input
+window T_{n-1} and own window T_n, per neuron i of output channel c:
 
-    V_i = sum_j q_ij k_j + beta_i * T_{n-1}          (potential units)
-    k_i = clip(floor(V_i / sigma_i), 0, T_n)          (steps; numerics.fire)
+    V_i = (q * ops(k))_i + beta_c * T_{n-1}          (potential units)
+    k_i = clip(floor(V_i / sigma_c), 0, T_n)          (steps; numerics.fire)
 
-and the read-out (last layer, no spikes) gives the logits V_i (float: logit_scale * V_i).
-Execution lives in :mod:`hwtune.backends`; this module only represents, validates, saves
-and loads, and runs the export-time hardware checks (:func:`check`).
+and the read-out (last layer, no spikes) gives the logits V_i (float: logit_scale * V_i). Bias
+and slope are one per output channel (per neuron for dense layers). Execution lives in
+:mod:`hwtune.backends`; this module only represents, validates, saves and loads, and runs the
+export-time hardware checks (:func:`check`).
 
-On disk an artifact is a directory holding ``artifact.json`` (scalars, schedule, metadata)
-and ``arrays.npz`` (``layer{i}.weight``, ``layer{i}.bias``, ``layer{i}.slope``).
+On disk an artifact is a directory holding ``artifact.json`` (scalars, schedule, the layer graph,
+metadata, the target and its resource map) and ``arrays.npz`` (``layer{i}.weight``,
+``layer{i}.bias``, ``layer{i}.slope``). Format version 2; version 1 (hwtune 0.1: dense layers
+only) still loads, as flatten + dense layers.
 """
 from __future__ import annotations
 
 import json
 import math
 import zipfile
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -26,17 +32,22 @@ import numpy as np
 
 from hwtune import numerics
 from hwtune.atomic import atomic_directory
+from hwtune.errors import HwtuneError, short
+from hwtune.layers import Conv2d, Dense, Flatten, OpError, SumPool, op_from_json, synapse_from_json
 
 FORMAT = "hwtune-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 JSON_FILE = "artifact.json"
 ARRAYS_FILE = "arrays.npz"
 OVERFLOW_MODES = ("error", "saturate", "wrap")
+#: Longest synaptic delay a target may have (Loihi 2 / lava-dl: 62 steps).
+MAX_DELAY = 62
 #: How many violations :func:`check` spells out before summarising the rest.
 MAX_LISTED_VIOLATIONS = 5
 
 
-class ArtifactError(ValueError):
+class ArtifactError(HwtuneError, ValueError):
     """An artifact is malformed, unreadable, or does not fit the target hardware."""
 
 
@@ -58,96 +69,161 @@ def _int_array(x, where: str, what: str, shape: tuple[int, ...] | None = None) -
     return a.astype(np.int64)
 
 
+def _shape(value, where: str, what: str) -> tuple:
+    _require(isinstance(value, (tuple, list)) and len(value) > 0 and all(_is_int(n) and n >= 1 for n in value),
+             f"{where}: {what} must be a non-empty list of positive integers, got {short(value)}")
+    return tuple(int(n) for n in value)
+
+
 def _check_layer_fields(where: str, name, window_steps, readout, logit_scale) -> None:
     """Scalar fields of one layer (shared by the constructor and the JSON reader)."""
-    _require(isinstance(name, str) and name != "", f"{where}: name must be a non-empty string, got {name!r}")
-    _require(isinstance(readout, (bool, np.bool_)), f"{where}: readout must be a bool, got {readout!r}")
+    _require(isinstance(name, str) and name != "", f"{where}: name must be a non-empty string, got {short(name)}")
+    _require(isinstance(readout, (bool, np.bool_)), f"{where}: readout must be a bool, got {short(readout)}")
     if readout:
-        _require(window_steps is None, f"{where}: the read-out has no window, got window_steps={window_steps!r}")
+        _require(window_steps is None, f"{where}: the read-out has no window, got window_steps={short(window_steps)}")
     else:
         _require(_is_int(window_steps) and window_steps >= 1,
-                 f"{where}: window_steps must be an integer >= 1, got {window_steps!r}")
+                 f"{where}: window_steps must be an integer >= 1, got {short(window_steps)}")
     _require(isinstance(logit_scale, (int, float, np.floating)) and not isinstance(logit_scale, bool)
-             and math.isfinite(logit_scale), f"{where}: logit_scale must be a finite number, got {logit_scale!r}")
+             and math.isfinite(logit_scale), f"{where}: logit_scale must be a finite number, got {short(logit_scale)}")
 
 
 def _check_artifact_fields(where: str, input_shape, input_steps, synaptic_delay, weight_bits,
                            membrane_bits, overflow, meta) -> None:
     """Scalar fields of an artifact (shared by the constructor and the JSON reader)."""
-    _require(isinstance(input_shape, (tuple, list)) and len(input_shape) > 0
-             and all(_is_int(n) and n >= 1 for n in input_shape),
-             f"{where}: input_shape must be a non-empty tuple of positive integers, got {input_shape!r}")
-    for key, value, lo, hi in (("input_steps", input_steps, 1, None), ("synaptic_delay", synaptic_delay, 1, None),
+    _shape(input_shape, where, "input_shape")
+    for key, value, lo, hi in (("input_steps", input_steps, 1, 2 ** 31), ("synaptic_delay", synaptic_delay, 1, MAX_DELAY),
                                ("weight_bits", weight_bits, 1, 32), ("membrane_bits", membrane_bits, 2, 63)):
-        _require(_is_int(value) and value >= lo and (hi is None or value <= hi),
-                 f"{where}: {key} must be an integer in [{lo}, {hi or 'inf'}], got {value!r}")
-    _require(overflow in OVERFLOW_MODES, f"{where}: overflow must be one of {OVERFLOW_MODES}, got {overflow!r}")
+        _require(_is_int(value) and lo <= value <= hi,
+                 f"{where}: {key} must be an integer in [{lo}, {hi}], got {short(value)}")
+    _require(overflow in OVERFLOW_MODES, f"{where}: overflow must be one of {OVERFLOW_MODES}, got {short(overflow)}")
     _require(isinstance(meta, dict), f"{where}: meta must be a dict, got {type(meta).__name__}")
 
 
 @dataclass
 class ArtifactLayer:
-    """One layer of integer weights, biases and slopes.
+    """One spiking (or read-out) layer: shape ops, a synapse with integer weights, biases, slopes.
 
-    weight: q (out, in), signed integer mantissas. bias: beta (out,), per-step bias mantissa
-    (added on each of the T_{n-1} integration steps). slope: sigma (out,) >= 1, potential units
-    per firing step; None for the read-out. window_steps: T_n of a hidden layer; None for the
-    read-out. logit_scale: float value of one unit of V (read-out; 1.0 elsewhere).
-    Arrays are stored as int64 copies.
+    in_shape: shape of the activations it receives. ops: Flatten / SumPool applied first.
+    synapse: Dense (weight (out, in)) or Conv2d (weight (C_out, C_in, K, K)). bias: beta (C_out,),
+    per-step bias mantissa (added on each of the T_{n-1} integration steps). slope: sigma (C_out,)
+    >= 1, potential units per firing step; None for the read-out. window_steps: T_n of a hidden
+    layer; None for the read-out. logit_scale: float value of one unit of V (read-out; 1.0 elsewhere).
     """
 
     name: str
-    weight: np.ndarray
+    synapse: Dense | Conv2d
     bias: np.ndarray
     slope: np.ndarray | None
     window_steps: int | None
     readout: bool
     logit_scale: float = 1.0
+    ops: tuple = ()
+    in_shape: tuple | None = None
 
     def __post_init__(self):
         where = f"layer {self.name!r}"
         _check_layer_fields(where, self.name, self.window_steps, self.readout, self.logit_scale)
-        self.weight = _int_array(self.weight, where, "weight")
-        _require(self.weight.ndim == 2, f"{where}: weight must be 2-D (out, in), got shape {self.weight.shape}")
-        self.bias = _int_array(self.bias, where, "bias", (self.n_out,))
+        _require(isinstance(self.synapse, (Dense, Conv2d)), f"{where}: synapse must be Dense or Conv2d")
+        self.synapse.weight = _int_array(self.synapse.weight, where, "weight")
+        self.ops = tuple(self.ops)
+        _require(all(isinstance(op, (Flatten, SumPool)) for op in self.ops), f"{where}: ops must be Flatten or SumPool")
+        self.in_shape = _shape(self.in_shape or self.synapse.input_shape(), where, "in_shape")
+        shape = self.in_shape
+        try:
+            for op in self.ops:
+                shape = op.output_shape(shape)
+            self.synapse.output_shape(shape)
+        except OpError as e:
+            raise ArtifactError(f"{where}: {e}") from None
+        channels = self.synapse.out_channels
+        self.bias = _int_array(self.bias, where, "bias", (channels,))
         if self.readout:
             _require(self.slope is None, f"{where}: the read-out has no slope, got one")
         else:
             _require(self.slope is not None, f"{where}: a hidden layer needs a slope (sigma)")
-            self.slope = _int_array(self.slope, where, "slope", (self.n_out,))
+            self.slope = _int_array(self.slope, where, "slope", (channels,))
             bad = np.flatnonzero(self.slope < 1)
             if bad.size:
-                raise ArtifactError(f"{where}: slope of neuron {bad[0]} is {self.slope[bad[0]]}, must be >= 1")
+                raise ArtifactError(f"{where}: slope of {self.unit} {bad[0]} is {self.slope[bad[0]]}, must be >= 1")
         if self.window_steps is not None:
             self.window_steps = int(self.window_steps)
         self.readout = bool(self.readout)
         self.logit_scale = float(self.logit_scale)
 
     @property
+    def weight(self) -> np.ndarray:
+        return self.synapse.weight
+
+    @property
+    def unit(self) -> str:
+        """What one bias/slope entry belongs to: a neuron (dense) or a channel (conv)."""
+        return "neuron" if isinstance(self.synapse, Dense) else "channel"
+
+    @property
+    def out_shape(self) -> tuple:
+        return self.synapse.output_shape() if isinstance(self.synapse, Conv2d) else (self.synapse.out_channels,)
+
+    @property
     def n_in(self) -> int:
-        return self.weight.shape[1]
+        return math.prod(self.in_shape)
 
     @property
     def n_out(self) -> int:
-        return self.weight.shape[0]
+        return math.prod(self.out_shape)
+
+    @property
+    def gain(self) -> int:
+        """How many presynaptic activations one synapse input may sum (sum pooling)."""
+        return math.prod(op.gain for op in self.ops)
+
+    def abs_sums(self) -> np.ndarray:
+        """sum |q| over each output channel's inputs, counting pooled inputs ``gain`` times (C_out,)."""
+        return self.synapse.abs_sums() * self.gain
 
     def fan_in(self) -> np.ndarray:
-        """Number of nonzero weights of each neuron (out,)."""
-        return np.count_nonzero(self.weight, axis=1)
+        """Presynaptic neurons (nonzero synapses) of an interior neuron of each output channel (C_out,)."""
+        return self.synapse.fan_in() * self.gain
 
     def fan_out(self) -> np.ndarray:
-        """Number of nonzero weights leaving each input (in,): synaptic events per input spike."""
-        return np.count_nonzero(self.weight, axis=0)
+        """Synaptic events of one spike of each presynaptic neuron (n_in,), through pooling."""
+        fan = self.synapse.fan_out()
+        shapes = [self.in_shape]
+        for op in self.ops:
+            shapes.append(op.output_shape(shapes[-1]))
+        for op, shape in zip(reversed(self.ops), reversed(shapes[:-1])):
+            fan = op.fan_out_in(fan, shape)
+        return fan.reshape(-1)
+
+    def potential(self, k: np.ndarray, steps_in: int, k_max: int | None = None) -> np.ndarray:
+        """V (B, *out_shape) = q * ops(k) + beta T_{n-1}, exact int64; k: (B, n_in), |k| <= k_max
+        (default T_{n-1})."""
+        x = k.reshape(len(k), *self.in_shape)
+        for op in self.ops:
+            x = op.apply(x)
+        V = self.synapse.apply(x, (steps_in if k_max is None else k_max) * self.gain)
+        return V + per_channel(self.bias * steps_in, V.ndim)
+
+
+def per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
+    """A (C,) vector shaped to broadcast over (B, C) or (B, C, H, W)."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def dense_layer(name: str, weight, bias, slope, window_steps, readout: bool, logit_scale: float = 1.0) -> ArtifactLayer:
+    """A layer with one dense synapse over a flat input (the only kind of hwtune 0.1 artifacts)."""
+    return ArtifactLayer(name=name, synapse=Dense(weight=np.asarray(weight)), bias=bias, slope=slope,
+                         window_steps=window_steps, readout=readout, logit_scale=logit_scale)
 
 
 @dataclass
 class Artifact:
     """A deployable integer TTFS network: hidden layers then exactly one read-out (last).
 
-    input_shape: shape of one sample (flattened to prod(input_shape) inputs); input_steps: T_0;
-    synaptic_delay: d (steps); weight_bits, membrane_bits: signed register widths of the
-    target; overflow: what the target does when u or v leaves membrane_bits ("error",
-    "saturate" or "wrap"); meta: JSON-serialisable provenance (target name, source model...).
+    input_shape: shape of one sample; input_steps: T_0; synaptic_delay: d (steps); weight_bits,
+    membrane_bits: signed register widths of the target; overflow: what the target does when u or v
+    leaves membrane_bits ("error", "saturate" or "wrap"); meta: JSON-serialisable provenance (target
+    spec, source model, dataset, resource map...).
     """
 
     layers: list[ArtifactLayer]
@@ -167,15 +243,17 @@ class Artifact:
         _require(len(self.layers) > 0 and all(isinstance(l, ArtifactLayer) for l in self.layers),
                  "artifact: layers must be a non-empty list of ArtifactLayer")
         names = [l.name for l in self.layers]
-        _require(len(set(names)) == len(names), f"artifact: layer names must be unique, got {names}")
+        _require(len(set(names)) == len(names), f"artifact: layer names must be unique, got {short(names)}")
         readouts = [l.name for l in self.layers if l.readout]
         _require(readouts == [self.layers[-1].name] and len(readouts) == 1,
-                 f"artifact: exactly one read-out layer, the last one, is required; read-outs: {readouts}")
-        n_prev, prev = self.n_in, f"the input (shape {self.input_shape})"
+                 f"artifact: exactly one read-out layer, the last one, is required; read-outs: {short(readouts)}")
+        shape, prev = self.input_shape, "the input"
         for layer in self.layers:
-            _require(layer.n_in == n_prev, f"layer {layer.name!r}: weight has {layer.n_in} inputs but "
-                                           f"{prev} has {n_prev} outputs")
-            n_prev, prev = layer.n_out, f"layer {layer.name!r}"
+            # a layer reads its input in (C, H, W) order: a flat in_shape takes any shape of that size
+            if layer.in_shape != shape and not (len(layer.in_shape) == 1 and layer.n_in == math.prod(shape)):
+                raise ArtifactError(f"layer {layer.name!r}: takes shape {layer.in_shape} ({layer.n_in} inputs) but "
+                                    f"{prev} gives shape {shape} ({math.prod(shape)} outputs)")
+            shape, prev = layer.out_shape, f"layer {layer.name!r}"
 
     @property
     def n_in(self) -> int:
@@ -205,9 +283,9 @@ class Artifact:
         return self.schedule[-1]
 
     def state_bounds(self) -> list[np.ndarray]:
-        """Worst-case |u|, |v|, theta of each layer's neurons (numerics.state_bound)."""
+        """Worst-case |u|, |v|, theta per output channel of each layer (numerics.state_bound)."""
         steps = self.window_steps
-        return [numerics.state_bound(l.weight, l.bias, steps[i], l.slope, 0 if l.readout else l.window_steps)
+        return [numerics.state_bound(l.abs_sums(), l.bias, steps[i], l.slope, 0 if l.readout else l.window_steps)
                 for i, l in enumerate(self.layers)]
 
     def input_activations(self, k0) -> np.ndarray:
@@ -241,7 +319,8 @@ class Artifact:
             "synaptic_delay": self.synaptic_delay, "weight_bits": self.weight_bits,
             "membrane_bits": self.membrane_bits, "overflow": self.overflow,
             "schedule": self.schedule, "meta": self.meta,
-            "layers": [{"name": l.name, "shape": [l.n_out, l.n_in], "window_steps": l.window_steps,
+            "layers": [{"name": l.name, "in_shape": list(l.in_shape), "ops": [op.to_json() for op in l.ops],
+                        "synapse": l.synapse.to_json(), "window_steps": l.window_steps,
                         "readout": l.readout, "logit_scale": l.logit_scale} for l in self.layers],
         }
 
@@ -257,7 +336,8 @@ class Artifact:
     def save(self, path) -> Path:
         """Write the artifact directory atomically (hwtune.atomic): a complete directory or nothing.
 
-        An existing artifact at ``path`` is replaced; any other existing path is refused.
+        An existing artifact at ``path`` is replaced; any other existing path is refused (the CLI
+        checks it earlier, hwtune.atomic.check_output).
         """
         path = Path(path)
         if path.exists() and not (path / JSON_FILE).is_file():
@@ -283,25 +363,37 @@ class Artifact:
         with _open_npz(apath) as npz:
             arrays = {key: _npz_array(npz, apath, key) for key in keys}
         try:
-            layers = [ArtifactLayer(name=d["name"], weight=arrays[f"layer{i}.weight"], bias=arrays[f"layer{i}.bias"],
-                                    slope=arrays.get(f"layer{i}.slope"), window_steps=d["window_steps"],
-                                    readout=d["readout"], logit_scale=d["logit_scale"])
-                      for i, d in enumerate(doc["layers"])]
-            art = cls(layers=layers, input_shape=tuple(doc["input_shape"]), input_steps=doc["input_steps"],
-                      synaptic_delay=doc["synaptic_delay"], weight_bits=doc["weight_bits"],
-                      membrane_bits=doc["membrane_bits"], overflow=doc["overflow"], meta=doc["meta"])
-        except ArtifactError as e:
+            layers = [_layer_from_json(i, d, arrays, doc["version"]) for i, d in enumerate(doc["layers"])]
+            return cls(layers=layers, input_shape=tuple(doc["input_shape"]), input_steps=doc["input_steps"],
+                       synaptic_delay=doc["synaptic_delay"], weight_bits=doc["weight_bits"],
+                       membrane_bits=doc["membrane_bits"], overflow=doc["overflow"], meta=doc["meta"])
+        except (ArtifactError, OpError) as e:
             raise ArtifactError(f"{apath}: {e}") from e
-        for d, layer in zip(doc["layers"], art.layers):
-            _require(list(d["shape"]) == [layer.n_out, layer.n_in],
-                     f"{jpath}: layer {layer.name!r}: shape {d['shape']} does not match the weight "
-                     f"{[layer.n_out, layer.n_in]} in {ARRAYS_FILE}")
-        return art
+
+
+def _layer_from_json(i: int, d: dict, arrays: dict, version: int) -> ArtifactLayer:
+    where = f"layer {d['name']!r}"
+    weight = _int_array(arrays[f"layer{i}.weight"], where, "weight")
+    if version == 1:           # hwtune 0.1: every layer a dense matrix over the flat activations
+        _require(weight.ndim == 2 and list(d["shape"]) == list(weight.shape),
+                 f"{where}: shape {short(d['shape'])} does not match the weight {list(weight.shape)}")
+        synapse, ops, in_shape = Dense(weight=weight), (), None
+    else:
+        try:
+            synapse = synapse_from_json(d["synapse"], weight)
+            ops = tuple(op_from_json(op) for op in d["ops"])
+        except OpError as e:
+            raise ArtifactError(f"{where}: {e}") from None
+        in_shape = _shape(d["in_shape"], where, "in_shape")
+    return ArtifactLayer(name=d["name"], synapse=synapse, bias=arrays[f"layer{i}.bias"],
+                         slope=arrays.get(f"layer{i}.slope"), window_steps=d["window_steps"], readout=d["readout"],
+                         logit_scale=d["logit_scale"], ops=ops, in_shape=in_shape)
 
 
 _TOP_KEYS = ("format", "version", "input_shape", "input_steps", "synaptic_delay", "weight_bits",
              "membrane_bits", "overflow", "meta", "layers")
-_LAYER_KEYS = ("name", "shape", "window_steps", "readout", "logit_scale")
+_LAYER_KEYS = {1: ("name", "shape", "window_steps", "readout", "logit_scale"),
+               2: ("name", "in_shape", "ops", "synapse", "window_steps", "readout", "logit_scale")}
 
 
 def _read_json(jpath: Path) -> dict:
@@ -310,24 +402,27 @@ def _read_json(jpath: Path) -> dict:
         doc = json.loads(jpath.read_text())
     except FileNotFoundError:
         raise ArtifactError(f"{jpath}: file missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{jpath}: unreadable ({e})") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ArtifactError(f"{jpath}: unreadable ({str(e)[:200]})") from e
     _require(isinstance(doc, dict), f"{jpath}: expected a JSON object")
     missing = [k for k in _TOP_KEYS if k not in doc]
     _require(not missing, f"{jpath}: missing keys {missing}")
-    _require(doc["format"] == FORMAT and doc["version"] == FORMAT_VERSION,
-             f"{jpath}: format {doc['format']!r} version {doc['version']!r}, expected {FORMAT!r} "
-             f"version {FORMAT_VERSION}")
+    _require(doc["format"] == FORMAT, f"{jpath}: format {short(doc['format'])}, expected {FORMAT!r}")
+    _require(doc["version"] in READABLE_VERSIONS and not isinstance(doc["version"], bool),
+             f"{jpath}: format version {short(doc['version'])} is not one this hwtune reads {READABLE_VERSIONS}: "
+             "export the model again with this hwtune (`hwtune export MODEL`)")
     _check_artifact_fields(str(jpath), doc["input_shape"], doc["input_steps"], doc["synaptic_delay"],
                            doc["weight_bits"], doc["membrane_bits"], doc["overflow"], doc["meta"])
     _require(isinstance(doc["layers"], list) and doc["layers"], f"{jpath}: layers must be a non-empty list")
     for i, d in enumerate(doc["layers"]):
         where = f"{jpath}: layer {i}"
         _require(isinstance(d, dict), f"{where}: expected a JSON object")
-        missing = [k for k in _LAYER_KEYS if k not in d]
-        _require(not missing, f"{where} ({d.get('name', '?')!r}): missing keys {missing}")
-        _check_layer_fields(f"{where} ({d['name']!r})", d["name"], d["window_steps"], d["readout"],
+        missing = [k for k in _LAYER_KEYS[doc["version"]] if k not in d]
+        _require(not missing, f"{where} ({short(d.get('name', '?'))}): missing keys {missing}")
+        _check_layer_fields(f"{where} ({short(d['name'])})", d["name"], d["window_steps"], d["readout"],
                             d["logit_scale"])
+        if doc["version"] == 2:
+            _require(isinstance(d["ops"], list), f"{where}: ops must be a list")
     return doc
 
 
@@ -336,7 +431,7 @@ def _open_npz(apath: Path):
         return np.load(apath, allow_pickle=False)
     except FileNotFoundError:
         raise ArtifactError(f"{apath}: file missing") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise ArtifactError(f"{apath}: unreadable ({e})") from e
 
 
@@ -344,56 +439,42 @@ def _npz_array(npz, apath: Path, key: str) -> np.ndarray:
     _require(key in npz.files, f"{apath}: array {key!r} missing")
     try:
         return npz[key]
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise ArtifactError(f"{apath}: array {key!r} unreadable ({e})") from e
 
 
 # ---- export-time hardware checks -------------------------------------------------------------
 
 def weight_violations(artifact: Artifact) -> list[str]:
-    """Weights outside the signed ``weight_bits`` range, one line per offending neuron."""
+    """Weights outside the signed ``weight_bits`` range, one line per offending neuron or channel."""
     lo, hi = numerics.signed_range(artifact.weight_bits)
     out = []
     for layer in artifact.layers:
-        bad = (layer.weight < lo) | (layer.weight > hi)
+        q = layer.weight.reshape(layer.synapse.out_channels, -1)
+        bad = (q < lo) | (q > hi)
         for i in np.flatnonzero(bad.any(axis=1)):
             j = int(np.flatnonzero(bad[i])[0])
-            out.append(f"layer {layer.name!r} neuron {i}: weight {layer.weight[i, j]} from input {j} is outside "
+            out.append(f"layer {layer.name!r} {layer.unit} {i}: weight {q[i, j]} (input {j}) is outside "
                        f"the {artifact.weight_bits}-bit signed range [{lo}, {hi}] "
-                       f"({int(bad[i].sum())} weights of this neuron are)")
+                       f"({int(bad[i].sum())} weights of this {layer.unit} are)")
     return out
 
 
 def membrane_violations(artifact: Artifact) -> list[str]:
-    """Neurons whose worst-case u, v or theta (numerics.state_bound) can leave ``membrane_bits``."""
+    """Neurons (channels) whose worst-case u, v or theta (numerics.state_bound) can leave ``membrane_bits``."""
     limit = numerics.signed_range(artifact.membrane_bits)[1]
     out = []
     for layer, bound in zip(artifact.layers, artifact.state_bounds()):
         for i in np.flatnonzero(bound > limit):
-            out.append(f"layer {layer.name!r} neuron {i}: membrane worst case {bound[i]} exceeds the "
+            out.append(f"layer {layer.name!r} {layer.unit} {i}: membrane worst case {bound[i]} exceeds the "
                        f"{artifact.membrane_bits}-bit signed limit {limit}")
     return out
 
 
-def size_violations(artifact: Artifact, max_fan_in: int | None = None,
-                    max_neurons_per_layer: int | None = None) -> list[str]:
-    """Neurons with more nonzero weights than ``max_fan_in``; layers with too many neurons."""
-    out = []
-    for layer in artifact.layers:
-        if max_neurons_per_layer is not None and layer.n_out > max_neurons_per_layer:
-            out.append(f"layer {layer.name!r}: {layer.n_out} neurons exceed the limit {max_neurons_per_layer}")
-        if max_fan_in is not None:
-            fan_in = layer.fan_in()
-            for i in np.flatnonzero(fan_in > max_fan_in):
-                out.append(f"layer {layer.name!r} neuron {i}: fan-in {fan_in[i]} exceeds the limit {max_fan_in}")
-    return out
-
-
-def violations(artifact: Artifact, max_fan_in: int | None = None,
-               max_neurons_per_layer: int | None = None) -> list[str]:
-    """All export-time hardware violations (weights, membrane, sizes), as readable lines."""
-    return (weight_violations(artifact) + membrane_violations(artifact)
-            + size_violations(artifact, max_fan_in, max_neurons_per_layer))
+def violations(artifact: Artifact) -> list[str]:
+    """All export-time register violations (weights, membrane), as readable lines. Chip resources
+    (cores, memory, fan-in) are the mapper's (hwtune.mapper)."""
+    return weight_violations(artifact) + membrane_violations(artifact)
 
 
 def raise_violations(found: list[str], what: str) -> None:
@@ -404,16 +485,25 @@ def raise_violations(found: list[str], what: str) -> None:
         raise ArtifactError(f"{len(found)} {what}:\n  " + "\n  ".join(lines))
 
 
-def check(artifact: Artifact, max_fan_in: int | None = None, max_neurons_per_layer: int | None = None) -> None:
-    """Export-time hardware checks; raises ArtifactError listing the first few violations."""
-    raise_violations(violations(artifact, max_fan_in, max_neurons_per_layer), "hardware violation(s)")
+def check(artifact: Artifact) -> None:
+    """Export-time register checks; raises ArtifactError listing the first few violations."""
+    raise_violations(violations(artifact), "hardware violation(s)")
 
 
-# ---- test utility ----------------------------------------------------------------------------
+# ---- test utilities ----------------------------------------------------------------------------
+
+def _smallest_membrane(art: Artifact) -> Artifact:
+    return replace(art, membrane_bits=max(2, max(int(b.max()) for b in art.state_bounds()).bit_length() + 1))
+
+
+def _slope(rng, v_typ: float, steps_out: int, n: int, per: str) -> np.ndarray:
+    spread = rng.uniform(0.3, 1.5, n if per == "per-neuron" else 1)
+    return np.broadcast_to(np.maximum(1, np.round(v_typ * spread / steps_out)), n).astype(np.int64)
+
 
 def random_artifact(rng: np.random.Generator, sizes: list[int], bits: int = 8, steps=8, delay: int = 1,
                     membrane_bits: int | None = None, density: float = 0.8, slope: str = "per-neuron") -> Artifact:
-    """A random artifact for tests and benchmarks (no training involved).
+    """A random dense artifact for tests and benchmarks (no training involved).
 
     sizes: [n_in, n_1, ..., n_N, n_out]; steps: T for every window or a list [T_0, ..., T_N];
     bits: weight bits (uniform mantissas, a fraction ``1 - density`` set to zero); delay: d.
@@ -438,14 +528,52 @@ def random_artifact(rng: np.random.Generator, sizes: list[int], bits: int = 8, s
         v_typ = np.sqrt(n_in * density * (hi ** 2 / 3) * (t_in ** 2 / 6)) + 1
         beta_unit = max(1, int(0.5 * v_typ / t_in))
         beta = rng.integers(-beta_unit // 2, beta_unit + 1, size=n_out)
-        sigma = None
-        if not readout:
-            spread = rng.uniform(0.3, 1.5, n_out if slope == "per-neuron" else 1)
-            sigma = np.broadcast_to(np.maximum(1, np.round(v_typ * spread / steps[n + 1])), n_out).astype(np.int64)
-        layers.append(ArtifactLayer(name=f"fc{n + 1}", weight=q, bias=beta, slope=sigma,
-                                    window_steps=None if readout else steps[n + 1], readout=readout))
+        sigma = None if readout else _slope(rng, v_typ, steps[n + 1], n_out, slope)
+        layers.append(dense_layer(f"fc{n + 1}", q, beta, sigma, None if readout else steps[n + 1], readout))
     art = Artifact(layers=layers, input_shape=(sizes[0],), input_steps=steps[0], synaptic_delay=delay,
                    weight_bits=bits, membrane_bits=63, overflow="error", meta={"source": "random_artifact"})
-    if membrane_bits is None:
-        membrane_bits = max(2, max(int(b.max()) for b in art.state_bounds()).bit_length() + 1)
-    return replace(art, membrane_bits=membrane_bits)
+    return _smallest_membrane(art) if membrane_bits is None else replace(art, membrane_bits=membrane_bits)
+
+
+def random_conv_artifact(rng: np.random.Generator, input_shape: tuple, plan: list, classes: int, bits: int = 4,
+                         steps=6, delay: int = 1, slope: str = "per-neuron", density: float = 0.8) -> Artifact:
+    """A random conv artifact for tests: ``plan`` items are ("conv", C_out, K, stride, padding),
+    ("pool", k) (sum pooling into the next layer) or ("dense", n); a flatten is added before the
+    first dense layer and the read-out (``classes`` outputs) ends the net. steps: one T for every
+    window or [T_0, ..., T_N]. membrane_bits: the smallest that passes :func:`check`."""
+    lo, hi = numerics.signed_range(bits)
+    n_layers = sum(item[0] in ("conv", "dense") for item in plan) + 1
+    steps = [int(steps)] * n_layers if np.isscalar(steps) else [int(t) for t in steps]
+    shape, pending, layers = tuple(input_shape), [], []
+    for item in [*plan, ("dense", classes)]:
+        if item[0] == "pool":
+            pending.append(SumPool(kernel=item[1]))
+            continue
+        in_shape, n = shape, len(layers)
+        for op in pending:
+            shape = op.output_shape(shape)
+        if item[0] == "dense" and len(shape) != 1:
+            pending.append(Flatten())
+            shape = (math.prod(shape),)
+        if item[0] == "conv":
+            _, c_out, k, s, p = item
+            q = rng.integers(lo, hi + 1, size=(c_out, shape[0], k, k)) * (rng.random((c_out, shape[0], k, k)) < density)
+            synapse = Conv2d(weight=q, in_shape=shape, stride=s, padding=p)
+        else:
+            q = rng.integers(lo, hi + 1, size=(item[1], shape[0])) * (rng.random((item[1], shape[0])) < density)
+            synapse = Dense(weight=q)
+        readout = n == n_layers - 1
+        gain = math.prod(op.gain for op in pending)
+        fan = q[0].size * gain
+        v_typ = np.sqrt(fan * density * (hi ** 2 / 3) * (steps[n] ** 2 / 6)) + 1
+        beta_unit = max(1, int(0.5 * v_typ / steps[n]))
+        c_out = synapse.out_channels
+        layers.append(ArtifactLayer(
+            name=f"{synapse.kind}{n + 1}", synapse=synapse, ops=tuple(pending), in_shape=in_shape,
+            bias=rng.integers(-beta_unit // 2, beta_unit + 1, size=c_out),
+            slope=None if readout else _slope(rng, v_typ, steps[n + 1], c_out, slope),
+            window_steps=None if readout else steps[n + 1], readout=readout))
+        shape, pending = synapse.output_shape(shape), []
+    art = Artifact(layers=layers, input_shape=tuple(input_shape), input_steps=steps[0], synaptic_delay=delay,
+                   weight_bits=bits, membrane_bits=63, overflow="error", meta={"source": "random_conv_artifact"})
+    return _smallest_membrane(art)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from hwtune import __version__, progress
@@ -501,9 +503,15 @@ _COMMANDS = {"train": _cmd_train, "convert": _cmd_convert, "evaluate": _cmd_eval
              "targets": _cmd_targets}
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt   # SIGTERM stops like Ctrl-C: clean-up runs, nothing half-written is left
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress.set_quiet(args.quiet)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         return _COMMANDS[args.command](args)
     except HwtuneError as e:   # expected: the message names the file, key, layer or limit

@@ -1,81 +1,71 @@
 """Quantized TTFSNet -> deployable integer :class:`~hwtune.artifact.Artifact` for a target.
 
-Every layer becomes a dense integer layer over the previous spiking layer's neurons: the
-integer map k_{n-1} -> V_n of the net (convolution, sum pooling, flatten) is read off by
-probing :meth:`TTFSNet.segment_potential` with unit vectors, so the exported integers are
-those of the torch forward by construction. Checks against the target (bits, steps, fan-in,
-neuron count, membrane width) run here and name the layer and neuron at fault.
+Each segment of the net (pooling/flatten, then a dense or conv synapse) becomes one artifact
+layer with the same kinds: average pooling as sum pooling (its 1/area is in the synapse's scale,
+hence in beta and sigma), flatten, dense or conv2d with the integer kernel itself. The integers
+(q, beta, sigma, logit unit) are read from :meth:`TTFSNet.integer_parameters`, the numbers the
+torch forward uses; tests check the result against probing :meth:`TTFSNet.segment_potential`
+with unit vectors (the oracle) and against the torch forward on data. Register checks against
+the target (bits, steps, delay, membrane width) run here and name the layer and neuron at fault;
+chip resources are hwtune.mapper's.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
 
 from hwtune.artifact import Artifact, ArtifactError, ArtifactLayer, check
+from hwtune.architectures import output_shapes
+from hwtune.layers import Conv2d, Dense, Flatten, SumPool
 from hwtune.provenance import provenance
 from hwtune.target import TargetSpec
 from hwtune.ttfs.net import TTFSNet
 
-#: Largest dense weight matrix (entries) an exported layer may have.
-MAX_DENSE_ENTRIES = 50_000_000
+
+def _ops(segment: list[dict]) -> tuple:
+    ops = []
+    for layer in segment[:-1]:
+        if layer["kind"] == "maxpool":
+            raise ArtifactError("max pooling has no single-spike integer mapping on these targets; use average pooling")
+        ops.append(SumPool(kernel=layer["kernel"]) if layer["kind"] == "avgpool" else Flatten())
+    return tuple(ops)
 
 
-def _input_shape(net: TTFSNet, n: int) -> tuple[int, ...]:
-    """Shape of one sample of the activations feeding segment n (the previous spiking layer)."""
-    if n == 0:
-        return net.input_shape
-    with torch.no_grad():
-        k = torch.zeros((1, *net.input_shape), dtype=torch.float64)
-        for m in range(n):
-            k = net.segment_potential(m, k)[0]
-    return tuple(k.shape[1:])
+def _integers(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().round().to(torch.int64).numpy()
 
 
 @torch.no_grad()
-def _dense_layer(net: TTFSNet, n: int, name: str) -> ArtifactLayer:
-    shape = _input_shape(net, n)
-    n_in = math.prod(shape)
-    zero = torch.zeros((1, *shape), dtype=torch.float64)
-    V0, unit, sigma = net.segment_potential(n, zero)
-    n_out = V0[0].numel()
-    if n_in * n_out > MAX_DENSE_ENTRIES:
-        raise ArtifactError(f"layer {name!r}: {n_out} x {n_in} dense weights exceed the exporter's "
-                            f"{MAX_DENSE_ENTRIES} entries; use a smaller convolutional net")
-    columns = []
-    for start in range(0, n_in, 1024):
-        basis = torch.eye(n_in, dtype=torch.float64)[start:start + 1024].reshape(-1, *shape)
-        columns.append((net.segment_potential(n, basis)[0] - V0).reshape(len(basis), n_out))
-    weight = torch.cat(columns).T.contiguous()
-    steps_in = net.quant.steps[n]
-    positions = n_out // len(unit)
-    bias = V0.reshape(n_out) / steps_in
+def _layer(net: TTFSNet, n: int, in_shape: tuple) -> ArtifactLayer:
+    segment = net._segments[n]
+    spec = segment[-1]
+    q, beta, sigma, unit = net.integer_parameters(n, net.segment_gain(n))
+    ops = _ops(segment)
+    shape = in_shape
+    for op in ops:
+        shape = op.output_shape(shape)
+    synapse = Dense(weight=_integers(q)) if spec["kind"] == "dense" else \
+        Conv2d(weight=_integers(q), in_shape=shape, stride=spec.get("stride", 1), padding=spec.get("padding", 0))
     readout = n == net.n_hidden
-    return ArtifactLayer(
-        name=name,
-        weight=weight.round().to(torch.int64).numpy(),
-        bias=bias.round().to(torch.int64).numpy(),
-        slope=None if readout else np.repeat(sigma.round().to(torch.int64).numpy(), positions),
-        window_steps=None if readout else net.quant.steps[n + 1],
-        readout=readout,
-        logit_scale=float(unit[0]) if readout else 1.0,
-    )
+    return ArtifactLayer(name=f"{spec['kind']}{n}", synapse=synapse, ops=ops, in_shape=in_shape,
+                         bias=_integers(beta), slope=None if readout else _integers(sigma),
+                         window_steps=None if readout else net.quant.steps[n + 1], readout=readout,
+                         logit_scale=float(unit[0]) if readout else 1.0)
 
 
 def to_artifact(net: TTFSNet, target: TargetSpec, source: str = "") -> Artifact:
-    """Integer artifact of a quantized net for ``target`` (checked; raises ArtifactError)."""
+    """Integer artifact of a quantized net for ``target`` (register checks; raises ArtifactError)."""
     if net.quant is None or net.quant.weights is None:
         raise ArtifactError("export needs integer weights and a time grid: run `hwtune quantize` first")
-    if any(layer["kind"] == "maxpool" for layer in net.arch):
-        raise ArtifactError("max pooling has no single-spike integer mapping on these targets; use average pooling")
     target.check_bits(net.quant.weights.bits, "export: ")
     target.check_steps(net.quant.steps, "export: ")
     if net.quant.delay != target.synaptic_delay:
         raise ArtifactError(f"model was quantized for synaptic delay {net.quant.delay}, target {target.name} has "
                             f"{target.synaptic_delay}: re-run quantize with --target {target.name}")
-    names = [f"{layer['kind']}{i}" for i, layer in enumerate(l for l in net.arch if l["kind"] in ("dense", "conv"))]
-    layers = [_dense_layer(net, n, name) for n, name in enumerate(names)]
+    shapes = [tuple(net.input_shape), *output_shapes(net.arch, net.input_shape)]
+    weighted = [i for i, layer in enumerate(net.arch) if layer["kind"] in ("dense", "conv")]
+    layer_inputs = [shapes[0]] + [shapes[i + 1] for i in weighted[:-1]]
+    layers = [_layer(net, n, layer_inputs[n]) for n in range(len(weighted))]
     artifact = Artifact(layers=layers, input_shape=net.input_shape, input_steps=net.quant.steps[0],
                         synaptic_delay=target.synaptic_delay, weight_bits=net.quant.weights.bits,
                         membrane_bits=target.membrane_bits, overflow=target.overflow,

@@ -90,9 +90,12 @@ def schedule(window_steps: list[int], delay: int) -> list[int]:
     return starts
 
 
-def membrane_bound(q: np.ndarray, beta: np.ndarray, steps_in: int) -> np.ndarray:
-    """Worst-case |V| of each neuron during integration: (sum_j |q_ij| + |beta_i|) * T_{n-1}."""
-    return (np.abs(q).astype(np.int64).sum(axis=1) + np.abs(beta).astype(np.int64)) * steps_in
+def membrane_bound(abs_sum, beta, steps_in: int) -> np.ndarray:
+    """Worst-case |V| of each neuron during integration: (sum_j |q_ij| + |beta_i|) * T_{n-1}.
+
+    ``abs_sum``: sum_j |q_ij| per neuron (or per conv channel), counting an input that sums g
+    presynaptic activations (sum pooling) g times."""
+    return (np.asarray(abs_sum, dtype=np.int64) + np.abs(beta).astype(np.int64)) * steps_in
 
 
 def signed_range(bits: int, narrow: bool = False) -> tuple[int, int]:
@@ -172,17 +175,17 @@ def fire_step(v, fired, sigma, theta):
     return v, spike, fired | spike
 
 
-def state_bound(q: np.ndarray, beta: np.ndarray, steps_in: int, sigma=None, steps_out: int = 0) -> np.ndarray:
+def state_bound(abs_sum, beta, steps_in: int, sigma=None, steps_out: int = 0) -> np.ndarray:
     """Largest magnitude a neuron's registers (u, v, theta) can hold during a sample, per neuron.
 
-    |u| <= sum_j |q_ij| and |v| <= :func:`membrane_bound` during integration; a hidden neuron
-    (``sigma`` given) then adds sigma on each of its T_n firing steps, so v can reach
+    |u| <= sum_j |q_ij| (``abs_sum``) and |v| <= :func:`membrane_bound` during integration; a
+    hidden neuron (``sigma`` given) then adds sigma on each of its T_n firing steps, so v can reach
     membrane_bound + sigma T_n, and it stores theta = sigma (T_n + 1). The read-out
     (``sigma=None``) stops after integration. Exact int64; a bound that int64 arithmetic could
     not hold (>= 2^62, wider than any register) is returned as the int64 maximum.
     """
-    bound = membrane_bound(q, beta, steps_in)
-    approx = (np.abs(q).sum(axis=1, dtype=np.float64) + np.abs(beta)) * steps_in
+    bound = membrane_bound(abs_sum, beta, steps_in)
+    approx = (np.asarray(abs_sum, dtype=np.float64) + np.abs(beta)) * steps_in
     if sigma is not None:
         sigma = np.asarray(sigma, dtype=np.int64)
         bound = np.maximum(bound + sigma * steps_out, threshold(sigma, steps_out))

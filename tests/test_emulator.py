@@ -5,9 +5,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwtune import numerics
-from hwtune.artifact import Artifact, ArtifactLayer, random_artifact
+from hwtune.artifact import Artifact, dense_layer, random_artifact
 from hwtune.backends import RunResult
-from hwtune.backends.emulator import EmulatorError, MembraneOverflowError, emulate, exact_dtype
+from hwtune.backends.emulator import EmulatorError, MembraneOverflowError, emulate
+from hwtune.layers import exact_dtype
 
 
 def golden_artifact(**changes) -> Artifact:
@@ -25,9 +26,9 @@ def golden_artifact(**changes) -> Artifact:
     Read-out (q = [2], beta = -1) integrates on steps 6..9; the spike arrives at 7:
         step 6: u=0 v=-1;  step 7: u=2 v=0;  step 8: v=1;  step 9: v=2  -> logit 2 = 2*3 - 1*4.
     """
-    hidden = ArtifactLayer(name="hidden", weight=np.array([[2, -1]]), bias=np.array([1]), slope=np.array([3]),
+    hidden = dense_layer(name="hidden", weight=np.array([[2, -1]]), bias=np.array([1]), slope=np.array([3]),
                            window_steps=4, readout=False)
-    out = ArtifactLayer(name="out", weight=np.array([[2]]), bias=np.array([-1]), slope=None, window_steps=None,
+    out = dense_layer(name="out", weight=np.array([[2]]), bias=np.array([-1]), slope=None, window_steps=None,
                         readout=True)
     kw = dict(layers=[hidden, out], input_shape=(2,), input_steps=4, synaptic_delay=1, weight_bits=4,
               membrane_bits=8)
@@ -143,7 +144,7 @@ def test_exact_dtype_limits():
 
 def overflow_artifact(mode: str) -> Artifact:
     """1 input (q = 31), T_0 = 4, membrane_bits = 6 (range [-32, 31]), read-out only."""
-    out = ArtifactLayer(name="out", weight=np.array([[31]]), bias=np.array([0]), slope=None, window_steps=None,
+    out = dense_layer(name="out", weight=np.array([[31]]), bias=np.array([0]), slope=None, window_steps=None,
                         readout=True)
     return Artifact(layers=[out], input_shape=(1,), input_steps=4, synaptic_delay=1, weight_bits=6,
                     membrane_bits=6, overflow=mode)
@@ -230,6 +231,81 @@ def test_stepped_refuses_registers_int64_cannot_hold():
     with pytest.raises(EmulatorError, match="at most 60 bits"):
         emulate(golden_artifact(membrane_bits=61), GOLDEN_K0, mode="stepped")
     a = golden_artifact(weight_bits=32, membrane_bits=60)
-    a.layers[0].weight[0, 0] = 2 ** 61
+    a.layers[0].bias[0] = 2 ** 61
     with pytest.raises(EmulatorError, match="layer 'hidden': weights, bias or threshold reach 2\\^60"):
         emulate(a, GOLDEN_K0, mode="stepped")
+
+
+def test_the_emulator_refuses_what_the_hardware_refuses():
+    """A weight the artifact's weight_bits cannot hold is refused by both modes (as by Lava)."""
+    a = golden_artifact()
+    a.layers[0].weight[0, 0] = 1000                       # 4-bit weights: [-8, 7]
+    for mode in ("fast", "stepped"):
+        with pytest.raises(EmulatorError, match=r"layer 'hidden' neuron 0: weight 1000 .* 4-bit signed range"):
+            emulate(a, GOLDEN_K0, mode=mode)
+
+
+def random_conv_case(seed: int, delay: int = 1, batch: int = 6):
+    """A random conv net (1-2 conv layers with stride 1-2, padding 0-1, an optional 2x2 sum pool,
+    a dense layer) on a random (C, H, W) input, per-neuron or per-layer slopes."""
+    from hwtune.artifact import random_conv_artifact
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(1, 4)), int(rng.integers(5, 10)), int(rng.integers(5, 10)))
+    plan, h = [], min(shape[1:])
+    for _ in range(int(rng.integers(1, 3))):
+        k, s, p = int(rng.integers(1, 4)), int(rng.integers(1, 3)), int(rng.integers(0, 2))
+        if (h + 2 * p - k) // s + 1 < 2:
+            break
+        plan.append(("conv", int(rng.integers(1, 5)), k, s, p))
+        h = (h + 2 * p - k) // s + 1
+        if h >= 4 and rng.random() < 0.5:
+            plan.append(("pool", 2))
+            h //= 2
+    plan.append(("dense", int(rng.integers(2, 7))))
+    steps = [int(t) for t in rng.integers(1, 7, sum(p[0] != "pool" for p in plan) + 2)]
+    a = random_conv_artifact(rng, shape, plan, 3, bits=int(rng.integers(2, 9)), steps=steps, delay=delay,
+                             slope=str(rng.choice(["per-neuron", "per-layer"])))
+    k0 = rng.integers(0, a.input_steps + 1, (batch, a.n_in)) * (rng.random((batch, a.n_in)) < 0.7)
+    return a, k0
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), delay=st.integers(1, 3), jitter=st.sampled_from([0.0, 0.2]))
+def test_conv_stepped_equals_fast(seed, delay, jitter):
+    a, k0 = random_conv_case(seed, delay)
+    assert_results_equal(emulate(a, k0, "fast", jitter_seed=seed, jitter_sigma=jitter),
+                         emulate(a, k0, "stepped", jitter_seed=seed, jitter_sigma=jitter))
+
+
+def test_conv_fast_equals_python_integers():
+    """The im2col convolution in float32/float64 equals the convolution in Python integers."""
+    from hwtune.connectivity import layer_matrix
+    for seed in range(5):
+        a, k0 = random_conv_case(seed)
+        r = emulate(a, k0)
+        k = k0.astype(object)
+        for n, layer in enumerate(a.layers):
+            m = layer_matrix(layer)
+            m = m.toarray() if hasattr(m, "toarray") else m
+            V = k.dot(m.astype(object).T) + np.repeat(layer.bias, layer.n_out // len(layer.bias)).astype(object) * \
+                a.window_steps[n]
+            assert np.array_equal(r.potentials[n], V.astype(np.int64))
+            if not layer.readout:
+                sigma = np.repeat(layer.slope, layer.n_out // len(layer.slope)).astype(object)
+                k = np.clip(V // sigma, 0, layer.window_steps)
+
+
+@pytest.mark.parametrize("k, s, p", [(3, 1, 1), (3, 2, 0), (1, 1, 0), (5, 2, 2), (2, 3, 1)])
+def test_conv2d_and_sum_pool_equal_torch(k, s, p):
+    """hwtune.layers on integers == torch conv2d (cross-correlation) and avg_pool2d x area, in float64."""
+    import torch
+    from hwtune.layers import Conv2d, SumPool
+    rng = np.random.default_rng(k * 10 + s)
+    x = rng.integers(0, 9, (3, 2, 11, 9))
+    q = rng.integers(-8, 8, (4, 2, k, k))
+    conv = Conv2d(weight=q, in_shape=(2, 11, 9), stride=s, padding=p)
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(q).double(), stride=s, padding=p)
+    assert np.array_equal(conv.apply(x, 8), ref.numpy().astype(np.int64))
+    assert conv.output_shape() == tuple(ref.shape[1:])
+    pooled = torch.nn.functional.avg_pool2d(torch.from_numpy(x).double(), 3) * 9
+    assert np.array_equal(SumPool(kernel=3).apply(x), np.round(pooled.numpy()).astype(np.int64))

@@ -1,5 +1,6 @@
-"""Export: the artifact computes exactly what the quantized torch net computes (dense and conv),
-and every hardware limit is enforced with the layer and neuron named."""
+"""Export: the artifact computes exactly what the quantized torch net computes (dense and conv, with
+stride, padding, average pooling, per-layer and per-channel scales), the exported kernels equal the
+probed integer map of the net (the oracle), and the target's register limits are enforced."""
 from dataclasses import replace
 
 import numpy as np
@@ -8,22 +9,57 @@ import torch
 
 from hwtune.artifact import Artifact, ArtifactError
 from hwtune.backends.emulator import emulate
+from hwtune.configs import TrainConfig
+from hwtune.connectivity import layer_matrix
 from hwtune.export import to_artifact
 from hwtune.numerics import WeightFormat
 from hwtune.target import load_target
-from hwtune.train import TrainConfig, train
+from hwtune.train import train
 from hwtune.ttfs import QuantSpec, TTFSNet, preset
 from hwtune.workflow import encoded_inputs
+
+STRIDED = [{"kind": "conv", "in": 1, "out": 4, "kernel": 3, "padding": 1, "stride": 1},
+           {"kind": "avgpool", "kernel": 2},
+           {"kind": "conv", "in": 4, "out": 6, "kernel": 3, "padding": 0, "stride": 2},
+           {"kind": "flatten"}, {"kind": "dense", "in": 6, "out": 10}]
 
 
 @pytest.fixture(scope="module")
 def conv_net(digits):
     torch.manual_seed(1)
     net = TTFSNet(preset("vgg-small", (1, 8, 8), 10), (1, 8, 8))
-    train(net, digits.train_x, digits.train_y, TrainConfig(epochs=4, lr=3e-3, batch_size=32))
+    train(net, digits.train_x, digits.train_y, TrainConfig(epochs=4, lr=3e-3, batch_size=32), seed=1)
     net.windows.copy_(torch.tensor([4.0, 4.0, 4.0], dtype=torch.float64))
     net.saturate = True
     return net
+
+
+def probed_matrix(net: TTFSNet, n: int, in_shape: tuple) -> np.ndarray:
+    """The oracle: the integer map k_{n-1} -> V_n of the torch net, read off with unit vectors."""
+    n_in = int(np.prod(in_shape))
+    with torch.no_grad():
+        zero = net.segment_potential(n, torch.zeros((1, *in_shape), dtype=torch.float64))[0].reshape(-1)
+        basis = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *in_shape)
+        V = net.segment_potential(n, basis)[0].reshape(n_in, -1) - zero
+    return V.T.round().to(torch.int64).numpy(), zero.numpy()
+
+
+@pytest.mark.parametrize("arch, scale", [("vgg-small", "per-layer"), ("vgg-small", "per-channel"),
+                                         ("strided", "per-channel")])
+def test_exported_kernels_equal_the_probed_integer_map(conv_net, arch, scale):
+    torch.manual_seed(2)
+    net = conv_net if arch == "vgg-small" else TTFSNet(STRIDED, (1, 8, 8), windows=[3.0, 3.0])
+    net.saturate = True
+    steps = [12, 10, 9, 8] if arch == "vgg-small" else [12, 10, 9]
+    net.set_quant(QuantSpec(steps, WeightFormat(bits=4, scale=scale)))
+    artifact = to_artifact(net, load_target("emulator"))
+    for n, layer in enumerate(artifact.layers):
+        m, zero = probed_matrix(net, n, layer.in_shape)
+        exported = layer_matrix(layer)
+        exported = exported.toarray() if hasattr(exported, "toarray") else exported
+        assert np.array_equal(exported, m), layer.name
+        per_neuron_bias = np.repeat(layer.bias, layer.n_out // len(layer.bias)) * steps[n]
+        assert np.array_equal(per_neuron_bias, np.round(zero).astype(np.int64)), layer.name
 
 
 @pytest.mark.parametrize("bits,scale", [(8, "per-layer"), (4, "per-channel"), (3, "per-layer")])
@@ -31,6 +67,7 @@ def test_conv_artifact_equals_torch_integers(conv_net, digits, bits, scale):
     net = conv_net
     net.set_quant(QuantSpec([12, 10, 9, 8], WeightFormat(bits=bits, scale=scale)))
     artifact = to_artifact(net, load_target("emulator"))
+    assert [type(l.synapse).__name__ for l in artifact.layers] == ["Conv2d", "Conv2d", "Dense", "Dense"]
     x = digits.test_x
     k0 = encoded_inputs(x, artifact.input_steps)
     fast = emulate(artifact, k0, mode="fast")
@@ -46,7 +83,7 @@ def test_conv_artifact_equals_torch_integers(conv_net, digits, bits, scale):
     assert (fast.predictions == digits.test_y.numpy()).mean() > 0.5
 
 
-def test_export_refuses_what_the_target_cannot_run(conv_net, digits):
+def test_export_refuses_what_the_target_cannot_run(conv_net):
     net = conv_net
     net.set_quant(None)
     with pytest.raises(ArtifactError, match="run `hwtune quantize` first"):
@@ -54,14 +91,14 @@ def test_export_refuses_what_the_target_cannot_run(conv_net, digits):
     net.set_quant(QuantSpec([12, 10, 9, 8], WeightFormat(bits=8), delay=1))
     emulator = load_target("emulator")
     tiny = replace(emulator, state=replace(emulator.state, membrane_bits=12))
-    with pytest.raises(ArtifactError, match=r"layer 'conv0' neuron \d+"):
+    with pytest.raises(ArtifactError, match=r"layer 'conv0' channel \d+: membrane worst case"):
         to_artifact(net, tiny)
     net.set_quant(QuantSpec([12, 10, 9, 8], WeightFormat(bits=8), delay=2))
     with pytest.raises(ArtifactError, match="synaptic delay 2"):
         to_artifact(net, load_target("loihi2"))
 
 
-def test_maxpool_is_refused(digits):
+def test_maxpool_is_refused():
     arch = [{"kind": "conv", "in": 1, "out": 2, "kernel": 3, "padding": 1, "stride": 1},
             {"kind": "maxpool", "kernel": 2}, {"kind": "flatten"}, {"kind": "dense", "in": 32, "out": 10}]
     net = TTFSNet(arch, (1, 8, 8))

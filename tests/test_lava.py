@@ -7,6 +7,7 @@ import pytest
 pytest.importorskip("lava")
 
 from hwtune.artifact import ArtifactError, random_artifact  # noqa: E402
+from test_emulator import random_conv_case  # noqa: E402
 from hwtune.backends.emulator import emulate  # noqa: E402
 from hwtune.backends.lava import run_lava  # noqa: E402
 from hwtune.backends.lava.build import build_network, input_raster  # noqa: E402
@@ -26,6 +27,14 @@ def assert_lava_matches_emulator(a, k0):
     assert np.array_equal(lava.logits, emu.logits) and np.array_equal(lava.predictions, emu.predictions)
     assert lava.total_steps == len(k0) * (a.latency_steps + 2)
     return lava, emu
+
+
+@pytest.mark.parametrize("seed, delay", [(0, 1), (1, 1), (2, 1), (3, 2), (4, 1), (5, 3)])
+def test_lava_equals_emulator_on_conv_nets(seed, delay):
+    """Random conv nets (stride, padding, sum pooling folded into Sparse synapses, per-layer and
+    per-channel slopes, delays 1-3) run spike for spike as the emulator."""
+    a, k0 = random_conv_case(seed, delay, batch=5)
+    assert_lava_matches_emulator(a, k0)
 
 
 def test_golden_case_on_lava():
@@ -71,12 +80,12 @@ def test_input_raster_timing():
 def test_build_refuses_what_lava_cannot_hold():
     a = golden_artifact(membrane_bits=5)
     with pytest.raises(ArtifactError, match="layer 'hidden' neuron 0: membrane worst case"):
-        build_network(a, GOLDEN_K0)
+        build_network(a, GOLDEN_K0, "/tmp")
     with pytest.raises(ArtifactError, match="at most 8 weight bits"):
-        build_network(golden_artifact(weight_bits=9), GOLDEN_K0)
+        build_network(golden_artifact(weight_bits=9), GOLDEN_K0, "/tmp")
 
 
-def test_decode_checks_what_the_recorder_saw():
+def test_decode_checks_what_the_neurons_saw():
     from hwtune.backends.lava.run import LavaRunError, _decode
     # window [5, 9): tau 5 -> m 0 -> k 4; tau 8 -> k 1; -1 silent
     assert _decode(np.array([[5, 8, -1]]), "h", 5, 4).tolist() == [[4, 1, 0]]
@@ -84,3 +93,43 @@ def test_decode_checks_what_the_recorder_saw():
         _decode(np.array([[5, -2, -1]]), "h", 5, 4)
     with pytest.raises(LavaRunError, match="layer 'h' neuron 2 of sample 1 spiked outside its window"):
         _decode(np.array([[5, 6, 7], [5, 6, 9]]), "h", 5, 4)
+
+
+def _group_members(pgid: int) -> list[int]:
+    import os
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry))
+    return members
+
+
+def test_ctrl_c_stops_a_lava_run_cleanly(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during `hwtune lava-run`:
+    exit code 130 within seconds, no Lava worker left behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    a = random_artifact(np.random.default_rng(0), [64, 300, 10], bits=4, steps=16)
+    a.meta["dataset"] = {"name": "digits"}
+    a.save(tmp_path / "art")
+    proc = subprocess.Popen([sys.executable, "-m", "hwtune.cli", "lava-run", str(tmp_path / "art"), "--samples",
+                             "360", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    time.sleep(6)                      # imports, Lava compile and start, then well into the run
+    assert proc.poll() is None, proc.communicate()
+    start = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - start < 10 and "interrupted" in err
+    time.sleep(0.5)
+    assert _group_members(proc.pid) == []

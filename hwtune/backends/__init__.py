@@ -1,18 +1,48 @@
-"""Backends run an :class:`~hwtune.artifact.Artifact` on a batch of samples.
+"""Backends run an :class:`~hwtune.artifact.Artifact` on a batch of samples, registered by name.
 
-- :mod:`hwtune.backends.emulator`: bit-accurate numpy emulator (closed form and time-stepped).
-- :mod:`hwtune.backends.lava`: Lava (lava-nc) ``fixed_pt`` processes (imports lava lazily).
+- ``emulator`` (:mod:`hwtune.backends.emulator`): bit-accurate numpy emulator (closed form and
+  time-stepped).
+- ``lava`` (:mod:`hwtune.backends.lava`): Lava (lava-nc) ``fixed_pt`` processes, Loihi 2 semantics
+  (imports lava only when used).
 
-Every backend returns a :class:`RunResult` (or a subclass), so metrics are computed once here.
+A target names its backend (``backend:`` in its YAML); :func:`get_backend` returns the runner,
+every runner has the signature ``run(artifact, k0) -> RunResult``, so callers never branch on the
+backend. Every backend returns a :class:`RunResult` (or a subclass): metrics are computed once here.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from hwtune import numerics
 from hwtune.artifact import Artifact
+from hwtune.errors import HwtuneError
+
+#: backend name -> "module:function" of its runner run(artifact, k0) -> RunResult (loaded on first use).
+_BACKENDS: dict[str, str] = {
+    "emulator": "hwtune.backends.emulator:run_stepped",
+    "lava": "hwtune.backends.lava:run_lava",
+}
+
+
+def register_backend(name: str, runner: str) -> None:
+    """Register ``runner`` ("module:function", signature run(artifact, k0) -> RunResult) as ``name``."""
+    _BACKENDS[name] = runner
+
+
+def get_backend(name: str) -> Callable[[Artifact, np.ndarray], "RunResult"]:
+    """The runner of backend ``name`` (the emulator's is its time-stepped mode: the hardware model)."""
+    if name not in _BACKENDS:
+        raise HwtuneError(f"unknown backend {name!r}; known: {', '.join(_BACKENDS)}")
+    module, _, function = _BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def backend_names() -> list[str]:
+    return list(_BACKENDS)
 
 
 @dataclass
@@ -20,8 +50,9 @@ class RunResult:
     """What a backend observed for a batch of B samples.
 
     activations: [k_0, k_1, ..., k_N], int64 (B, n): input and hidden activations in steps
-    (k = 0: silent). potentials: [V_1, ..., V_{N+1}], int64 (B, n): each layer's membrane at
-    the end of its integration window (potential units); the last one is the logits.
+    (k = 0: silent), neurons in (C, H, W) order. potentials: [V_1, ..., V_{N+1}], int64 (B, n):
+    each layer's membrane at the end of its integration window (potential units); the last one is
+    the logits.
     """
 
     artifact: Artifact
@@ -49,6 +80,10 @@ class RunResult:
         """Steps from the first input step to the read-out (the same for every sample)."""
         return self.artifact.latency_steps
 
+    def accuracy(self, labels) -> float:
+        """Fraction of samples whose prediction equals ``labels``."""
+        return float((self.predictions == np.asarray(labels)).mean())
+
     def spike_counts(self, include_input: bool = False) -> np.ndarray:
         """Spikes per sample (B,): hidden neurons (and inputs if asked); silent neurons emit none,
         read-out neurons never spike."""
@@ -63,7 +98,7 @@ class RunResult:
 
     def synaptic_events(self) -> np.ndarray:
         """Synaptic events per sample (B,): each emitted spike (inputs included) counts once per
-        nonzero weight leaving its neuron."""
+        nonzero synapse leaving its neuron, through pooling (ArtifactLayer.fan_out)."""
         events = np.zeros(len(self.logits), dtype=np.int64)
         for k, layer in zip(self.activations, self.artifact.layers):
             events += (k > 0).astype(np.int64) @ layer.fan_out()

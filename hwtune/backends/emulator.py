@@ -2,13 +2,17 @@
 
 Two modes that must agree exactly (tests/test_emulator.py):
 
-- ``"fast"``: the closed form, one matmul per layer (docs/design.md, "Integer model"):
-  V = k_{n-1} q^T + beta T_{n-1};  k_n = numerics.fire(V, sigma, T_n).
+- ``"fast"``: the closed form, one exact integer convolution or matmul per layer (docs/design.md,
+  "Integer model"): V = q * ops(k_{n-1}) + beta T_{n-1};  k_n = numerics.fire(V, sigma, T_n).
 - ``"stepped"``: the reference, step by step as in docs/design.md, "Time-stepped semantics":
   per neuron registers u, v (``membrane_bits`` signed) and a fired flag; a spike emitted at
   step t arrives at t + d; numerics.integrate in [F_{n-1} + d, F_n), numerics.fire_step in
   [F_n, F_n + T_n). Registers are checked every step; the artifact's ``overflow`` says what
   happens when one leaves its range ("error": raise, "saturate": clip, "wrap": two's complement).
+
+Both refuse weights outside the artifact's ``weight_bits`` (what the hardware would refuse).
+Fast mode's overflow proof is per layer and channel: it refuses an artifact whose worst case
+(numerics.state_bound) leaves ``membrane_bits``, so no register can overflow in it.
 
 Optional spike-time jitter: every hidden neuron draws delta = round(N(0, (jitter_sigma T_n)^2))
 steps (one array (B, n) per hidden layer, in layer order, from Generator(jitter_seed)), applied to
@@ -21,16 +25,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwtune import numerics
-from hwtune.artifact import Artifact, membrane_violations
+from hwtune.artifact import Artifact, membrane_violations, per_channel, weight_violations
 from hwtune.backends import RunResult
+from hwtune.errors import HwtuneError
 
 MODES = ("fast", "stepped")
 
-#: Float types whose matmul is exact on integers: (dtype, largest magnitude every intermediate may reach).
-_EXACT_FLOATS = ((np.float32, 2 ** 24), (np.float64, 2 ** 53))
 
-
-class EmulatorError(ValueError):
+class EmulatorError(HwtuneError, ValueError):
     """Bad input to the emulator, or an artifact the requested mode cannot run."""
 
 
@@ -58,6 +60,7 @@ def emulate(artifact: Artifact, k0, mode: str = "fast", jitter_seed=None,
         raise EmulatorError(f"mode must be one of {MODES}, got {mode!r}")
     if not (np.isfinite(jitter_sigma) and jitter_sigma >= 0):
         raise EmulatorError(f"jitter_sigma must be a finite number >= 0, got {jitter_sigma!r}")
+    _refuse(weight_violations(artifact), "weights the target cannot hold: ")
     try:
         k0 = artifact.input_activations(k0)
     except ValueError as e:
@@ -66,6 +69,17 @@ def emulate(artifact: Artifact, k0, mode: str = "fast", jitter_seed=None,
     activations, potentials = (_fast if mode == "fast" else _stepped)(artifact, k0, deltas)
     return EmulatorResult(artifact=artifact, activations=activations, potentials=potentials, mode=mode,
                           jitter_sigma=float(jitter_sigma))
+
+
+def run_stepped(artifact: Artifact, k0) -> EmulatorResult:
+    """The ``emulator`` backend's runner (hwtune.backends): the time-stepped reference mode."""
+    return emulate(artifact, k0, mode="stepped")
+
+
+def _refuse(found: list[str], what: str, advice: str = "") -> None:
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise EmulatorError(f"{what}{found[0]}{more}{advice}")
 
 
 def _jitter_draws(artifact: Artifact, batch: int, seed, sigma: float) -> list[np.ndarray] | None:
@@ -77,52 +91,29 @@ def _jitter_draws(artifact: Artifact, batch: int, seed, sigma: float) -> list[np
             for layer in artifact.hidden]
 
 
-def exact_dtype(bound: int):
-    """Cheapest dtype in which a matmul of integers is exact when ``bound`` dominates it.
-
-    IEEE floats with a p-bit significand hold every integer of magnitude <= 2^p, and a sum or
-    product of such integers is exact when its true value is again <= 2^p. A matmul (any
-    blocking, any order, fused multiply-add or not) only forms products q_ij k_j and partial
-    sums of them, each bounded by sum_j |q_ij| |k_j| <= ``bound``; so float32 (p = 24, BLAS) or
-    float64 (p = 53) give the exact integer result. Beyond 2^53: int64 (numpy, no BLAS, slow).
-    """
-    for dtype, limit in _EXACT_FLOATS:
-        if bound <= limit:
-            return dtype
-    return np.int64
-
-
-def exact_matmul(k: np.ndarray, q: np.ndarray, k_max: int) -> np.ndarray:
-    """sum_j q_ij k_j for every row of k, as int64, exactly; k_max bounds |k| (see exact_dtype)."""
-    dtype = exact_dtype(int(np.abs(q).sum(axis=1).max(initial=0)) * k_max)
-    return (k.astype(dtype, copy=False) @ q.T.astype(dtype)).astype(np.int64, copy=False)
-
-
 def _fast(artifact: Artifact, k0: np.ndarray, deltas):
-    """Closed form, layer by layer: V = k q^T + beta T_{n-1} (int64), k = numerics.fire(V, sigma, T_n)."""
-    found = membrane_violations(artifact)
-    if found:
-        raise EmulatorError(f"fast mode needs an artifact whose registers cannot overflow, but {found[0]}"
-                            f"{f' (and {len(found) - 1} more)' if len(found) > 1 else ''}; "
-                            "use mode='stepped', which checks every step")
+    """Closed form, layer by layer: V = q * ops(k) + beta T_{n-1} (exact), k = numerics.fire(V, sigma, T_n)."""
+    _refuse(membrane_violations(artifact), "fast mode needs an artifact whose registers cannot overflow, but ",
+            "; use mode='stepped', which checks every step")
     steps = artifact.window_steps
+    batch = len(k0)
     k, activations, potentials = k0, [k0], []
     for n, layer in enumerate(artifact.layers):
-        V = exact_matmul(k, layer.weight, steps[n]) + layer.bias * steps[n]
-        potentials.append(V)
+        V = layer.potential(k, steps[n])
+        potentials.append(V.reshape(batch, -1))
         if layer.readout:
             break
-        k = numerics.fire(V, _scalar_if_uniform(layer.slope), layer.window_steps)
+        k = numerics.fire(V, _slope(layer.slope, V.ndim), layer.window_steps).reshape(batch, -1)
         if deltas is not None:
             k = numerics.jitter(k, deltas[n], layer.window_steps)
         activations.append(k)
     return activations, potentials
 
 
-def _scalar_if_uniform(x: np.ndarray):
-    """x[0] as an int when all entries are equal (one slope per layer): numpy divides by a scalar
-    about 10x faster than by a per-element divisor. Otherwise x itself."""
-    return int(x[0]) if (x == x[0]).all() else x
+def _slope(slope: np.ndarray, ndim: int):
+    """sigma as an int when all channels share it (one slope per layer: numpy divides by a scalar
+    about 10x faster than by a per-element divisor), else shaped per channel."""
+    return int(slope[0]) if (slope == slope[0]).all() else per_channel(slope, ndim)
 
 
 class _Registers:
@@ -162,7 +153,7 @@ def _check_headroom(artifact: Artifact) -> None:
         raise EmulatorError(f"stepped mode emulates registers of at most 60 bits in int64, "
                             f"got membrane_bits={artifact.membrane_bits}")
     for layer in artifact.layers:
-        worst = np.abs(layer.weight).sum(axis=1, dtype=np.float64) + np.abs(layer.bias)
+        worst = layer.abs_sums().astype(np.float64) + np.abs(layer.bias)
         if layer.slope is not None:
             worst = np.maximum(worst, layer.slope * (layer.window_steps + 1.0))
         if worst.max(initial=0) >= _STEPPED_HEADROOM:
@@ -183,20 +174,24 @@ def _stepped(artifact: Artifact, k0: np.ndarray, deltas):
     activations, potentials = [k0], []
     for n, layer in enumerate(artifact.layers):
         fit = _Registers(artifact, layer.name)
-        u = np.zeros((batch, layer.n_out), dtype=np.int64)
+        beta = per_channel(layer.bias, len(layer.out_shape) + 1)
+        u = np.zeros((batch, *layer.out_shape), dtype=np.int64)
         v = np.zeros_like(u)
         for t in range(F[n] + d, F[n + 1]):
-            a_in = exact_matmul(emitted == t - d, layer.weight, 1)
-            u, v = numerics.integrate(u, v, a_in, layer.bias)
-            u, v = fit(u, "current u", t), fit(v, "potential v", t)
-        potentials.append(v)
+            a_in = layer.potential((emitted == t - d).astype(np.int64), 0, k_max=1)   # sum of q of arrivals
+            u, v = numerics.integrate(u, v, a_in, beta)
+            u, v = fit(u.reshape(batch, -1), "current u", t).reshape(u.shape), \
+                fit(v.reshape(batch, -1), "potential v", t).reshape(v.shape)
+        potentials.append(v.reshape(batch, -1))
         if layer.readout:
             break
-        theta = fit(numerics.threshold(layer.slope, layer.window_steps), "threshold theta", F[n + 1])
-        fired = np.zeros(u.shape, dtype=bool)
-        spike_at = np.full(u.shape, -1, dtype=np.int64)
+        sigma = np.broadcast_to(per_channel(layer.slope, u.ndim), u.shape).reshape(batch, -1)
+        theta = fit(numerics.threshold(sigma, layer.window_steps), "threshold theta", F[n + 1])
+        v = v.reshape(batch, -1)
+        fired = np.zeros(v.shape, dtype=bool)
+        spike_at = np.full(v.shape, -1, dtype=np.int64)
         for t in range(F[n + 1], F[n + 1] + layer.window_steps):
-            v, spike, fired = numerics.fire_step(v, fired, layer.slope, theta)
+            v, spike, fired = numerics.fire_step(v, fired, sigma, theta)
             v = fit(v, "potential v", t)
             spike_at[spike] = t
         k = np.where(spike_at >= 0, F[n + 1] + layer.window_steps - spike_at, 0)

@@ -7,6 +7,8 @@ float64 tensors, with straight-through gradients equal to the float model's.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -179,56 +181,75 @@ class TTFSNet(nn.Module):
         raise AssertionError("unreachable: the last segment is the read-out")
 
     # ------------------------------------------------------------------ integer-exact forward
+    def _steps_and_windows(self, n: int) -> tuple[int, float, float]:
+        """(T_{n-1}, L_{n-1}, Delta_{n-1}) of synapse n's input window (tau_c; the input window is 1)."""
+        steps_in = self.quant.steps[n]
+        window_in = 1.0 if n == 0 else float(self.windows[n - 1])
+        return steps_in, window_in, window_in / steps_in
+
+    def _slope(self, n: int, unit: torch.Tensor):
+        """sigma per channel of hidden synapse n (None for the read-out): Delta_n / unit, rounded
+        to a positive integer when the weights are integer (numerics.slope)."""
+        if n == self.n_hidden:
+            return None
+        delta_out = float(self.windows[n]) / self.quant.steps[n + 1]
+        if self.quant.weights is None:
+            return delta_out / unit
+        _, _, delta_in = self._steps_and_windows(n)
+        sigma = numerics.slope(delta_out, (unit / delta_in).detach().cpu().numpy(), delta_in)
+        return torch.as_tensor(sigma, dtype=torch.float64, device=unit.device)
+
+    def integer_parameters(self, n: int, gain: float):
+        """(q, beta, sigma, unit) of synapse n of a net with integer weights, ``gain`` = 1 / area
+        of the sum pooling before it: q the weight mantissas (float64, straight-through gradient),
+        beta the per-step bias mantissa per output channel (numerics.bias_mantissa), sigma the
+        firing slope per channel (None for the read-out) and unit the float value of one potential
+        unit per channel (s gain Delta_{n-1}). The export reads the same numbers (hwtune.export)."""
+        spec, syn = self.quant, self.synapses[n]
+        _, window_in, delta_in = self._steps_and_windows(n)
+        q, scale = weight_mantissa(syn)
+        s = scale_per_neuron(scale, syn.weight.shape[0]).double() * gain
+        unit = s * delta_in
+        b = syn.bias.double()
+        beta = straight_through(numerics.bias_mantissa(b.detach(), s, window_in, spec.weights.bias_bits),
+                                b / (s * window_in))
+        return q.double(), beta, self._slope(n, unit), unit
+
     def integer_synapse(self, n: int, k_in: torch.Tensor, gain: float):
         """Membrane V of synapse n for integer input activations (sum-pooled, ``gain`` = 1/pool area).
 
         Returns (V, unit, sigma): V in potential units (float64, integer-valued when the
-        weights are quantized), unit = float value of one potential unit per neuron
-        (s gain Delta_{n-1}), sigma = firing slope per neuron (None for the read-out).
+        weights are quantized), unit = float value of one potential unit per channel
+        (s gain Delta_{n-1}), sigma = firing slope per channel (None for the read-out).
         """
         spec, syn = self.quant, self.synapses[n]
-        steps_in = spec.steps[n]
-        window_in = 1.0 if n == 0 else float(self.windows[n - 1])
-        delta_in = window_in / steps_in
-        out = syn.weight.shape[0]
+        steps_in, _, delta_in = self._steps_and_windows(n)
         if spec.weights is None:
             weight = syn.weight.double()
             if self.noise is not None:
                 weight = self.noise.perturb_weight(weight, float(weight.detach().abs().max()))
-            unit = torch.full((out,), gain * delta_in, dtype=torch.float64)
+            unit = torch.full((syn.weight.shape[0],), gain * delta_in, dtype=torch.float64, device=weight.device)
             V = self._linear(syn, k_in, weight, None) + _per_channel(syn.bias.double() / unit, k_in.ndim)
-        else:
-            q, scale = weight_mantissa(syn)
-            q = q.double()
-            if self.noise is not None and (self.noise.weight_mult or self.noise.weight_add):
-                noisy = self.noise.perturb_weight(q, float(spec.weights.qmax)).detach().round()
-                q = straight_through(noisy.clamp(spec.weights.qmin, spec.weights.qmax), q)
-            s = scale_per_neuron(scale, out).double() * gain
-            unit = s * delta_in
-            b = syn.bias.double()
-            beta = straight_through(numerics.bias_mantissa(b.detach(), s, window_in, spec.weights.bias_bits),
-                                    b / (s * window_in))
-            V = self._linear(syn, k_in, q, None) + _per_channel(beta * steps_in, k_in.ndim)
-        if n == self.n_hidden:
-            return V, unit, None
-        delta_out = float(self.windows[n]) / spec.steps[n + 1]
-        if spec.weights is None:
-            sigma = delta_out / unit
-        else:
-            sigma = torch.as_tensor(numerics.slope(delta_out, (unit / delta_in).numpy(), delta_in), dtype=torch.float64)
+            return V, unit, self._slope(n, unit)
+        q, beta, sigma, unit = self.integer_parameters(n, gain)
+        if self.noise is not None and (self.noise.weight_mult or self.noise.weight_add):
+            noisy = self.noise.perturb_weight(q, float(spec.weights.qmax)).detach().round()
+            q = straight_through(noisy.clamp(spec.weights.qmin, spec.weights.qmax), q)
+        V = self._linear(syn, k_in, q, None) + _per_channel(beta * steps_in, k_in.ndim)
         return V, unit, sigma
+
+    def segment_gain(self, n: int) -> float:
+        """1 / (area of the average pooling between synapse n and the previous spiking layer)."""
+        return 1.0 / math.prod(layer["kernel"] ** 2 for layer in self._segments[n][:-1] if layer["kind"] == "avgpool")
 
     def segment_potential(self, n: int, k: torch.Tensor):
         """(V, unit, sigma) of synapse n from the previous spiking layer's integer activations k.
 
         Pooling between them is sum pooling of k, its 1/area folded into the weight scale (gain).
         """
-        gain = 1.0
         for layer in self._segments[n][:-1]:
             k = self._pool(layer, k, on_times=False)
-            if layer["kind"] == "avgpool":
-                gain /= layer["kernel"] ** 2
-        return self.integer_synapse(n, k, gain)
+        return self.integer_synapse(n, k, self.segment_gain(n))
 
     def _forward_quantized(self, u, times, acts):
         spec = self.quant

@@ -2,25 +2,38 @@
 
 Timing (lava-nc 0.10.0, checked in its source and in tests/test_lava.py): Lava's time_step
 starts at 1 and our step is t = time_step - 1. The input RingBuffer sends column
-(time_step - 1) of its data, so column t holds the input spikes of step t. Dense sends on
-step t + 1 what it accumulated on step t (one step of synaptic delay, d = 1); for d > 1 a
-DelayDense with delay d - 1 does the same d steps later. A neuron's s_out reaches a
-SpikeRecorder on the same step. Sample b occupies steps [b P, (b + 1) P) with
-P = latency + gap, so a step there is the artifact's step plus b P.
+(time_step - 1) of its data, so column t holds the input spikes of step t. Dense and Sparse send
+on step t + 1 what they accumulated on step t (one step of synaptic delay, d = 1); for d > 1
+DelayDense / DelaySparse with delay d - 1 do the same d steps later. Sample b occupies steps
+[b P, (b + 1) P) with P = latency + gap, so a step there is the artifact's step plus b P.
+
+Synapses (docs/design.md, "Lava mapping"): a dense layer on unpooled inputs is a ``Dense``
+process; a convolution, or any layer after a sum pooling, is a ``Sparse`` process holding the
+layer's explicit synapse matrix (hwtune.connectivity: pooling folded in, the convolution unrolled).
+Both are Lava's bit-accurate models (``PyDenseModelBitAcc``, ``PySparseModelBitAcc``, picked by
+``select_tag="fixed_pt"``), fed weights q << (9 - b) with weight_exp = -(9 - b) so that a_in is
+sum q exactly (numerics.lava_weights), and sign_mode MIXED (Lava would infer INHIBITORY for an
+all-negative matrix, counting a CSR's implicit zeros, and clip -256).
 """
 # No "from __future__ import annotations": when compiling, Lava executes every module of this
 # directory outside its package, where dataclasses cannot resolve string annotations.
 
+import typing as ty
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 from lava.proc.dense.process import DelayDense, Dense
 from lava.proc.io.source import RingBuffer as SpikeSource
+from lava.proc.sparse.process import DelaySparse, Sparse
 from lava.utils.weightutils import SignMode
 
 from hwtune import numerics
 from hwtune.artifact import Artifact, ArtifactError, membrane_violations, raise_violations, weight_violations
-from hwtune.backends.lava.process import SpikeRecorder, TTFSNeuron
+from hwtune.backends.lava.process import TTFSNeuron
+from hwtune.connectivity import layer_matrix
+from hwtune.layers import OpError
 
 #: Registers of the process model are int32 (see models.py).
 MAX_MEMBRANE_BITS = 32
@@ -28,14 +41,14 @@ MAX_MEMBRANE_BITS = 32
 
 @dataclass
 class LavaNetwork:
-    """The processes of one run: input source, synapses, neurons (hidden then read-out), and one
-    spike recorder per hidden layer; inputs: the validated k0 (B, n_in)."""
+    """The processes of one run: input source, synapses, neurons (hidden then read-out); inputs:
+    the validated k0 (B, n_in); records: the files the neurons write at the end of the run."""
 
     inputs: np.ndarray
     source: SpikeSource
     synapses: list
-    neurons: list[TTFSNeuron]
-    recorders: list[SpikeRecorder]
+    neurons: ty.List[TTFSNeuron]
+    records: ty.List[Path]
     period: int
     n_samples: int
 
@@ -53,22 +66,25 @@ def input_raster(artifact: Artifact, k0: np.ndarray, period: int) -> np.ndarray:
     return raster.transpose(1, 0, 2).reshape(artifact.n_in, batch * period)
 
 
-def _synapse(q: np.ndarray, bits: int, delay: int):
-    """Dense (d = 1) or DelayDense (d > 1) whose a_out is sum_j q_ij exactly (numerics.lava_weights).
+def _synapse(matrix, bits: int, delay: int):
+    """Dense (array) or Sparse (CSR) process whose a_out is matrix @ spikes exactly (numerics.lava_weights)."""
+    shift = numerics.LAVA_WEIGHT_RANGE_BITS - bits
+    kwargs = dict(weight_exp=-shift, num_weight_bits=bits, sign_mode=SignMode.MIXED)
+    if sp.issparse(matrix):
+        weights = matrix.astype(np.int32, copy=True)
+        weights.data = numerics.lava_weights(weights.data, bits)[0].astype(np.int32)
+        return Sparse(weights=weights, **kwargs) if delay == 1 else DelaySparse(weights=weights, delays=delay - 1,
+                                                                                 **kwargs)
+    weights = numerics.lava_weights(matrix, bits)[0]
+    return Dense(weights=weights, **kwargs) if delay == 1 else DelayDense(weights=weights, delays=delay - 1, **kwargs)
 
-    sign_mode is passed as MIXED: Lava would otherwise infer INHIBITORY for an all-negative matrix
-    and clip q << (9 - b) = -256 to -255.
-    """
-    weights, weight_exp = numerics.lava_weights(q, bits)
-    kwargs = dict(weights=weights, weight_exp=weight_exp, num_weight_bits=bits, sign_mode=SignMode.MIXED)
-    return Dense(**kwargs) if delay == 1 else DelayDense(delays=delay - 1, **kwargs)
 
+def build_network(artifact: Artifact, k0, record_dir: Path, gap: int = 2) -> LavaNetwork:
+    """Lava processes for ``artifact`` fed with input activations ``k0`` (B, n_in); the neurons write
+    what they observe into ``record_dir``.
 
-def build_network(artifact: Artifact, k0, gap: int = 2) -> LavaNetwork:
-    """Lava processes for ``artifact`` fed with input activations ``k0`` (B, n_in).
-
-    Refuses (ArtifactError) weights outside ``weight_bits``, more than 8 weight bits (Lava Dense),
-    registers that could overflow, or membrane_bits > 32.
+    Refuses (ArtifactError) weights outside ``weight_bits``, more than 8 weight bits (Lava's
+    synapses), registers that could overflow, or membrane_bits > 32.
     """
     if not (isinstance(gap, int) and gap >= 0):
         raise ValueError(f"gap must be an integer >= 0, got {gap!r}")
@@ -80,20 +96,25 @@ def build_network(artifact: Artifact, k0, gap: int = 2) -> LavaNetwork:
     period = artifact.latency_steps + gap
     F, T, d = artifact.schedule, artifact.window_steps, artifact.synaptic_delay
     source = SpikeSource(data=input_raster(artifact, k0, period))
-    net = LavaNetwork(inputs=k0, source=source, synapses=[], neurons=[], recorders=[], period=period, n_samples=len(k0))
+    net = LavaNetwork(inputs=k0, source=source, synapses=[], neurons=[], records=[], period=period,
+                      n_samples=len(k0))
     s_out = source.s_out
     for n, layer in enumerate(artifact.layers):
-        synapse = _synapse(layer.weight, artifact.weight_bits, d)
-        neuron = TTFSNeuron(shape=(layer.n_out,), beta=layer.bias, sigma=layer.slope, integration_start=F[n] + d,
-                            steps_in=T[n], steps_out=0 if layer.readout else layer.window_steps, period=period,
-                            n_samples=len(k0), name=layer.name)
+        try:
+            matrix = layer_matrix(layer)
+        except OpError as e:
+            raise ArtifactError(str(e)) from None
+        synapse = _synapse(matrix, artifact.weight_bits, d)
+        positions = layer.n_out // layer.synapse.out_channels
+        record = Path(record_dir) / f"layer{n}.npz"
+        neuron = TTFSNeuron(shape=(layer.n_out,), beta=np.repeat(layer.bias, positions),
+                            sigma=None if layer.readout else np.repeat(layer.slope, positions),
+                            integration_start=F[n] + d, steps_in=T[n], steps_out=0 if layer.readout else layer.window_steps,
+                            period=period, n_samples=len(k0), record_path=str(record), name=layer.name)
         s_out.connect(synapse.s_in)
         synapse.a_out.connect(neuron.a_in)
         net.synapses.append(synapse)
         net.neurons.append(neuron)
-        if not layer.readout:
-            recorder = SpikeRecorder(shape=(layer.n_out,), period=period, n_samples=len(k0))
-            neuron.s_out.connect(recorder.a_in)
-            net.recorders.append(recorder)
+        net.records.append(record)
         s_out = neuron.s_out
     return net

@@ -1,6 +1,6 @@
-"""Lava Processes (interfaces only; the models are in models.py): the TTFS neuron and a spike recorder."""
-from __future__ import annotations
-
+"""Lava Process (interface only; the model is in models.py): a layer of TTFS neurons."""
+# No "from __future__ import annotations": when compiling, Lava executes every module of this
+# directory outside its package, where dataclasses cannot resolve string annotations.
 import typing as ty
 
 import numpy as np
@@ -40,22 +40,27 @@ class TTFSNeuron(AbstractProcess):
     - sigma: firing slope (potential units per step), ``membrane_bits``.
     - theta: firing threshold sigma (T_n + 1), ``membrane_bits``.
     - integration_start, firing_start, firing_end, period: schedule in steps.
-    - V: (n_samples, n) potential at the end of integration of every sample.
+
+    What the run observed (the latched V of every sample, and the step tau of every neuron's spike
+    in every slot: -1 none, -2 more than one) is written by the model to ``record_path`` (.npz,
+    keys "V" and "spike_tau") at the last of ``total_steps``: Lava reads Vars back one value at a
+    time (~20 us each), which would dominate a run of conv layers.
 
     Parameters
     ----------
     shape: (n,) neurons. beta, sigma: per neuron (sigma None: read-out).
     integration_start, steps_in: integration window [integration_start, + T_{n-1}).
     steps_out: T_n (0 for the read-out). period: steps per sample slot (>= the latency).
-    n_samples: number of slots whose V is latched.
+    n_samples: sample slots; record_path: where the model writes what it observed.
     """
 
-    def __init__(self, *, shape: tuple[int], beta: np.ndarray, sigma: ty.Optional[np.ndarray],
+    def __init__(self, *, shape: ty.Tuple[int], beta: np.ndarray, sigma: ty.Optional[np.ndarray],
                  integration_start: int, steps_in: int, steps_out: int, period: int, n_samples: int,
-                 name: ty.Optional[str] = None, log_config: ty.Optional[LogConfig] = None) -> None:
+                 record_path: str, name: ty.Optional[str] = None, log_config: ty.Optional[LogConfig] = None) -> None:
         sigma = np.zeros(shape, dtype=np.int64) if sigma is None else np.asarray(sigma, dtype=np.int64)
         firing_start = integration_start + steps_in
-        super().__init__(shape=shape, name=name, log_config=log_config)
+        super().__init__(shape=shape, name=name, log_config=log_config, record_path=record_path,
+                         n_samples=n_samples)
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
         self.u = Var(shape=shape, init=0)
@@ -68,19 +73,3 @@ class TTFSNeuron(AbstractProcess):
         self.firing_start = Var(shape=(1,), init=firing_start)
         self.firing_end = Var(shape=(1,), init=firing_start + steps_out)
         self.period = Var(shape=(1,), init=period)
-        self.V = Var(shape=(n_samples,) + tuple(shape), init=0)
-
-
-class SpikeRecorder(AbstractProcess):
-    """Records, for every sample slot, the step tau (inside the slot) of each input's spike.
-
-    Var ``steps`` (n_samples, n): -1 no spike, tau of the spike, -2 more than one spike in the slot.
-    One value per (sample, neuron) instead of a full raster: Lava reads a Var back one value at a
-    time (~20 us each), so a raster of n x total_steps would dominate the run.
-    """
-
-    def __init__(self, *, shape: tuple[int], period: int, n_samples: int, name: ty.Optional[str] = None) -> None:
-        super().__init__(shape=shape, name=name)
-        self.a_in = InPort(shape=shape)
-        self.period = Var(shape=(1,), init=period)
-        self.steps = Var(shape=(n_samples,) + tuple(shape), init=-1)
