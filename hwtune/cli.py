@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export")
     p.add_argument("model", help="quantized model directory")
     _add_target(p, "export")
+    p.add_argument("--samples", type=_positive_int, default=1000,
+                   help="test samples the emulator runs to count synaptic events for the chip's energy estimate "
+                        "[samples] (default: 1000)")
+    _data_flags(p, train=False, samples=False)
     _add_out(p, "MODEL.TARGET")
     _add_common(p, seed=False)
 
@@ -151,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("model", help="model directory (exported on the fly for its target) or artifact directory")
         _add_target(p, name)
         if name == "emulate":
-            DeployConfig.add_arguments(p, exclude=("lava_samples",))
+            DeployConfig.add_arguments(p, exclude=("backend_samples",))
             _data_flags(p, train=False, samples=False)
         else:
             p.add_argument("--samples", type=_positive_int, default=20,
@@ -380,17 +384,23 @@ def _cmd_export(args) -> int:
     from hwtune.artifact import JSON_FILE
     from hwtune.atomic import check_output
 
+    from hwtune import mapper
+
     net = io.load(args.model)
     spec = workflow.resolve_target(net, args.target, "export")
     out = _default_out(args, args.model, f".{spec.name}")
     check_output(out, JSON_FILE, args.force, inputs=[args.model], what="artifact")
-    artifact = workflow.export_model(net, spec, source=str(args.model))
+    data = workflow.load_data(net, DataConfig.from_args(args), 0) if spec.chip is not None else None
+    artifact = workflow.export_model(net, spec, source=str(args.model), data=data, samples=args.samples)
     artifact.save(out)
     record = {"out": out, "target": spec.name, "layers": len(artifact.layers), "weight_bits": artifact.weight_bits,
-              "window_steps": artifact.window_steps, "latency_steps": artifact.latency_steps}
-    _emit(args, record, [f"export for {spec.name}: {len(artifact.layers)} layers, {artifact.weight_bits}-bit weights, "
-                         f"windows {artifact.window_steps} steps, latency {artifact.latency_steps} steps",
-                         f"wrote {out}"])
+              "window_steps": artifact.window_steps, "latency_steps": artifact.latency_steps,
+              "resources": artifact.meta.get("resources")}
+    lines = [f"export for {spec.name}: {len(artifact.layers)} layers, {artifact.weight_bits}-bit weights, "
+             f"windows {artifact.window_steps} steps, latency {artifact.latency_steps} steps"]
+    if "resources" in artifact.meta:
+        lines += mapper.table(artifact.meta["resources"])
+    _emit(args, record, lines + [f"wrote {out}"])
     return EXIT_OK
 
 
@@ -438,10 +448,10 @@ def _cmd_lava_run(args) -> int:
 
     artifact, _, data = _deployable(args)
     n = min(args.samples, len(data.test_x))
-    result = workflow.compare_lava(artifact, data.test_x[:n])
+    result = workflow.compare_backend(artifact, data.test_x[:n], "lava")
     lines = [f"{'sample':>6s} {'label':>5s} {'lava':>5s} {'emulator':>8s} {'spikes':>6s}"]
-    for i, (a, b, c) in enumerate(zip(result["lava_predictions"], result["emulator_predictions"],
-                                      result["lava_spikes_per_sample"])):
+    for i, (a, b, c) in enumerate(zip(result["backend_predictions"], result["emulator_predictions"],
+                                      result["spikes_per_sample"])):
         lines.append(f"{i:6d} {int(data.test_y[i]):5d} {a:5d} {b:8d} {c:6d}")
     lines.append(f"Lava == emulator spike for spike on {result['identical_spike_for_spike']}/{result['samples']} samples")
     _emit(args, result, lines)

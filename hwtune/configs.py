@@ -128,10 +128,10 @@ class NoiseConfig(FinetuneOptions):
 
 @dataclass(frozen=True)
 class DeployConfig(Settings):
-    """Export for the target, run the emulator on the test set and compare it with torch and Lava."""
+    """Export for the target, run the emulator on the test set, compare it with torch and the backend."""
 
-    lava_samples: int = setting(0, "int", "test samples also run on Lava and compared spike for spike",
-                                "samples", lo=0, hi=100_000)
+    backend_samples: int = setting(0, "int", "test samples also run on the target's backend (Lava for loihi2) "
+                                   "and compared with the emulator spike for spike", "samples", lo=0, hi=100_000)
     samples: int | None = setting(None, "int", "emulate the first N test samples", "samples", lo=1,
                                   optional=True, default_text="all")
     mode: str = setting("fast", "str", "emulator mode", choices=("fast", "stepped"))

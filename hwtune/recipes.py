@@ -14,7 +14,7 @@ a model to load that cannot be read, and the output directory (never someone's f
     passes:
       - quantize: {bits: 4, steps: 16, epochs: 5}
       - noise: {jitter: 0.05, epochs: 1}
-    deploy: {lava_samples: 20}     # export for the target, run emulator (+ Lava) and compare
+    deploy: {backend_samples: 20}  # export for the target, run the emulator (+ Lava) and compare
     train_samples: 500             # optional: fine-tune on a random subset
     samples: 100                   # optional: evaluate on the first N test samples
 
@@ -262,8 +262,8 @@ def deploy_summary(report: dict) -> list[str]:
              f"{emu['synaptic_events_per_sample']:.0f} synaptic events/sample",
              f"torch quantized model: accuracy {100 * report['torch_accuracy']:.2f} %, "
              f"agrees with the emulator on {100 * report['torch_emulator_agreement']:.2f} % of predictions"]
-    if "lava" in report:
-        lava = report["lava"]
-        lines.append(f"Lava fixed_pt == emulator spike for spike on {lava['identical_spike_for_spike']}/"
-                     f"{lava['samples']} samples")
+    if "backend" in report:
+        hw = report["backend"]
+        lines.append(f"{hw['backend']} backend == emulator spike for spike on {hw['identical_spike_for_spike']}/"
+                     f"{hw['samples']} samples")
     return lines

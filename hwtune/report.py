@@ -85,8 +85,8 @@ _PERCENT = {"accuracy_torch", "accuracy_emulator", "torch_emulator_agreement"}
 
 def _cell(record: dict, column: str) -> str:
     v = record.get(column)
-    if column == "lava_identical" and v is not None:
-        return f"{v}/{record['lava_samples']}"
+    if column == "backend_identical" and v is not None:
+        return f"{v}/{record['backend_samples']}"
     if v is None:
         return "–"
     if column in _PERCENT:
@@ -103,12 +103,12 @@ def write_report(records: list[dict], out: Path, title: str) -> Path:
     plots, not_plotted = make_plots(records, out)
     cols = ["bits", "steps", "sigma", "weight_noise", "finetune", "accuracy_torch", "accuracy_emulator",
             "torch_emulator_agreement", "spikes_per_hidden_neuron", "synaptic_events_per_sample", "latency_steps",
-            "lava_identical"]
+            "backend_identical"]
     lines = [f"# {title}", ""]
     if records:
         lines += [f"Float TTFS baseline: {100 * records[0]['accuracy_float']:.2f} %. Accuracies in %; "
                   "jitter sigma in units of each window; '–': not measured (emulator: weight noise is torch-only; "
-                  "agreement and Lava: noiseless points only).", ""]
+                  "agreement and backend (Lava): noiseless points only).", ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots] + [""]
     lines += [f"- {why}" for why in not_plotted] + ([""] if not_plotted else [])
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

@@ -8,7 +8,7 @@ grid or a list of points; optional floors guard the results:
     target: loihi2
     model: {train: {arch: fc-small, epochs: 40, lr: 0.002, batch_size: 16}}   # or {load: DIR}
     finetune: {epochs: 3, lr: 0.0005}
-    lava_samples: 10             # Lava vs emulator spike for spike on noiseless points
+    backend_samples: 10          # the target's backend (Lava) vs the emulator, spike for spike, noiseless points
     grid: {bits: [8, 4], steps: [16], sigma: [0, 0.1], weight_noise: [0], finetune: [false, true]}
     floors:
       - {point: {bits: 4, steps: 16, sigma: 0, finetune: true}, metric: accuracy_torch,
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hwtune.config import Rule, check_value, rule_of
-from hwtune.configs import FinetuneOptions, NoiseConfig, QuantizeConfig
+from hwtune.configs import DeployConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
 from hwtune.errors import ConfigError, HwtuneError, short
 from hwtune.recipes import PipelineHeader, PipelineSpec, RecipeError, parse_pipeline, split_keys
 from hwtune.target import TargetError
@@ -53,7 +53,7 @@ AXES: dict[str, Rule] = {
     "finetune": Rule("bool", "fine-tune the point"),
 }
 _DEFAULTS = {"weight_noise": 0.0, "finetune": False, "sigma": 0.0}
-_OWN_KEYS = {"finetune", "grid", "points", "floors", "lava_samples"}
+_OWN_KEYS = {"finetune", "grid", "points", "floors", "backend_samples"}
 METRICS = ("accuracy_torch", "accuracy_emulator", "accuracy_float", "spikes_per_hidden_neuron")
 POINTS, SUMMARY = "points.jsonl", "sweep.json"
 
@@ -74,7 +74,7 @@ class Sweep(PipelineSpec):
     points: list[dict] = field(default_factory=list)
     finetune: FinetuneOptions = field(default_factory=FinetuneOptions)
     floors: list[Floor] = field(default_factory=list)
-    lava_samples: int = 0
+    backend_samples: int = 0
 
 
 def _hash(settings: dict) -> str:
@@ -157,11 +157,11 @@ def parse_sweep(data: object, path: str) -> Sweep:
         raise RecipeError(f"{path}: give exactly one of 'grid' or 'points'")
     try:
         finetune = FinetuneOptions.from_mapping(own.get("finetune", {}), f"{path}: finetune")
-        lava_samples = check_value(Rule("int", "test samples run on Lava", lo=0, hi=100_000), "lava_samples",
-                                   own.get("lava_samples", 0))
+        backend_samples = check_value(rule_of(DeployConfig, "backend_samples"), "backend_samples",
+                                      own.get("backend_samples", 0))
     except ConfigError as e:
         raise RecipeError(f"{path}: {e}" if not str(e).startswith(path) else str(e)) from None
-    sweep = parse_pipeline(shared, path, Sweep, finetune=finetune, lava_samples=lava_samples)
+    sweep = parse_pipeline(shared, path, Sweep, finetune=finetune, backend_samples=backend_samples)
     which = "grid" if "grid" in own else "points"
     raw = _grid_points(own["grid"], path) if which == "grid" else \
         (own["points"] if isinstance(own["points"], list) else [own["points"]])
@@ -228,7 +228,7 @@ def _drop_unfinished_line(out: Path) -> None:
 
 
 CSV_COLUMNS = ["id", *AXES, *METRICS, "torch_emulator_agreement", "synaptic_events_per_sample", "latency_steps",
-               "lava_identical", "lava_samples"]
+               "backend_identical", "backend_samples"]
 
 
 def _append_point(out: Path, record: dict) -> None:
@@ -309,12 +309,12 @@ def run_point(sweep: Sweep, base, point: dict, ctx, float_accuracy: float) -> di
               "accuracy_emulator": emu["accuracy"] if point["weight_noise"] == 0 else None,
               "spikes_per_hidden_neuron": emu["spikes_per_hidden_neuron"],
               "synaptic_events_per_sample": emu["synaptic_events_per_sample"], "latency_steps": emu["latency_steps"],
-              "torch_emulator_agreement": None, "lava_identical": None, "lava_samples": None}
+              "torch_emulator_agreement": None, "backend_identical": None, "backend_samples": None}
     if not noisy:
         record["torch_emulator_agreement"] = workflow.compare_with_torch(net, x, y, emu_pred)["torch_emulator_agreement"]
-        if sweep.lava_samples:
-            lava = workflow.compare_lava(artifact, x[:sweep.lava_samples])
-            record["lava_identical"], record["lava_samples"] = lava["identical_spike_for_spike"], lava["samples"]
+        if sweep.backend_samples:
+            hw = workflow.compare_backend(artifact, x[:sweep.backend_samples])
+            record["backend_identical"], record["backend_samples"] = hw["identical_spike_for_spike"], hw["samples"]
     return record
 
 

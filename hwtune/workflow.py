@@ -169,13 +169,26 @@ def evaluate_model(net: TTFSNet, data: Dataset, samples: int | None = None) -> d
     return evaluate(net, data.test_x[:samples].to(net.dtype), data.test_y[:samples])
 
 
-def export_model(net: TTFSNet, target: str | TargetSpec | None = None, source: str = "") -> Artifact:
+def export_model(net: TTFSNet, target: str | TargetSpec | None = None, source: str = "",
+                 data: Dataset | None = None, samples: int | None = 1000) -> Artifact:
     """The integer artifact of a quantized net for the target it is prepared for (another target is
-    refused by :func:`resolve_target`)."""
+    refused by :func:`resolve_target`), with the target chip's resource map in ``meta["resources"]``
+    (hwtune.mapper; a net the chip cannot hold is refused). With ``data``, the emulator counts the
+    synaptic events of the first ``samples`` test samples for the energy estimate."""
+    from hwtune import mapper
+
     spec = resolve_target(net, target, "export")
     if model_target(net) is None:
         raise HwtuneError("export needs a model prepared for a target: run `hwtune quantize` first")
-    return to_artifact(net, spec, source=source)
+    artifact = to_artifact(net, spec, source=source)
+    if spec.chip is not None:
+        events = None
+        if data is not None:
+            x, y = data.test_x[:samples], data.test_y[:samples]
+            events = emulate_artifact(artifact, x, y)[0]["synaptic_events_per_sample"]
+        artifact.meta["resources"] = mapper.resource_map(artifact, spec.chip, events, len(data.test_x[:samples])
+                                                         if data is not None else None)
+    return artifact
 
 
 # ---- backends ---------------------------------------------------------------------------------
@@ -217,41 +230,50 @@ def compare_with_torch(net: TTFSNet, x: torch.Tensor, y: torch.Tensor, emulator_
             "torch_emulator_agreement": float((torch_pred == emulator_pred).mean())}
 
 
-def compare_lava(artifact: Artifact, x: torch.Tensor) -> dict:
-    """Run ``x`` on Lava fixed_pt and on the emulator; count samples identical spike for spike."""
-    from hwtune.backends.emulator import emulate
-    from hwtune.backends.lava import run_lava  # Lava is imported only when used
+def artifact_backend(artifact: Artifact) -> str:
+    """The backend of the target an artifact was exported for (the emulator when none is recorded)."""
+    record = artifact.meta.get("target")
+    return target_from_record(record, "the artifact").backend if record else "emulator"
 
+
+def compare_backend(artifact: Artifact, x: torch.Tensor, backend: str | None = None) -> dict:
+    """Run ``x`` on ``backend`` (default: the artifact's target's, hwtune.backends) and on the
+    emulator's stepped mode; count samples identical spike for spike (every activation and potential)."""
+    from hwtune.backends import get_backend
+    from hwtune.backends.emulator import emulate
+
+    name = backend or artifact_backend(artifact)
     k0 = encoded_inputs(x, artifact.input_steps)
-    lava, emu = run_lava(artifact, k0), emulate(artifact, k0, mode="stepped")
+    hw, emu = get_backend(name)(artifact, k0), emulate(artifact, k0, mode="stepped")
     same = np.ones(len(x), dtype=bool)
-    for a, b in zip(lava.activations + lava.potentials, emu.activations + emu.potentials):
+    for a, b in zip(hw.activations + hw.potentials, emu.activations + emu.potentials):
         same &= (a == b).all(axis=1)
-    return {"samples": len(x), "identical_spike_for_spike": int(same.sum()),
-            "lava_predictions": lava.predictions.tolist(), "emulator_predictions": emu.predictions.tolist(),
-            "lava_spikes_per_sample": lava.spike_counts().tolist()}
+    return {"backend": name, "samples": len(x), "identical_spike_for_spike": int(same.sum()),
+            "backend_predictions": hw.predictions.tolist(), "emulator_predictions": emu.predictions.tolist(),
+            "spikes_per_sample": hw.spike_counts().tolist()}
 
 
 def deploy(net: TTFSNet, artifact: Artifact, data: Dataset, cfg: DeployConfig) -> dict:
     """Run the emulator on the test set and compare it with the quantized torch model (prediction
-    for prediction) and with Lava on the first ``cfg.lava_samples`` samples."""
+    for prediction) and with the target's backend (Lava for loihi2) on the first
+    ``cfg.backend_samples`` samples, spike for spike."""
     x, y = data.test_x[:cfg.samples].to(net.dtype), data.test_y[:cfg.samples]
     emu, pred = emulate_artifact(artifact, x, y, cfg.mode)
     report = {"emulator": emu, **compare_with_torch(net, x, y, pred)}
-    if cfg.lava_samples:
-        report["lava"] = compare_lava(artifact, x[:cfg.lava_samples])
+    if cfg.backend_samples:
+        report["backend"] = compare_backend(artifact, x[:cfg.backend_samples])
     return report
 
 
 def deploy_failures(report: dict) -> list[str]:
-    """What went wrong in a :func:`deploy` report: the emulator disagreeing with torch, Lava with the
-    emulator (empty when every check holds)."""
+    """What went wrong in a :func:`deploy` report: the emulator disagreeing with torch, the backend with
+    the emulator (empty when every check holds)."""
     failures = []
     if report["torch_emulator_agreement"] != 1.0:
         failures.append(f"the emulator disagrees with the quantized torch model on "
                         f"{100 * (1 - report['torch_emulator_agreement']):.2f} % of the test samples")
-    lava = report.get("lava")
-    if lava and lava["identical_spike_for_spike"] != lava["samples"]:
-        failures.append(f"Lava differs from the emulator on {lava['samples'] - lava['identical_spike_for_spike']} "
-                        f"of {lava['samples']} samples")
+    hw = report.get("backend")
+    if hw and hw["identical_spike_for_spike"] != hw["samples"]:
+        failures.append(f"the {hw['backend']} backend differs from the emulator on "
+                        f"{hw['samples'] - hw['identical_spike_for_spike']} of {hw['samples']} samples")
     return failures

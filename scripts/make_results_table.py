@@ -42,10 +42,10 @@ def arch_of(info: dict) -> str | None:
     return (info.get("training") or {}).get("arch") or (info.get("provenance", {}).get("config") or {}).get("arch")
 
 
-def agreement(torch_emulator: float | None, lava_identical: int | None, lava_samples: int | None) -> str | None:
+def agreement(torch_emulator: float | None, backend_identical: int | None, backend_samples: int | None) -> str | None:
     if torch_emulator is None:
         return None
-    return pct(torch_emulator) + ("" if lava_identical is None else f" / {lava_identical}/{lava_samples}")
+    return pct(torch_emulator) + ("" if backend_identical is None else f" / {backend_identical}/{backend_samples}")
 
 
 def sweep_rows(path: Path) -> tuple[list[dict], list[str]]:
@@ -81,7 +81,7 @@ def sweep_rows(path: Path) -> tuple[list[dict], list[str]]:
                      "spikes/neuron": spikes(clean["spikes_per_hidden_neuron"]), "bits": str(bits), "steps": str(steps),
                      "acc. at jitter 0.1": pct(noisy and noisy["accuracy_torch"]),
                      "torch=emulator / Lava": agreement(clean.get("torch_emulator_agreement"),
-                                                        clean.get("lava_identical"), clean.get("lava_samples")),
+                                                        clean.get("backend_identical"), clean.get("backend_samples")),
                      "_why": {"ReLU acc": "the ReLU twin is a float model (float row)",
                               "acc. at jitter 0.1": "the sweep has no sigma 0.1 point here"}})
     return rows, notes

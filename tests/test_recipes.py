@@ -38,7 +38,7 @@ def with_pass(name, **settings):
     (with_pass("noise", lr=-1), "lr = -1 must be a number in (0, 10]"),
     (with_pass("quantize", epochs=float("nan")), "epochs = nan"),
     (with_pass("quantize", epochs="lots"), "epochs = 'lots'"),
-    (bad(deploy={"lava_samples": "ten"}), "deploy: lava_samples = 'ten' must be an integer"),
+    (bad(deploy={"backend_samples": "ten"}), "deploy: backend_samples = 'ten' must be an integer"),
     (bad(deploy={"mode": "quick"}), "deploy: mode = 'quick' must be one of 'fast', 'stepped'"),
     (bad(deploy={"samples": -5}), "deploy: samples = -5 must be an integer >= 1"),
     (bad(seed=1.7), "seed = 1.7 must be an integer"),
@@ -81,10 +81,11 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     assert deploy["torch_emulator_agreement"] == 1.0
     assert deploy["emulator"]["accuracy"] == pytest.approx(deploy["torch_accuracy"])
     assert deploy["emulator"]["accuracy"] > 0.9
-    assert deploy["lava"]["identical_spike_for_spike"] == deploy["lava"]["samples"] == 20
+    assert deploy["backend"]["backend"] == "lava"
+    assert deploy["backend"]["identical_spike_for_spike"] == deploy["backend"]["samples"] == 20
     assert [s["stage"] for s in results["stages"]] == ["train", "quantize", "noise", "latency"]
     assert (out / "artifact" / "artifact.json").exists() and results["failed_checks"] == []
-    assert "Lava fixed_pt == emulator spike for spike on 20/20" in capsys.readouterr().out
+    assert "lava backend == emulator spike for spike on 20/20" in capsys.readouterr().out
     for stage in ("01-quantize", "02-noise", "03-latency"):
         assert json.loads((out / stage / "hwtune.json").read_text())["target"]["name"] == "loihi2"
     assert main(["run", "recipes/quickstart.yaml", "--out", str(out)]) == 3       # an earlier run: --force

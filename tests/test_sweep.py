@@ -30,7 +30,7 @@ def test_ci_sweep_holds_its_floors(ci_sweep):
     for r in records:
         if r["sigma"] == 0:
             assert r["torch_emulator_agreement"] == 1.0 and r["accuracy_emulator"] == r["accuracy_torch"]
-            assert r["lava_identical"] == r["lava_samples"] == 10
+            assert r["backend_identical"] == r["backend_samples"] == 10
     assert broken_floors(load_sweep(RECIPE), records) == []
     assert (out / "points.csv").read_text().count("\n") == 9
     report = (out / "report.md").read_text()
@@ -78,7 +78,7 @@ def test_rerun_resumes_without_recomputing(ci_sweep, capsys):
     (lambda r: r["floors"][0].update(min_relative_to_float="high"), "floors[0]: min_relative_to_float = 'high'"),
     (lambda r: r["floors"][0]["point"].update(sigma="zero"), "floors[0]: point: sigma = 'zero'"),
     (lambda r: r["finetune"].update(lr=0), "finetune: lr = 0 must be a number in (0, 10]"),
-    (lambda r: r.update(lava_samples="ten"), "lava_samples = 'ten' must be an integer in [0, 100000]"),
+    (lambda r: r.update(backend_samples="ten"), "backend_samples = 'ten' must be an integer in [0, 100000]"),
     (lambda r: r.update(samples=-5), "samples = -5 must be an integer >= 1"),
     (lambda r: r.update(seed=-1), "seed = -1 must be an integer"),
     (lambda r: r.update(dataset="nope"), "dataset: name = 'nope' must be one of"),

@@ -1,0 +1,178 @@
+"""Map an artifact onto a chip's cores (target ``chip`` section) and estimate latency and energy.
+
+Model (one layer at a time, cores are not shared between layers, the input arrives off-chip):
+
+- A convolution on a chip with ``conv_weight_sharing`` is stored as kernels: a core holds a tile
+  of output positions for a group of output channels and stores those channels' kernels once,
+  C_in (K p)^2 weight_bits bits per channel (a sum pooling p folded in: the kernel grows to K p).
+  Channels per core are bounded by the synaptic memory, positions per core by the neuron count
+  (and by ``max_axons_per_core``: the inputs a tile reads).
+- Every other layer stores each synapse explicitly, ``synapse_bits`` per nonzero weight, at the
+  core of its neuron: neurons per core are bounded by the neuron count and by the synaptic memory
+  its neurons' fan-in takes; such a core reads every input of the layer (its axons).
+- cores = sum over layers; chips = ceil(cores / cores_per_chip), at most ``max_chips``.
+
+A layer that cannot be placed (one channel's kernel or one neuron's synapses exceed a core's
+memory, a tile reads more inputs than ``max_axons_per_core``) or a net that needs more chips is
+refused with an ArtifactError naming the layer and the resource.
+
+Estimate per inference, from synaptic events and spikes counted by the emulator: latency =
+steps x ``step_time_us``; dynamic energy = events x ``energy_per_synaptic_event_pj`` + neuron
+updates x ``energy_per_neuron_update_pj`` (every neuron is updated every step, as on Loihi);
+static energy = ``static_power_w`` x chips x latency. The figures' sources (and which are
+estimates) are in the target file.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from hwtune.artifact import Artifact, ArtifactError, ArtifactLayer
+from hwtune.layers import Conv2d, SumPool
+from hwtune.target import ChipSection
+
+
+@dataclass
+class LayerMap:
+    """Where one layer goes: neurons, cores, explicit synapses, synaptic memory (bits), the
+    largest fan-in and inputs per core, and how its synapses are stored."""
+
+    name: str
+    kind: str
+    neurons: int
+    cores: int
+    neurons_per_core: int
+    synapses: int
+    memory_bits: int
+    fan_in: int
+    axons_per_core: int
+    stored_as: str
+
+
+def _tile_axons(layer: ArtifactLayer, positions: int) -> int:
+    """Inputs (C_in x rows x columns before pooling) read by a square-ish tile of output positions."""
+    conv: Conv2d = layer.synapse
+    pool = math.prod(op.kernel for op in layer.ops if isinstance(op, SumPool))
+    _, h_o, w_o = conv.output_shape()
+    th = min(h_o, max(1, math.isqrt(positions)))
+    tw = min(w_o, max(1, positions // th))
+    span = lambda t: ((t - 1) * conv.stride + conv.kernel) * pool          # noqa: E731
+    return conv.in_shape[0] * span(th) * span(tw)
+
+
+def _fail(layer: ArtifactLayer, resource: str, detail: str):
+    raise ArtifactError(f"layer {layer.name!r} does not fit the chip: {detail} ({resource})")
+
+
+def _shared_kernel_layer(layer: ArtifactLayer, chip: ChipSection, weight_bits: int) -> LayerMap:
+    conv: Conv2d = layer.synapse
+    c_out, h_o, w_o = conv.output_shape()
+    pool = math.prod(op.kernel for op in layer.ops if isinstance(op, SumPool))
+    kernel_bits = conv.in_shape[0] * (conv.kernel * pool) ** 2 * weight_bits
+    channels = min(c_out, chip.synaptic_memory_bits // kernel_bits, chip.neurons_per_core)
+    if channels < 1:
+        _fail(layer, "chip.synaptic_memory_bits", f"the kernel of one output channel needs {kernel_bits} bits, more "
+                                                  f"than a core's {chip.synaptic_memory_bits}")
+    positions = min(h_o * w_o, chip.neurons_per_core // channels)
+    while chip.max_axons_per_core and positions > 1 and _tile_axons(layer, positions) > chip.max_axons_per_core:
+        positions -= max(1, positions // 8)
+    axons = _tile_axons(layer, positions)
+    if chip.max_axons_per_core and axons > chip.max_axons_per_core:
+        _fail(layer, "chip.max_axons_per_core", f"one output position reads {axons} inputs, more than "
+                                                f"{chip.max_axons_per_core} per core")
+    cores = math.ceil(c_out / channels) * math.ceil(h_o * w_o / positions)
+    return LayerMap(layer.name, "conv2d", layer.n_out, cores, channels * positions, int(layer.fan_out().sum()),
+                    cores * channels * kernel_bits, int(layer.fan_in().max()), axons, "shared kernels")
+
+
+def _explicit_layer(layer: ArtifactLayer, chip: ChipSection) -> LayerMap:
+    fan_in = int(layer.fan_in().max())
+    per_neuron = max(1, fan_in) * chip.synapse_bits
+    per_core = min(chip.neurons_per_core, chip.synaptic_memory_bits // per_neuron)
+    if per_core < 1:
+        _fail(layer, "chip.synaptic_memory_bits", f"one neuron's {fan_in} synapses need {per_neuron} bits, more than "
+                                                  f"a core's {chip.synaptic_memory_bits}")
+    if isinstance(layer.synapse, Conv2d):
+        while chip.max_axons_per_core and per_core > 1 and _tile_axons(layer, per_core) > chip.max_axons_per_core:
+            per_core -= max(1, per_core // 8)
+        axons = _tile_axons(layer, per_core)
+    else:
+        axons = layer.n_in
+    if chip.max_axons_per_core and axons > chip.max_axons_per_core:
+        _fail(layer, "chip.max_axons_per_core", f"its neurons read {axons} inputs, more than {chip.max_axons_per_core} "
+                                                "per core")
+    synapses = int(layer.fan_out().sum())
+    return LayerMap(layer.name, layer.synapse.kind, layer.n_out, math.ceil(layer.n_out / per_core), per_core, synapses,
+                    synapses * chip.synapse_bits, fan_in, axons, "explicit synapses")
+
+
+def map_layers(artifact: Artifact, chip: ChipSection) -> list[LayerMap]:
+    """Cores, memory and inputs of every layer; refuses (ArtifactError) what the chip cannot hold."""
+    maps = [_shared_kernel_layer(layer, chip, artifact.weight_bits)
+            if isinstance(layer.synapse, Conv2d) and chip.conv_weight_sharing else _explicit_layer(layer, chip)
+            for layer in artifact.layers]
+    budget, used = chip.cores_per_chip * chip.max_chips, 0
+    for m in maps:
+        used += m.cores
+        if used > budget:
+            raise ArtifactError(f"layer {m.name!r} does not fit the chip: the net needs {sum(x.cores for x in maps)} "
+                                f"cores, {math.ceil(sum(x.cores for x in maps) / chip.cores_per_chip)} chips; the "
+                                f"target has {chip.max_chips} chip(s) of {chip.cores_per_chip} cores "
+                                f"(chip.max_chips); the cores run out at this layer ({m.cores} cores)")
+    return maps
+
+
+def resource_map(artifact: Artifact, chip: ChipSection, events_per_sample: float | None = None,
+                 samples: int | None = None) -> dict:
+    """The map of every layer, the totals, and the latency and energy estimate per inference
+    (energy only when ``events_per_sample``, counted by the emulator on ``samples`` test samples)."""
+    layers = map_layers(artifact, chip)
+    cores = sum(m.cores for m in layers)
+    neurons = sum(m.neurons for m in layers)
+    chips = math.ceil(cores / chip.cores_per_chip)
+    latency_steps = artifact.latency_steps
+    latency_us = latency_steps * chip.step_time_us
+    total = {"neurons": neurons, "cores": cores, "chips": chips, "synapses": sum(m.synapses for m in layers),
+             "memory_bits": sum(m.memory_bits for m in layers), "latency_steps": latency_steps,
+             "latency_us": latency_us, "neuron_updates": neurons * latency_steps,
+             "static_energy_uj": chip.static_power_w * chips * latency_us}
+    if events_per_sample is not None:
+        dynamic_pj = events_per_sample * chip.energy_per_synaptic_event_pj + \
+            total["neuron_updates"] * chip.energy_per_neuron_update_pj
+        total.update(synaptic_events=events_per_sample, events_counted_on=samples, dynamic_energy_uj=dynamic_pj / 1e6,
+                     energy_uj=dynamic_pj / 1e6 + total["static_energy_uj"])
+    return {"layers": [asdict(m) for m in layers], "total": total, "chip": chip.to_dict()}
+
+
+def _si(x: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g} {unit}"
+    return f"{x:.3g}"
+
+
+def _joules(uj: float) -> str:
+    for unit, scale in (("J", 1e6), ("mJ", 1e3), ("uJ", 1.0), ("nJ", 1e-3)):
+        if abs(uj) >= scale:
+            return f"{uj / scale:.3g} {unit}"
+    return f"{uj * 1e6:.3g} pJ"
+
+
+def table(resources: dict) -> list[str]:
+    """The resource map as text lines (the export prints them)."""
+    lines = [f"{'layer':10s} {'kind':8s} {'neurons':>9s} {'cores':>6s} {'synapses':>10s} {'memory':>11s} "
+             f"{'fan-in':>7s} {'inputs/core':>11s}  stored as"]
+    for m in resources["layers"]:
+        lines.append(f"{m['name']:10s} {m['kind']:8s} {m['neurons']:9d} {m['cores']:6d} {_si(m['synapses']):>10s} "
+                     f"{_si(m['memory_bits']) + 'bit':>11s} {m['fan_in']:7d} {m['axons_per_core']:11d}  {m['stored_as']}")
+    t, chip = resources["total"], resources["chip"]
+    lines.append(f"{'total':10s} {'':8s} {t['neurons']:9d} {t['cores']:6d} {_si(t['synapses']):>10s} "
+                 f"{_si(t['memory_bits']) + 'bit':>11s}")
+    lines.append(f"chips: {t['chips']} of at most {chip['max_chips']} ({chip['cores_per_chip']} cores each); latency "
+                 f"{t['latency_steps']} steps = {t['latency_us'] / 1000:.3g} ms at {chip['step_time_us']:g} us/step")
+    if "energy_uj" in t:
+        lines.append(f"per inference: {_si(t['synaptic_events'])} synaptic events (emulator, {t['events_counted_on']} "
+                     f"test samples), {_si(t['neuron_updates'])} neuron updates; energy {_joules(t['dynamic_energy_uj'])} "
+                     f"dynamic + {_joules(t['static_energy_uj'])} static = {_joules(t['energy_uj'])} (estimates: see "
+                     "the target file's sources)")
+    return lines
