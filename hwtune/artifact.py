@@ -426,21 +426,26 @@ def _read_json(jpath: Path) -> dict:
     return doc
 
 
+#: What numpy and zipfile raise on a damaged or hostile .npz (encrypted or unsupported zip entries
+#: raise RuntimeError / NotImplementedError).
+_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError)
+
+
 def _open_npz(apath: Path):
     try:
         return np.load(apath, allow_pickle=False)
     except FileNotFoundError:
         raise ArtifactError(f"{apath}: file missing") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        raise ArtifactError(f"{apath}: unreadable ({e})") from e
+    except _NPZ_ERRORS as e:
+        raise ArtifactError(f"{apath}: unreadable ({str(e)[:200]})") from e
 
 
 def _npz_array(npz, apath: Path, key: str) -> np.ndarray:
     _require(key in npz.files, f"{apath}: array {key!r} missing")
     try:
         return npz[key]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        raise ArtifactError(f"{apath}: array {key!r} unreadable ({e})") from e
+    except _NPZ_ERRORS as e:
+        raise ArtifactError(f"{apath}: array {key!r} unreadable ({str(e)[:200]})") from e
 
 
 # ---- export-time hardware checks -------------------------------------------------------------

@@ -97,7 +97,7 @@ def _read_config(path: Path) -> dict:
         _fail(file, f"expected a JSON object, got {type(config).__name__}")
     if config.get("format") != FORMAT:
         _fail(file, f"format is {short(config.get('format'))}, expected {FORMAT!r}")
-    if config.get("version") not in READABLE_VERSIONS:
+    if config.get("version") not in READABLE_VERSIONS or isinstance(config.get("version"), bool):
         _fail(file, f"format version {short(config.get('version'))} is not one this hwtune reads "
                     f"({READABLE_VERSIONS}); upgrade hwtune")
     for key in ("arch", "input_shape", "dtype", "windows"):
@@ -108,7 +108,7 @@ def _read_config(path: Path) -> dict:
             _fail(file, f"{key!r} must be a JSON {'object' if typ is dict else typ}, got {short(config[key])}")
     if not all(isinstance(h, dict) for h in config.get("history", [])):
         _fail(file, "'history' must be a list of JSON objects (one per pass)")
-    if config["dtype"] not in DTYPES:
+    if not isinstance(config["dtype"], str) or config["dtype"] not in DTYPES:
         _fail(file, f"dtype {short(config['dtype'])} not one of {list(DTYPES)}")
     shape = config["input_shape"]
     if not (isinstance(shape, list) and shape and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: Largest im2col matrix (bytes) a convolution builds at once; batches are cut to fit.
+IM2COL_BYTES = 64 * 2 ** 20
 #: Float types whose matmul is exact on integers: (dtype, largest magnitude every intermediate may reach).
 _EXACT_FLOATS = ((np.float32, 2 ** 24), (np.float64, 2 ** 53))
 
@@ -206,17 +208,25 @@ class Conv2d:
 
     def apply(self, x: np.ndarray, x_max: int) -> np.ndarray:
         """Exact convolution as int64 (B, C_out, H_o, W_o): im2col, then one matmul in the cheapest
-        exact type (``x_max`` bounds |x|)."""
+        exact type (``x_max`` bounds |x|), in chunks of samples whose im2col fits IM2COL_BYTES."""
         dtype = exact_dtype(int(self.abs_sums().max(initial=0)) * x_max)
+        c_out, h_o, w_o = self.output_shape()
+        per_sample = h_o * w_o * self.weight[0].size * np.dtype(dtype).itemsize
+        chunk = max(1, IM2COL_BYTES // per_sample)
+        kernel = self.weight.reshape(c_out, -1).T.astype(dtype)
+        return np.concatenate([self._im2col_matmul(x[i:i + chunk].astype(dtype, copy=False), kernel)
+                               for i in range(0, len(x), chunk)]) if len(x) else \
+            np.zeros((0, c_out, h_o, w_o), dtype=np.int64)
+
+    def _im2col_matmul(self, x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
         b = len(x)
         k, s, p = self.kernel, self.stride, self.padding
         c_out, h_o, w_o = self.output_shape()
-        x = x.astype(dtype, copy=False)
         if p:
             x = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
         windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::s, ::s]
         columns = windows.transpose(0, 2, 3, 1, 4, 5).reshape(b * h_o * w_o, -1)     # (B*Ho*Wo, Cin*K*K)
-        out = columns @ self.weight.reshape(c_out, -1).T.astype(dtype)                 # (B*Ho*Wo, Cout)
+        out = columns @ kernel                                                         # (B*Ho*Wo, Cout)
         return out.reshape(b, h_o, w_o, c_out).transpose(0, 3, 1, 2).astype(np.int64)
 
     def fan_out(self) -> np.ndarray:
@@ -242,7 +252,7 @@ SYNAPSES = {"dense": Dense, "conv2d": Conv2d}
 
 def op_from_json(d: dict):
     """A Flatten or SumPool from its JSON description (OpError on anything else)."""
-    if not isinstance(d, dict) or d.get("kind") not in OPS:
+    if not isinstance(d, dict) or not isinstance(d.get("kind"), str) or d["kind"] not in OPS:
         raise OpError(f"an op is {{kind: flatten | sumpool, ...}}, got {str(d)[:80]}")
     if d["kind"] == "flatten":
         if set(d) != {"kind"}:
@@ -255,7 +265,7 @@ def op_from_json(d: dict):
 
 def synapse_from_json(d: dict, weight: np.ndarray):
     """A Dense or Conv2d from its JSON description and weight array, checked against each other."""
-    if not isinstance(d, dict) or d.get("kind") not in SYNAPSES:
+    if not isinstance(d, dict) or not isinstance(d.get("kind"), str) or d["kind"] not in SYNAPSES:
         raise OpError(f"a synapse is {{kind: dense | conv2d, ...}}, got {str(d)[:80]}")
     if d["kind"] == "dense":
         if weight.ndim != 2 or [d.get("out"), d.get("in")] != list(weight.shape):

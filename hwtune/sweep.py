@@ -179,7 +179,10 @@ def parse_sweep(data: object, path: str) -> Sweep:
             sweep.target.check_steps([point["steps"]] * (sweep.n_hidden + 1), f"{path}: ")
         except TargetError as e:
             raise RecipeError(str(e)) from None
-    sweep.floors = [_floor(f, f"{path}: floors[{i}]", sweep.points) for i, f in enumerate(own.get("floors") or [])]
+    floors = own.get("floors") or []
+    if not isinstance(floors, list):
+        raise RecipeError(f"{path}: floors must be a list, got {short(floors)}")
+    sweep.floors = [_floor(f, f"{path}: floors[{i}]", sweep.points) for i, f in enumerate(floors)]
     return sweep
 
 

@@ -15,10 +15,10 @@ from hwtune.artifact import Artifact
 from hwtune.configs import DataConfig, DeployConfig, TrainConfig
 from hwtune.data import Dataset, load_dataset
 from hwtune.errors import HwtuneError
-from hwtune.export import to_artifact
+from hwtune.exporter import to_artifact
 from hwtune.provenance import provenance
 from hwtune.target import TargetError, TargetSpec, differences, load_target, target_from_record
-from hwtune.train import evaluate, predict, train
+from hwtune.training import evaluate, predict, train
 from hwtune.ttfs import TTFSNet, from_relu, preset, to_relu
 
 #: The target a model is prepared for when it records none and none is asked for.

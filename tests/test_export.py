@@ -11,10 +11,10 @@ from hwtune.artifact import Artifact, ArtifactError
 from hwtune.backends.emulator import emulate
 from hwtune.configs import TrainConfig
 from hwtune.connectivity import layer_matrix
-from hwtune.export import to_artifact
+from hwtune.exporter import to_artifact
 from hwtune.numerics import WeightFormat
 from hwtune.target import load_target
-from hwtune.train import train
+from hwtune.training import train
 from hwtune.ttfs import QuantSpec, TTFSNet, preset
 from hwtune.workflow import encoded_inputs
 

@@ -11,7 +11,7 @@ from hwtune.numerics import WeightFormat
 from hwtune.errors import ConfigError
 from hwtune.passes import LatencyConfig, NoiseConfig, PassContext, QuantizeConfig, run_pass
 from hwtune.target import TargetError, load_target
-from hwtune.train import TrainConfig, train
+from hwtune.training import TrainConfig, train
 from hwtune.ttfs import QuantSpec, TTFSNet, fc
 from hwtune.ttfs.noise import NoiseModel
 

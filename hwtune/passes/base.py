@@ -21,7 +21,7 @@ from hwtune.data import Dataset, subset
 from hwtune.errors import HwtuneError
 from hwtune.provenance import provenance
 from hwtune.target import TargetSpec
-from hwtune.train import evaluate, train
+from hwtune.training import evaluate, train
 from hwtune.ttfs.net import TTFSNet
 
 

@@ -24,6 +24,13 @@ from hwtune.ttfs.quant import QuantSpec, float_synapse, quant_synapse, scale_per
 DEFAULT_WINDOW = 1500.0
 
 
+def _exact_float(q: torch.Tensor, k_max: float) -> torch.dtype:
+    """float32 when every partial sum of q * k (|k| <= k_max) is an integer below 2^24, so that the
+    convolution is exact in float32 (hwtune.layers.exact_dtype); float64 otherwise."""
+    bound = float(q.detach().abs().reshape(len(q), -1).sum(dim=1).max()) * k_max
+    return torch.float32 if bound <= 2 ** 24 else torch.float64
+
+
 def _per_channel(v: torch.Tensor, ndim: int) -> torch.Tensor:
     """Broadcast a per-output-channel vector over (B, C) or (B, C, H, W)."""
     return v.reshape((1, -1) + (1,) * (ndim - 2))
@@ -204,7 +211,7 @@ class TTFSNet(nn.Module):
         of the sum pooling before it: q the weight mantissas (float64, straight-through gradient),
         beta the per-step bias mantissa per output channel (numerics.bias_mantissa), sigma the
         firing slope per channel (None for the read-out) and unit the float value of one potential
-        unit per channel (s gain Delta_{n-1}). The export reads the same numbers (hwtune.export)."""
+        unit per channel (s gain Delta_{n-1}). The export reads the same numbers (hwtune.exporter)."""
         spec, syn = self.quant, self.synapses[n]
         _, window_in, delta_in = self._steps_and_windows(n)
         q, scale = weight_mantissa(syn)
@@ -235,7 +242,8 @@ class TTFSNet(nn.Module):
         if self.noise is not None and (self.noise.weight_mult or self.noise.weight_add):
             noisy = self.noise.perturb_weight(q, float(spec.weights.qmax)).detach().round()
             q = straight_through(noisy.clamp(spec.weights.qmin, spec.weights.qmax), q)
-        V = self._linear(syn, k_in, q, None) + _per_channel(beta * steps_in, k_in.ndim)
+        dtype = _exact_float(q, steps_in / gain)
+        V = self._linear(syn, k_in.to(dtype), q.to(dtype), None).double() + _per_channel(beta * steps_in, k_in.ndim)
         return V, unit, sigma
 
     def segment_gain(self, n: int) -> float:
