@@ -322,7 +322,8 @@ def run_point(sweep: Sweep, base, point: dict, ctx, float_accuracy: float) -> di
 
 
 def _is_sweep_dir(path: Path) -> bool:
-    return (path / SUMMARY).exists() or (path / POINTS).exists()
+    """A directory a sweep wrote: its summary, points or lock file is there."""
+    return any((path / name).exists() for name in (SUMMARY, POINTS, ".lock"))
 
 
 def run_sweep(sweep: Sweep, seed: int | None = None, out: str | Path | None = None) -> dict:

@@ -287,3 +287,12 @@ def test_settings_drive_the_cli():
         dests = {a.dest for a in subparsers()[verb]._actions}
         shown = [n for n in cfg.field_names() if cfg.__dataclass_fields__[n].metadata["rule"].flag != ""]
         assert set(shown) <= dests, verb
+
+
+def test_piped_output_has_no_progress_frames(tmp_path):
+    """Progress bars only on a terminal: a log file gets the result lines and nothing else."""
+    res = subprocess.run(HWTUNE + ["train", "--arch", "fc-small", "--epochs", "2", "--batch-size", "16", "-o",
+                                   str(tmp_path / "m")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "\r" not in res.stderr and "\x1b[" not in res.stderr and "\r" not in res.stdout
+    assert res.stdout.startswith("train (ttfs, fc-small on digits): accuracy ") and " %" in res.stdout

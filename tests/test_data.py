@@ -62,7 +62,7 @@ def test_fashion_mnist_from_directory_and_errors(tmp_path):
         load_dataset("fashion-mnist", data_dir=str(tmp_path))
     with pytest.raises(DatasetError, match="apt-get install dataset-fashion-mnist"):
         load_dataset("fashion-mnist", data_dir=str(tmp_path / "missing"))
-    with pytest.raises(ValueError, match="known: digits, fashion-mnist"):
+    with pytest.raises(DatasetError, match="known: digits, fashion-mnist"):
         load_dataset("imagenet")
 
 
@@ -80,3 +80,28 @@ def test_subset_and_batches_are_deterministic(digits):
     seen = torch.cat([y for _, y in batches(a.train_x, a.train_y, 32, shuffle=True,
                                               generator=torch.Generator().manual_seed(0))])
     assert sorted(seen.tolist()) == sorted(a.train_y.tolist())
+
+
+@pytest.mark.parametrize("images, labels, message", [
+    (np.full((4, 28, 28), 7), np.array([0, 1, 200, 3]), "label 200 of sample 2 is not a class (0..9)"),
+    (np.full((4, 8, 8), 7), np.arange(4), "Fashion-MNIST images are 28x28, found 8x8"),
+    (np.zeros((0, 28, 28)), np.zeros(0), "holds no images"),
+])
+def test_hostile_fashion_files_are_named(tmp_path, images, labels, message):
+    for prefix in ("train", "t10k"):
+        (tmp_path / f"{prefix}-images-idx3-ubyte").write_bytes(idx_bytes(images))
+        (tmp_path / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
+    with pytest.raises(DatasetError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_dataset("fashion-mnist", data_dir=str(tmp_path))
+
+
+def test_augmentation_shifts_and_flips_by_seed():
+    from hwtune.data import augment_batch
+    x = torch.arange(2 * 16, dtype=torch.float32).reshape(2, 1, 4, 4)
+    a = augment_batch(x, torch.Generator().manual_seed(0), shift=1)
+    b = augment_batch(x, torch.Generator().manual_seed(0), shift=1)
+    assert torch.equal(a, b) and a.shape == x.shape
+    for img, src in zip(a[:, 0], x[:, 0]):
+        # every row of the result is a (possibly flipped) shifted row of the source, zero-filled
+        kept = set(img[img > 0].tolist())
+        assert kept <= set(src.reshape(-1).tolist()) and len(kept) >= 6

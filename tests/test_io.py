@@ -76,3 +76,47 @@ def test_tampered_integer_weights_detected(tmp_path):
     save_file(tensors, str(path))
     with pytest.raises(io.ModelFileError, match="int.0.weight"):
         io.load(tmp_path / "q")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(arch="dense"), "invalid architecture: an architecture is a list of layers"),
+    (lambda d: d.update(dataset="digits"), "'dataset' must be a JSON object"),
+    (lambda d: d.update(history="none"), "'history' must be a JSON"),
+    (lambda d: d.update(history=[1, 2]), "'history' must be a list of JSON objects"),
+    (lambda d: d.update(windows=[-4.0, 2.0, 2.0]), "windows must list 3 positive finite lengths"),
+    (lambda d: d.update(windows=[float("nan"), 2.0, 2.0]), "windows must list 3 positive finite lengths"),
+    (lambda d: d.update(quant={"steps": [0, 0, 0, 0]}), "quant.steps must list 4 window lengths >= 1"),
+    (lambda d: d.update(quant={"steps": [8, 8, 8, 8], "delay": 1000000}), "quant.delay must be an integer in 1..62"),
+    (lambda d: d["arch"][0].update(kernel=-1), "layer 0 (conv): kernel = -1 must be an integer >= 1"),
+    (lambda d: d["arch"][2].update(**{"in": 5}), "layer 2 (conv): takes 5 channels, gets 4"),
+])
+def test_hostile_model_json_is_named(tmp_path, edit, message):
+    net = make_net()
+    io.save(net, tmp_path / "m")
+    cfg = tmp_path / "m" / "hwtune.json"
+    data = json.loads(cfg.read_text())
+    edit(data)
+    cfg.write_text(json.dumps(data))
+    with pytest.raises(io.ModelFileError) as e:
+        io.load(tmp_path / "m")
+    assert message in str(e.value) and "hwtune.json" in str(e.value)
+    cfg.write_text("[1, 2]")
+    with pytest.raises(io.ModelFileError, match="expected a JSON object, got list"):
+        io.load(tmp_path / "m")
+
+
+def test_non_finite_weights_are_refused_on_load_and_save(tmp_path):
+    from safetensors.torch import load_file, save_file
+    net = make_net()
+    io.save(net, tmp_path / "m")
+    path = tmp_path / "m" / "model.safetensors"
+    tensors = load_file(str(path))
+    tensors["synapses.1.weight"][0, 0, 0, 0] = float("nan")
+    save_file(tensors, str(path))
+    with pytest.raises(io.ModelFileError, match=r"tensor 'synapses.1.weight' \(layer 1\) holds NaN"):
+        io.load(tmp_path / "m")
+    with torch.no_grad():
+        net.synapses[0].bias[0] = float("inf")
+    with pytest.raises(io.ModelFileError, match="refusing to save a model whose 'synapses.0.bias' holds NaN or inf"):
+        io.save(net, tmp_path / "n")
+    assert not (tmp_path / "n").exists()

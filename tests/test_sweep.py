@@ -127,3 +127,15 @@ def test_report_and_results_table_regenerate_from_the_sweep_dir(ci_sweep, tmp_pa
     rows = [line for line in table.splitlines() if line.startswith("| digits | fc-small |")]
     assert [row.split(" | ")[5] for row in rows] == ["float", "8", "4"]
     assert "– ReLU acc: the base model was trained without the ReLU twin" in table
+
+
+def test_one_sweep_per_directory(tmp_path, capsys):
+    """A second sweep into a directory another sweep is writing is refused at once (lock file)."""
+    from hwtune.atomic import exclusive_lock
+    with exclusive_lock(tmp_path / "busy"):
+        assert main(["sweep", RECIPE, "--out", str(tmp_path / "busy")]) == 3
+    assert "another sweep is writing there" in capsys.readouterr().err
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    assert main(["sweep", RECIPE, "--out", str(tmp_path / "mine")]) == 3
+    assert "is not a sweep directory" in capsys.readouterr().err and (tmp_path / "mine/notes.txt").exists()
