@@ -34,6 +34,7 @@ from hwtune import numerics
 from hwtune.atomic import atomic_directory
 from hwtune.errors import HwtuneError, short
 from hwtune.layers import Conv2d, Dense, Flatten, OpError, SumPool, op_from_json, synapse_from_json
+from hwtune.noise import Geometry
 
 FORMAT = "hwtune-artifact"
 FORMAT_VERSION = 2
@@ -195,14 +196,21 @@ class ArtifactLayer:
             fan = op.fan_out_in(fan, shape)
         return fan.reshape(-1)
 
-    def potential(self, k: np.ndarray, steps_in: int, k_max: int | None = None) -> np.ndarray:
+    def potential(self, k: np.ndarray, steps_in: int, k_max: int | None = None,
+                  weight: np.ndarray | None = None) -> np.ndarray:
         """V (B, *out_shape) = q * ops(k) + beta T_{n-1}, exact int64; k: (B, n_in), |k| <= k_max
-        (default T_{n-1})."""
+        (default T_{n-1}); ``weight``: a device instance's weights instead of q (hwtune.noise)."""
         x = k.reshape(len(k), *self.in_shape)
         for op in self.ops:
             x = op.apply(x)
-        V = self.synapse.apply(x, (steps_in if k_max is None else k_max) * self.gain)
+        V = self.synapse.apply(x, (steps_in if k_max is None else k_max) * self.gain, weight)
         return V + per_channel(self.bias * steps_in, V.ndim)
+
+    def geometry(self):
+        """What noise draws need (hwtune.noise.Geometry): the weight shape, unshared over output
+        positions for a convolution, the neurons, whether the layer spikes."""
+        return Geometry(weight_shape=self.weight.shape + tuple(self.out_shape[1:]), neurons=self.n_out,
+                        hidden=not self.readout)
 
 
 def per_channel(v: np.ndarray, ndim: int) -> np.ndarray:

@@ -81,6 +81,12 @@ def setting(default: Any, kind: str, help: str, unit: str = "", **rule) -> Any:
     return field(metadata={"rule": Rule(kind, help, unit, **rule)}, **factory)
 
 
+def like(cls, name: str, default=None, **changes) -> Any:
+    """A field with the rule of ``cls``'s setting ``name`` (changed by ``changes``): one definition,
+    reused where another dataclass takes the same setting (e.g. a pass config and a target section)."""
+    return field(default=default, metadata={"rule": dataclasses.replace(rule_of(cls, name), **changes)})
+
+
 def rule_of(cls_or_obj, name: str) -> Rule:
     """The :class:`Rule` of field ``name`` of a Settings class."""
     for f in _setting_fields(cls_or_obj):

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from hwtune.architectures import PRESET_HELP, PRESETS
-from hwtune.config import Settings, setting
+from hwtune.config import Settings, like, setting
 from hwtune.errors import ConfigError
+from hwtune.noise import NoiseSpec
 
 #: Dataset names and the shape (C, H, W) of one sample.
 DATASET_SHAPES = {"digits": (1, 8, 8), "fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
@@ -109,21 +110,31 @@ class LatencyConfig(FinetuneOptions):
                                      "activations", gt=0, hi=1)
 
 
+_TARGETS = "the target's (0 if it has no noise)"
+
+
 @dataclass(frozen=True)
 class NoiseConfig(FinetuneOptions):
-    """Evaluate and fine-tune under spike-time jitter, weight noise and threshold noise."""
+    """Evaluate and fine-tune under device noise (hwtune.noise): each level defaults to the target's,
+    so a model prepared for a noisy target is hardened against that target by default."""
 
     pass_name: ClassVar[str] = "noise"
-    jitter: float = setting(0.0, "float", "spike-time jitter standard deviation", "fraction of the window, or "
-                            "steps with --units steps", lo=0, hi=100)
-    weight_mult: float = setting(0.0, "float", "multiplicative weight noise standard deviation",
-                                 "fraction of each weight", lo=0, hi=100)
-    weight_add: float = setting(0.0, "float", "additive weight noise standard deviation",
-                                "fraction of the largest weight", lo=0, hi=100)
-    threshold: float = setting(0.0, "float", "threshold noise standard deviation", "fraction of the window, or "
-                               "steps with --units steps", lo=0, hi=100)
-    units: str = setting("window", "str", "unit of jitter and threshold", choices=("window", "steps"))
+    jitter: float | None = like(NoiseSpec, "jitter", optional=True, default_text=_TARGETS)
+    threshold_noise: float | None = like(NoiseSpec, "threshold_noise", optional=True, default_text=_TARGETS)
+    spike_deletion: float | None = like(NoiseSpec, "spike_deletion", optional=True, default_text=_TARGETS)
+    weight_mismatch: float | None = like(NoiseSpec, "weight_mismatch", optional=True, default_text=_TARGETS)
+    threshold_mismatch: float | None = like(NoiseSpec, "threshold_mismatch", optional=True, default_text=_TARGETS)
+    devices: int = setting(5, "int", "held-out device instances (or trial draws) the noisy accuracy is averaged over",
+                           "devices", lo=1, hi=1000)
+    device_every: int = setting(1, "int", "fine-tuning draws a new device instance every N batches", "batches",
+                                lo=1, hi=1_000_000)
     eval_only: bool = setting(False, "bool", "measure robustness only: no fine-tuning, no model written")
+
+    def spec(self, target: NoiseSpec | None = None) -> NoiseSpec:
+        """The levels: this config's where given, else the target's, else 0."""
+        base = target or NoiseSpec()
+        return NoiseSpec(**{name: getattr(base, name) if getattr(self, name) is None else getattr(self, name)
+                            for name in NoiseSpec.field_names()})
 
 
 @dataclass(frozen=True)

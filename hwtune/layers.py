@@ -134,10 +134,12 @@ class Dense:
             raise OpError(f"dense layer takes {self.weight.shape[1]} inputs, gets shape {tuple(in_shape)}")
         return (self.out_channels,)
 
-    def apply(self, x: np.ndarray, x_max: int) -> np.ndarray:
-        """Exact sum_j q_ij x_j as int64; ``x_max`` bounds |x| (it picks the exact float type)."""
-        dtype = exact_dtype(int(self.abs_sums().max(initial=0)) * x_max)
-        return (x.astype(dtype, copy=False) @ self.weight.T.astype(dtype)).astype(np.int64, copy=False)
+    def apply(self, x: np.ndarray, x_max: int, weight: np.ndarray | None = None) -> np.ndarray:
+        """Exact sum_j q_ij x_j as int64; ``x_max`` bounds |x| (it picks the exact float type);
+        ``weight``: another weight matrix of the same shape (a device instance's)."""
+        weight = self.weight if weight is None else weight
+        dtype = exact_dtype(int(np.abs(weight).sum(axis=1, dtype=np.int64).max(initial=0)) * x_max)
+        return (x.astype(dtype, copy=False) @ weight.T.astype(dtype)).astype(np.int64, copy=False)
 
     def abs_sums(self) -> np.ndarray:
         """sum_j |q_ij| per output neuron (out,)."""
@@ -206,17 +208,25 @@ class Conv2d:
         """Nonzero kernel weights per output channel (C_out,): the fan-in of an interior neuron."""
         return np.count_nonzero(self.weight.reshape(self.out_channels, -1), axis=1)
 
-    def apply(self, x: np.ndarray, x_max: int) -> np.ndarray:
+    def apply(self, x: np.ndarray, x_max: int, weight: np.ndarray | None = None) -> np.ndarray:
         """Exact convolution as int64 (B, C_out, H_o, W_o): im2col, then one matmul in the cheapest
-        exact type (``x_max`` bounds |x|), in chunks of samples whose im2col fits IM2COL_BYTES."""
-        dtype = exact_dtype(int(self.abs_sums().max(initial=0)) * x_max)
+        exact type (``x_max`` bounds |x|), in chunks of samples whose im2col fits IM2COL_BYTES.
+        ``weight`` (C_out, C_in, K, K, H_o, W_o): one kernel per output position instead of the
+        shared one (a device instance's mismatched synapses)."""
+        weight = self.weight if weight is None else weight
         c_out, h_o, w_o = self.output_shape()
+        per_output = np.abs(weight).reshape(c_out, self.weight[0].size, -1).sum(axis=1, dtype=np.int64)
+        dtype = exact_dtype(int(per_output.max(initial=0)) * x_max)
         per_sample = h_o * w_o * self.weight[0].size * np.dtype(dtype).itemsize
         chunk = max(1, IM2COL_BYTES // per_sample)
-        kernel = self.weight.reshape(c_out, -1).T.astype(dtype)
+        if weight.ndim == 4:
+            kernel = weight.reshape(c_out, -1).T.astype(dtype)                         # (C_in K K, C_out)
+        else:
+            kernel = weight.reshape(c_out, -1, h_o * w_o).transpose(2, 1, 0).astype(dtype)   # (L, C_in K K, C_out)
+        if not len(x):
+            return np.zeros((0, c_out, h_o, w_o), dtype=np.int64)
         return np.concatenate([self._im2col_matmul(x[i:i + chunk].astype(dtype, copy=False), kernel)
-                               for i in range(0, len(x), chunk)]) if len(x) else \
-            np.zeros((0, c_out, h_o, w_o), dtype=np.int64)
+                               for i in range(0, len(x), chunk)])
 
     def _im2col_matmul(self, x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
         b = len(x)
@@ -225,8 +235,11 @@ class Conv2d:
         if p:
             x = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
         windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::s, ::s]
-        columns = windows.transpose(0, 2, 3, 1, 4, 5).reshape(b * h_o * w_o, -1)     # (B*Ho*Wo, Cin*K*K)
-        out = columns @ kernel                                                         # (B*Ho*Wo, Cout)
+        columns = windows.transpose(0, 2, 3, 1, 4, 5).reshape(b, h_o * w_o, -1)      # (B, L, Cin*K*K)
+        if kernel.ndim == 2:
+            out = columns.reshape(b * h_o * w_o, -1) @ kernel                          # (B*L, Cout)
+        else:                                                                          # a kernel per position
+            out = np.matmul(columns.transpose(1, 0, 2), kernel).transpose(1, 0, 2)     # (B, L, Cout)
         return out.reshape(b, h_o, w_o, c_out).transpose(0, 3, 1, 2).astype(np.int64)
 
     def fan_out(self) -> np.ndarray:

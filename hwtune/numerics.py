@@ -73,6 +73,35 @@ def jitter(k, delta, steps: int):
     return moved * (k > 0)
 
 
+def mismatch(q, eps, level: float, lo: int, hi: int):
+    """Weights of a device instance: q' = clip(round(q (1 + level eps)), lo, hi) (hwtune.noise).
+
+    ``eps``: standard normals, one per physical synapse (broadcast against q by the caller)."""
+    scaled = q * (1 + level * eps)
+    return (scaled.round() if not isinstance(scaled, np.ndarray) else np.round(scaled)).clip(lo, hi)
+
+
+def threshold_offset(shift, steps: int, sigma):
+    """Threshold offset of each neuron, in potential units: delta = round(shift T sigma).
+
+    ``shift``: the spike shift the offset causes, in fractions of the window (hwtune.noise: level x
+    standard normal, fixed-pattern and trial-to-trial summed before the one rounding). Firing on
+    V - delta (:func:`fire`) moves the spike by about shift T steps."""
+    x = shift * steps * sigma
+    return x.round() if not isinstance(x, np.ndarray) else np.round(x)
+
+
+def jitter_steps(eps, level: float, steps: int):
+    """Spike-time jitter in whole steps: delta = round(level T eps) (positive = later; :func:`jitter`)."""
+    x = eps * (level * steps)
+    return x.round() if not isinstance(x, np.ndarray) else np.round(x)
+
+
+def delete(k, u, p: float):
+    """Spike deletion: an emitted spike is lost (k = 0) where the uniform draw u < p."""
+    return k * (u >= p)
+
+
 def slope(delta_out: float, scale, delta_in: float):
     """sigma = max(1, round(Delta_n / (s * Delta_{n-1}))) as int64 (scale per layer or per neuron)."""
     return np.maximum(1, np.round(delta_out / (np.asarray(scale, dtype=np.float64) * delta_in))).astype(np.int64)

@@ -66,14 +66,14 @@ def make_plots(records: list[dict], out: Path) -> tuple[list[Path], list[str]]:
     if not records:
         return [], ["no finished points: nothing plotted"]
     steps, bits = max(r["steps"] for r in records), _most_common(records, "bits")
-    clean = {"sigma": 0.0, "weight_noise": 0.0}
+    clean = {"jitter": 0.0, "weight_mismatch": 0.0}
     made = [
         _figure(records, "bits", {**clean, "steps": steps}, "finetune", "accuracy vs weight bits", "weight bits",
                 out / "accuracy_vs_bits.png"),
-        _figure(records, "steps", {**clean, "finetune": True, "weight_noise": 0.0}, "bits",
+        _figure(records, "steps", {**clean, "finetune": True, "weight_mismatch": 0.0}, "bits",
                 "accuracy vs steps per window (latency)", "steps per window", out / "accuracy_vs_steps.png",
                 log_x=True),
-        _figure(records, "sigma", {"steps": steps, "bits": bits, "weight_noise": 0.0}, "finetune",
+        _figure(records, "jitter", {"steps": steps, "bits": bits, "weight_mismatch": 0.0}, "finetune",
                 "accuracy vs spike-time jitter", "jitter sigma (fraction of the window)",
                 out / "accuracy_vs_jitter.png"),
     ]
@@ -101,7 +101,7 @@ def _cell(record: dict, column: str) -> str:
 def write_report(records: list[dict], out: Path, title: str) -> Path:
     """``report.md`` with the plots and one row per point; returns its path."""
     plots, not_plotted = make_plots(records, out)
-    cols = ["bits", "steps", "sigma", "weight_noise", "finetune", "accuracy_torch", "accuracy_emulator",
+    cols = ["bits", "steps", "jitter", "weight_mismatch", "finetune", "accuracy_torch", "accuracy_emulator",
             "torch_emulator_agreement", "spikes_per_hidden_neuron", "synaptic_events_per_sample", "latency_steps",
             "backend_identical"]
     lines = [f"# {title}", ""]
@@ -112,7 +112,7 @@ def write_report(records: list[dict], out: Path, title: str) -> Path:
     lines += [f"![{p.stem}]({p.name})" for p in plots] + [""]
     lines += [f"- {why}" for why in not_plotted] + ([""] if not_plotted else [])
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in sorted(records, key=lambda r: tuple(r[c] for c in ("bits", "steps", "sigma", "weight_noise", "finetune"))):
+    for r in sorted(records, key=lambda r: tuple(r[c] for c in ("bits", "steps", "jitter", "weight_mismatch", "finetune"))):
         lines.append("| " + " | ".join(_cell(r, c) for c in cols) + " |")
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")

@@ -1,4 +1,4 @@
-"""Robustness sweeps: a grid of (weight bits, steps per window, jitter, weight noise, fine-tuning).
+"""Robustness sweeps: a grid of (weight bits, steps per window, jitter, weight mismatch, fine-tuning).
 
 A sweep recipe (YAML) names a base model (trained once, or loaded), a dataset, a target and a
 grid or a list of points; optional floors guard the results:
@@ -8,18 +8,20 @@ grid or a list of points; optional floors guard the results:
     target: loihi2
     model: {train: {arch: fc-small, epochs: 40, lr: 0.002, batch_size: 16}}   # or {load: DIR}
     finetune: {epochs: 3, lr: 0.0005}
+    devices: 3                   # held-out device instances per noisy point
     backend_samples: 10          # the target's backend (Lava) vs the emulator, spike for spike, noiseless points
-    grid: {bits: [8, 4], steps: [16], sigma: [0, 0.1], weight_noise: [0], finetune: [false, true]}
+    grid: {bits: [8, 4], steps: [16], jitter: [0, 0.1], weight_mismatch: [0], finetune: [false, true]}
     floors:
-      - {point: {bits: 4, steps: 16, sigma: 0, finetune: true}, metric: accuracy_torch,
+      - {point: {bits: 4, steps: 16, jitter: 0, finetune: true}, metric: accuracy_torch,
          min_relative_to_float: -0.02}
 
 Each point: quantize the base model (``bits``, ``steps`` for the input and every hidden window);
 with ``finetune`` the quantize pass fine-tunes and, where the point has noise, a noise-aware
-fine-tuning at that noise follows. Then it is evaluated under its noise (jitter ``sigma`` in units
-of the window, multiplicative ``weight_noise``) on the torch model and, for jitter, on the emulator
-(same noise model, its own draws; weight noise is torch-only). Axis values obey the same rules as
-the pass settings (hwtune.configs). Finished points are appended to ``points.jsonl`` at once (one
+fine-tuning at that noise follows (so a noisy fine-tuned point has twice the budget of a clean
+one; hwtune.study compares arms at equal budget). Then it is evaluated under its noise (jitter in
+units of the window, fixed-pattern weight mismatch, hwtune.noise) on ``devices`` held-out device
+instances, on the torch model and on the emulator with the same draws (they must agree). Axis
+values obey the same rules as the pass settings (hwtune.configs). Finished points are appended to ``points.jsonl`` at once (one
 writer per directory: a lock), keyed by a hash of their settings, the seed and everything else
 their result depends on (base model, dataset, target, data subsets, fine-tuning settings), so a
 rerun resumes and a changed recipe never reuses stale points. A trained base model is cached per
@@ -39,21 +41,22 @@ from pathlib import Path
 
 from hwtune.config import Rule, check_value, rule_of
 from hwtune.configs import DeployConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
+from hwtune.noise import NoiseSpec
 from hwtune.errors import ConfigError, HwtuneError, short
 from hwtune.recipes import PipelineHeader, PipelineSpec, RecipeError, parse_pipeline, split_keys
 from hwtune.target import TargetError
 from hwtune.yamlfile import read_yaml
 
-#: Sweep axes and their rules: the pass settings they set (bits: an integer, no 'float' here).
+#: Sweep axes and their rules: the pass and noise settings they set (bits: an integer, no 'float' here).
 AXES: dict[str, Rule] = {
     "bits": dataclasses.replace(rule_of(QuantizeConfig, "bits"), optional=False),
     "steps": Rule("int", "steps per window (input and hidden)", "steps", lo=1, hi=65536),
-    "sigma": rule_of(NoiseConfig, "jitter"),
-    "weight_noise": rule_of(NoiseConfig, "weight_mult"),
+    "jitter": rule_of(NoiseSpec, "jitter"),
+    "weight_mismatch": rule_of(NoiseSpec, "weight_mismatch"),
     "finetune": Rule("bool", "fine-tune the point"),
 }
-_DEFAULTS = {"weight_noise": 0.0, "finetune": False, "sigma": 0.0}
-_OWN_KEYS = {"finetune", "grid", "points", "floors", "backend_samples"}
+_DEFAULTS = {"weight_mismatch": 0.0, "finetune": False, "jitter": 0.0}
+_OWN_KEYS = {"kind", "finetune", "grid", "points", "floors", "backend_samples", "devices"}
 METRICS = ("accuracy_torch", "accuracy_emulator", "accuracy_float", "spikes_per_hidden_neuron")
 POINTS, SUMMARY = "points.jsonl", "sweep.json"
 
@@ -75,6 +78,7 @@ class Sweep(PipelineSpec):
     finetune: FinetuneOptions = field(default_factory=FinetuneOptions)
     floors: list[Floor] = field(default_factory=list)
     backend_samples: int = 0
+    devices: int = 3
 
 
 def _hash(settings: dict) -> str:
@@ -92,9 +96,10 @@ def _base_settings(sweep: Sweep) -> dict:
 def point_id(sweep: Sweep, point: dict) -> str:
     """Stable id of a point: hash of its settings, the seed, the base model, dataset, target,
     data subsets and (for a fine-tuned point) the fine-tuning settings."""
+    noisy = point["jitter"] > 0 or point["weight_mismatch"] > 0
     return _hash({**{k: point[k] for k in AXES}, "seed": sweep.seed, "base": _base_settings(sweep),
                   "dataset": sweep.dataset, "target": sweep.target.name, "train_samples": sweep.data.train_samples,
-                  "samples": sweep.data.samples,
+                  "samples": sweep.data.samples, "devices": sweep.devices if noisy else None,
                   "finetune_settings": sweep.finetune.to_dict() if point["finetune"] else None})
 
 
@@ -159,9 +164,11 @@ def parse_sweep(data: object, path: str) -> Sweep:
         finetune = FinetuneOptions.from_mapping(own.get("finetune", {}), f"{path}: finetune")
         backend_samples = check_value(rule_of(DeployConfig, "backend_samples"), "backend_samples",
                                       own.get("backend_samples", 0))
+        devices = check_value(rule_of(NoiseConfig, "devices"), "devices", own.get("devices", 3))
     except ConfigError as e:
         raise RecipeError(f"{path}: {e}" if not str(e).startswith(path) else str(e)) from None
-    sweep = parse_pipeline(shared, path, Sweep, finetune=finetune, backend_samples=backend_samples)
+    sweep = parse_pipeline(shared, path, Sweep, finetune=finetune, backend_samples=backend_samples,
+                           devices=devices)
     which = "grid" if "grid" in own else "points"
     raw = _grid_points(own["grid"], path) if which == "grid" else \
         (own["points"] if isinstance(own["points"], list) else [own["points"]])
@@ -288,33 +295,35 @@ def _base_model(sweep: Sweep, data):
 
 
 def run_point(sweep: Sweep, base, point: dict, ctx, float_accuracy: float) -> dict:
-    """Quantize (and fine-tune) a copy of the base model for ``point``, evaluate it under its noise."""
+    """Quantize (and fine-tune) a copy of the base model for ``point``; evaluate it under its noise
+    on the torch model and the emulator (the same held-out devices and trial draws)."""
     from hwtune import workflow
     from hwtune.passes import run_pass
-    from hwtune.passes.noise import noise_model
+    from hwtune.passes.noise import evaluate_under_noise
 
     net = copy.deepcopy(base)
     ft = sweep.finetune.replace(epochs=sweep.finetune.epochs if point["finetune"] else 0).to_dict()
     run_pass(net, QuantizeConfig(bits=point["bits"], steps=point["steps"], input_steps=point["steps"], **ft), ctx)
-    noise = NoiseConfig(jitter=point["sigma"], weight_mult=point["weight_noise"], **ft)
-    noisy = point["sigma"] > 0 or point["weight_noise"] > 0
-    if noisy and point["finetune"]:
-        run_pass(net, noise, ctx)
-    net.noise = noise_model(noise, sweep.seed + 1) if noisy else None
-    torch_eval = ctx.evaluate(net)
-    net.noise = None
+    spec = NoiseSpec(jitter=point["jitter"], weight_mismatch=point["weight_mismatch"])
+    if spec.any and point["finetune"]:
+        run_pass(net, NoiseConfig(jitter=spec.jitter, weight_mismatch=spec.weight_mismatch, devices=sweep.devices, **ft),
+                 ctx)
     artifact = workflow.export_model(net, sweep.target)
     x, y = ctx.test_split()
-    emu, emu_pred = workflow.emulate_artifact(artifact, x, y, jitter_sigma=point["sigma"],
-                                              jitter_seed=sweep.seed + 1)
     record = {"id": point_id(sweep, point), **point, "seed": sweep.seed, "accuracy_float": float_accuracy,
-              "accuracy_torch": torch_eval["accuracy"],
-              "accuracy_emulator": emu["accuracy"] if point["weight_noise"] == 0 else None,
-              "spikes_per_hidden_neuron": emu["spikes_per_hidden_neuron"],
-              "synaptic_events_per_sample": emu["synaptic_events_per_sample"], "latency_steps": emu["latency_steps"],
               "torch_emulator_agreement": None, "backend_identical": None, "backend_samples": None}
-    if not noisy:
-        record["torch_emulator_agreement"] = workflow.compare_with_torch(net, x, y, emu_pred)["torch_emulator_agreement"]
+    if spec.any:
+        torch_eval = evaluate_under_noise(net, x, y, spec, sweep.devices, sweep.seed)
+        emu = workflow.emulate_under_noise(artifact, x, y, spec, sweep.devices, sweep.seed)
+        record.update(accuracy_torch=torch_eval["accuracy"], accuracy_torch_std=torch_eval["accuracy_std"],
+                      accuracy_emulator=emu["accuracy"], devices=sweep.devices)
+    clean, clean_pred = workflow.emulate_artifact(artifact, x, y)
+    record.update(spikes_per_hidden_neuron=clean["spikes_per_hidden_neuron"],
+                  synaptic_events_per_sample=clean["synaptic_events_per_sample"], latency_steps=clean["latency_steps"])
+    if not spec.any:
+        agreement = workflow.compare_with_torch(net, x, y, clean_pred)
+        record.update(accuracy_torch=agreement["torch_accuracy"], accuracy_emulator=clean["accuracy"],
+                      torch_emulator_agreement=agreement["torch_emulator_agreement"])
         if sweep.backend_samples:
             hw = workflow.compare_backend(artifact, x[:sweep.backend_samples])
             record["backend_identical"], record["backend_samples"] = hw["identical_spike_for_spike"], hw["samples"]

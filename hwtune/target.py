@@ -2,7 +2,8 @@
 
 A target is data, not code: the backend that runs it, the weight format, time-grid limits, state
 widths, synaptic delay, read-out mode and, optionally, the chip's resources (``chip``: cores,
-neurons and synaptic memory per core, time per step, energy per event; used by hwtune.mapper).
+neurons and synaptic memory per core, time per step, energy per event; used by hwtune.mapper)
+and its device noise (``noise``: hwtune.noise; evaluating on the target applies it).
 Every section is a self-validating settings dataclass (hwtune.config); errors name the file and key.
 A model and an artifact record the whole spec (:meth:`TargetSpec.to_dict`), not just its name,
 so a changed or look-alike target file is caught (:func:`differences`).
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from hwtune.config import Settings, setting
 from hwtune.errors import ConfigError, HwtuneError
+from hwtune.noise import NoiseSpec
 from hwtune.numerics import WeightFormat
 from hwtune.yamlfile import read_yaml
 
@@ -87,6 +89,8 @@ class TargetSpec(Settings):
                            choices=("membrane",))
     chip: ChipSection | None = setting(None, "section", "chip resources (none: no resource map)",
                                        section=ChipSection, optional=True)
+    noise: NoiseSpec | None = setting(None, "section", "device noise (none: a digital chip, exact)",
+                                      section=NoiseSpec, optional=True)
     path: str = field(default="", compare=False)
 
     def check(self) -> None:

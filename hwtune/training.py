@@ -19,6 +19,10 @@ from hwtune.errors import ConfigError
 from hwtune.ttfs.net import TTFSNet
 
 
+#: Samples per evaluation batch (torch and emulator alike: trial noise is drawn batch by batch).
+EVAL_BATCH = 1000
+
+
 def resolve_device(name: str) -> torch.device:
     """'cpu', 'cuda' (refused when no GPU is visible) or 'auto' (cuda when present)."""
     if name == "auto":
@@ -88,7 +92,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
     """Predicted class of every sample (argmax of logits; ties go to the lowest index), in batches."""
     model.eval()
     device = model_device(model)
@@ -98,7 +102,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.
 
 
 @torch.no_grad()
-def evaluate(net: TTFSNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> dict:
+def evaluate(net: TTFSNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH) -> dict:
     """Accuracy, spikes per neuron (hidden only / including inputs; silent neurons do not count)
     and latency (tau_c, and steps when quantized) of a TTFS net, streaming batches."""
     net.eval()

@@ -18,7 +18,7 @@ from hwtune.errors import HwtuneError
 from hwtune.exporter import to_artifact
 from hwtune.provenance import provenance
 from hwtune.target import TargetError, TargetSpec, differences, load_target, target_from_record
-from hwtune.training import evaluate, predict, train
+from hwtune.training import EVAL_BATCH, evaluate, predict, train
 from hwtune.ttfs import TTFSNet, from_relu, preset, to_relu
 
 #: The target a model is prepared for when it records none and none is asked for.
@@ -199,28 +199,39 @@ def encoded_inputs(x: torch.Tensor, input_steps: int) -> np.ndarray:
 
 
 def emulate_artifact(artifact: Artifact, x: torch.Tensor, y: torch.Tensor, mode: str = "fast",
-                     batch_size: int = 2000, jitter_sigma: float = 0.0,
-                     jitter_seed: int | None = None) -> tuple[dict, np.ndarray]:
+                     batch_size: int = EVAL_BATCH, noise=None) -> tuple[dict, np.ndarray]:
     """Emulator accuracy, spikes/neuron, synaptic events and latency on (x, y), streaming batches;
-    also the predictions. ``jitter_sigma``: spike-time jitter in units of each window (batch b
-    draws with seed jitter_seed + b)."""
+    also the predictions. ``noise``: an EmulatorNoise (device noise; its trial draws advance batch by
+    batch, in the batches of the torch evaluation, hwtune.training.EVAL_BATCH)."""
     from hwtune.backends.emulator import emulate
 
     preds, spikes_h, spikes_all, events = [], [], [], []
-    for b, i in enumerate(progress.bar(range(0, len(x), batch_size), desc=f"emulate ({mode})")):
-        seed = None if jitter_seed is None else jitter_seed + b
-        result = emulate(artifact, encoded_inputs(x[i:i + batch_size], artifact.input_steps), mode=mode,
-                         jitter_seed=seed, jitter_sigma=jitter_sigma)
+    for i in progress.bar(range(0, len(x), batch_size), desc=f"emulate ({mode})"):
+        result = emulate(artifact, encoded_inputs(x[i:i + batch_size], artifact.input_steps), mode=mode, noise=noise)
         preds.append(result.predictions)
         spikes_h.append(result.spikes_per_neuron())
         spikes_all.append(result.spikes_per_neuron(include_input=True))
         events.append(result.synaptic_events())
     pred = np.concatenate(preds)
-    return {"accuracy": float((pred == y.numpy()).mean()), "n": len(x), "mode": mode, "jitter_sigma": jitter_sigma,
+    return {"accuracy": float((pred == y.numpy()).mean()), "n": len(x), "mode": mode,
             "spikes_per_hidden_neuron": float(np.concatenate(spikes_h).mean()),
             "spikes_per_neuron_incl_input": float(np.concatenate(spikes_all).mean()),
             "synaptic_events_per_sample": float(np.concatenate(events).mean()),
             "latency_steps": artifact.latency_steps, "window_steps": artifact.window_steps}, pred
+
+
+def emulate_under_noise(artifact: Artifact, x: torch.Tensor, y: torch.Tensor, spec, devices: int,
+                        seed: int) -> dict:
+    """Emulator accuracy under device noise ``spec`` on ``devices`` held-out devices (the draws of
+    hwtune.passes.noise.evaluate_under_noise): mean, standard deviation, each device's."""
+    import statistics
+
+    from hwtune.backends.emulator import EmulatorNoise
+
+    accuracies = [emulate_artifact(artifact, x, y, noise=EmulatorNoise.evaluation(artifact, spec, seed, i))[0]["accuracy"]
+                  for i in range(devices)]
+    return {"accuracy": statistics.fmean(accuracies), "accuracy_std": statistics.pstdev(accuracies),
+            "accuracies": accuracies, "devices": devices, "noise": spec.to_dict()}
 
 
 def compare_with_torch(net: TTFSNet, x: torch.Tensor, y: torch.Tensor, emulator_pred: np.ndarray) -> dict:

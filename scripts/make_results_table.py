@@ -68,14 +68,14 @@ def sweep_rows(path: Path) -> tuple[list[dict], list[str]]:
                                        "torch=emulator / Lava": "the float model is not exported"}}]
     notes = [f"{path}: rows are its noiseless (sigma 0, no weight noise) fine-tuned points; all {len(points)} "
              f"points are in {path / 'report.md'}"]
-    clean_points = [p for p in points if p["sigma"] == 0 and p["weight_noise"] == 0]
+    clean_points = [p for p in points if p["jitter"] == 0 and p["weight_mismatch"] == 0]
     for bits, steps in sorted({(p["bits"], p["steps"]) for p in clean_points}, key=lambda k: (-k[0], -k[1])):
         same = sorted((p for p in clean_points if (p["bits"], p["steps"]) == (bits, steps)),
                       key=lambda p: not p["finetune"])
         clean = same[0]
         if not clean["finetune"]:
             notes.append(f"{path}: {bits} bits, {steps} steps: no fine-tuned point; the row is without fine-tuning")
-        noisy = next((p for p in points if (p["bits"], p["steps"], p["finetune"], p["weight_noise"], p["sigma"])
+        noisy = next((p for p in points if (p["bits"], p["steps"], p["finetune"], p["weight_mismatch"], p["jitter"])
                       == (bits, steps, clean["finetune"], 0, 0.1)), None)
         rows.append({**common, "TTFS acc": pct(clean["accuracy_torch"]),
                      "spikes/neuron": spikes(clean["spikes_per_hidden_neuron"]), "bits": str(bits), "steps": str(steps),

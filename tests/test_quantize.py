@@ -13,7 +13,8 @@ from hwtune.passes import LatencyConfig, NoiseConfig, PassContext, QuantizeConfi
 from hwtune.target import TargetError, load_target
 from hwtune.training import TrainConfig, train
 from hwtune.ttfs import QuantSpec, TTFSNet, fc
-from hwtune.ttfs.noise import NoiseModel
+from hwtune.noise import NoiseSpec
+from hwtune.passes.noise import evaluation_noise
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +120,9 @@ def test_noise_is_reproducible_by_seed(trained, digits):
     net = clone(trained)
     x = digits.test_x[:100]
     outs = []
+    spec = NoiseSpec(jitter=0.1, weight_mismatch=0.05, threshold_noise=0.05)
     for seed in (3, 3, 4):
-        net.noise = NoiseModel(jitter=0.1, weight_mult=0.05, threshold=0.05, seed=seed)
+        net.noise = evaluation_noise(net, spec, seed, 0)
         outs.append(net(x))
     net.noise = None
     assert torch.equal(outs[0], outs[1])

@@ -28,7 +28,7 @@ def test_ci_sweep_holds_its_floors(ci_sweep):
     assert code == 0
     assert len(records) == 8 and len({r["id"] for r in records}) == 8
     for r in records:
-        if r["sigma"] == 0:
+        if r["jitter"] == 0:
             assert r["torch_emulator_agreement"] == 1.0 and r["accuracy_emulator"] == r["accuracy_torch"]
             assert r["backend_identical"] == r["backend_samples"] == 10
     assert broken_floors(load_sweep(RECIPE), records) == []
@@ -66,8 +66,8 @@ def test_rerun_resumes_without_recomputing(ci_sweep, capsys):
 @pytest.mark.parametrize("change,message", [
     (lambda r: r["grid"].update(bits=[12]), "12-bit weights: target loihi2 holds 2..8"),
     (lambda r: r["grid"].update(colour=[1]), "grid must map axes"),
-    (lambda r: r["grid"].update(sigma=[float("nan")]), "grid: sigma = nan must be a number"),
-    (lambda r: r["grid"].update(sigma=[-1]), "grid: sigma = -1 must be a number in [0, 100]"),
+    (lambda r: r["grid"].update(jitter=[float("nan")]), "grid: jitter = nan must be a number"),
+    (lambda r: r["grid"].update(jitter=[-1]), "grid: jitter = -1 must be a number in [0, 100]"),
     (lambda r: r["floors"][0].update(metric="speed"), "floors[0]: metric must be one of"),
     (lambda r: r.update(points=[{"bits": 4}]), "exactly one of 'grid' or 'points'"),
     (lambda r: r.pop("grid") and r.update(points=[{"bits": 4, "steps": -1}]), "points[0]: steps = -1"),
@@ -76,7 +76,7 @@ def test_rerun_resumes_without_recomputing(ci_sweep, capsys):
     (lambda r: r["grid"].update(bits=[4, 4]), "appears twice"),
     (lambda r: r["floors"][0]["point"].update(bits=3), "floors[0]: point {'bits': 3"),
     (lambda r: r["floors"][0].update(min_relative_to_float="high"), "floors[0]: min_relative_to_float = 'high'"),
-    (lambda r: r["floors"][0]["point"].update(sigma="zero"), "floors[0]: point: sigma = 'zero'"),
+    (lambda r: r["floors"][0]["point"].update(jitter="zero"), "floors[0]: point: jitter = 'zero'"),
     (lambda r: r["finetune"].update(lr=0), "finetune: lr = 0 must be a number in (0, 10]"),
     (lambda r: r.update(backend_samples="ten"), "backend_samples = 'ten' must be an integer in [0, 100000]"),
     (lambda r: r.update(samples=-5), "samples = -5 must be an integer >= 1"),

@@ -14,9 +14,12 @@ Both refuse weights outside the artifact's ``weight_bits`` (what the hardware wo
 Fast mode's overflow proof is per layer and channel: it refuses an artifact whose worst case
 (numerics.state_bound) leaves ``membrane_bits``, so no register can overflow in it.
 
-Optional spike-time jitter: every hidden neuron draws delta = round(N(0, (jitter_sigma T_n)^2))
-steps (one array (B, n) per hidden layer, in layer order, from Generator(jitter_seed)), applied to
-emitted spikes with numerics.jitter; inputs are not jittered. Both modes draw the same numbers.
+Optional device noise (:class:`EmulatorNoise`, hwtune.noise): a device instance's mismatched
+weights (one per physical synapse: a convolution's kernel becomes one per output position) and
+threshold offsets, and each batch's trial draws (threshold noise, jitter, deletion), applied by
+the rules of hwtune.numerics in the order threshold offset -> fire -> jitter -> deletion. Both modes
+apply the same draws; the torch model fed the same device and trial generator computes the same
+integers (tests/test_noise.py).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from hwtune import numerics
 from hwtune.artifact import Artifact, membrane_violations, per_channel, weight_violations
 from hwtune.backends import RunResult
 from hwtune.errors import HwtuneError
+from hwtune.noise import EVAL, Device, NoiseSpec, Trial, rng
 
 MODES = ("fast", "stepped")
 
@@ -42,33 +46,94 @@ class MembraneOverflowError(EmulatorError):
 
 @dataclass
 class EmulatorResult(RunResult):
-    """A :class:`RunResult` plus the emulator mode and jitter that produced it."""
+    """A :class:`RunResult` plus the emulator mode and noise that produced it."""
 
     mode: str = "fast"
-    jitter_sigma: float = 0.0
+    noise: dict | None = None
 
 
-def emulate(artifact: Artifact, k0, mode: str = "fast", jitter_seed=None,
-            jitter_sigma: float = 0.0) -> EmulatorResult:
+@dataclass
+class EmulatorNoise:
+    """Device noise for the emulator: the levels, a device instance (fixed pattern, or None) and the
+    generator of the trial draws, consumed batch by batch (:meth:`draws`)."""
+
+    spec: NoiseSpec
+    device: Device | None
+    trial_rng: np.random.Generator
+
+    @classmethod
+    def evaluation(cls, artifact: Artifact, spec: NoiseSpec, seed: int, index: int) -> "EmulatorNoise":
+        """Held-out device ``index`` of stream EVAL, as the torch model's evaluation draws it
+        (hwtune.passes.noise.evaluation_noise)."""
+        geometry = [layer.geometry() for layer in artifact.layers]
+        device = Device.draw(spec, geometry, rng(EVAL, seed, 2 * index)) if spec.fixed_pattern else None
+        return cls(spec, device, rng(EVAL, seed, 2 * index + 1))
+
+    def draws(self, artifact: Artifact, batch: int) -> "_Draws":
+        """This batch's noise: mismatched weights, threshold offsets, jitter, deletion, per layer."""
+        geometry = [layer.geometry() for layer in artifact.layers]
+        trial = Trial.draw(self.spec, geometry, batch, self.trial_rng) if self.spec.trial_to_trial else None
+        return _Draws(artifact, self.spec, self.device, trial)
+
+
+class _Draws:
+    """The integer noise of one batch, layer by layer (numerics rules, the torch model's order)."""
+
+    def __init__(self, artifact: Artifact, spec: NoiseSpec, device: Device | None, trial: Trial | None):
+        self.artifact, self.spec, self.device, self.trial = artifact, spec, device, trial
+
+    def weight(self, n: int) -> np.ndarray | None:
+        if self.device is None or self.device.weight_eps[n] is None:
+            return None
+        q = self.artifact.layers[n].weight
+        eps = self.device.weight_eps[n]
+        lo, hi = numerics.signed_range(self.artifact.weight_bits)
+        return numerics.mismatch(q.reshape(q.shape + (1,) * (eps.ndim - q.ndim)), eps, self.spec.weight_mismatch,
+                                 lo, hi).astype(np.int64)
+
+    def threshold_offset(self, n: int, V: np.ndarray, slope: np.ndarray, steps: int) -> np.ndarray | None:
+        shift = None
+        if self.device is not None and self.device.threshold_eps[n] is not None:
+            shift = self.spec.threshold_mismatch * self.device.threshold_eps[n][None]
+        if self.trial is not None and self.trial.threshold_eps[n] is not None:
+            noise = self.spec.threshold_noise * self.trial.threshold_eps[n]
+            shift = noise if shift is None else shift + noise
+        if shift is None:
+            return None
+        return numerics.threshold_offset(shift.reshape(len(shift), *V.shape[1:]), steps,
+                                         per_channel(slope, V.ndim)).astype(np.int64)
+
+    def spikes(self, n: int, k: np.ndarray, steps: int) -> np.ndarray:
+        """Jitter, then deletion, of the activations k (B, neurons) of hidden layer n."""
+        if self.trial is None:
+            return k
+        if self.trial.jitter_eps[n] is not None:
+            k = numerics.jitter(k, numerics.jitter_steps(self.trial.jitter_eps[n], self.spec.jitter, steps), steps)
+        if self.trial.deletion_u[n] is not None:
+            k = numerics.delete(k, self.trial.deletion_u[n], self.spec.spike_deletion)
+        return k.astype(np.int64)
+
+
+def emulate(artifact: Artifact, k0, mode: str = "fast", noise: EmulatorNoise | None = None) -> EmulatorResult:
     """Run ``artifact`` on input activations ``k0`` (B, n_in), integers in [0, T_0].
 
     k0 comes from numerics.encode_input. Returns activations, spike steps, potentials and the
     read-out logits (int64). ``mode="fast"`` refuses an artifact whose registers could overflow
-    (see hwtune.artifact.membrane_violations); ``mode="stepped"`` checks every step instead.
+    (see hwtune.artifact.membrane_violations; with device noise, the device's weights and offsets
+    are bounded); ``mode="stepped"`` checks every step instead. ``noise``: device noise, whose
+    trial generator this batch advances.
     """
     if mode not in MODES:
         raise EmulatorError(f"mode must be one of {MODES}, got {mode!r}")
-    if not (np.isfinite(jitter_sigma) and jitter_sigma >= 0):
-        raise EmulatorError(f"jitter_sigma must be a finite number >= 0, got {jitter_sigma!r}")
     _refuse(weight_violations(artifact), "weights the target cannot hold: ")
     try:
         k0 = artifact.input_activations(k0)
     except ValueError as e:
         raise EmulatorError(str(e)) from None
-    deltas = _jitter_draws(artifact, len(k0), jitter_seed, jitter_sigma)
-    activations, potentials = (_fast if mode == "fast" else _stepped)(artifact, k0, deltas)
+    draws = noise.draws(artifact, len(k0)) if noise is not None else None
+    activations, potentials = (_fast if mode == "fast" else _stepped)(artifact, k0, draws)
     return EmulatorResult(artifact=artifact, activations=activations, potentials=potentials, mode=mode,
-                          jitter_sigma=float(jitter_sigma))
+                          noise=None if noise is None else noise.spec.to_dict())
 
 
 def run_stepped(artifact: Artifact, k0) -> EmulatorResult:
@@ -82,16 +147,7 @@ def _refuse(found: list[str], what: str, advice: str = "") -> None:
         raise EmulatorError(f"{what}{found[0]}{more}{advice}")
 
 
-def _jitter_draws(artifact: Artifact, batch: int, seed, sigma: float) -> list[np.ndarray] | None:
-    """delta (B, n_n) in steps for each hidden layer, or None without jitter."""
-    if sigma == 0:
-        return None
-    rng = np.random.default_rng(seed)
-    return [np.round(rng.normal(0.0, sigma * layer.window_steps, size=(batch, layer.n_out))).astype(np.int64)
-            for layer in artifact.hidden]
-
-
-def _fast(artifact: Artifact, k0: np.ndarray, deltas):
+def _fast(artifact: Artifact, k0: np.ndarray, draws: _Draws | None):
     """Closed form, layer by layer: V = q * ops(k) + beta T_{n-1} (exact), k = numerics.fire(V, sigma, T_n)."""
     _refuse(membrane_violations(artifact), "fast mode needs an artifact whose registers cannot overflow, but ",
             "; use mode='stepped', which checks every step")
@@ -99,15 +155,31 @@ def _fast(artifact: Artifact, k0: np.ndarray, deltas):
     batch = len(k0)
     k, activations, potentials = k0, [k0], []
     for n, layer in enumerate(artifact.layers):
-        V = layer.potential(k, steps[n])
+        weight = draws.weight(n) if draws is not None else None
+        V = layer.potential(k, steps[n], weight=weight)
         potentials.append(V.reshape(batch, -1))
         if layer.readout:
             break
-        k = numerics.fire(V, _slope(layer.slope, V.ndim), layer.window_steps).reshape(batch, -1)
-        if deltas is not None:
-            k = numerics.jitter(k, deltas[n], layer.window_steps)
+        offset = draws.threshold_offset(n, V, layer.slope, layer.window_steps) if draws is not None else None
+        if weight is not None or offset is not None:
+            _check_noisy_registers(artifact, layer, V, offset)
+        fired = V if offset is None else V - offset
+        k = numerics.fire(fired, _slope(layer.slope, V.ndim), layer.window_steps).reshape(batch, -1)
+        if draws is not None:
+            k = draws.spikes(n, k, layer.window_steps)
         activations.append(k)
     return activations, potentials
+
+
+def _check_noisy_registers(artifact: Artifact, layer, V: np.ndarray, offset) -> None:
+    """With device noise the static proof does not cover the device's weights and offsets: the
+    final potentials and offset thresholds of this batch must fit ``membrane_bits``."""
+    lo, hi = numerics.signed_range(artifact.membrane_bits)
+    theta = numerics.threshold(per_channel(layer.slope, V.ndim), layer.window_steps)
+    worst = max(np.abs(V).max(initial=0), (np.abs(theta + (0 if offset is None else offset))).max(initial=0))
+    if worst > hi:
+        raise MembraneOverflowError(f"layer {layer.name!r}: with device noise a register reaches {worst}, beyond the "
+                                    f"{artifact.membrane_bits}-bit signed range [{lo}, {hi}]")
 
 
 def _slope(slope: np.ndarray, ndim: int):
@@ -161,12 +233,13 @@ def _check_headroom(artifact: Artifact) -> None:
                                 "the int64 stepped mode cannot emulate them exactly")
 
 
-def _stepped(artifact: Artifact, k0: np.ndarray, deltas):
+def _stepped(artifact: Artifact, k0: np.ndarray, draws: _Draws | None):
     """Time-stepped reference, layer after layer: a layer's neurons advance one global step at a
     time through their integration and firing windows, fed by the previous layer's spikes d steps
     after emission. The net is feed-forward and each layer only listens during its own window, so
     this equals advancing all layers together; it also lets jitter move a spike before the
-    threshold crossing that caused it."""
+    threshold crossing that caused it. Device noise: mismatched weights in the synaptic input,
+    threshold offsets added to theta, jitter and deletion applied to the emitted spikes."""
     _check_headroom(artifact)
     F, T, d = artifact.schedule, artifact.window_steps, artifact.synaptic_delay
     batch = len(k0)
@@ -177,8 +250,9 @@ def _stepped(artifact: Artifact, k0: np.ndarray, deltas):
         beta = per_channel(layer.bias, len(layer.out_shape) + 1)
         u = np.zeros((batch, *layer.out_shape), dtype=np.int64)
         v = np.zeros_like(u)
+        weight = draws.weight(n) if draws is not None else None
         for t in range(F[n] + d, F[n + 1]):
-            a_in = layer.potential((emitted == t - d).astype(np.int64), 0, k_max=1)   # sum of q of arrivals
+            a_in = layer.potential((emitted == t - d).astype(np.int64), 0, k_max=1, weight=weight)  # sum q of arrivals
             u, v = numerics.integrate(u, v, a_in, beta)
             u, v = fit(u.reshape(batch, -1), "current u", t).reshape(u.shape), \
                 fit(v.reshape(batch, -1), "potential v", t).reshape(v.shape)
@@ -186,7 +260,11 @@ def _stepped(artifact: Artifact, k0: np.ndarray, deltas):
         if layer.readout:
             break
         sigma = np.broadcast_to(per_channel(layer.slope, u.ndim), u.shape).reshape(batch, -1)
-        theta = fit(numerics.threshold(sigma, layer.window_steps), "threshold theta", F[n + 1])
+        theta = numerics.threshold(sigma, layer.window_steps)
+        offset = draws.threshold_offset(n, v, layer.slope, layer.window_steps) if draws is not None else None
+        if offset is not None:
+            theta = theta + offset.reshape(batch, -1)
+        theta = fit(theta, "threshold theta", F[n + 1])
         v = v.reshape(batch, -1)
         fired = np.zeros(v.shape, dtype=bool)
         spike_at = np.full(v.shape, -1, dtype=np.int64)
@@ -195,8 +273,8 @@ def _stepped(artifact: Artifact, k0: np.ndarray, deltas):
             v = fit(v, "potential v", t)
             spike_at[spike] = t
         k = np.where(spike_at >= 0, F[n + 1] + layer.window_steps - spike_at, 0)
-        if deltas is not None:
-            k = numerics.jitter(k, deltas[n], layer.window_steps)
+        if draws is not None:
+            k = draws.spikes(n, k, layer.window_steps)
         activations.append(k)
         emitted = _emission_steps(k, F[n + 1], T[n + 1])
     return activations, potentials

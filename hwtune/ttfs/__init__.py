@@ -3,8 +3,7 @@ from hwtune.architectures import ArchError, fc, preset, vgg
 from hwtune.ttfs.arch import relu_twin
 from hwtune.ttfs.convert import from_relu, to_relu
 from hwtune.ttfs.net import DEFAULT_WINDOW, TTFSNet
-from hwtune.ttfs.noise import NoiseModel
 from hwtune.ttfs.quant import QuantSpec
 
-__all__ = ["ArchError", "DEFAULT_WINDOW", "NoiseModel", "QuantSpec", "TTFSNet", "fc", "from_relu", "preset",
+__all__ = ["ArchError", "DEFAULT_WINDOW", "QuantSpec", "TTFSNet", "fc", "from_relu", "preset",
            "relu_twin", "to_relu", "vgg"]

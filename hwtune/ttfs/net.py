@@ -14,10 +14,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hwtune import numerics
-from hwtune.architectures import WEIGHTED, validate
+from hwtune.architectures import WEIGHTED, output_shapes, validate
 from hwtune.ttfs.arch import glorot_init, make_synapse
 from hwtune.ttfs.functional import activation, silent_to_inf, spike_time, straight_through
-from hwtune.ttfs.noise import NoiseModel
+from hwtune.noise import Geometry
+from hwtune.ttfs.noise import NoiseState
 from hwtune.ttfs.quant import QuantSpec, float_synapse, quant_synapse, scale_per_neuron, weight_mantissa
 
 #: Hidden window L_n (tau_c) of a net trained from scratch: 1.5 x 1000 (reference code).
@@ -26,8 +27,11 @@ DEFAULT_WINDOW = 1500.0
 
 def _exact_float(q: torch.Tensor, k_max: float) -> torch.dtype:
     """float32 when every partial sum of q * k (|k| <= k_max) is an integer below 2^24, so that the
-    convolution is exact in float32 (hwtune.layers.exact_dtype); float64 otherwise."""
-    bound = float(q.detach().abs().reshape(len(q), -1).sum(dim=1).max()) * k_max
+    convolution is exact in float32 (hwtune.layers.exact_dtype); float64 otherwise. q: (out, ...),
+    or unshared (C_out, C_in, K, K, H_o, W_o)."""
+    q = q.detach().abs()
+    per_output = q.reshape(len(q), -1, q.shape[4] * q.shape[5]) if q.ndim == 6 else q.reshape(len(q), -1, 1)
+    bound = float(per_output.sum(dim=1).max()) * k_max
     return torch.float32 if bound <= 2 ** 24 else torch.float64
 
 
@@ -53,7 +57,7 @@ class TTFSNet(nn.Module):
         self.register_buffer("windows", torch.as_tensor(windows, dtype=torch.float64).reshape(n_hidden).clone())
         self.saturate = False
         self.quant: QuantSpec | None = None
-        self.noise: NoiseModel | None = None
+        self.noise: NoiseState | None = None
         self.track_windows = False
         self.batch_max: list[float] = []
         self.info: dict = {}  # dataset, target, history of passes, provenance (see hwtune.io)
@@ -73,6 +77,14 @@ class TTFSNet(nn.Module):
     @property
     def n_hidden(self) -> int:
         return len(self.synapses) - 1
+
+    def geometry(self) -> list[Geometry]:
+        """Per synapse: its weight shape, unshared over the output positions for a convolution
+        (C_out, C_in, K, K, H_o, W_o), its neurons, whether it is hidden (hwtune.noise draws)."""
+        shapes = output_shapes(self.arch, self.input_shape)
+        out = [shape for layer, shape in zip(self.arch, shapes) if layer["kind"] in WEIGHTED]
+        return [Geometry(weight_shape=tuple(syn.weight.shape) + tuple(shape[1:]), neurons=math.prod(shape),
+                         hidden=n < self.n_hidden) for n, (syn, shape) in enumerate(zip(self.synapses, out))]
 
     @property
     def dtype(self) -> torch.dtype:
@@ -133,14 +145,29 @@ class TTFSNet(nn.Module):
 
     def _run(self, u, times, acts=None):
         u = u.to(self.dtype)
+        if self.noise is not None:
+            self.noise.begin(len(u))
         if self.quant is None:
             return self._forward_float(u, times, acts)
         return self._forward_quantized(u, times, acts)
 
     def _linear(self, syn: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
+        """The synapse on x: dense, convolution, or a convolution whose every output position has
+        its own kernel (``weight`` (C_out, C_in, K, K, H_o, W_o): a device instance's mismatch)."""
         if isinstance(syn, nn.Linear):
             return F.linear(x, weight, bias)
-        return F.conv2d(x, weight, bias, stride=syn.stride, padding=syn.padding)
+        if weight.ndim == 4:
+            return F.conv2d(x, weight, bias, stride=syn.stride, padding=syn.padding)
+        c_out, h_o, w_o = weight.shape[0], weight.shape[4], weight.shape[5]
+        columns = F.unfold(x, syn.kernel_size, padding=syn.padding, stride=syn.stride)      # (B, Cin K K, L)
+        out = torch.einsum("bkl,okl->bol", columns, weight.reshape(c_out, -1, h_o * w_o))
+        out = out.reshape(len(x), c_out, h_o, w_o)
+        return out if bias is None else out + bias.reshape(1, -1, 1, 1)
+
+    @staticmethod
+    def _neurons(draw: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """A per-neuron draw (B or 1, neurons) shaped like the layer's (B, C[, H, W]) tensor."""
+        return draw.reshape(len(draw), *like.shape[1:]).to(like.dtype)
 
     @staticmethod
     def _pool(layer: dict, t: torch.Tensor, on_times: bool) -> torch.Tensor:
@@ -166,18 +193,18 @@ class TTFSNet(nn.Module):
                 t = self._pool(layer, t, on_times=True)
             syn = self.synapses[n]
             weight = syn.weight
-            if self.noise is not None:
-                weight = self.noise.perturb_weight(weight, float(weight.detach().abs().max()))
+            factor = self.noise.weight_factor(n, weight) if self.noise is not None else None
+            if factor is not None:
+                weight = weight.reshape(weight.shape + (1,) * (factor.ndim - weight.ndim)) * factor.to(weight.dtype)
             z = self._linear(syn, activation(t, t_ref), weight, syn.bias)
             if n == self.n_hidden:
                 return z
             t_min, t_max = bounds[n]
-            if self.noise is not None and self.noise.threshold:
-                z = z - self.noise.normal(z, self.noise.threshold * (t_max - t_min))
+            shift = self.noise.threshold_shift(n, z) if self.noise is not None else None
+            if shift is not None:
+                z = z - self._neurons(shift, z) * (t_max - t_min)
             t = spike_time(z, t_min, t_max, self.saturate)
-            if self.noise is not None and self.noise.jitter:
-                eps = self.noise.normal(t, self.noise.jitter * (t_max - t_min))
-                t = torch.clamp(t + eps * (t < t_max), t_min, t_max)
+            t = self._float_spike_noise(n, t, t_min, t_max)
             if self.track_windows:
                 self.batch_max.append(float(t_max - t.detach().min()))
             if times is not None:
@@ -186,6 +213,18 @@ class TTFSNet(nn.Module):
                 acts.append(activation(t, t_max))
             t_ref = t_max
         raise AssertionError("unreachable: the last segment is the read-out")
+
+    def _float_spike_noise(self, n: int, t: torch.Tensor, t_min: float, t_max: float) -> torch.Tensor:
+        """Jitter (each spike moves by level L eps, clipped to the window) and deletion of spikes."""
+        if self.noise is None:
+            return t
+        eps, u = self.noise.jitter_eps(n, t), self.noise.deletion_u(n, t)
+        if eps is not None:
+            t = torch.clamp(t + self._neurons(eps, t) * (self.noise.spec.jitter * (t_max - t_min)) * (t < t_max),
+                            t_min, t_max)
+        if u is not None:
+            t = torch.where(self._neurons(u, t) < self.noise.spec.spike_deletion, torch.full_like(t, t_max), t)
+        return t
 
     # ------------------------------------------------------------------ integer-exact forward
     def _steps_and_windows(self, n: int) -> tuple[int, float, float]:
@@ -231,17 +270,21 @@ class TTFSNet(nn.Module):
         """
         spec, syn = self.quant, self.synapses[n]
         steps_in, _, delta_in = self._steps_and_windows(n)
+        factor = self.noise.weight_factor(n, syn.weight) if self.noise is not None else None
         if spec.weights is None:
             weight = syn.weight.double()
-            if self.noise is not None:
-                weight = self.noise.perturb_weight(weight, float(weight.detach().abs().max()))
+            if factor is not None:
+                weight = weight.reshape(weight.shape + (1,) * (factor.ndim - weight.ndim)) * factor
             unit = torch.full((syn.weight.shape[0],), gain * delta_in, dtype=torch.float64, device=weight.device)
             V = self._linear(syn, k_in, weight, None) + _per_channel(syn.bias.double() / unit, k_in.ndim)
             return V, unit, self._slope(n, unit)
         q, beta, sigma, unit = self.integer_parameters(n, gain)
-        if self.noise is not None and (self.noise.weight_mult or self.noise.weight_add):
-            noisy = self.noise.perturb_weight(q, float(spec.weights.qmax)).detach().round()
-            q = straight_through(noisy.clamp(spec.weights.qmin, spec.weights.qmax), q)
+        if factor is not None:   # a device instance: q' = clip(round(q (1 + m eps)), range), per physical synapse
+            q = q.reshape(q.shape + (1,) * (factor.ndim - q.ndim))
+            eps = self.noise.device.weight_eps[n]
+            q = straight_through(numerics.mismatch(q.detach(), torch.as_tensor(eps, device=q.device),
+                                                   self.noise.spec.weight_mismatch, spec.weights.qmin,
+                                                   spec.weights.qmax), q * factor)
         dtype = _exact_float(q, steps_in / gain)
         V = self._linear(syn, k_in.to(dtype), q.to(dtype), None).double() + _per_channel(beta * steps_in, k_in.ndim)
         return V, unit, sigma
@@ -272,21 +315,31 @@ class TTFSNet(nn.Module):
             if n == self.n_hidden:
                 return (V * _per_channel(unit, V.ndim)).to(self.dtype)
             T = spec.steps[n + 1]
-            if self.noise is not None and self.noise.threshold:
-                std = self.noise.threshold * (1.0 if self.noise.units == "steps" else T)
-                offset = self.noise.normal(V, 1.0) * std * _per_channel(sigma, V.ndim)
-                V = V - (offset.round() if spec.weights is not None else offset)
             sig = _per_channel(sigma, V.ndim)
+            shift = self.noise.threshold_shift(n, V) if self.noise is not None else None
+            if shift is not None:
+                V = V - numerics.threshold_offset(self._neurons(shift, V), T, sig)
             k = straight_through(numerics.fire(V.detach(), sig, T), (V / sig).clamp(0, T))
-            if self.noise is not None and self.noise.jitter:
-                std = self.noise.jitter * (1.0 if self.noise.units == "steps" else T)
-                k = straight_through(numerics.jitter(k.detach(), self.noise.normal(k, std).round(), T), k)
+            k = self._integer_spike_noise(n, k, T)
             if times is not None:
                 t_min, t_max = bounds[n]
                 times.append(t_min + numerics.spike_step(k.detach(), T) * (t_max - t_min) / T)
             if acts is not None:
                 acts.append(k.detach())
         raise AssertionError("unreachable: the last segment is the read-out")
+
+    def _integer_spike_noise(self, n: int, k: torch.Tensor, T: int) -> torch.Tensor:
+        """Jitter by whole steps (numerics.jitter_steps, numerics.jitter) and spike deletion
+        (numerics.delete) of integer activations k, straight-through."""
+        if self.noise is None:
+            return k
+        eps, u = self.noise.jitter_eps(n, k), self.noise.deletion_u(n, k)
+        noisy = k.detach()
+        if eps is not None:
+            noisy = numerics.jitter(noisy, numerics.jitter_steps(self._neurons(eps, k), self.noise.spec.jitter, T), T)
+        if u is not None:
+            noisy = numerics.delete(noisy, self._neurons(u, k), self.noise.spec.spike_deletion)
+        return k if noisy is k.detach() else straight_through(noisy, k)
 
     # ------------------------------------------------------------------ windows
     def grow_windows(self, factor: float = 10.0) -> None:
