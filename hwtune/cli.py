@@ -18,7 +18,8 @@ import threading
 from pathlib import Path
 
 from hwtune import __version__, progress
-from hwtune.configs import DataConfig, DeployConfig, LatencyConfig, NoiseConfig, QuantizeConfig, TrainConfig
+from hwtune.configs import (DataConfig, DeployConfig, ExecutionConfig, LatencyConfig, NoiseConfig, QuantizeConfig,
+                            TrainConfig)
 from hwtune.errors import HwtuneError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("evaluate")
     p.add_argument("model", help="model directory")
+    NoiseConfig.add_arguments(p, exclude=tuple(n for n in NoiseConfig.field_names() if n != "devices"))
     _data_flags(p, train=False)
     _add_common(p)
 
@@ -156,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_target(p, name)
         if name == "emulate":
             DeployConfig.add_arguments(p, exclude=("backend_samples",))
+            NoiseConfig.add_arguments(p, exclude=tuple(n for n in NoiseConfig.field_names() if n != "devices"))
             _data_flags(p, train=False, samples=False)
         else:
             p.add_argument("--samples", type=_positive_int, default=20,
@@ -169,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-o", "--out", help="output directory (default: the recipe's out)")
         if name == "run":
             p.add_argument("--force", action="store_true", help="replace an earlier run at --out")
+        else:
+            ExecutionConfig.add_arguments(p, defaults={})
         _add_common(p)
 
     p = add("report")
@@ -329,13 +334,29 @@ def _cmd_convert(args) -> int:
     return EXIT_OK
 
 
+def _noise_line(noisy: dict) -> str:
+    levels = ", ".join(f"{k} {v:g}" for k, v in noisy["noise"].items() if v)
+    return (f"under the target's noise ({levels}): accuracy {_pct(noisy['accuracy'])} +- "
+            f"{100 * noisy['accuracy_std']:.2f} (mean +- std over {noisy['devices']} held-out device instances)")
+
+
 def _cmd_evaluate(args) -> int:
+    """Accuracy of a model; on a target with noise also under that noise (held-out devices)."""
     from hwtune import io, workflow
+    from hwtune.passes.noise import evaluate_under_noise
 
     net = io.load(args.model)
     data_cfg = DataConfig.from_args(args)
-    result = workflow.evaluate_model(net, workflow.load_data(net, data_cfg, _seed_of(args)), data_cfg.samples)
-    _emit(args, result, [_evaluation_line(result)])
+    data = workflow.load_data(net, data_cfg, _seed_of(args))
+    result = workflow.evaluate_model(net, data, data_cfg.samples)
+    lines = [_evaluation_line(result)]
+    target = workflow.model_target(net)
+    if net.quant is not None and target is not None and target.noise is not None and target.noise.any:
+        x, y = data.test_x[:data_cfg.samples].to(net.dtype), data.test_y[:data_cfg.samples]
+        result["noisy"] = evaluate_under_noise(net, x, y, target.noise, NoiseConfig.from_args(args).devices,
+                                               _seed_of(args))
+        lines.append(_noise_line(result["noisy"]))
+    _emit(args, result, lines)
     return EXIT_OK
 
 
@@ -439,6 +460,11 @@ def _cmd_emulate(args) -> int:
         lines.append(f"quantized torch model: accuracy {_pct(result['torch_accuracy'])}, agrees with the emulator on "
                      f"{_pct(result['torch_emulator_agreement'])} of the predictions")
         code = EXIT_OK if result["torch_emulator_agreement"] == 1.0 else EXIT_CHECK_FAILED
+    noise = workflow.artifact_target_noise(artifact)
+    if noise is not None:
+        result["noisy"] = workflow.emulate_under_noise(artifact, x, y, noise, NoiseConfig.from_args(args).devices,
+                                                       _seed_of(args))
+        lines.append(_noise_line(result["noisy"]))
     _emit(args, result, lines)
     return code
 
@@ -470,29 +496,46 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    from hwtune.report import write_report
+    """A grid sweep or a robustness study (the recipe's ``kind``), on the executor the flags or the
+    recipe name."""
+    from hwtune.report import write_report, write_study_report
+    from hwtune.study import Study, run_study
     from hwtune.sweep import load_sweep, run_sweep
 
     sweep = load_sweep(args.recipe)
-    result = run_sweep(sweep, seed=args.seed, out=args.out)
-    report = write_report(result["records"], result["out"], f"Sweep {sweep.name} ({sweep.path})")
-    lines = [f"sweep: {len(result['records'])} points in {result['out'] / 'points.jsonl'}; report {report}"]
-    for line in result["broken_floors"]:
+    execution = ExecutionConfig.from_args(args, defaults=sweep.execution.to_dict())
+    if isinstance(sweep, Study):
+        if args.seed is not None:
+            raise HwtuneError("a robustness study lists its seeds in the recipe (seeds: [...]); drop --seed")
+        result = run_study(sweep, out=args.out, execution=execution)
+        report = write_study_report(result["out"])
+        broken = []
+    else:
+        result = run_sweep(sweep, seed=args.seed, out=args.out, execution=execution)
+        report = write_report(result["records"], result["out"], f"Sweep {sweep.name} ({sweep.path})")
+        broken = result["broken_floors"]
+    for line in broken:
         print(f"BROKEN FLOOR: {line}", file=sys.stderr)
+    for failure in result["failures"]:
+        print(f"FAILED POINT {failure['id']}: {failure['error']}", file=sys.stderr)
+    lines = [f"sweep: {len(result['records'])} points in {result['out'] / 'points.jsonl'}; report {report}"]
     _emit(args, {"out": str(result["out"]), "points": len(result["records"]), "report": str(report),
-                 "broken_floors": result["broken_floors"]}, lines)
-    return EXIT_CHECK_FAILED if result["broken_floors"] else EXIT_OK
+                 "broken_floors": broken, "failures": result["failures"]}, lines)
+    return EXIT_CHECK_FAILED if broken or result["failures"] else EXIT_OK
 
 
 def _cmd_report(args) -> int:
-    from hwtune.report import write_report
-    from hwtune.sweep import read_points
+    import json
+
+    from hwtune.report import write_report, write_study_report
+    from hwtune.sweep import SUMMARY, read_points
 
     out = Path(args.sweep_dir)
     records = read_points(out)
     if not records:
         raise HwtuneError(f"{out / 'points.jsonl'}: no finished points")
-    path = write_report(records, out, f"Sweep {out.name}")
+    kind = json.loads((out / SUMMARY).read_text()).get("kind") if (out / SUMMARY).exists() else "grid"
+    path = write_study_report(out) if kind == "robustness" else write_report(records, out, f"Sweep {out.name}")
     _emit(args, {"report": str(path), "points": len(records)}, [f"wrote {path}"])
     return EXIT_OK
 
@@ -501,9 +544,12 @@ def _cmd_targets(args) -> int:
     from hwtune.target import list_targets
 
     targets = list_targets()
-    lines = [f"{t.name:12s} {', '.join(t.aliases) or '-':10s} {t.backend:9s} {t.summary}" for t in targets]
-    _emit(args, {"targets": [t.to_dict() for t in targets]},
-          [f"{'name':12s} {'aliases':10s} {'backend':9s} summary", *lines])
+    rows = [("name", "aliases", "backend", "noise", "summary")] + \
+        [(t.name, ", ".join(t.aliases) or "-", t.backend, "yes" if t.noise and t.noise.any else "-", t.summary)
+         for t in targets]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4] for row in rows]
+    _emit(args, {"targets": [t.to_dict() for t in targets]}, lines)
     return EXIT_OK
 
 

@@ -148,4 +148,19 @@ class DeployConfig(Settings):
     mode: str = setting("fast", "str", "emulator mode", choices=("fast", "stepped"))
 
 
+@dataclass(frozen=True)
+class ExecutionConfig(Settings):
+    """Where a sweep's points run (hwtune.executors)."""
+
+    executor: str = setting("serial", "str", "run points in this process, or as Ray tasks", choices=("serial", "ray"))
+    address: str | None = setting(None, "str", "Ray cluster address (ray start --head prints it)", optional=True,
+                                  default_text="a local Ray instance")
+    workers: int | None = setting(None, "int", "CPUs of the local Ray instance", "CPUs", lo=1, hi=100_000,
+                                  optional=True, default_text="all")
+    threads: int = setting(1, "int", "torch threads per point (a point's result does not depend on where it ran)",
+                           "threads", lo=1, hi=1024)
+    on_error: str = setting("stop", "str", "a failing point stops the sweep, or is reported and skipped",
+                            choices=("stop", "continue"))
+
+
 PASS_CONFIGS = {c.pass_name: c for c in (QuantizeConfig, NoiseConfig, LatencyConfig)}

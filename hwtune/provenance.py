@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import os
 import platform
 import sys
 from pathlib import Path
 
-_PACKAGES = ("hwtune", "torch", "brevitas", "lava-nc", "numpy")
+_PACKAGES = ("hwtune", "torch", "brevitas", "lava-nc", "numpy", "ray")
 
 
 def versions() -> dict[str, str]:
@@ -20,10 +21,24 @@ def versions() -> dict[str, str]:
     return found
 
 
+def machine() -> dict:
+    """What changes float results besides the seed: the CPU, its cores, and the threads in use."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": threads,
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+
+
 def provenance(seed: int | None = None, config: dict | None = None) -> dict:
-    """Versions, seed, the command line and a UTC timestamp, for hwtune.json and result files."""
+    """Versions, machine, seed, the command line and a UTC timestamp, for hwtune.json and result files."""
     return {
         "versions": versions(),
+        "machine": machine(),
         "seed": seed,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "config": config or {},

@@ -1,7 +1,15 @@
-"""Sweep reports: matplotlib PNGs (accuracy vs bits, steps, jitter; spikes and synaptic events
-alongside) and a Markdown page that embeds them with a table of every point."""
+"""Sweep reports: matplotlib PNGs and a Markdown page (``report.md``) of a sweep directory.
+
+Grid sweeps: accuracy vs weight bits, vs steps per window and vs jitter; every point is its own
+model, so points are markers (never joined by lines), with the spread over held-out device
+instances as error bars on noisy points, integer ticks on bits and steps. Robustness studies
+(hwtune.study): per study, each arm's accuracy vs the noise level, mean over seeds with the
+standard deviation over seeds as error bars (an arm is one recipe evaluated at every level, so
+its points are joined), and the table of losses and recoveries at every level.
+"""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -10,9 +18,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from hwtune.atomic import atomic_write_text  # noqa: E402
+from hwtune.config import rule_of  # noqa: E402
+from hwtune.noise import NoiseSpec  # noqa: E402
+
+_ARM_LABELS = {"plain": "plain (quantized, no further fine-tuning)",
+               "control": "control (same budget, no noise)",
+               "noise-aware": "noise-aware (same budget, under the training noise)"}
 
 
-def _series(records, x_axis, fixed, group):
+def _axis_label(axis: str) -> str:
+    rule = rule_of(NoiseSpec, axis)
+    return f"{axis.replace('_', ' ')} ({rule.unit})"
+
+
+def _points(records, x_axis, fixed, group):
     """{group value: sorted [(x, record)]} of the records matching ``fixed``."""
     out: dict = {}
     for r in records:
@@ -21,34 +40,43 @@ def _series(records, x_axis, fixed, group):
     return {g: sorted(v, key=lambda p: p[0]) for g, v in sorted(out.items())}
 
 
-def _figure(records, x_axis, fixed, group, title, xlabel, path: Path, log_x=False) -> Path | str:
+def _label(group: str, value) -> str:
+    if group == "finetune":
+        return "fine-tuned" if value else "not fine-tuned"
+    return f"{value}-bit weights" if group == "bits" else f"{group} {value}"
+
+
+def _figure(records, x_axis, fixed, group, title, xlabel, path: Path, integer_x=False, log_x=False) -> Path | str:
     """The PNG ``path``, or why it was not drawn (fewer than two ``x_axis`` values at ``fixed``)."""
-    series = _series(records, x_axis, fixed, group)
-    if not series or all(len(v) < 2 for v in series.values()):
-        where = ", ".join(f"{k}={v}" for k, v in fixed.items())
+    series = _points(records, x_axis, fixed, group)
+    xs_all = sorted({x for pts in series.values() for x, _ in pts})
+    where = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in fixed.items())
+    if len(xs_all) < 2:
         return f"{title}: not plotted, the sweep has fewer than two {x_axis} values at {where}"
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
-    for g, pts in series.items():
-        xs = [x for x, _ in pts]
-        top.plot(xs, [100 * r["accuracy_torch"] for _, r in pts], "o-", label=f"{group} {g} (torch)")
-        emu = [(x, r["accuracy_emulator"]) for x, r in pts if r.get("accuracy_emulator") is not None]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    offset = (max(xs_all) - min(xs_all)) * 0.01 if not log_x else 0
+    for i, (g, pts) in enumerate(series.items()):
+        color = f"C{i}"
+        xs = [x + (i - (len(series) - 1) / 2) * offset for x, _ in pts]
+        ys = [100 * r["accuracy_torch"] for _, r in pts]
+        err = [100 * r.get("accuracy_torch_std", 0.0) for _, r in pts]
+        ax.errorbar(xs, ys, yerr=err, fmt="o", color=color, capsize=3, label=f"{_label(group, g)} (torch)")
+        emu = [(x, 100 * r["accuracy_emulator"]) for x, (_, r) in zip(xs, pts) if r.get("accuracy_emulator") is not None]
         if emu:
-            top.plot([x for x, _ in emu], [100 * a for _, a in emu], "x:", color=top.lines[-1].get_color(),
-                     label=f"{group} {g} (emulator)")
-        bottom.plot(xs, [r["spikes_per_hidden_neuron"] for _, r in pts], "o-")
-        twin = bottom.twinx() if g == next(iter(series)) else twin
-        twin.plot(xs, [r["synaptic_events_per_sample"] for _, r in pts], "s--", alpha=0.5,
-                  color=top.lines[-1].get_color())
-    top.axhline(100 * records[0]["accuracy_float"], color="k", ls="--", lw=1, label="float TTFS")
-    top.set_ylabel("test accuracy (%)")
-    top.set_title(f"{title}  ({', '.join(f'{k}={v}' for k, v in fixed.items())})", fontsize=10)
-    top.legend(fontsize=7)
-    top.grid(alpha=0.3)
-    bottom.set_ylabel("spikes / hidden neuron (o)")
-    twin.set_ylabel("synaptic events / sample (s)")
-    bottom.set_xlabel(xlabel)
+            ax.plot([x for x, _ in emu], [y for _, y in emu], "x", color=color, markersize=9,
+                    label=f"{_label(group, g)} (emulator)")
+    ax.axhline(100 * records[0]["accuracy_float"], color="k", ls="--", lw=1, label="float TTFS")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{title}\n({where}; markers: one model each)", fontsize=9)
     if log_x:
-        bottom.set_xscale("log", base=2)
+        ax.set_xscale("log", base=2)
+    if integer_x:
+        ax.set_xticks(xs_all)
+        ax.set_xticklabels([str(int(x)) for x in xs_all])
+        ax.minorticks_off()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -61,21 +89,19 @@ def _most_common(records, axis):
 
 
 def make_plots(records: list[dict], out: Path) -> tuple[list[Path], list[str]]:
-    """PNG plots of a sweep's records into ``out``; returns the files written and, for each plot
-    not drawn, why."""
+    """PNG plots of a grid sweep's records into ``out``; returns the files written and, for each
+    plot not drawn, why."""
     if not records:
         return [], ["no finished points: nothing plotted"]
     steps, bits = max(r["steps"] for r in records), _most_common(records, "bits")
     clean = {"jitter": 0.0, "weight_mismatch": 0.0}
     made = [
         _figure(records, "bits", {**clean, "steps": steps}, "finetune", "accuracy vs weight bits", "weight bits",
-                out / "accuracy_vs_bits.png"),
-        _figure(records, "steps", {**clean, "finetune": True, "weight_mismatch": 0.0}, "bits",
-                "accuracy vs steps per window (latency)", "steps per window", out / "accuracy_vs_steps.png",
-                log_x=True),
+                out / "accuracy_vs_bits.png", integer_x=True),
+        _figure(records, "steps", {**clean, "finetune": True}, "bits", "accuracy vs steps per window (latency)",
+                "steps per window", out / "accuracy_vs_steps.png", integer_x=True, log_x=True),
         _figure(records, "jitter", {"steps": steps, "bits": bits, "weight_mismatch": 0.0}, "finetune",
-                "accuracy vs spike-time jitter", "jitter sigma (fraction of the window)",
-                out / "accuracy_vs_jitter.png"),
+                "accuracy vs spike-time jitter", _axis_label("jitter"), out / "accuracy_vs_jitter.png"),
     ]
     return [p for p in made if isinstance(p, Path)], [p for p in made if isinstance(p, str)]
 
@@ -89,6 +115,8 @@ def _cell(record: dict, column: str) -> str:
         return f"{v}/{record['backend_samples']}"
     if v is None:
         return "–"
+    if column == "accuracy_torch" and record.get("accuracy_torch_std") is not None:
+        return f"{100 * v:.2f} ± {100 * record['accuracy_torch_std']:.2f}"
     if column in _PERCENT:
         return f"{100 * v:.2f}"
     if column == "spikes_per_hidden_neuron":
@@ -99,21 +127,84 @@ def _cell(record: dict, column: str) -> str:
 
 
 def write_report(records: list[dict], out: Path, title: str) -> Path:
-    """``report.md`` with the plots and one row per point; returns its path."""
+    """``report.md`` of a grid sweep with the plots and one row per point; returns its path."""
     plots, not_plotted = make_plots(records, out)
     cols = ["bits", "steps", "jitter", "weight_mismatch", "finetune", "accuracy_torch", "accuracy_emulator",
             "torch_emulator_agreement", "spikes_per_hidden_neuron", "synaptic_events_per_sample", "latency_steps",
             "backend_identical"]
     lines = [f"# {title}", ""]
     if records:
-        lines += [f"Float TTFS baseline: {100 * records[0]['accuracy_float']:.2f} %. Accuracies in %; "
-                  "jitter sigma in units of each window; '–': not measured (emulator: weight noise is torch-only; "
-                  "agreement and backend (Lava): noiseless points only).", ""]
+        lines += [f"Float TTFS baseline: {100 * records[0]['accuracy_float']:.2f} %. Accuracies in %; jitter in "
+                  "units of each window, weight mismatch as a fraction of each weight; a noisy point is the mean "
+                  "± std over held-out device instances, torch and emulator with the same draws. '–': not "
+                  "measured (agreement and backend: noiseless points only).", ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots] + [""]
     lines += [f"- {why}" for why in not_plotted] + ([""] if not_plotted else [])
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in sorted(records, key=lambda r: tuple(r[c] for c in ("bits", "steps", "jitter", "weight_mismatch", "finetune"))):
+    for r in sorted(records, key=lambda r: tuple(r[c] for c in ("bits", "steps", "jitter", "weight_mismatch",
+                                                                "finetune"))):
         lines.append("| " + " | ".join(_cell(r, c) for c in cols) + " |")
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+# ---- robustness studies ---------------------------------------------------------------------------
+
+def _study_figure(summary: dict, study: dict, rows: list[dict], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    xs = [r["level"] for r in rows]
+    for i, arm in enumerate(("plain", "control", "noise-aware")):
+        ax.errorbar(xs, [100 * r[arm] for r in rows], yerr=[100 * r[f"{arm}_std"] for r in rows], fmt="o-",
+                    color=f"C{i}", capsize=3, label=_ARM_LABELS[arm])
+    train = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in study["train"].items() if v)
+    ft = summary["finetune"]
+    ax.set_xlabel(_axis_label(study["axis"]))
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{summary['name']}: {study['name']} (noise-aware trains under {train}; budget "
+                 f"{ft['epochs']:g} epochs, lr {ft['lr']:g})\nmean ± std over {rows[0]['seeds']} seeds, each the mean "
+                 f"of {summary['devices']} held-out devices", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.2f}"
+
+
+def write_study_report(out: Path) -> Path:
+    """``report.md`` of a robustness study directory (its ``sweep.json``): per study a plot and the
+    table of every level; returns its path."""
+    summary = json.loads((out / "sweep.json").read_text())
+    lines = [f"# Robustness study {summary['name']} ({summary['sweep']})", "",
+             f"Base model {summary['base']} on {summary['dataset']}, target {summary['target']}; plain = quantize "
+             f"{json.dumps(summary['quantize'])}; control and noise-aware add the same fine-tuning budget "
+             f"{json.dumps(summary['finetune'])}. Seeds {summary['seeds']}; every accuracy is the mean over "
+             f"{summary['devices']} held-out device instances (hwtune.noise stream EVAL), then mean ± std over seeds. "
+             "Loss = the control's clean accuracy minus its noisy accuracy; recovered = noise-aware minus control "
+             "(mean ± std of the per-seed differences); ratio = recovered / loss; '> 2 std': recovered exceeds "
+             "twice the std of the per-seed differences. Accuracies and points in %.", ""]
+    for study in summary["studies"]:
+        rows = summary["summaries"].get(study["name"], [])
+        if not rows:
+            continue
+        plot = _study_figure(summary, study, rows, out / f"robustness_{study['name'].replace(' ', '_')}.png")
+        lines += [f"## {study['name']}", "", f"![{plot.stem}]({plot.name})", "",
+                  f"| {study['axis'].replace('_', ' ')} | plain | control | noise-aware | plain loss | control loss | "
+                  "recovered | ratio | > 2 std |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            ratio = "–" if r["recovery_ratio"] is None else f"{r['recovery_ratio']:.2f}"
+            lines.append(f"| {r['level']:g} | {_pct(r['plain'])} ± {_pct(r['plain_std'])} | {_pct(r['control'])} ± "
+                         f"{_pct(r['control_std'])} | {_pct(r['noise-aware'])} ± {_pct(r['noise-aware_std'])} | "
+                         f"{_pct(r['plain_loss'])} | {_pct(r['control_loss'])} | {_pct(r['recovered'])} ± "
+                         f"{_pct(r['recovered_std'])} | {ratio} | {'yes' if r['beyond_2_std'] else 'no'} |")
+        lines.append("")
+    if summary.get("failures"):
+        lines += ["Failed points: " + "; ".join(f"{f['id']} ({f['error']})" for f in summary["failures"]), ""]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path

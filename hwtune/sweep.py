@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hwtune.config import Rule, check_value, rule_of
-from hwtune.configs import DeployConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
+from hwtune.configs import DeployConfig, ExecutionConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
 from hwtune.noise import NoiseSpec
 from hwtune.errors import ConfigError, HwtuneError, short
 from hwtune.recipes import PipelineHeader, PipelineSpec, RecipeError, parse_pipeline, split_keys
@@ -56,7 +56,7 @@ AXES: dict[str, Rule] = {
     "finetune": Rule("bool", "fine-tune the point"),
 }
 _DEFAULTS = {"weight_mismatch": 0.0, "finetune": False, "jitter": 0.0}
-_OWN_KEYS = {"kind", "finetune", "grid", "points", "floors", "backend_samples", "devices"}
+_OWN_KEYS = {"kind", "finetune", "grid", "points", "floors", "backend_samples", "devices", "execution"}
 METRICS = ("accuracy_torch", "accuracy_emulator", "accuracy_float", "spikes_per_hidden_neuron")
 POINTS, SUMMARY = "points.jsonl", "sweep.json"
 
@@ -79,6 +79,7 @@ class Sweep(PipelineSpec):
     floors: list[Floor] = field(default_factory=list)
     backend_samples: int = 0
     devices: int = 3
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
 
 
 def _hash(settings: dict) -> str:
@@ -165,10 +166,11 @@ def parse_sweep(data: object, path: str) -> Sweep:
         backend_samples = check_value(rule_of(DeployConfig, "backend_samples"), "backend_samples",
                                       own.get("backend_samples", 0))
         devices = check_value(rule_of(NoiseConfig, "devices"), "devices", own.get("devices", 3))
+        execution = ExecutionConfig.from_mapping(own.get("execution", {}), f"{path}: execution")
     except ConfigError as e:
         raise RecipeError(f"{path}: {e}" if not str(e).startswith(path) else str(e)) from None
     sweep = parse_pipeline(shared, path, Sweep, finetune=finetune, backend_samples=backend_samples,
-                           devices=devices)
+                           devices=devices, execution=execution)
     which = "grid" if "grid" in own else "points"
     raw = _grid_points(own["grid"], path) if which == "grid" else \
         (own["points"] if isinstance(own["points"], list) else [own["points"]])
@@ -193,8 +195,15 @@ def parse_sweep(data: object, path: str) -> Sweep:
     return sweep
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    return parse_sweep(read_yaml(path, RecipeError, "sweep recipe"), str(path))
+def load_sweep(path: str | Path):
+    """A grid sweep, or a robustness study (``kind: robustness``, hwtune.study)."""
+    data = read_yaml(path, RecipeError, "sweep recipe")
+    if isinstance(data, dict) and data.get("kind", "grid") == "robustness":
+        from hwtune.study import parse_study
+        return parse_study(data, str(path))
+    if isinstance(data, dict) and data.get("kind", "grid") != "grid":
+        raise RecipeError(f"{path}: kind = {short(data.get('kind'))} must be 'grid' or 'robustness'")
+    return parse_sweep(data, str(path))
 
 
 def read_points(out: Path) -> list[dict]:
@@ -335,12 +344,48 @@ def _is_sweep_dir(path: Path) -> bool:
     return any((path / name).exists() for name in (SUMMARY, POINTS, ".lock"))
 
 
-def run_sweep(sweep: Sweep, seed: int | None = None, out: str | Path | None = None) -> dict:
-    """Run every unfinished point; returns {'records', 'broken_floors', 'skipped', 'out'}.
+def check_sweep_dir(out: Path) -> None:
+    """``out`` must be new, empty, or a sweep directory (resumed); never someone's files."""
+    if out.is_symlink() or (out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_sweep_dir(out)))):
+        raise HwtuneError(f"--out {out}: exists and is not a sweep directory; refusing to write into it")
+
+
+def run_points(out: Path, fn, shared: dict, items: list, ids: list[str], execution: ExecutionConfig,
+               desc: str) -> list[dict]:
+    """Run the items whose id has no record in ``out`` yet (through ``execution``'s executor) and
+    append each record as it arrives; returns the failures (id, item, error) of ``on_error: continue``."""
+    from hwtune import executors, progress
+
+    _drop_unfinished_line(out)
+    done = {r["id"] for r in read_points(out)}
+    todo = [(item, i) for item, i in zip(items, ids) if i not in done]
+    if len(todo) < len(items):
+        progress.log(f"sweep: skipped {len(items) - len(todo)} finished point(s) found in {out / POINTS}")
+    id_of = {repr(item): i for item, i in todo}
+    failures = []
+    results = executors.run(execution.executor, fn, shared, [item for item, _ in todo], execution.threads,
+                            execution.on_error, execution.address, execution.workers)
+    for item, record in progress.bar(results, total=len(todo), desc=desc, unit="point"):
+        if isinstance(record, executors.PointFailed):
+            progress.log(f"sweep: point {id_of[repr(item)]} {item} failed: {record.error}")
+            failures.append({"id": id_of[repr(item)], "item": item, "error": record.error})
+        else:
+            _append_point(out, record)
+    return failures
+
+
+def _grid_point(shared: dict, point: dict) -> dict:
+    """One grid point (a module-level function: Ray ships it to its workers)."""
+    return run_point(shared["sweep"], shared["base"], point, shared["ctx"], shared["float_accuracy"])
+
+
+def run_sweep(sweep: Sweep, seed: int | None = None, out: str | Path | None = None,
+              execution: ExecutionConfig | None = None) -> dict:
+    """Run every unfinished point; returns {'records', 'broken_floors', 'failures', 'out'}.
 
     ``out`` must be new, empty, or a sweep directory (resumed); one sweep writes there at a time.
     """
-    from hwtune import progress, workflow
+    from hwtune import workflow
     from hwtune.atomic import exclusive_lock, write_json
     from hwtune.data import load_dataset
     from hwtune.passes import PassContext
@@ -350,29 +395,24 @@ def run_sweep(sweep: Sweep, seed: int | None = None, out: str | Path | None = No
         sweep.seed = check_value(rule_of(PipelineHeader, "seed"), "seed", seed)
     if out is not None:
         sweep.out = Path(out)
-    out = sweep.out
-    if out.is_symlink() or (out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_sweep_dir(out)))):
-        raise HwtuneError(f"--out {out}: exists and is not a sweep directory; refusing to write into it")
+    out, execution = sweep.out, execution or sweep.execution
+    check_sweep_dir(out)
     with exclusive_lock(out):
         data = load_dataset(sweep.dataset, data_dir=sweep.data.data_dir, split_seed=sweep.seed)
         base = _base_model(sweep, data)
         ctx = PassContext(data=workflow.cast(data, base.dtype), target=sweep.target, seed=sweep.seed,
                           train_samples=sweep.data.train_samples, samples=sweep.data.samples)
         float_accuracy = ctx.evaluate(base)["accuracy"]
-        _drop_unfinished_line(out)
-        done = {r["id"] for r in read_points(out)}
-        todo = [p for p in sweep.points if point_id(sweep, p) not in done]
-        skipped = len(sweep.points) - len(todo)
-        if skipped:
-            progress.log(f"sweep: skipped {skipped} finished point(s) found in {out / POINTS}")
-        for point in progress.bar(todo, desc=f"sweep {sweep.name}", unit="point"):
-            _append_point(out, run_point(sweep, base, point, ctx, float_accuracy))
+        shared = {"sweep": sweep, "base": base, "ctx": ctx, "float_accuracy": float_accuracy}
+        failures = run_points(out, _grid_point, shared, sweep.points, [point_id(sweep, p) for p in sweep.points],
+                              execution, f"sweep {sweep.name}")
         wanted = {point_id(sweep, p) for p in sweep.points}
         records = [r for r in read_points(out) if r["id"] in wanted]
-        summary = {"sweep": sweep.path, "name": sweep.name, "target": sweep.target.name, "dataset": sweep.dataset,
-                   "command": f"hwtune sweep {sweep.path} --seed {sweep.seed} --out {out}",
+        summary = {"sweep": sweep.path, "kind": "grid", "name": sweep.name, "target": sweep.target.name,
+                   "dataset": sweep.dataset, "command": f"hwtune sweep {sweep.path} --seed {sweep.seed} --out {out}",
                    "model": {"load": str(sweep.load)} if sweep.load else {"train": sweep.train.to_dict()},
-                   "base": str(base_dir(sweep)), "float_accuracy": float_accuracy,
-                   "points": len(records), "broken_floors": broken_floors(sweep, records), "provenance": provenance(sweep.seed)}
+                   "base": str(base_dir(sweep)), "float_accuracy": float_accuracy, "points": len(records),
+                   "broken_floors": broken_floors(sweep, records), "failures": failures,
+                   "execution": execution.to_dict(), "provenance": provenance(sweep.seed)}
         write_json(out / SUMMARY, summary)
-    return {"records": records, "broken_floors": summary["broken_floors"], "skipped": skipped, "out": out}
+    return {"records": records, "broken_floors": summary["broken_floors"], "failures": failures, "out": out}

@@ -247,6 +247,13 @@ def artifact_backend(artifact: Artifact) -> str:
     return target_from_record(record, "the artifact").backend if record else "emulator"
 
 
+def artifact_target_noise(artifact: Artifact):
+    """The noise of the target an artifact was exported for (a NoiseSpec), or None."""
+    record = artifact.meta.get("target")
+    noise = target_from_record(record, "the artifact").noise if record else None
+    return noise if noise is not None and noise.any else None
+
+
 def compare_backend(artifact: Artifact, x: torch.Tensor, backend: str | None = None) -> dict:
     """Run ``x`` on ``backend`` (default: the artifact's target's, hwtune.backends) and on the
     emulator's stepped mode; count samples identical spike for spike (every activation and potential)."""
