@@ -17,7 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
-from hwtune import __version__, progress
+from hwtune import __version__, distributed, progress
 from hwtune.configs import (DataConfig, DeployConfig, ExecutionConfig, LatencyConfig, NoiseConfig, QuantizeConfig,
                             TrainConfig)
 from hwtune.errors import HwtuneError
@@ -266,6 +266,8 @@ def _cmd_train(args) -> int:
     check_output(out, io.CONFIG, args.force, what="model")
     data = workflow.load_data(None, data_cfg, _seed_of(args), default="digits")
     net, report = workflow.train_model(cfg, data, _seed_of(args), data_cfg.train_samples)
+    if not distributed.is_main():      # torchrun: rank 0 writes and reports
+        return EXIT_OK
     io.save(net, out)
     lines = [f"train ({cfg.network}, {cfg.arch} on {dataset}): " + (
         _evaluation_line(report["evaluation"]) if cfg.network == "ttfs" else
@@ -392,6 +394,8 @@ def _cmd_pass(args) -> int:
     ctx = PassContext(data=data, target=target, seed=_seed_of(args), train_samples=data_cfg.train_samples,
                       samples=data_cfg.samples)
     record = run_pass(net, cfg, ctx)
+    if not distributed.is_main():      # torchrun: rank 0 writes and reports
+        return EXIT_OK
     lines = _pass_lines(record)
     if writes:
         io.save(net, out)

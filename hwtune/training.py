@@ -12,15 +12,24 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hwtune import progress
+from hwtune import distributed, progress
 from hwtune.configs import TrainConfig
 from hwtune.data import augment_batch, batches
 from hwtune.errors import ConfigError
 from hwtune.ttfs.net import TTFSNet
 
 
-#: Samples per evaluation batch (torch and emulator alike: trial noise is drawn batch by batch).
+#: Most samples per evaluation batch, and the bytes one batch's per-neuron arrays may take.
 EVAL_BATCH = 1000
+EVAL_BYTES = 64 * 2 ** 20
+
+
+def eval_batch(neurons: int) -> int:
+    """Samples per evaluation batch for a net whose widest layer has ``neurons`` neurons: every pass
+    over data streams batches of bounded memory (an int64 or float64 array of that layer takes
+    EVAL_BYTES at most). The torch model and the emulator batch alike (trial noise is drawn batch by
+    batch, so shared draws need the same batches)."""
+    return max(1, min(EVAL_BATCH, EVAL_BYTES // (8 * max(1, neurons))))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,10 +55,16 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
           desc: str = "train") -> list[dict]:
     """Train in place on ``cfg.device`` (the model is returned to the CPU afterwards); returns one
     record per epoch (mean loss, train accuracy, steps). Batches and augmentation draw from a
-    generator seeded with ``seed``, so a run is reproducible by seed."""
+    generator seeded with ``seed``, so a run is reproducible by seed.
+
+    Under torchrun (hwtune.distributed) every rank draws the same global batches and trains on its
+    slice of each, through DistributedDataParallel: the result equals one process on the same
+    global batches (up to float summation order)."""
     gen = torch.Generator().manual_seed(seed)
     device = resolve_device(cfg.device)
     model.to(device)
+    distributed.init(device)
+    step_model = torch.nn.parallel.DistributedDataParallel(model) if distributed.active() else model
     opt, sched = make_optimizer(model, cfg)
     is_ttfs = isinstance(model, TTFSNet)
     grow = is_ttfs and cfg.adaptive_windows and model.quant is None and not model.saturate
@@ -65,14 +80,15 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
                 for xb, yb in batches(x, y, cfg.batch_size, shuffle=True, generator=gen):
                     if cfg.augment == "shift-flip":
                         xb = augment_batch(xb, gen)
-                    xb, yb = xb.to(device), yb.to(device)
-                    logits = model(xb)
+                    xb, yb = distributed.shard(xb).to(device), distributed.shard(yb).to(device)
+                    logits = step_model(xb)
                     loss = F.cross_entropy(logits, yb)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                     sched.step()
                     if grow:
+                        model.batch_max = [distributed.all_max(m, device) for m in model.batch_max]
                         model.grow_windows()
                     loss_sum += loss.detach() * len(yb)
                     correct += (logits.detach().argmax(1) == yb).sum()
@@ -92,9 +108,11 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """Predicted class of every sample (argmax of logits; ties go to the lowest index), in batches."""
     model.eval()
+    batch_size = batch_size or (eval_batch(max(g.neurons for g in model.geometry())) if isinstance(model, TTFSNet)
+                                else EVAL_BATCH)
     device = model_device(model)
     out = [model(x[i:i + batch_size].to(device)).argmax(1).cpu()
            for i in progress.bar(range(0, len(x), batch_size), desc="predict")]
@@ -102,10 +120,11 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> 
 
 
 @torch.no_grad()
-def evaluate(net: TTFSNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH) -> dict:
+def evaluate(net: TTFSNet, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> dict:
     """Accuracy, spikes per neuron (hidden only / including inputs; silent neurons do not count)
-    and latency (tau_c, and steps when quantized) of a TTFS net, streaming batches."""
+    and latency (tau_c, and steps when quantized) of a TTFS net, streaming batches (eval_batch)."""
     net.eval()
+    batch_size = batch_size or eval_batch(max(g.neurons for g in net.geometry()))
     device = model_device(net)
     correct = spikes_hidden = spikes_input = 0
     neurons_hidden = neurons_input = 0

@@ -18,7 +18,7 @@ from hwtune.errors import HwtuneError
 from hwtune.exporter import to_artifact
 from hwtune.provenance import provenance
 from hwtune.target import TargetError, TargetSpec, differences, load_target, target_from_record
-from hwtune.training import EVAL_BATCH, evaluate, predict, train
+from hwtune.training import eval_batch, evaluate, predict, train
 from hwtune.ttfs import TTFSNet, from_relu, preset, to_relu
 
 #: The target a model is prepared for when it records none and none is asked for.
@@ -199,12 +199,13 @@ def encoded_inputs(x: torch.Tensor, input_steps: int) -> np.ndarray:
 
 
 def emulate_artifact(artifact: Artifact, x: torch.Tensor, y: torch.Tensor, mode: str = "fast",
-                     batch_size: int = EVAL_BATCH, noise=None) -> tuple[dict, np.ndarray]:
+                     batch_size: int | None = None, noise=None) -> tuple[dict, np.ndarray]:
     """Emulator accuracy, spikes/neuron, synaptic events and latency on (x, y), streaming batches;
     also the predictions. ``noise``: an EmulatorNoise (device noise; its trial draws advance batch by
-    batch, in the batches of the torch evaluation, hwtune.training.EVAL_BATCH)."""
+    batch, in the batches of the torch evaluation, hwtune.training.eval_batch)."""
     from hwtune.backends.emulator import emulate
 
+    batch_size = batch_size or eval_batch(max(layer.n_out for layer in artifact.layers))
     preds, spikes_h, spikes_all, events = [], [], [], []
     for i in progress.bar(range(0, len(x), batch_size), desc=f"emulate ({mode})"):
         result = emulate(artifact, encoded_inputs(x[i:i + batch_size], artifact.input_steps), mode=mode, noise=noise)

@@ -87,7 +87,7 @@ def parse_sequential(model: nn.Module) -> tuple[list[dict], list[tuple[torch.Ten
 
 
 def from_relu(model: nn.Module, calibration_data: torch.Tensor, margin: float = 1.5,
-              batch_size: int = 1024) -> TTFSNet:
+              batch_size: int | None = None) -> TTFSNet:
     """Exact TTFS twin of a trained ReLU net; windows L_n = margin x layer maxima on the data."""
     arch, params = parse_sequential(model)
     dtype = params[0][0].dtype

@@ -11,8 +11,12 @@ import torch
 QUANTILE_BINS = 65536
 
 
-def _float_activations(net, x: torch.Tensor, batch_size: int):
-    """Yield per-batch lists of hidden activations of the float (unsaturated, noiseless) net."""
+def _float_activations(net, x: torch.Tensor, batch_size: int | None):
+    """Yield per-batch lists of hidden activations of the float (unsaturated, noiseless) net,
+    in batches of bounded memory (hwtune.training.eval_batch)."""
+    from hwtune.training import eval_batch
+
+    batch_size = batch_size or eval_batch(max(g.neurons for g in net.geometry()))
     saved = (net.quant, net.saturate, net.noise)
     net.quant, net.saturate, net.noise = None, False, None
     try:
@@ -23,7 +27,7 @@ def _float_activations(net, x: torch.Tensor, batch_size: int):
         net.quant, net.saturate, net.noise = saved
 
 
-def layer_maxima(net, x: torch.Tensor, batch_size: int = 1024) -> list[float]:
+def layer_maxima(net, x: torch.Tensor, batch_size: int | None = None) -> list[float]:
     """X_n = largest activation of each hidden layer over the data (tau_c)."""
     maxima = [0.0] * net.n_hidden
     for acts in _float_activations(net, x, batch_size):
@@ -31,7 +35,7 @@ def layer_maxima(net, x: torch.Tensor, batch_size: int = 1024) -> list[float]:
     return maxima
 
 
-def layer_quantiles(net, x: torch.Tensor, q: float, batch_size: int = 1024) -> list[float]:
+def layer_quantiles(net, x: torch.Tensor, q: float, batch_size: int | None = None) -> list[float]:
     """q-quantile of the positive activations of each hidden layer (tau_c); 0 for a dead layer.
 
     Streams the data twice in batches (memory independent of the data size): once for the layer

@@ -1,0 +1,57 @@
+"""Data-parallel training across processes (torch.distributed, launched by ``torchrun``).
+
+Under ``torchrun --nproc_per_node N hwtune train ...`` every process runs the same command with
+RANK / WORLD_SIZE in its environment: :func:`init` joins the process group (gloo on CPU, nccl on
+GPUs), hwtune.training wraps the model in DistributedDataParallel and gives each rank an equal
+slice of every global batch (so the averaged gradient is the single-process gradient of the whole
+batch), and only rank 0 writes outputs and talks (:func:`is_main`). Without torchrun (WORLD_SIZE
+unset or 1) nothing changes.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def active() -> bool:
+    """True in a torchrun launch of more than one process (the process group is joined lazily)."""
+    return world_size() > 1
+
+
+def init(device: torch.device) -> None:
+    """Join the process group once (gloo for CPU, nccl for CUDA), from torchrun's environment."""
+    import torch.distributed as dist
+
+    if active() and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+
+def shard(batch: torch.Tensor) -> torch.Tensor:
+    """This rank's contiguous slice of a global batch (equal slices when the batch divides evenly)."""
+    if not active():
+        return batch
+    return torch.tensor_split(batch, world_size())[rank()]
+
+
+def all_max(value: float, device: torch.device) -> float:
+    """The largest ``value`` over the ranks (the adaptive window rule must agree on every rank)."""
+    if not active():
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t)

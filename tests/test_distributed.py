@@ -1,0 +1,54 @@
+"""Data-parallel training (torchrun, gloo on CPU) gives the weights of one process on the same
+global batches; every rank agrees; and the GPU path runs where a GPU is present."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.mark.parametrize("arch", ["fc-small", "vgg-small"])
+def test_ddp_equals_one_process(tmp_path, arch):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    res = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(HERE / "ddp_worker.py"),
+                          str(tmp_path), arch], capture_output=True, text=True, timeout=600,
+                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(HERE.parent)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    sys.path.insert(0, str(HERE))
+    try:
+        from ddp_worker import make
+    finally:
+        sys.path.pop(0)
+    from hwtune.configs import TrainConfig
+    from hwtune.training import train
+    net, data = make(arch)
+    train(net, data.train_x.double(), data.train_y,
+          TrainConfig(epochs=2, lr=2e-3, batch_size=16, dtype="float64", augment="shift-flip"), seed=0)
+    single = net.state_dict()
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    moved = max(float((single[k] - make(arch)[0].state_dict()[k]).abs().max()) for k in single if "synapses" in k)
+    assert moved > 1e-2                                           # training did something
+    for k in single:
+        assert torch.equal(ranks[0][k], ranks[1][k]), k            # every rank holds the same weights
+        assert float((ranks[0][k] - single[k]).abs().max()) < 1e-9, k
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine: the --device cuda "
+                                                           "path runs only where torch sees a GPU")
+def test_device_cuda_trains_and_quantizes(tmp_path):
+    from hwtune.cli import main
+    assert main(["train", "--arch", "fc-small", "--epochs", "2", "--batch-size", "16", "--device", "cuda",
+                 "--dtype", "float64", "-o", str(tmp_path / "m"), "-q"]) == 0
+    assert main(["quantize", str(tmp_path / "m"), "--bits", "4", "--epochs", "1", "--device", "cuda",
+                 "-o", str(tmp_path / "q"), "-q"]) == 0
+    assert main(["emulate", str(tmp_path / "q"), "-q"]) == 0       # the emulator agrees with the GPU-tuned model
+
+
+def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    from hwtune.cli import main
+    assert main(["train", "--arch", "fc-small", "--epochs", "1", "--device", "cuda", "-o", str(tmp_path / "m")]) == 3
+    assert "torch sees no CUDA device" in capsys.readouterr().err and not (tmp_path / "m").exists()
