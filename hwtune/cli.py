@@ -494,8 +494,12 @@ def _cmd_run(args) -> int:
     recipe = load_recipe(args.recipe)
     results = run_recipe(recipe, seed=args.seed, out=args.out, force=args.force)
     lines = [f"{s['stage']}: accuracy {_pct(s.get('accuracy_after', s.get('accuracy')))}" for s in results["stages"]]
-    lines += results.get("summary", []) + [f"wrote {results['out']}"]
-    _emit(args, results, lines)
+    lines += results.get("summary", [])
+    if "resources" in results:
+        from hwtune import mapper
+
+        lines += mapper.table(results["resources"])
+    _emit(args, results, lines + [f"wrote {results['out']}"])
     return EXIT_CHECK_FAILED if results.get("failed_checks") else EXIT_OK
 
 

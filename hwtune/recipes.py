@@ -245,9 +245,11 @@ def run_recipe(recipe: Recipe, seed: int | None = None, out: str | Path | None =
                    "dataset": recipe.dataset, "arch": net.info.get("training", {}).get("arch"), "stages": stages,
                    "provenance": provenance(recipe.seed)}
         if recipe.deploy is not None:
-            artifact = workflow.export_model(net, recipe.target, source=str(out))
+            artifact = workflow.export_model(net, recipe.target, source=str(out), data=ctx.data)
             artifact.save(tmp / "artifact")
             results["deploy"] = workflow.deploy(net, artifact, ctx.data, recipe.deploy)
+            if "resources" in artifact.meta:
+                results["resources"] = artifact.meta["resources"]
             results["summary"] = deploy_summary(results["deploy"])
             results["failed_checks"] = workflow.deploy_failures(results["deploy"])
         write_json(tmp / RESULTS, results)

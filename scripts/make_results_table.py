@@ -6,7 +6,10 @@
   of its noiseless fine-tuned points (a non-fine-tuned one where no fine-tuned point exists; jitter
   robustness = accuracy at sigma 0.1 of the same bits, steps and fine-tuning);
 - a ``results.json`` of ``hwtune run``: one row for the final model (emulator, Lava);
-- a model directory (``hwtune.json``): one row for the trained float model.
+- a model directory (``hwtune.json``): one row for the trained float model;
+- a robustness-study directory (``kind: robustness``): a table of its losses and recoveries;
+- a ``results.json`` that deployed on a chip, or ran noise passes: its resource map, and the
+  noisy accuracies before and after, as tables under the main one.
 
 The table replaces what lies between ``<!-- results:start -->`` and ``<!-- results:end -->`` in
 README.md (``--readme``). Nothing is left out silently: a value that is not recorded is shown as
@@ -93,7 +96,7 @@ def run_rows(path: Path) -> tuple[list[dict], list[str]]:
     stages, deploy = results["stages"], results.get("deploy") or {}
     model_file = path.parent / "00-model" / "hwtune.json"
     info = read_json(model_file) if model_file.exists() else {}
-    emu, lava = deploy.get("emulator") or {}, deploy.get("lava")
+    emu, lava = deploy.get("emulator") or {}, deploy.get("backend")
     quant = [s for s in stages if s["stage"] == "quantize"]
     grids = [s["window_steps"] for s in [emu, *reversed(stages)] if "window_steps" in s]
     jitter = [s for s in stages if s["stage"] == "noise" and s.get("config", {}).get("jitter") == 0.1]
@@ -133,8 +136,85 @@ def model_rows(path: Path) -> tuple[list[dict], list[str]]:
                       "TTFS acc": f"{path / 'hwtune.json'} records no training report"}}], []
 
 
+def resource_section(path: Path) -> list[str]:
+    """The chip's resource map of a ``hwtune run`` that deployed on a target with a chip section."""
+    results = read_json(path)
+    res = results.get("resources")
+    if not res:
+        return []
+    t, chip = res["total"], res["chip"]
+    lines = [f"Resource map of `{results['recipe']}` ({results.get('arch')} on {results.get('dataset')}, target "
+             f"{results['target']}; estimates per inference, sources in the target file):", "",
+             "| layer | kind | neurons | cores | synapses | synaptic memory (kbit) | fan-in | inputs/core | stored as |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for m in res["layers"]:
+        lines.append(f"| {m['name']} | {m['kind']} | {m['neurons']} | {m['cores']} | {m['synapses']} | "
+                     f"{m['memory_bits'] / 1000:.1f} | {m['fan_in']} | {m['axons_per_core']} | {m['stored_as']} |")
+    lines.append(f"| total | | {t['neurons']} | {t['cores']} | {t['synapses']} | {t['memory_bits'] / 1000:.1f} | | | |")
+    lines += ["", f"- chips: {t['chips']} of at most {chip['max_chips']} ({chip['cores_per_chip']} cores each)",
+              f"- latency: {t['latency_steps']} steps = {t['latency_us'] / 1000:.3g} ms at {chip['step_time_us']:g} "
+              "us per step"]
+    if "energy_uj" in t:
+        lines.append(f"- synaptic events: {t['synaptic_events']:.0f} per inference (emulator, first "
+                     f"{t['events_counted_on']} test images); neuron updates {t['neuron_updates']}")
+        lines.append(f"- energy: {t['dynamic_energy_uj']:.3g} uJ dynamic + {t['static_energy_uj']:.3g} uJ static = "
+                     f"{t['energy_uj']:.3g} uJ per inference")
+    return lines + [""]
+
+
+def study_section(path: Path) -> list[str]:
+    """Per study of a robustness-study directory: the level with the largest loss of the control, its
+    recovery by noise-aware fine-tuning at equal budget (mean +- std over seeds) and the 2-sigma test."""
+    summary = read_json(path / "sweep.json")
+    lines = [f"Robustness study `{summary['command']}` ({summary['dataset']}, target {summary['target']}, "
+             f"{len(summary['seeds'])} seeds x {summary['devices']} held-out devices; full table and plot: "
+             f"{path / 'report.md'}):", "",
+             "| noise | level | plain | control | noise-aware | control loss | recovered | ratio | > 2 std |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for study in summary["studies"]:
+        for r in summary["summaries"].get(study["name"], []):
+            if not r["level"]:
+                continue
+            ratio = "–" if r["recovery_ratio"] is None else f"{r['recovery_ratio']:.2f}"
+            lines.append(f"| {study['name']} | {r['level']:g} | {pct(r['plain'])} ± {100 * r['plain_std']:.2f} | "
+                         f"{pct(r['control'])} ± {100 * r['control_std']:.2f} | {pct(r['noise-aware'])} ± "
+                         f"{100 * r['noise-aware_std']:.2f} | {100 * r['control_loss']:.2f} | "
+                         f"{100 * r['recovered']:.2f} ± {100 * r['recovered_std']:.2f} | {ratio} | "
+                         f"{'yes' if r['beyond_2_std'] else 'no'} |")
+    return lines + [""]
+
+
+def noise_run_section(path: Path) -> list[str]:
+    """Before/after of the noise passes of a ``hwtune run`` (held-out device instances)."""
+    results = read_json(path)
+    rows = [s for s in results["stages"] if s["stage"] == "noise"]
+    if not rows:
+        return []
+    lines = [f"Hardware-aware fine-tuning, `hwtune run {results['recipe']}` ({results.get('arch')} on "
+             f"{results.get('dataset')}, target {results['target']}, its noise on {rows[0]['devices']} held-out device "
+             "instances, mean ± std over devices):", "",
+             "| noise | clean before | noisy before | noisy after | clean after |", "|---|---|---|---|---|"]
+    for s in rows:
+        noise = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in s["noise"].items() if v)
+        lines.append(f"| {noise} | {pct(s['accuracy_before'])} | {pct(s['noisy_accuracy_before'])} ± "
+                     f"{100 * s['noisy_std_before']:.2f} | {pct(s['noisy_accuracy_after'])} ± "
+                     f"{100 * s['noisy_std_after']:.2f} | {pct(s['accuracy_after'])} |")
+    return lines + [""]
+
+
+def sections_for(path: Path) -> list[str]:
+    """What an input adds below the table: resource maps, robustness studies, analog before/after."""
+    if (path / "sweep.json").exists():
+        return study_section(path) if read_json(path / "sweep.json").get("kind") == "robustness" else []
+    if path.name.endswith(".json"):
+        return resource_section(path) + noise_run_section(path)
+    return []
+
+
 def rows_for(path: Path) -> tuple[list[dict], list[str]]:
     if (path / "sweep.json").exists():
+        if read_json(path / "sweep.json").get("kind") == "robustness":
+            return [], []
         return sweep_rows(path)
     if path.name.endswith(".json"):
         return run_rows(path)
@@ -157,7 +237,9 @@ def table(paths: list[Path]) -> str:
                     why_rows.setdefault(f"{col}: {row['_why'].get(col, 'not recorded')}", []).append(n)
             lines.append("| " + " | ".join(row.get(col) or "–" for col in COLUMNS) + " |")
     notes += [f"row{'s' * (len(rows) > 1)} {', '.join(map(str, rows))}: – {why}" for why, rows in why_rows.items()]
-    return "\n".join(lines + ([""] + [f"- {note}" for note in notes] if notes else []))
+    sections = [line for path in paths for line in sections_for(path)]
+    return "\n".join(lines + ([""] + [f"- {note}" for note in notes] if notes else []) + ([""] + sections[:-1]
+                                                                                          if sections else []))
 
 
 def main(argv=None) -> None:

@@ -1,5 +1,6 @@
 """Recipes: every value validated before any training; the quickstart pipeline runs end to end."""
 import json
+import runpy
 
 import pytest
 import yaml
@@ -86,7 +87,13 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     assert deploy["backend"]["identical_spike_for_spike"] == deploy["backend"]["samples"] == 20
     assert [s["stage"] for s in results["stages"]] == ["train", "quantize", "noise", "latency"]
     assert (out / "artifact" / "artifact.json").exists() and results["failed_checks"] == []
-    assert "lava backend == emulator spike for spike on 20/20" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "lava backend == emulator spike for spike on 20/20" in printed and "chips: 1 of at most 1" in printed
+    total = results["resources"]["total"]          # the Loihi 2 map: one core per layer for a net this small
+    assert total["cores"] == 2 and total["neurons"] == 64 + 10 and total["events_counted_on"] == 360
+    assert total["synaptic_events"] > 0 and total["energy_uj"] > total["static_energy_uj"] > 0
+    table = runpy.run_path("scripts/make_results_table.py")["table"]([out / "results.json"])
+    assert "| 100.00 % / 20/20 |" in table and "| total | | 74 | 2 |" in table
     for stage in ("01-quantize", "02-noise", "03-latency"):
         assert json.loads((out / stage / "hwtune.json").read_text())["target"]["name"] == "loihi2"
     assert main(["run", "recipes/quickstart.yaml", "--out", str(out)]) == 3       # an earlier run: --force
