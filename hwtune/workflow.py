@@ -124,7 +124,8 @@ def train_model(cfg: TrainConfig, data: Dataset, seed: int = 0, train_samples: i
         report["twin"] = {
             "relu_accuracy": float((p_relu == data.test_y).double().mean()),
             "prediction_agreement": float((p_ttfs == p_relu).double().mean()),
-            "max_param_diff": max(float((a - b).abs().max()) for a, b in zip(net.parameters(), relu.parameters())),
+            "max_param_diff": max(float((a - b).detach().abs().max())
+                                  for a, b in zip(net.parameters(), relu.parameters())),
         }
     if cfg.network == "ttfs":
         report["evaluation"] = evaluate(net, data.test_x, data.test_y)
