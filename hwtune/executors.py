@@ -6,8 +6,15 @@ the Ray executor (``pip install hwtune[ray]``) puts ``shared`` into Ray's object
 runs one task per item, yielding results as they arrive, so that the driver alone appends them to
 the sweep directory (resume, ids and reports work unchanged). Every point runs with ``threads``
 torch threads and seeds its own generators, so its record does not depend on where or in which
-order it ran. A failing point is reported with its item, and the sweep stops or goes on
-(``on_error``).
+order it ran. A point that raises a HwtuneError is reported with its item, and the sweep stops
+(:class:`PointError`, pending Ray tasks cancelled) or goes on (``on_error``); any other exception
+is a bug and stops the sweep with its traceback, on either executor.
+
+Everything a point does runs where the point runs, Lava's spike-for-spike check
+(``backend_samples``) included: under Ray it runs inside the worker, where Lava forks its process
+models from the worker process like it does from the driver (tests/test_executors.py checks the
+CI sweep's Lava results under Ray against the serial run). Lava's processes are not counted in a
+task's ``threads`` CPUs. Every node needs hwtune installed (workers import the point function).
 """
 from __future__ import annotations
 
@@ -27,6 +34,14 @@ class PointFailed:
     error: str
 
 
+class PointError(HwtuneError):
+    """A point failed with ``on_error: stop``: the message names the item, the exit code is the error's."""
+
+    def __init__(self, item, error: HwtuneError):
+        super().__init__(f"point {item}: {error}")
+        self.exit_code = error.exit_code
+
+
 def _call(fn: Callable, shared: dict, item, threads: int):
     import torch
 
@@ -41,22 +56,28 @@ def serial(fn: Callable, shared: dict, items: list, threads: int, on_error: str)
             yield item, _call(fn, shared, item, threads)
         except HwtuneError as e:
             if on_error == "stop":
-                raise
+                raise PointError(item, e) from None
             yield item, PointFailed(item, str(e))
 
 
 def ray(fn: Callable, shared: dict, items: list, threads: int, on_error: str, address: str | None = None,
         num_cpus: int | None = None) -> Iterator:
-    """(item, record or PointFailed) as Ray tasks finish; ``address``: a running cluster (else a
-    local one with ``num_cpus``). Each task asks for ``threads`` CPUs."""
+    """(item, record or PointFailed) as Ray tasks finish; ``address``: a running cluster (else a new
+    local one with ``num_cpus``, even where ``ray start`` runs one). Each task asks for ``threads`` CPUs."""
     try:
         import ray as ray_module
     except ImportError:
         raise HwtuneError("the ray executor needs Ray: pip install 'hwtune[ray]'") from None
     started = not ray_module.is_initialized()
     if started:
-        ray_module.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
-                        log_to_driver=False, ignore_reinit_error=True)
+        try:
+            ray_module.init(address=address or "local", num_cpus=None if address else num_cpus,
+                            include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        except ConnectionError as e:   # unreachable, or refused (the cluster's auth token: README "Scaling out")
+            reason = str(e.__cause__ or e).strip().splitlines()[-1]
+            raise HwtuneError(f"cannot connect to the Ray cluster at {address or 'a new local instance'}: {reason}") \
+                from None
+    pending = {}
     try:
         shared_ref = ray_module.put(shared)
         task = ray_module.remote(num_cpus=threads)(_call)
@@ -65,21 +86,24 @@ def ray(fn: Callable, shared: dict, items: list, threads: int, on_error: str, ad
             done, _ = ray_module.wait(list(pending), num_returns=1)
             item = pending.pop(done[0])
             try:
-                yield item, ray_module.get(done[0])
+                result = ray_module.get(done[0])
             except ray_module.exceptions.RayTaskError as e:
-                cause = e.cause if isinstance(getattr(e, "cause", None), Exception) else e
+                if not isinstance(e.cause, HwtuneError):
+                    raise
                 if on_error == "stop":
-                    for ref in pending:
-                        ray_module.cancel(ref, force=True)
-                    raise HwtuneError(f"point {item}: {cause}") from None
-                yield item, PointFailed(item, str(cause))
-    finally:
+                    raise PointError(item, e.cause) from None
+                result = PointFailed(item, str(e.cause))
+            yield item, result
+    finally:   # stopped, failed or abandoned by the caller: no task of this sweep keeps running
+        for ref in pending:
+            ray_module.cancel(ref, force=True)
         if started:
             ray_module.shutdown()
 
 
 def run(executor: str, fn: Callable, shared: dict, items: list, threads: int = 1, on_error: str = "stop",
         address: str | None = None, num_cpus: int | None = None) -> Iterator:
+    """(item, record or PointFailed) for every item, through ``executor`` (:func:`serial`, :func:`ray`)."""
     if executor == "serial":
         return serial(fn, shared, items, threads, on_error)
     if executor == "ray":

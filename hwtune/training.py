@@ -33,11 +33,15 @@ def eval_batch(neurons: int) -> int:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'cpu', 'cuda' (refused when no GPU is visible) or 'auto' (cuda when present)."""
+    """'cpu', 'cuda' (refused when no GPU is visible) or 'auto' (cuda when present). Under torchrun
+    each process of a node takes its own GPU: cuda:LOCAL_RANK (hwtune.distributed)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device = 'cuda' but torch sees no CUDA device (use cpu or auto)")
+    if name == "cuda" and distributed.active():
+        torch.cuda.set_device(distributed.local_rank())
+        return torch.device("cuda", distributed.local_rank())
     return torch.device(name)
 
 

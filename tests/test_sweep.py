@@ -15,13 +15,6 @@ from hwtune.sweep import base_dir, broken_floors, load_sweep, parse_sweep, point
 RECIPE = "recipes/robustness-ci.yaml"
 
 
-@pytest.fixture(scope="module")
-def ci_sweep(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sweep") / "ci"
-    code = main(["sweep", RECIPE, "--out", str(out)])
-    return code, out
-
-
 def test_ci_sweep_holds_its_floors(ci_sweep):
     code, out = ci_sweep
     records = read_points(out)
