@@ -1,7 +1,7 @@
 """Peak memory (RSS) of every verb on a model, each run in its own process (os.wait4's ru_maxrss).
 
 By default the verbs run on the VGG Fashion-MNIST net (``--model``), with the full training and
-test sets: train 1 epoch, quantize (window quantiles over all training samples, evaluation of all
+test sets: train (1 epoch by default), quantize (window quantiles over all training samples, evaluation of all
 test samples, a little fine-tuning), latency, noise, export (emulator events on 1000 samples) and
 emulate (all test samples), so that every pass over the data is exercised. Goal: every verb under
 4 GB. Output: a table and ``bench/memory.json`` (peak RSS in MB, wall time, the commands).
@@ -40,6 +40,8 @@ def main(argv=None) -> dict:
     p.add_argument("--model", default="runs/fmnist-vgg", help="float TTFS model directory")
     p.add_argument("--arch", default="vgg", help="architecture trained by the train verb")
     p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--train-epochs", default="1", help="epochs of the train verb (the data streams in batches: "
+                   "the peak does not grow with the epochs)")
     p.add_argument("--finetune-epochs", default="0.05", help="fine-tuning epochs of the passes")
     p.add_argument("--out", default="bench/memory.json")
     args = p.parse_args(argv)
@@ -49,7 +51,8 @@ def main(argv=None) -> dict:
         t = Path(tmp)
         ft = ["--epochs", args.finetune_epochs, "-q"]
         verbs = {
-            "train": ["train", "--arch", args.arch, "--dataset", args.dataset, "--epochs", "1", "--batch-size", "64",
+            "train": ["train", "--arch", args.arch, "--dataset", args.dataset, "--epochs", args.train_epochs,
+                      "--batch-size", "64",
                       "-o", str(t / "trained"), "-q"],
             "quantize": ["quantize", args.model, "--bits", "4", "--steps", "16", "-o", str(t / "w4"), *ft],
             "latency": ["latency", str(t / "w4"), "--steps", "12", "-o", str(t / "t12"), *ft],

@@ -12,7 +12,7 @@ if [ ! -f runs/fmnist-vgg/hwtune.json ]; then
     --lr-decay 0.7 --decay-steps 750 --seed 0 -o runs/fmnist-vgg --json > runs/fmnist-vgg-train.json
 fi
 hwtune run recipes/fmnist-vgg.yaml --force
-python scripts/bench_emulator.py --artifact runs/fmnist-vgg-deploy/artifact --samples 2000 --lava-samples 10 \
+OMP_NUM_THREADS=1 python scripts/bench_emulator.py --artifact runs/fmnist-vgg-deploy/artifact --samples 2000 --lava-samples 10 \
   --repeats 5 --out bench/emulator-vgg.json
-python scripts/bench_train.py --arch vgg --batch-size 64 --samples 6400 --repeats 3
-python scripts/bench_memory.py --model runs/fmnist-vgg --arch vgg
+OMP_NUM_THREADS=1 python scripts/bench_train.py --arch vgg --batch-size 64 --samples 6400 --repeats 3
+python scripts/bench_memory.py --model runs/fmnist-vgg --arch vgg --train-epochs 0.2

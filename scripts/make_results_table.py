@@ -12,7 +12,7 @@
   noisy accuracies before and after, as tables under the main one.
 
 The table replaces what lies between ``<!-- results:start -->`` and ``<!-- results:end -->`` in
-README.md (``--readme``). Nothing is left out silently: a value that is not recorded is shown as
+README.md (``--readme``); with ``--bench bench/*.json`` the benchmark table too (``<!-- bench:start -->``). Nothing is left out silently: a value that is not recorded is shown as
 "–" and the notes under the table say why. Accuracies in % of the test set (or its recorded subset).
 """
 from __future__ import annotations
@@ -242,22 +242,66 @@ def table(paths: list[Path]) -> str:
                                                                                           if sections else []))
 
 
+BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def bench_rows(path: Path) -> list[tuple[str, str, str, str]]:
+    """(what, measured, goal, command) of a bench/*.json file, by the ratios it records."""
+    b = read_json(path)
+    command = f"`python scripts/{(b.get('provenance') or {}).get('command', '?').split('scripts/')[-1]}`"
+    if "ratio_ttfs_over_relu" in b:
+        return [(f"TTFS / ReLU epoch time, {path.stem.split('-', 1)[-1]}", f"{b['ratio_ttfs_over_relu']:.2f}",
+                 f"<= {b['goal']}", command)]
+    if "ratios" in b:
+        net = "-".join(str(n) for n in b["net"]["sizes"]) if isinstance(b.get("net"), dict) else "?"
+        rows = [(f"emulator / torch float32 time, {net}", f"{b['ratios']['emulator_over_torch_time']:.2f}",
+                 f"<= {b['goals']['emulator_over_torch_time']}", command)]
+        if "emulator_over_lava_speed" in b["ratios"]:
+            rows.append((f"emulator / Lava speed, {net} ({b['lava']['samples']} Lava samples in one run)",
+                         f"{b['ratios']['emulator_over_lava_speed']:.0f}", f">= {b['goals']['emulator_over_lava_speed']}",
+                         command))
+        return rows
+    if "largest_peak_rss_mb" in b:
+        worst = max(b["verbs"], key=lambda v: b["verbs"][v]["peak_rss_mb"])
+        return [(f"largest peak RSS of {', '.join(b['verbs'])} ({worst})", f"{b['largest_peak_rss_mb']:.0f} MB",
+                 f"<= {b['goal_mb']} MB", command)]
+    if "ratio_serial_to_ray" in b:
+        return [(f"sweep wall time, serial / Ray with {b['workers']} workers ({b['points']} points, {b['cores']} cores)",
+                 f"{b['ratio_serial_to_ray']:.2f}", f">= {b['goal']}", command)]
+    if "median_s" in b and "hwtune --help" in b["median_s"]:
+        return [("`hwtune --help` start-up (x bare `python -c pass`)", f"{b['median_s']['hwtune --help']:.3f} s "
+                 f"({b['ratio_to_bare_python']['hwtune --help']:.1f}x)", f"< {b['goal_s']} s", command)]
+    return []
+
+
+def bench_table(paths: list[Path]) -> str:
+    lines = ["| benchmark | measured | goal | command |", "|---|---|---|---|"]
+    lines += [f"| {what} | {value} | {goal} | {cmd} |" for path in paths for what, value, goal, cmd in bench_rows(path)]
+    return "\n".join(lines)
+
+
+def replace_between(text: str, start: str, end: str, body: str, where: Path) -> str:
+    if start not in text or end not in text:
+        raise SystemExit(f"{where}: markers {start} / {end} not found")
+    head, rest = text.split(start, 1)
+    return f"{head}{start}\n{body}\n{end}{rest.split(end, 1)[1]}"
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("inputs", nargs="+", type=Path, help="sweep directories, results.json files, model directories")
     p.add_argument("--readme", type=Path, default=Path("README.md"))
+    p.add_argument("--bench", nargs="*", type=Path, default=[], help="bench/*.json files: the benchmark table")
     p.add_argument("--print", action="store_true", help="print the table instead of editing the README")
     args = p.parse_args(argv)
     text = table(args.inputs)
     if args.print:
         print(text)
         return
-    readme = args.readme.read_text()
-    if START not in readme or END not in readme:
-        raise SystemExit(f"{args.readme}: markers {START} / {END} not found")
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
-    args.readme.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+    readme = replace_between(args.readme.read_text(), START, END, text, args.readme)
+    if args.bench:
+        readme = replace_between(readme, BENCH_START, BENCH_END, bench_table(args.bench), args.readme)
+    args.readme.write_text(readme)
     print(f"updated {args.readme}")
 
 
