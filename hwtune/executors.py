@@ -18,6 +18,7 @@ task's ``threads`` CPUs. Every node needs hwtune installed (workers import the p
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -42,11 +43,22 @@ class PointError(HwtuneError):
         self.exit_code = error.exit_code
 
 
-def _call(fn: Callable, shared: dict, item, threads: int):
+@contextmanager
+def torch_threads(threads: int):
+    """Run the block with ``threads`` torch threads (float results depend on the thread count)."""
     import torch
 
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    return fn(shared, item)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _call(fn: Callable, shared: dict, item, threads: int):
+    with torch_threads(threads):
+        return fn(shared, item)
 
 
 def serial(fn: Callable, shared: dict, items: list, threads: int, on_error: str) -> Iterator:

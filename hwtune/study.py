@@ -152,6 +152,7 @@ def run_study(study: Study, out=None, execution: ExecutionConfig | None = None) 
 
     from hwtune.atomic import exclusive_lock, write_json
     from hwtune.data import load_dataset
+    from hwtune.executors import torch_threads
     from hwtune.provenance import provenance
     from hwtune.sweep import POINTS, SUMMARY, _base_model, base_dir, check_sweep_dir, read_points, run_points
 
@@ -159,7 +160,7 @@ def run_study(study: Study, out=None, execution: ExecutionConfig | None = None) 
         study.out = Path(out)
     out, execution = study.out, execution or study.execution
     check_sweep_dir(out)
-    with exclusive_lock(out):
+    with exclusive_lock(out), torch_threads(execution.threads):   # the driver's work too: results depend on it
         data = load_dataset(study.dataset, data_dir=study.data.data_dir, split_seed=study.seed)
         base = _base_model(study, data)
         ids = [point_id(study, seed) for seed in study.seeds]

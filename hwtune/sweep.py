@@ -388,6 +388,7 @@ def run_sweep(sweep: Sweep, seed: int | None = None, out: str | Path | None = No
     from hwtune import workflow
     from hwtune.atomic import exclusive_lock, write_json
     from hwtune.data import load_dataset
+    from hwtune.executors import torch_threads
     from hwtune.passes import PassContext
     from hwtune.provenance import provenance
 
@@ -397,7 +398,7 @@ def run_sweep(sweep: Sweep, seed: int | None = None, out: str | Path | None = No
         sweep.out = Path(out)
     out, execution = sweep.out, execution or sweep.execution
     check_sweep_dir(out)
-    with exclusive_lock(out):
+    with exclusive_lock(out), torch_threads(execution.threads):   # the driver's work too: results depend on it
         data = load_dataset(sweep.dataset, data_dir=sweep.data.data_dir, split_seed=sweep.seed)
         base = _base_model(sweep, data)
         ctx = PassContext(data=workflow.cast(data, base.dtype), target=sweep.target, seed=sweep.seed,

@@ -15,4 +15,4 @@ hwtune run recipes/fmnist-vgg.yaml --force
 OMP_NUM_THREADS=1 python scripts/bench_emulator.py --artifact runs/fmnist-vgg-deploy/artifact --samples 2000 --lava-samples 10 \
   --repeats 5 --out bench/emulator-vgg.json
 OMP_NUM_THREADS=1 python scripts/bench_train.py --arch vgg --batch-size 64 --samples 6400 --repeats 3
-python scripts/bench_memory.py --model runs/fmnist-vgg --arch vgg --train-epochs 0.2
+python scripts/bench_memory.py --model runs/fmnist-vgg --arch vgg --train-epochs 0.2 --train-samples 12000 --samples 2000
