@@ -136,6 +136,10 @@ def model_rows(path: Path) -> tuple[list[dict], list[str]]:
                       "TTFS acc": f"{path / 'hwtune.json'} records no training report"}}], []
 
 
+def energy(uj: float) -> str:
+    return f"{uj / 1000:.3g} mJ" if uj >= 1000 else f"{uj:.3g} uJ"
+
+
 def resource_section(path: Path) -> list[str]:
     """The chip's resource map of a ``hwtune run`` that deployed on a target with a chip section."""
     results = read_json(path)
@@ -148,17 +152,18 @@ def resource_section(path: Path) -> list[str]:
              "| layer | kind | neurons | cores | synapses | synaptic memory (kbit) | fan-in | inputs/core | stored as |",
              "|---|---|---|---|---|---|---|---|---|"]
     for m in res["layers"]:
-        lines.append(f"| {m['name']} | {m['kind']} | {m['neurons']} | {m['cores']} | {m['synapses']} | "
-                     f"{m['memory_bits'] / 1000:.1f} | {m['fan_in']} | {m['axons_per_core']} | {m['stored_as']} |")
-    lines.append(f"| total | | {t['neurons']} | {t['cores']} | {t['synapses']} | {t['memory_bits'] / 1000:.1f} | | | |")
+        lines.append(f"| {m['name']} | {m['kind']} | {m['neurons']:,} | {m['cores']} | {m['synapses']:,} | "
+                     f"{m['memory_bits'] / 1000:,.1f} | {m['fan_in']:,} | {m['axons_per_core']:,} | {m['stored_as']} |")
+    lines.append(f"| total | | {t['neurons']:,} | {t['cores']} | {t['synapses']:,} | {t['memory_bits'] / 1000:,.1f} "
+                 "| | | |")
     lines += ["", f"- chips: {t['chips']} of at most {chip['max_chips']} ({chip['cores_per_chip']} cores each)",
               f"- latency: {t['latency_steps']} steps = {t['latency_us'] / 1000:.3g} ms at {chip['step_time_us']:g} "
               "us per step"]
     if "energy_uj" in t:
-        lines.append(f"- synaptic events: {t['synaptic_events']:.0f} per inference (emulator, first "
-                     f"{t['events_counted_on']} test images); neuron updates {t['neuron_updates']}")
-        lines.append(f"- energy: {t['dynamic_energy_uj']:.3g} uJ dynamic + {t['static_energy_uj']:.3g} uJ static = "
-                     f"{t['energy_uj']:.3g} uJ per inference")
+        lines.append(f"- synaptic events: {t['synaptic_events']:,.0f} per inference (emulator, first "
+                     f"{t['events_counted_on']:,} test images); neuron updates {t['neuron_updates']:,}")
+        lines.append(f"- energy: {energy(t['dynamic_energy_uj'])} dynamic + {energy(t['static_energy_uj'])} static = "
+                     f"{energy(t['energy_uj'])} per inference (Loihi 1 per-operation figures: estimates)")
     return lines + [""]
 
 
@@ -167,8 +172,9 @@ def study_section(path: Path) -> list[str]:
     recovery by noise-aware fine-tuning at equal budget (mean +- std over seeds) and the 2-sigma test."""
     summary = read_json(path / "sweep.json")
     lines = [f"Robustness study `{summary['command']}` ({summary['dataset']}, target {summary['target']}, "
-             f"{len(summary['seeds'])} seeds x {summary['devices']} held-out devices; full table and plot: "
-             f"{path / 'report.md'}):", "",
+             f"{len(summary['seeds'])} seeds x {summary['devices']} held-out devices, mean ± std over seeds; equal "
+             f"fine-tuning budget {summary['finetune']['epochs']:g} epochs; full table and plot: "
+             f"[{path / 'report.md'}]({path / 'report.md'})):", "",
              "| noise | level | plain | control | noise-aware | control loss | recovered | ratio | > 2 std |",
              "|---|---|---|---|---|---|---|---|---|"]
     for study in summary["studies"]:
@@ -190,9 +196,9 @@ def noise_run_section(path: Path) -> list[str]:
     rows = [s for s in results["stages"] if s["stage"] == "noise"]
     if not rows:
         return []
-    lines = [f"Hardware-aware fine-tuning, `hwtune run {results['recipe']}` ({results.get('arch')} on "
-             f"{results.get('dataset')}, target {results['target']}, its noise on {rows[0]['devices']} held-out device "
-             "instances, mean ± std over devices):", "",
+    lines = [f"Noise-aware fine-tuning in `hwtune run {results['recipe']}` ({results.get('arch')} on "
+             f"{results.get('dataset')}, target {results['target']}; noisy = mean ± std over {rows[0]['devices']} "
+             "held-out device instances):", "",
              "| noise | clean before | noisy before | noisy after | clean after |", "|---|---|---|---|---|"]
     for s in rows:
         noise = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in s["noise"].items() if v)
