@@ -1,17 +1,15 @@
 """Data-parallel training across processes (torch.distributed, launched by ``torchrun``).
 
-Under ``torchrun --nproc_per_node N hwtune train ...`` every process runs the same command with
+Under ``torchrun --standalone --nproc_per_node N -m hwtune.cli train ...`` every process runs the same command with
 RANK / WORLD_SIZE in its environment: :func:`init` joins the process group (gloo on CPU, nccl on
 GPUs), hwtune.training wraps the model in DistributedDataParallel and gives each rank an equal
 slice of every global batch (so the averaged gradient is the single-process gradient of the whole
 batch), and only rank 0 writes outputs and talks (:func:`is_main`). Without torchrun (WORLD_SIZE
-unset or 1) nothing changes.
+unset or 1) nothing changes. torch is imported lazily: the CLI imports this module for --help.
 """
 from __future__ import annotations
 
 import os
-
-import torch
 
 
 def world_size() -> int:
@@ -36,7 +34,7 @@ def active() -> bool:
     return world_size() > 1
 
 
-def init(device: torch.device) -> None:
+def init(device) -> None:
     """Join the process group once (gloo for CPU, nccl for CUDA), from torchrun's environment."""
     import torch.distributed as dist
 
@@ -44,17 +42,18 @@ def init(device: torch.device) -> None:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
-def shard(batch: torch.Tensor) -> torch.Tensor:
-    """This rank's contiguous slice of a global batch (equal slices when the batch divides evenly)."""
+def shard(batch):
+    """This rank's contiguous slice of a global batch tensor (equal slices when the batch divides evenly)."""
     if not active():
         return batch
-    return torch.tensor_split(batch, world_size())[rank()]
+    return batch.tensor_split(world_size())[rank()]
 
 
-def all_max(value: float, device: torch.device) -> float:
+def all_max(value: float, device) -> float:
     """The largest ``value`` over the ranks (the adaptive window rule must agree on every rank)."""
     if not active():
         return value
+    import torch
     import torch.distributed as dist
 
     t = torch.tensor([value], dtype=torch.float64, device=device)
