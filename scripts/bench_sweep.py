@@ -21,6 +21,7 @@ store, and each worker process imports torch and Lava once (seconds). The slowes
 and fine-tuned: twice the fine-tuning) set the tail once points run out.
 
     OMP_NUM_THREADS=1 python scripts/bench_sweep.py --repeats 3    # 48 points (about 10 min)
+    OMP_NUM_THREADS=1 python scripts/bench_sweep.py --backend-samples 0 --out bench/sweep-no-lava.json
     python scripts/bench_sweep.py --points 2 --out /tmp/sweep.json   # check that it runs
 
 (OMP_NUM_THREADS=1: one BLAS thread per point on both executors, as Ray gives its workers.)
@@ -79,12 +80,17 @@ def main(argv=None) -> dict:
     p.add_argument("--workers", type=int, default=2, help="CPUs of the local Ray instance")
     p.add_argument("--threads", type=int, default=1, help="torch threads per point, on both executors")
     p.add_argument("--repeats", type=int, default=1, help="timed runs per executor, interleaved")
+    p.add_argument("--backend-samples", type=int, default=None,
+                   help="Lava's spike-for-spike check per noiseless point (default: the recipe's 10; 0 = none: Lava "
+                        "forks processes of its own, which a serial run also spreads over the cores)")
     p.add_argument("--out", default="bench/sweep.json")
     args = p.parse_args(argv)
     progress.set_quiet(True)
     load_before = os.getloadavg()
     recipe = {key: value for key, value in yaml.safe_load(Path(RECIPE).read_text()).items()
               if key not in ("grid", "floors")}      # the floors name points of the CI grid
+    if args.backend_samples is not None:
+        recipe["backend_samples"] = args.backend_samples
     sweep = parse_sweep({**recipe, "grid": GRID}, RECIPE)
     points = sweep.points[:args.points]
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
@@ -111,7 +117,7 @@ def main(argv=None) -> dict:
           f"{os.cpu_count()} cores; Ray start-up {statistics.median(ray_start_s):.1f} s (not timed); "
           f"load average before {load_before[0]:.2f}")
     result = {"ratio_serial_to_ray": ratio, "median_s": median, "times_s": times, "goal": GOAL,
-              "points": len(points), "workers": args.workers, "threads": args.threads, "cores": os.cpu_count(),
+              "points": len(points), "backend_samples": recipe["backend_samples"], "workers": args.workers, "threads": args.threads, "cores": os.cpu_count(),
               "ray_start_s": ray_start_s, "load_average_before": load_before,
               "provenance": provenance(sweep.seed, vars(args))}
     write_json(args.out, result)
