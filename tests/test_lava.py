@@ -121,9 +121,13 @@ def test_ctrl_c_stops_a_lava_run_cleanly(tmp_path):
     a = random_artifact(np.random.default_rng(0), [64, 300, 10], bits=4, steps=16)
     a.meta["dataset"] = {"name": "digits"}
     a.save(tmp_path / "art")
+    def as_from_a_terminal():   # SIGINT handled and unblocked, whatever this test process inherited or set
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
     proc = subprocess.Popen([sys.executable, "-m", "hwtune.cli", "lava-run", str(tmp_path / "art"), "--samples",
                              "360", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=as_from_a_terminal)
     time.sleep(6)                      # imports, Lava compile and start, then well into the run
     assert proc.poll() is None, proc.communicate()
     start = time.monotonic()
