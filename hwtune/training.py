@@ -24,12 +24,14 @@ EVAL_BATCH = 1000
 EVAL_BYTES = 64 * 2 ** 20
 
 
-def eval_batch(neurons: int) -> int:
-    """Samples per evaluation batch for a net whose widest layer has ``neurons`` neurons: every pass
-    over data streams batches of bounded memory (an int64 or float64 array of that layer takes
-    EVAL_BYTES at most). The torch model and the emulator batch alike (trial noise is drawn batch by
-    batch, so shared draws need the same batches)."""
-    return max(1, min(EVAL_BATCH, EVAL_BYTES // (8 * max(1, neurons))))
+def eval_batch(geometry) -> int:
+    """Samples per evaluation batch for a net of these layers (hwtune.noise.Geometry: a TTFSNet's
+    ``geometry()``, or an artifact's layers' ``geometry()``): every pass over data streams batches of
+    bounded memory (an int64 or float64 array of the widest layer takes EVAL_BYTES at most). The
+    torch model and the emulator get the same batches from the same layers (trial noise is drawn
+    batch by batch, so shared draws need the same batches)."""
+    widest = max((g.neurons for g in geometry), default=1)
+    return max(1, min(EVAL_BATCH, EVAL_BYTES // (8 * max(1, widest))))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -115,8 +117,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """Predicted class of every sample (argmax of logits; ties go to the lowest index), in batches."""
     model.eval()
-    batch_size = batch_size or (eval_batch(max(g.neurons for g in model.geometry())) if isinstance(model, TTFSNet)
-                                else EVAL_BATCH)
+    batch_size = batch_size or (eval_batch(model.geometry()) if isinstance(model, TTFSNet) else EVAL_BATCH)
     device = model_device(model)
     out = [model(x[i:i + batch_size].to(device)).argmax(1).cpu()
            for i in progress.bar(range(0, len(x), batch_size), desc="predict")]
@@ -128,7 +129,7 @@ def evaluate(net: TTFSNet, x: torch.Tensor, y: torch.Tensor, batch_size: int | N
     """Accuracy, spikes per neuron (hidden only / including inputs; silent neurons do not count)
     and latency (tau_c, and steps when quantized) of a TTFS net, streaming batches (eval_batch)."""
     net.eval()
-    batch_size = batch_size or eval_batch(max(g.neurons for g in net.geometry()))
+    batch_size = batch_size or eval_batch(net.geometry())
     device = model_device(net)
     correct = spikes_hidden = spikes_input = 0
     neurons_hidden = neurons_input = 0

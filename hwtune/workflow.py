@@ -206,7 +206,7 @@ def emulate_artifact(artifact: Artifact, x: torch.Tensor, y: torch.Tensor, mode:
     batch, in the batches of the torch evaluation, hwtune.training.eval_batch)."""
     from hwtune.backends.emulator import emulate
 
-    batch_size = batch_size or eval_batch(max(layer.n_out for layer in artifact.layers))
+    batch_size = batch_size or eval_batch([layer.geometry() for layer in artifact.layers])
     preds, spikes_h, spikes_all, events = [], [], [], []
     for i in progress.bar(range(0, len(x), batch_size), desc=f"emulate ({mode})"):
         result = emulate(artifact, encoded_inputs(x[i:i + batch_size], artifact.input_steps), mode=mode, noise=noise)

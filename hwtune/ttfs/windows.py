@@ -16,7 +16,7 @@ def _float_activations(net, x: torch.Tensor, batch_size: int | None):
     in batches of bounded memory (hwtune.training.eval_batch)."""
     from hwtune.training import eval_batch
 
-    batch_size = batch_size or eval_batch(max(g.neurons for g in net.geometry()))
+    batch_size = batch_size or eval_batch(net.geometry())
     saved = (net.quant, net.saturate, net.noise)
     net.quant, net.saturate, net.noise = None, False, None
     try:
