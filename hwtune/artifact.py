@@ -33,7 +33,7 @@ import numpy as np
 from hwtune import numerics
 from hwtune.atomic import atomic_directory
 from hwtune.errors import HwtuneError, short
-from hwtune.layers import Conv2d, Dense, Flatten, OpError, SumPool, op_from_json, synapse_from_json
+from hwtune.layers import Conv2d, Dense, Flatten, OpError, SumPool, exact_dtype, op_from_json, synapse_from_json
 from hwtune.noise import Geometry
 
 FORMAT = "hwtune-artifact"
@@ -197,14 +197,21 @@ class ArtifactLayer:
         return fan.reshape(-1)
 
     def potential(self, k: np.ndarray, steps_in: int, k_max: int | None = None,
-                  weight: np.ndarray | None = None) -> np.ndarray:
-        """V (B, *out_shape) = q * ops(k) + beta T_{n-1}, exact int64; k: (B, n_in), |k| <= k_max
-        (default T_{n-1}); ``weight``: a device instance's weights instead of q (hwtune.noise)."""
+                  weight: np.ndarray | None = None, exact_float: bool = False) -> np.ndarray:
+        """V (B, *out_shape) = q * ops(k) + beta T_{n-1}, exact; k: (B, n_in) or (B, *in_shape), integer
+        valued, |k| <= k_max (default T_{n-1}); ``weight``: a device instance's weights instead of q
+        (hwtune.noise). Computed in the cheapest type in which every partial sum and V itself are
+        exact (layers.exact_dtype of the worst case |V| + 1, so |V| < 2^p: numerics.fire stays exact
+        on it); returned in it with ``exact_float`` (the fast emulator keeps it across layers), else int64."""
         x = k.reshape(len(k), *self.in_shape)
         for op in self.ops:
             x = op.apply(x)
-        V = self.synapse.apply(x, (steps_in if k_max is None else k_max) * self.gain, weight)
-        return V + per_channel(self.bias * steps_in, V.ndim)
+        offset = self.bias * steps_in
+        x_max = (steps_in if k_max is None else k_max) * self.gain
+        dtype = exact_dtype(self.synapse.bound(x_max, weight) + int(np.abs(offset).max(initial=0)) + 1)
+        V = self.synapse.apply(x, dtype, weight)
+        V += per_channel(offset, V.ndim).astype(dtype)
+        return V if exact_float else V.astype(np.int64, copy=False)
 
     def geometry(self):
         """What noise draws need (hwtune.noise.Geometry): the weight shape, unshared over output

@@ -45,7 +45,17 @@ def fire(V, sigma, steps: int):
     V: membrane potential at the end of integration (integer), sigma: positive integer slope
     (scalar or one per neuron, broadcast on the last axis), T: window steps. Equivalent to
     the stepped rule "spike at the first firing step m with V + (m + 1) sigma >= sigma (T + 1)".
+
+    A numpy float V (integer valued, |V| < 2^p with p = 24 for float32, 53 for float64: the fast
+    emulator's exact types) gives the same integers as floor(V / sigma) with one correctly rounded
+    division: if V / sigma is not an integer it lies at least 1/sigma from every integer, while
+    rounding moves it by at most 2^-p |V| / sigma < 1/sigma, so the floor cannot change (and numpy's
+    float ``//`` is about 30x slower). The result is in V's float type.
     """
+    if isinstance(V, np.ndarray) and V.dtype.kind == "f":
+        k = np.divide(V, sigma)
+        np.floor(k, out=k)
+        return np.clip(k, 0, steps, out=k)
     return (V // sigma).clip(0, steps)
 
 

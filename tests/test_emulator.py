@@ -147,6 +147,21 @@ def test_fast_is_exact_in_each_arithmetic(bits, steps, dtype):
         assert np.array_equal(V, ref.astype(np.int64))
 
 
+@pytest.mark.parametrize("dtype, p", [(np.float32, 24), (np.float64, 53)])
+def test_fire_on_exact_floats_equals_integer_floor_division(dtype, p):
+    """numerics.fire on integer-valued floats with |V| < 2^p == Python's integer floor division, at
+    the hardest places: multiples of sigma and their neighbours, up to the largest V allowed."""
+    rng = np.random.default_rng(p)
+    sigma = int(rng.integers(3, 2 ** 12))
+    base = rng.integers(-(2 ** p - 1) // sigma, (2 ** p - 1) // sigma, 3000, dtype=np.int64) * sigma
+    V = np.concatenate([base - 1, base, base + 1, [2 ** p - 1, -(2 ** p - 1), 2 ** p - sigma]])
+    V = V[np.abs(V) < 2 ** p]
+    steps = 2 ** p
+    k = numerics.fire(V.astype(dtype), sigma, steps)
+    assert k.dtype == dtype
+    assert [int(x) for x in k] == [min(max(int(v) // sigma, 0), steps) for v in V.tolist()]
+
+
 def test_exact_dtype_limits():
     assert exact_dtype(2 ** 24) is np.float32
     assert exact_dtype(2 ** 24 + 1) is np.float64
@@ -308,16 +323,26 @@ def test_conv_fast_equals_python_integers():
 
 
 @pytest.mark.parametrize("k, s, p", [(3, 1, 1), (3, 2, 0), (1, 1, 0), (5, 2, 2), (2, 3, 1)])
-def test_conv2d_and_sum_pool_equal_torch(k, s, p):
-    """hwtune.layers on integers == torch conv2d (cross-correlation) and avg_pool2d x area, in float64."""
+def test_conv2d_and_sum_pool_equal_torch(k, s, p, monkeypatch):
+    """hwtune.layers on integers == torch conv2d (cross-correlation) and avg_pool2d x area, in float64;
+    in every exact type, in chunks that leave a remainder, and with the kernel given per position."""
     import torch
+    from hwtune import layers
     from hwtune.layers import Conv2d, SumPool
     rng = np.random.default_rng(k * 10 + s)
     x = rng.integers(0, 9, (3, 2, 11, 9))
     q = rng.integers(-8, 8, (4, 2, k, k))
     conv = Conv2d(weight=q, in_shape=(2, 11, 9), stride=s, padding=p)
     ref = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(q).double(), stride=s, padding=p)
-    assert np.array_equal(conv.apply(x, 8), ref.numpy().astype(np.int64))
+    ref = ref.numpy().astype(np.int64)
+    assert conv.bound(8) == np.abs(q).reshape(4, -1).sum(axis=1).max() * 8
+    monkeypatch.setattr(layers, "IM2COL_BYTES", 2 * q[0].size * ref[0, 0].size * 8)   # 2 samples per chunk
+    for dtype in (np.float32, np.float64, np.int64):
+        out = conv.apply(x, dtype)
+        assert out.dtype == dtype and np.array_equal(out, ref)
+    per_position = np.broadcast_to(q[..., None, None], q.shape + ref.shape[2:])
+    assert np.array_equal(conv.apply(x, np.float64, per_position), ref)
     assert conv.output_shape() == tuple(ref.shape[1:])
     pooled = torch.nn.functional.avg_pool2d(torch.from_numpy(x).double(), 3) * 9
     assert np.array_equal(SumPool(kernel=3).apply(x), np.round(pooled.numpy()).astype(np.int64))
+    assert np.array_equal(SumPool(kernel=2).apply(x.astype(np.float32)), x[:, :, :10, :8].reshape(3, 2, 5, 2, 4, 2).sum(axis=(3, 5)))

@@ -148,7 +148,9 @@ def _refuse(found: list[str], what: str, advice: str = "") -> None:
 
 
 def _fast(artifact: Artifact, k0: np.ndarray, draws: _Draws | None):
-    """Closed form, layer by layer: V = q * ops(k) + beta T_{n-1} (exact), k = numerics.fire(V, sigma, T_n)."""
+    """Closed form, layer by layer: V = q * ops(k) + beta T_{n-1} (exact), k = numerics.fire(V, sigma, T_n).
+    V and k stay in V's exact type (float32 for Loihi-sized registers, ArtifactLayer.potential) from
+    layer to layer; the returned activations and potentials are int64."""
     _refuse(membrane_violations(artifact), "fast mode needs an artifact whose registers cannot overflow, but ",
             "; use mode='stepped', which checks every step")
     steps = artifact.window_steps
@@ -156,8 +158,8 @@ def _fast(artifact: Artifact, k0: np.ndarray, draws: _Draws | None):
     k, activations, potentials = k0, [k0], []
     for n, layer in enumerate(artifact.layers):
         weight = draws.weight(n) if draws is not None else None
-        V = layer.potential(k, steps[n], weight=weight)
-        potentials.append(V.reshape(batch, -1))
+        V = layer.potential(k, steps[n], weight=weight, exact_float=True)
+        potentials.append(V.reshape(batch, -1).astype(np.int64))
         if layer.readout:
             break
         offset = draws.threshold_offset(n, V, layer.slope, layer.window_steps) if draws is not None else None
@@ -167,7 +169,7 @@ def _fast(artifact: Artifact, k0: np.ndarray, draws: _Draws | None):
         k = numerics.fire(fired, _slope(layer.slope, V.ndim), layer.window_steps).reshape(batch, -1)
         if draws is not None:
             k = draws.spikes(n, k, layer.window_steps)
-        activations.append(k)
+        activations.append(k.astype(np.int64))
     return activations, potentials
 
 
