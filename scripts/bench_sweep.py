@@ -6,8 +6,8 @@ on the noiseless points) on a larger grid, GRID: 108 points, about 2-3 min seria
 hwtune, Lava: about 5 s) and the last points leave a core idle: fixed costs f of a few seconds,
 so serial / Ray ~ S / (S / 2 + f) for a serial time S. The grid is long enough for f to be a
 small part, as in a real sweep (the 17-minute Fashion-MNIST sweep of issue 12). The base model is
-trained once, untimed; every timed run loads it (``model: {load: ...}``) into a fresh directory, so a run times the points plus loading the
-data and the base model (under 1 s). Each ray run gets a fresh local Ray instance (``--workers``
+trained once, untimed; every timed run loads it (``model: {load: ...}``) into a fresh directory,
+so a run times the points plus loading the data and the base model (under 1 s). Each ray run gets a fresh local Ray instance (``--workers``
 CPUs) whose start-up is reported apart, not timed, as a cluster is started once with ``ray
 start``; its workers start cold (import torch and Lava) within the timed run, as those of every
 new sweep on a running cluster do. The runs interleave (serial, ray, serial, ray, ...;
