@@ -8,8 +8,8 @@
 set -euo pipefail
 mkdir -p runs
 if [ ! -f runs/fmnist-vgg/hwtune.json ]; then
-  OMP_NUM_THREADS=1 hwtune train --arch vgg --dataset fashion-mnist --epochs 4 --batch-size 64 --lr 1e-3 \
-    --lr-decay 0.7 --decay-steps 750 --seed 0 -o runs/fmnist-vgg --json > runs/fmnist-vgg-train.json
+  OMP_NUM_THREADS=1 hwtune train --arch vgg --dataset fashion-mnist --epochs 20 --batch-size 64 --lr 1e-3 \
+    --lr-decay 0.8 --decay-steps 1000 --augment shift-flip --seed 0 -o runs/fmnist-vgg --json > runs/fmnist-vgg-train.json
 fi
 hwtune run recipes/fmnist-vgg.yaml --force
 OMP_NUM_THREADS=1 python scripts/bench_emulator.py --artifact runs/fmnist-vgg-deploy/artifact --samples 2000 --lava-samples 10 \
