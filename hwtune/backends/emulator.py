@@ -178,7 +178,7 @@ def _check_noisy_registers(artifact: Artifact, layer, V: np.ndarray, offset) -> 
     final potentials and offset thresholds of this batch must fit ``membrane_bits``."""
     lo, hi = numerics.signed_range(artifact.membrane_bits)
     theta = numerics.threshold(per_channel(layer.slope, V.ndim), layer.window_steps)
-    worst = max(np.abs(V).max(initial=0), (np.abs(theta + (0 if offset is None else offset))).max(initial=0))
+    worst = int(max(np.abs(V).max(initial=0), (np.abs(theta + (0 if offset is None else offset))).max(initial=0)))
     if worst > hi:
         raise MembraneOverflowError(f"layer {layer.name!r}: with device noise a register reaches {worst}, beyond the "
                                     f"{artifact.membrane_bits}-bit signed range [{lo}, {hi}]")
