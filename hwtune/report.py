@@ -186,7 +186,8 @@ def write_study_report(out: Path) -> Path:
              f"{json.dumps(summary['finetune'])}. Seeds {summary['seeds']}; every accuracy is the mean over "
              f"{summary['devices']} held-out device instances (hwtune.noise stream EVAL), then mean ± std over seeds. "
              "Loss = the control's clean accuracy minus its noisy accuracy; recovered = noise-aware minus control "
-             "(mean ± std of the per-seed differences); ratio = recovered / loss; '> 2 std': recovered exceeds "
+             "(mean ± std of the per-seed differences); ratio = recovered / loss (– where the loss is under 1 point); "
+             "'> 2 std': recovered exceeds "
              "twice the std of the per-seed differences. Accuracies and points in %.", ""]
     for study in summary["studies"]:
         rows = summary["summaries"].get(study["name"], [])

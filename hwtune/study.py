@@ -42,6 +42,9 @@ from hwtune.noise import NoiseSpec
 from hwtune.recipes import PipelineSpec, RecipeError, check_pass, parse_pipeline, split_keys
 
 ARMS = ("plain", "control", "noise-aware")
+#: Smallest control loss (accuracy, 1 point) whose recovery ratio is reported: below it the ratio
+#: divides by noise (e.g. -191.71 at a loss of 0.005 points).
+MIN_LOSS_FOR_RATIO = 0.01
 _OWN_KEYS = {"kind", "quantize", "finetune", "seeds", "devices", "device_every", "studies", "execution"}
 
 
@@ -236,7 +239,8 @@ def summarize(study_records: list[dict], name: str) -> list[dict]:
         row["control_loss"] = statistics.fmean(losses)
         row["recovered"] = statistics.fmean(diffs)
         row["recovered_std"] = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-        row["recovery_ratio"] = row["recovered"] / row["control_loss"] if row["control_loss"] > 0 else None
+        row["recovery_ratio"] = (row["recovered"] / row["control_loss"] if row["control_loss"] >= MIN_LOSS_FOR_RATIO
+                                 else None)
         row["beyond_2_std"] = len(diffs) > 1 and row["recovered"] > 2 * row["recovered_std"]
         rows.append(row)
     return rows

@@ -52,6 +52,9 @@ def test_summary_arithmetic_by_hand():
     assert row["control_loss"] == pytest.approx(0.11) and row["recovered"] == pytest.approx(0.05)
     assert row["recovery_ratio"] == pytest.approx(0.05 / 0.11) and row["recovered_std"] == pytest.approx(0.01414, 1e-3)
     assert row["beyond_2_std"] and row["plain_loss"] == pytest.approx(0.09)
+    small = [{"studies": {"j": {"curves": curve({"plain": (0.90, 0.89), "control": (0.92, 0.915),
+                                                "noise-aware": (0.91, 0.90)})}}}] * 2
+    assert summarize(small, "j")[1]["recovery_ratio"] is None        # a 0.5-point loss: no ratio
 
 
 def test_rerun_resumes(study_run, capsys):
