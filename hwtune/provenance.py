@@ -22,16 +22,19 @@ def versions() -> dict[str, str]:
 
 
 def machine() -> dict:
-    """What changes float results besides the seed: the CPU, its cores, and the threads in use."""
+    """What changes float results besides the seed: the CPU, its cores, the threads in use, and the
+    vector instructions torch's kernels use (AVX2 and AVX-512 round sums differently; the
+    ATEN_CPU_CAPABILITY, DNNL_MAX_CPU_ISA and MKL_ENABLE_INSTRUCTIONS variables choose them)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": threads,
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+    torch = sys.modules.get("torch")
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads() if torch else None,
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability() if torch else None}
 
 
 def provenance(seed: int | None = None, config: dict | None = None) -> dict:
