@@ -59,7 +59,9 @@ def test_golden_emulator(mode):
     assert [k.tolist() for k in r.activations] == [[[3, 1]], [[3]]]
     assert [s.tolist() for s in r.spike_steps] == [[[1.0, 3.0]], [[1.0]]]
     assert [p.tolist() for p in r.potentials] == [[[9]], [[2]]]
-    assert r.logits.dtype == np.int64 and r.latency_steps == 10
+    assert r.logits.dtype == (np.int64 if mode == "stepped" else np.int32) and r.latency_steps == 10
+    wide = emulate(golden_artifact(membrane_bits=40), GOLDEN_K0, mode=mode)
+    assert wide.logits.dtype == np.int64 and wide.logits.tolist() == [[2]]     # registers beyond 32 bits
 
 
 def test_golden_delay_two_changes_nothing_but_the_schedule():

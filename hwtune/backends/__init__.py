@@ -49,10 +49,10 @@ def backend_names() -> list[str]:
 class RunResult:
     """What a backend observed for a batch of B samples.
 
-    activations: [k_0, k_1, ..., k_N], int64 (B, n): input and hidden activations in steps
-    (k = 0: silent), neurons in (C, H, W) order. potentials: [V_1, ..., V_{N+1}], int64 (B, n):
+    activations: [k_0, k_1, ..., k_N], integers (B, n): input and hidden activations in steps
+    (k = 0: silent), neurons in (C, H, W) order. potentials: [V_1, ..., V_{N+1}], integers (B, n):
     each layer's membrane at the end of its integration window (potential units); the last one is
-    the logits.
+    the logits. int64, or int32 where every register fits it (the emulator's fast mode).
     """
 
     artifact: Artifact
@@ -67,7 +67,7 @@ class RunResult:
 
     @property
     def logits(self) -> np.ndarray:
-        """Read-out membrane V (B, n_out), int64; float logits are logit_scale * V."""
+        """Read-out membrane V (B, n_out), integers; float logits are logit_scale * V."""
         return self.potentials[-1]
 
     @property

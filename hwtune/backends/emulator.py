@@ -118,9 +118,10 @@ def emulate(artifact: Artifact, k0, mode: str = "fast", noise: EmulatorNoise | N
     """Run ``artifact`` on input activations ``k0`` (B, n_in), integers in [0, T_0].
 
     k0 comes from numerics.encode_input. Returns activations, spike steps, potentials and the
-    read-out logits (int64). ``mode="fast"`` refuses an artifact whose registers could overflow
-    (see hwtune.artifact.membrane_violations; with device noise, the device's weights and offsets
-    are bounded); ``mode="stepped"`` checks every step instead. ``noise``: device noise, whose
+    read-out logits (integers: int32 in fast mode where the registers fit, else int64).
+    ``mode="fast"`` refuses an artifact whose registers could overflow (see
+    hwtune.artifact.membrane_violations; with device noise, the device's weights and offsets are
+    bounded); ``mode="stepped"`` checks every step instead. ``noise``: device noise, whose
     trial generator this batch advances.
     """
     if mode not in MODES:
@@ -150,16 +151,17 @@ def _refuse(found: list[str], what: str, advice: str = "") -> None:
 def _fast(artifact: Artifact, k0: np.ndarray, draws: _Draws | None):
     """Closed form, layer by layer: V = q * ops(k) + beta T_{n-1} (exact), k = numerics.fire(V, sigma, T_n).
     V and k stay in V's exact type (float32 for Loihi-sized registers, ArtifactLayer.potential) from
-    layer to layer; the returned activations and potentials are int64."""
+    layer to layer; the returned activations and potentials are integers (:func:`_result_type`)."""
     _refuse(membrane_violations(artifact), "fast mode needs an artifact whose registers cannot overflow, but ",
             "; use mode='stepped', which checks every step")
     steps = artifact.window_steps
     batch = len(k0)
+    integers = _result_type(artifact)
     k, activations, potentials = k0, [k0], []
     for n, layer in enumerate(artifact.layers):
         weight = draws.weight(n) if draws is not None else None
         V = layer.potential(k, steps[n], weight=weight, exact_float=True)
-        potentials.append(V.reshape(batch, -1).astype(np.int64))
+        potentials.append(V.reshape(batch, -1).astype(integers))
         if layer.readout:
             break
         offset = draws.threshold_offset(n, V, layer.slope, layer.window_steps) if draws is not None else None
@@ -169,8 +171,14 @@ def _fast(artifact: Artifact, k0: np.ndarray, draws: _Draws | None):
         k = numerics.fire(fired, _slope(layer.slope, V.ndim), layer.window_steps).reshape(batch, -1)
         if draws is not None:
             k = draws.spikes(n, k, layer.window_steps)
-        activations.append(k.astype(np.int64))
+        activations.append(k.astype(integers))
     return activations, potentials
+
+
+def _result_type(artifact: Artifact):
+    """int32 when every register fits it (membrane_bits <= 32, and so does every k <= T: the fast
+    mode's overflow proof), else int64: half the bytes to write for Loihi-sized nets."""
+    return np.int32 if artifact.membrane_bits <= 32 and max(artifact.window_steps) < 2 ** 31 else np.int64
 
 
 def _check_noisy_registers(artifact: Artifact, layer, V: np.ndarray, offset) -> None:
