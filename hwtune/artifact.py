@@ -208,7 +208,8 @@ class ArtifactLayer:
             x = op.apply(x)
         offset = self.bias * steps_in
         x_max = (steps_in if k_max is None else k_max) * self.gain
-        dtype = exact_dtype(self.synapse.bound(x_max, weight) + int(np.abs(offset).max(initial=0)) + 1)
+        worst = int(self.synapse.abs_sums(weight).max(initial=0)) * int(x_max) + int(np.abs(offset).max(initial=0))
+        dtype = exact_dtype(worst + 1)
         V = self.synapse.apply(x, dtype, weight)
         V += per_channel(offset, V.ndim).astype(dtype)
         return V if exact_float else V.astype(np.int64, copy=False)

@@ -5,7 +5,7 @@ reshapes or sums the previous layer's integer activations k, then one synapse (:
 or :class:`Conv2d`, holding the integer weight mantissas q). Each kind can
 
 - ``apply`` itself to integer-valued arrays of shape (B, *in_shape), in the type the caller picks
-  (a float type only where every partial sum is provably exact: :func:`exact_dtype` of ``bound``),
+  (a float type only where every partial sum is provably exact: :func:`exact_dtype`),
 - give its ``output_shape``, its ``gain`` (how many inputs one value may sum: a bound factor),
 - map a per-output fan-out back to its inputs (``fan_out_in``), so that a spike's synaptic events
   are counted through pooling, and give per-output-channel fan-in and |q| sums for the worst case.
@@ -141,20 +141,15 @@ class Dense:
             raise OpError(f"dense layer takes {self.weight.shape[1]} inputs, gets shape {tuple(in_shape)}")
         return (self.out_channels,)
 
-    def bound(self, x_max: int, weight: np.ndarray | None = None) -> int:
-        """Largest |sum_j q_ij x_j| for |x_j| <= ``x_max``: max_i sum_j |q_ij| x_max."""
-        weight = self.weight if weight is None else weight
-        return int(np.abs(weight).sum(axis=1, dtype=np.int64).max(initial=0)) * int(x_max)
-
     def apply(self, x: np.ndarray, dtype, weight: np.ndarray | None = None) -> np.ndarray:
         """sum_j q_ij x_j (B, n_out) computed and returned in ``dtype``, exact when :func:`exact_dtype`
-        of :meth:`bound` chose it; ``weight``: a device instance's matrix of the same shape."""
+        of the worst case (:meth:`abs_sums` x max |x|) chose it; ``weight``: a device instance's matrix."""
         weight = self.weight if weight is None else weight
         return x.astype(dtype, copy=False) @ weight.T.astype(dtype)
 
-    def abs_sums(self) -> np.ndarray:
-        """sum_j |q_ij| per output neuron (out,)."""
-        return np.abs(self.weight).sum(axis=1, dtype=np.int64)
+    def abs_sums(self, weight: np.ndarray | None = None) -> np.ndarray:
+        """sum_j |q_ij| per output neuron (out,) (``weight``: a device instance's matrix instead of q)."""
+        return np.abs(self.weight if weight is None else weight).sum(axis=1, dtype=np.int64)
 
     def fan_in(self) -> np.ndarray:
         """Nonzero weights per output neuron (out,)."""
@@ -211,24 +206,20 @@ class Conv2d:
         k, s, p = self.kernel, self.stride, self.padding
         return (self.out_channels, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
 
-    def abs_sums(self) -> np.ndarray:
-        """sum |q| over (C_in, K, K) per output channel (C_out,): bounds every neuron of the channel."""
-        return np.abs(self.weight).reshape(self.out_channels, -1).sum(axis=1, dtype=np.int64)
+    def abs_sums(self, weight: np.ndarray | None = None) -> np.ndarray:
+        """sum |q| over (C_in, K, K) per output channel (C_out,): bounds every neuron of the channel
+        (``weight`` (C_out, C_in, K, K, H_o, W_o): one kernel per position, the largest sum of each channel)."""
+        weight = self.weight if weight is None else weight
+        per_output = np.abs(weight).reshape(self.out_channels, self.weight[0].size, -1).sum(axis=1, dtype=np.int64)
+        return per_output.max(axis=1)
 
     def fan_in(self) -> np.ndarray:
         """Nonzero kernel weights per output channel (C_out,): the fan-in of an interior neuron."""
         return np.count_nonzero(self.weight.reshape(self.out_channels, -1), axis=1)
 
-    def bound(self, x_max: int, weight: np.ndarray | None = None) -> int:
-        """Largest |output| for inputs |x| <= ``x_max``: max over outputs of sum |q| x_max (``weight``:
-        the shared kernel, or one kernel per output position (C_out, C_in, K, K, H_o, W_o))."""
-        weight = self.weight if weight is None else weight
-        per_output = np.abs(weight).reshape(self.out_channels, self.weight[0].size, -1).sum(axis=1, dtype=np.int64)
-        return int(per_output.max(initial=0)) * int(x_max)
-
     def apply(self, x: np.ndarray, dtype, weight: np.ndarray | None = None) -> np.ndarray:
         """The convolution (B, C_out, H_o, W_o) computed and returned in ``dtype``, exact when
-        :func:`exact_dtype` of :meth:`bound` chose it: im2col columns (C_in K K, H_o W_o) per sample
+        :func:`exact_dtype` of the worst case (:meth:`abs_sums` x max |x|) chose it: im2col columns (C_in K K, H_o W_o) per sample
         and one matmul per sample, whose result is already channel-major; samples in chunks whose
         columns fit IM2COL_BYTES. ``weight`` (C_out, C_in, K, K, H_o, W_o): one kernel per output
         position instead of the shared one (a device instance's mismatched synapses)."""
