@@ -129,6 +129,8 @@ class NoiseConfig(FinetuneOptions):
     device_every: int = setting(1, "int", "fine-tuning draws a new device instance every N batches", "batches",
                                 lo=1, hi=1_000_000)
     eval_only: bool = setting(False, "bool", "measure robustness only: no fine-tuning, no model written")
+    window_search: bool = setting(False, "bool", "before fine-tuning, scale the hidden windows by the best of "
+                                  "1, 2^-1/2, ..., 1/4 under the noise (scored on training data; quantized nets)")
 
     def spec(self, target: NoiseSpec | None = None) -> NoiseSpec:
         """The levels: this config's where given, else the target's, else 0."""

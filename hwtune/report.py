@@ -189,12 +189,22 @@ def write_study_report(out: Path) -> Path:
              "(mean ± std of the per-seed differences); ratio = recovered / loss (– where the loss is under 1 point); "
              "'> 2 std': recovered exceeds "
              "twice the std of the per-seed differences. Accuracies and points in %.", ""]
+    search = summary.get("window_search")
+    if search:
+        lines += [f"Window search: before fine-tuning, both fine-tuned arms scale every hidden window by the best of "
+                  f"{', '.join(f'{f:.2g}' for f in search['scales'])} on up to {search['samples']:,} training samples, the "
+                  f"control by clean accuracy, the noise-aware arm under its training noise ({search['devices']} "
+                  "training devices); jitter is a fraction of each window's steps, so a shorter window makes it a "
+                  "smaller error (hwtune.passes.noise.search_window_scale).", ""]
     for study in summary["studies"]:
         rows = summary["summaries"].get(study["name"], [])
         if not rows:
             continue
         plot = _study_figure(summary, study, rows, out / f"robustness_{study['name'].replace(' ', '_')}.png")
-        lines += [f"## {study['name']}", "", f"![{plot.stem}]({plot.name})", "",
+        scales = summary.get("window_scales", {}).get(study["name"])
+        chosen = ([f"Window scales chosen (seed: control, noise-aware): " + "; ".join(
+            f"{c['seed']}: {c['control']:.2g}, {c['noise-aware']:.2g}" for c in scales) + ".", ""] if scales else [])
+        lines += [f"## {study['name']}", "", *chosen, f"![{plot.stem}]({plot.name})", "",
                   f"| {study['axis'].replace('_', ' ')} | plain | control | noise-aware | plain loss | control loss | "
                   "recovered | ratio | > 2 std |", "|---|---|---|---|---|---|---|---|---|"]
         for r in rows:

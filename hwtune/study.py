@@ -19,7 +19,9 @@ the *noise-aware* arm trains under and the levels every arm is evaluated at:
 
 Arms, per seed: *plain* (the quantized model), *control* (plain + the budget without noise) and
 *noise-aware* (plain + the same budget under the study's training noise, a new device instance
-every ``device_every`` batches). Every arm is evaluated at every level on ``devices`` held-out
+every ``device_every`` batches; with ``window_search: true`` both fine-tuned arms first rescale their
+hidden windows, hwtune.passes.noise.search_window_scale: the control by clean accuracy, the
+noise-aware arm under its training noise). Every arm is evaluated at every level on ``devices`` held-out
 device instances (hwtune.noise stream EVAL: never a training device); the noise-aware model is
 also run on the emulator at its training level with the same draws (the accuracies must agree).
 One point per seed, appended to ``points.jsonl`` when done (resumable, like grid sweeps).
@@ -45,7 +47,8 @@ ARMS = ("plain", "control", "noise-aware")
 #: Smallest control loss (accuracy, 1 point) whose recovery ratio is reported: below it the ratio
 #: divides by noise (e.g. -191.71 at a loss of 0.005 points).
 MIN_LOSS_FOR_RATIO = 0.01
-_OWN_KEYS = {"kind", "quantize", "finetune", "seeds", "devices", "device_every", "studies", "execution"}
+_OWN_KEYS = {"kind", "quantize", "finetune", "seeds", "devices", "device_every", "window_search", "studies",
+             "execution"}
 
 
 @dataclass
@@ -68,6 +71,7 @@ class Study(PipelineSpec):
     seeds: list[int] = field(default_factory=lambda: [0])
     devices: int = 5
     device_every: int = 1
+    window_search: bool = False
     studies: list[NoiseStudy] = field(default_factory=list)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
 
@@ -108,6 +112,8 @@ def parse_study(data: object, path: str) -> Study:
         finetune = FinetuneOptions.from_mapping(own.get("finetune", {}), f"{path}: finetune")
         devices = check_value(rule_of(NoiseConfig, "devices"), "devices", own.get("devices", 5))
         device_every = check_value(rule_of(NoiseConfig, "device_every"), "device_every", own.get("device_every", 1))
+        window_search = check_value(rule_of(NoiseConfig, "window_search"), "window_search",
+                                    own.get("window_search", False))
         execution = ExecutionConfig.from_mapping(own.get("execution", {}), f"{path}: execution")
         seeds = own.get("seeds", [0])
         if not (isinstance(seeds, list) and seeds):
@@ -118,7 +124,7 @@ def parse_study(data: object, path: str) -> Study:
     except ConfigError as e:
         raise RecipeError(str(e) if str(e).startswith(path) else f"{path}: {e}") from None
     study = parse_pipeline(shared, path, Study, quantize=quantize, finetune=finetune, seeds=seeds, devices=devices,
-                           device_every=device_every, execution=execution)
+                           device_every=device_every, window_search=window_search, execution=execution)
     try:
         check_pass("quantize", quantize, study.target, study.n_hidden, f"{path}: quantize: ")
     except Exception as e:  # TargetError / RecipeError, both named
@@ -139,7 +145,7 @@ def point_id(study: Study, seed: int) -> str:
     return _hash({"kind": "robustness", "seed": seed, "base": _base_settings(study), "dataset": study.dataset,
                   "target": study.target.name, "samples": study.data.samples, "train_samples": study.data.train_samples,
                   "quantize": study.quantize.to_dict(), "finetune": study.finetune.to_dict(), "devices": study.devices,
-                  "device_every": study.device_every,
+                  "device_every": study.device_every, **({"window_search": True} if study.window_search else {}),
                   "studies": [(s.name, s.train.to_dict(), s.axis, s.levels) for s in study.studies]})
 
 
@@ -175,10 +181,11 @@ def run_study(study: Study, out=None, execution: ExecutionConfig | None = None) 
                    "dataset": study.dataset, "command": f"hwtune sweep {study.path} --out {out}",
                    "model": {"load": str(study.load)} if study.load else {"train": study.train.to_dict()},
                    "base": str(base_dir(study)), "quantize": study.quantize.to_dict(),
-                   "finetune": study.finetune.to_dict(), "seeds": study.seeds, "devices": study.devices,
+                   "finetune": study.finetune.to_dict(), "window_search": search_settings() if study.window_search else None,
+                   "seeds": study.seeds, "devices": study.devices,
                    "studies": [{"name": s.name, "train": s.train.to_dict(), "axis": s.axis, "levels": s.levels}
                                for s in study.studies],
-                   "points": len(records), "summaries": summaries, "failures": failures,
+                   "points": len(records), "summaries": summaries, "window_scales": window_scales(records), "failures": failures,
                    "execution": execution.to_dict(), "provenance": provenance(study.seed)}
         write_json(out / SUMMARY, summary)
     return {"records": records, "summaries": summaries, "failures": failures, "out": out, "points_file": out / POINTS}
@@ -188,7 +195,7 @@ def run_seed(study: Study, base, seed: int, data) -> dict:
     """Train the three arms of one seed and evaluate each at every level of every study."""
     from hwtune import progress, workflow
     from hwtune.passes import PassContext, run_pass
-    from hwtune.passes.noise import evaluate_under_noise
+    from hwtune.passes.noise import evaluate_under_noise, search_window_scale
 
     ctx = PassContext(data=workflow.cast(data, base.dtype), target=study.target, seed=seed,
                       train_samples=study.data.train_samples, samples=study.data.samples)
@@ -196,12 +203,13 @@ def run_seed(study: Study, base, seed: int, data) -> dict:
     plain = copy.deepcopy(base)
     run_pass(plain, study.quantize, ctx)
     control = copy.deepcopy(plain)
+    control_search = search_window_scale(control, NoiseSpec(), *ctx.train_split(), seed) if study.window_search else None
     ctx.finetune(control, study.finetune, "control fine-tune")
     record = {"id": point_id(study, seed), "seed": seed, "studies": {}}
     for s in study.studies:
         aware = copy.deepcopy(plain)
-        run_pass(aware, NoiseConfig(**study.finetune.to_dict(), **s.train.to_dict(), devices=study.devices,
-                                    device_every=study.device_every), ctx)
+        aware_record = run_pass(aware, NoiseConfig(**study.finetune.to_dict(), **s.train.to_dict(), devices=study.devices,
+                                                   device_every=study.device_every, window_search=study.window_search), ctx)
         curves = {}
         for arm, net in (("plain", plain), ("control", control), ("noise-aware", aware)):
             curves[arm] = []
@@ -218,7 +226,27 @@ def run_seed(study: Study, base, seed: int, data) -> dict:
         emu_at = workflow.emulate_under_noise(artifact, x, y, s.train, study.devices, seed)["accuracy"]
         record["studies"][s.name] = {"axis": s.axis, "train": s.train.to_dict(), "curves": curves,
                                      "check": {"torch": torch_at, "emulator": emu_at}}
+        if study.window_search:
+            record["studies"][s.name]["window_search"] = {"control": control_search,
+                                                          "noise-aware": aware_record["window_search"]}
     return record
+
+
+def search_settings() -> dict:
+    """What the window search tries and scores on (hwtune.passes.noise), for the report."""
+    from hwtune.passes.noise import SEARCH_DEVICES, SEARCH_SAMPLES, WINDOW_SCALES
+    return {"scales": list(WINDOW_SCALES), "samples": SEARCH_SAMPLES, "devices": SEARCH_DEVICES}
+
+
+def window_scales(records: list[dict]) -> dict:
+    """Per study: the window scale each seed's fine-tuned arms chose (empty without window_search)."""
+    scales: dict = {}
+    for r in records:
+        for name, study in r["studies"].items():
+            if "window_search" in study:
+                scales.setdefault(name, []).append(
+                    {"seed": r["seed"], **{arm: found["window_scale"] for arm, found in study["window_search"].items()}})
+    return scales
 
 
 def summarize(study_records: list[dict], name: str) -> list[dict]:

@@ -91,3 +91,50 @@ def test_noise_pass_hardens_against_the_targets_noise(quantized, digits, tmp_pat
     assert record["noise"]["jitter"] == 0.3 and record["noise"]["weight_mismatch"] == 0.2 and record["devices"] == 3
     assert record["noisy_accuracy_before"] < record["accuracy_before"]
     assert net.noise is None and record["finetune"]
+
+
+def test_window_search_shortens_the_windows_under_heavy_jitter(digits):
+    """Jitter moves spikes by a fraction of a window's steps whatever its length. On the FC net
+    (windows 3.0, about its 0.999 quantile) under jitter 0.5, a shorter window (activations over
+    more steps) wins accuracy on held-out images and devices; the windows end scaled by the chosen
+    factor exactly, and that factor has the best score on training data."""
+    import copy
+    from hwtune.passes.noise import WINDOW_SCALES, evaluate_under_noise, search_window_scale
+    torch.manual_seed(0)
+    fc = TTFSNet(preset("fc-small", (1, 8, 8), 10), (1, 8, 8))
+    train(fc, digits.train_x, digits.train_y, TrainConfig(epochs=3, lr=3e-3, batch_size=32), seed=0)
+    fc.windows.fill_(3.0)
+    fc.saturate = True
+    fc.set_quant(QuantSpec([12] * (fc.n_hidden + 1), WeightFormat(bits=4, scale="per-channel")))
+    net, spec = copy.deepcopy(fc), NoiseSpec(jitter=0.5)
+    found = search_window_scale(net, spec, digits.train_x, digits.train_y, seed=0)
+    scale = found["window_scale"]
+    assert list(found["scores"]) == [f"{f:.3g}" for f in WINDOW_SCALES]
+    assert found["scores"][f"{scale:.3g}"] == max(found["scores"].values()) and scale < 1
+    assert torch.equal(net.windows, scale * fc.windows)
+    x, y = digits.test_x, digits.test_y
+    assert evaluate_under_noise(net, x, y, spec, 3, 0)["accuracy"] > evaluate_under_noise(fc, x, y, spec, 3, 0)["accuracy"] + 0.05
+
+
+def test_window_search_without_noise_scores_clean_accuracy(quantized, digits):
+    import copy
+    from hwtune.passes.noise import SEARCH_SAMPLES, search_window_scale
+    from hwtune.training import evaluate
+    net = copy.deepcopy(quantized)
+    found = search_window_scale(net, NoiseSpec(), digits.train_x, digits.train_y, seed=0)
+    pick = torch.randperm(len(digits.train_x), generator=torch.Generator().manual_seed(0))[:SEARCH_SAMPLES]
+    assert found["scores"]["1"] == evaluate(quantized, digits.train_x[pick], digits.train_y[pick])["accuracy"]
+
+
+@pytest.mark.parametrize("case", ["float net", "eval only"])
+def test_window_search_is_refused_where_it_cannot_apply(quantized, digits, case):
+    import copy
+    from hwtune.passes import PassError
+    net = copy.deepcopy(quantized)
+    if case == "float net":
+        net.set_quant(None)
+    ctx = PassContext(data=digits, target=load_target("emulator"), seed=0, samples=50)
+    windows = net.windows.clone()
+    with pytest.raises(PassError, match="window_search"):
+        run_pass(net, NoiseConfig(jitter=0.3, window_search=True, eval_only=case == "eval only", epochs=0), ctx)
+    assert torch.equal(net.windows, windows)

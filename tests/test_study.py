@@ -75,6 +75,7 @@ def test_rerun_resumes(study_run, capsys):
     (lambda r: r["quantize"].update(bits=12), "12-bit weights: target loihi2 holds 2..8"),
     (lambda r: r["finetune"].update(lr=-1), "finetune: lr = -1"),
     (lambda r: r.update(execution={"executor": "mpi"}), "execution: executor = 'mpi' must be one of"),
+    (lambda r: r.update(window_search="yes"), "window_search = 'yes' must be true or false"),
 ])
 def test_every_study_setting_is_checked_before_training(change, message):
     recipe = yaml.safe_load(open(RECIPE))
@@ -82,3 +83,12 @@ def test_every_study_setting_is_checked_before_training(change, message):
     with pytest.raises(RecipeError) as e:
         parse_study(recipe, "recipes/x.yaml")
     assert message in str(e.value) and "recipes/x.yaml" in str(e.value)
+
+
+def test_point_ids_of_studies_without_window_search_are_unchanged():
+    """Ids (hence resume of committed studies) predate window_search: computed by the code before it."""
+    from hwtune.study import point_id
+    study = parse_study(yaml.safe_load(open(RECIPE)), RECIPE)
+    assert [point_id(study, s) for s in study.seeds] == ["407da08b867c", "682dd276075e"]
+    searched = parse_study({**yaml.safe_load(open(RECIPE)), "window_search": True}, RECIPE)
+    assert searched.window_search and point_id(searched, 0) != "407da08b867c"
