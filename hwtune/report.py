@@ -176,6 +176,10 @@ def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
 
 
+def _images(n: int | None, some: str, every: str) -> str:
+    return every if n is None else some.format(n)
+
+
 def write_study_report(out: Path) -> Path:
     """``report.md`` of a robustness study directory (its ``sweep.json``): per study a plot and the
     table of every level; returns its path."""
@@ -184,7 +188,10 @@ def write_study_report(out: Path) -> Path:
              f"Base model {summary['base']} on {summary['dataset']}, target {summary['target']}; plain = quantize "
              f"{json.dumps(summary['quantize'])}; control and noise-aware add the same fine-tuning budget "
              f"{json.dumps(summary['finetune'])}. Seeds {summary['seeds']}; every accuracy is the mean over "
-             f"{summary['devices']} held-out device instances (hwtune.noise stream EVAL), then mean ± std over seeds. "
+             f"{summary['devices']} held-out device instances (hwtune.noise stream EVAL) on "
+             f"{_images(summary.get('samples'), 'the first {:,} test images', 'every test image')}, then mean ± std "
+             f"over seeds; fine-tuning on {_images(summary.get('train_samples'), 'a random {:,}-image subset of', 'all of')} "
+             "the training set. "
              "Loss = the control's clean accuracy minus its noisy accuracy; recovered = noise-aware minus control "
              "(mean ± std of the per-seed differences); ratio = recovered / loss (– where the loss is under 1 point); "
              "'> 2 std': recovered exceeds "

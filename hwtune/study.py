@@ -182,7 +182,8 @@ def run_study(study: Study, out=None, execution: ExecutionConfig | None = None) 
                    "model": {"load": str(study.load)} if study.load else {"train": study.train.to_dict()},
                    "base": str(base_dir(study)), "quantize": study.quantize.to_dict(),
                    "finetune": study.finetune.to_dict(), "window_search": search_settings() if study.window_search else None,
-                   "seeds": study.seeds, "devices": study.devices,
+                   "seeds": study.seeds, "devices": study.devices, "samples": study.data.samples,
+                   "train_samples": study.data.train_samples,
                    "studies": [{"name": s.name, "train": s.train.to_dict(), "axis": s.axis, "levels": s.levels}
                                for s in study.studies],
                    "points": len(records), "summaries": summaries, "window_scales": window_scales(records), "failures": failures,

@@ -168,13 +168,16 @@ def resource_section(path: Path) -> list[str]:
 
 
 def study_section(path: Path) -> list[str]:
-    """Per study of a robustness-study directory: the level with the largest loss of the control, its
+    """Per study of a robustness-study directory, every noisy level: each arm, the control's loss, its
     recovery by noise-aware fine-tuning at equal budget (mean +- std over seeds) and the 2-sigma test."""
     summary = read_json(path / "sweep.json")
+    tested = "" if summary.get("samples") is None else f" on the first {summary['samples']:,} test images"
+    trained = "" if summary.get("train_samples") is None else f" over {summary['train_samples']:,} training images"
+    searched = " after a window search" if summary.get("window_search") else ""
     lines = [f"Robustness study `{summary['command']}` ({summary['dataset']}, target {summary['target']}, "
-             f"{len(summary['seeds'])} seeds x {summary['devices']} held-out devices, mean ± std over seeds; equal "
-             f"fine-tuning budget {summary['finetune']['epochs']:g} epochs; full table and plot: "
-             f"[{path / 'report.md'}]({path / 'report.md'})):", "",
+             f"{len(summary['seeds'])} seeds x {summary['devices']} held-out devices{tested}, mean ± std over seeds; "
+             f"equal fine-tuning budget {summary['finetune']['epochs']:g} epochs{trained}{searched}; full table and "
+             f"plot: [{path / 'report.md'}]({path / 'report.md'})):", "",
              "| noise | level | plain | control | noise-aware | control loss | recovered | ratio | > 2 std |",
              "|---|---|---|---|---|---|---|---|---|"]
     for study in summary["studies"]:
