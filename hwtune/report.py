@@ -161,7 +161,8 @@ def _study_figure(summary: dict, study: dict, rows: list[dict], path: Path) -> P
     ft = summary["finetune"]
     ax.set_xlabel(_axis_label(study["axis"]))
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{summary['name']}: {study['name']} (noise-aware trains under {train}; budget "
+    searched = "window search, then " if summary.get("window_search") else ""
+    ax.set_title(f"{summary['name']}: {study['name']} (noise-aware trains under {train}; budget {searched}"
                  f"{ft['epochs']:g} epochs, lr {ft['lr']:g})\nmean ± std over {rows[0]['seeds']} seeds, each the mean "
                  f"of {summary['devices']} held-out devices", fontsize=8)
     ax.grid(alpha=0.3)
