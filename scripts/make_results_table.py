@@ -21,6 +21,8 @@ import argparse
 import json
 from pathlib import Path
 
+import yaml
+
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 COLUMNS = ["dataset", "architecture", "ReLU acc", "TTFS acc", "spikes/neuron", "bits", "steps",
            "acc. at jitter 0.1", "torch=emulator / Lava", "command"]
@@ -118,7 +120,14 @@ def run_rows(path: Path) -> tuple[list[dict], list[str]]:
                  "acc. at jitter 0.1": "the recipe has no noise pass at jitter 0.1",
                  "torch=emulator / Lava": "the recipe has no deploy section",
                  "dataset": f"not in {path} nor {model_file}", "architecture": f"not in {path} nor {model_file}"},
-    }], []
+    }], subset_note(results)
+
+
+def subset_note(results: dict) -> list[str]:
+    """A note where a run's recipe evaluates on the first ``samples`` test images only."""
+    recipe = Path(results["recipe"])
+    samples = (yaml.safe_load(recipe.read_text()) or {}).get("samples") if recipe.exists() else None
+    return [f"{recipe}: accuracies on the first {samples:,} test images"] if samples else []
 
 
 def model_rows(path: Path) -> tuple[list[dict], list[str]]:
@@ -176,7 +185,8 @@ def study_section(path: Path) -> list[str]:
     searched = " after a window search" if summary.get("window_search") else ""
     lines = [f"Robustness study `{summary['command']}` ({summary['dataset']}, target {summary['target']}, "
              f"{len(summary['seeds'])} seeds x {summary['devices']} held-out devices{tested}, mean ± std over seeds; "
-             f"equal fine-tuning budget {summary['finetune']['epochs']:g} epochs{trained}{searched}; full table and "
+             f"equal fine-tuning budget {summary['finetune']['epochs']:g} epoch{'' if summary['finetune']['epochs'] == 1 else 's'}"
+             f"{trained}{searched}; full table and "
              f"plot: [{path / 'report.md'}]({path / 'report.md'})):", "",
              "| noise | level | plain | control | noise-aware | control loss | recovered | ratio | > 2 std |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -201,7 +211,7 @@ def noise_run_section(path: Path) -> list[str]:
         return []
     lines = [f"Noise-aware fine-tuning in `hwtune run {results['recipe']}` ({results.get('arch')} on "
              f"{results.get('dataset')}, target {results['target']}; noisy = mean ± std over {rows[0]['devices']} "
-             "held-out device instances):", "",
+             f"held-out device instances; {results['stages'][0]['n']:,} test images):", "",
              "| noise | clean before | noisy before | noisy after | clean after |", "|---|---|---|---|---|"]
     for s in rows:
         noise = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in s["noise"].items() if v)
