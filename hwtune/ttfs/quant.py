@@ -16,11 +16,13 @@ import torch.nn as nn
 # CPU-only machine where /usr/local exists; that warning says nothing about hwtune's work.
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
-from brevitas.nn import QuantConv2d, QuantLinear  # noqa: E402
-from brevitas.quant import Int8WeightPerTensorFixedPoint  # noqa: E402
-from brevitas.quant.fixed_point import Int8WeightPerChannelFixedPoint  # noqa: E402
-
+from hwtune.interrupts import sigint_deferred  # noqa: E402
 from hwtune.numerics import WeightFormat  # noqa: E402
+
+with sigint_deferred():   # a Ctrl-C during brevitas' import would vanish in its bare except: delivered after
+    from brevitas.nn import QuantConv2d, QuantLinear
+    from brevitas.quant import Int8WeightPerTensorFixedPoint
+    from brevitas.quant.fixed_point import Int8WeightPerChannelFixedPoint
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Why Ctrl-C needs care (lava-nc 0.10.0): Lava forks its process models and runtime service into
 the terminal's process group, so a Ctrl-C reaches them too; they die on KeyboardInterrupt without
 answering the runtime, whose ``stop()`` then waits for ever (no timeout) and leaves zombies. Here
-the workers are forked with SIGINT held back (:func:`_sigint_deferred`), so only this process gets
+the workers are forked with SIGINT held back (:func:`sigint_deferred`), so only this process gets
 the KeyboardInterrupt; it then stops Lava (:func:`_abort`: Lava's own stop, bounded, else the
 workers are terminated and joined) and re-raises.
 """
@@ -11,12 +11,10 @@ workers are terminated and joined) and re-raises.
 # directory outside its package, where dataclasses cannot resolve string annotations.
 
 import multiprocessing
-import os
-import signal
 import tempfile
 import threading
 import warnings
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +27,7 @@ from hwtune.artifact import Artifact
 from hwtune.backends import RunResult
 from hwtune.backends.lava.build import build_network
 from hwtune.errors import HwtuneError
+from hwtune.interrupts import sigint_deferred
 
 #: Seconds Lava's own stop() gets after an error or a Ctrl-C before the workers are killed.
 STOP_TIMEOUT = 5.0
@@ -64,7 +63,7 @@ def run_lava(artifact: Artifact, k0, gap: int = 2) -> LavaResult:
         executable = process.compile(Loihi2SimCfg(select_tag="fixed_pt"))  # starts no process
         before, workers = set(multiprocessing.active_children()), []
         try:
-            with _sigint_deferred():  # Lava forks its workers here: they inherit a handler that drops SIGINT
+            with sigint_deferred():  # Lava forks its workers here: they inherit a handler that drops SIGINT
                 process.create_runtime(executable=executable)
                 workers = _new_workers(before)
             process.run(condition=RunSteps(num_steps=net.total_steps))
@@ -102,32 +101,6 @@ def _decode(tau: np.ndarray, name: str, start: int, steps: int) -> np.ndarray:
     return np.where(tau >= 0, steps - m, 0)
 
 
-@contextmanager
-def _sigint_deferred():
-    """Hold SIGINT back for the block, then re-deliver it to the handler in place before.
-
-    Processes forked in the block inherit the holding handler, which drops SIGINT outside the
-    calling process. A no-op outside the main thread (the only one that sets handlers and gets
-    KeyboardInterrupt).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caller, received = os.getpid(), []
-
-    def hold(signum, frame):
-        if os.getpid() == caller:  # in a forked worker: dropped
-            received.append(signum)
-
-    previous = signal.signal(signal.SIGINT, hold)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
-    if received:
-        signal.raise_signal(signal.SIGINT)
-
-
 def _new_workers(before: set) -> list:
     """Lava's worker processes (process models, runtime services) among the children started since."""
     return [p for p in multiprocessing.active_children() if p not in before and isinstance(p, SystemProcess)]
@@ -155,7 +128,7 @@ def _abort(process, workers: list, timeout: float = STOP_TIMEOUT) -> None:
                 return
     except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
         pass
-    with _sigint_deferred():  # bounded; a Ctrl-C meanwhile is re-raised at the end
+    with sigint_deferred():  # bounded; a Ctrl-C meanwhile is re-raised at the end
         for p in workers:
             with suppress(ValueError):  # ValueError: closed, Lava joined it already
                 if p.is_alive():
