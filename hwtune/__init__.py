@@ -3,7 +3,8 @@
 The Python API (hwtune.api) is importable from here: ``hwtune.train``, ``quantize``, ``noise``,
 ``latency``, ``export``, ``emulate``, ``run_lava``, ``load``, ``save``, ``load_dataset``,
 ``load_target``, ``evaluate``, ``convert``. They are loaded on first use, so ``import hwtune`` (and
-``hwtune --help``) stays fast.
+``hwtune --help``) stays fast. No submodule of the package bears an API function's name (importing
+it would replace the function here: tests/test_api.py checks), hence e.g. hwtune.device_noise.
 """
 __version__ = "0.2.0"
 
@@ -17,3 +18,7 @@ def __getattr__(name: str):
         from hwtune import api
         return getattr(api, name)
     raise AttributeError(f"module 'hwtune' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(API))

@@ -34,7 +34,7 @@ from hwtune import numerics
 from hwtune.atomic import atomic_directory
 from hwtune.errors import HwtuneError, short
 from hwtune.layers import Conv2d, Dense, Flatten, OpError, SumPool, exact_dtype, op_from_json, synapse_from_json
-from hwtune.noise import Geometry
+from hwtune.device_noise import Geometry
 
 FORMAT = "hwtune-artifact"
 FORMAT_VERSION = 2
@@ -200,7 +200,7 @@ class ArtifactLayer:
                   weight: np.ndarray | None = None, exact_float: bool = False) -> np.ndarray:
         """V (B, *out_shape) = q * ops(k) + beta T_{n-1}, exact; k: (B, n_in) or (B, *in_shape), integer
         valued, |k| <= k_max (default T_{n-1}); ``weight``: a device instance's weights instead of q
-        (hwtune.noise). Computed in the cheapest type in which every partial sum and V itself are
+        (hwtune.device_noise). Computed in the cheapest type in which every partial sum and V itself are
         exact (layers.exact_dtype of the worst case |V| + 1, so |V| < 2^p: numerics.fire stays exact
         on it); returned in it with ``exact_float`` (the fast emulator keeps it across layers), else int64."""
         x = k.reshape(len(k), *self.in_shape)
@@ -215,7 +215,7 @@ class ArtifactLayer:
         return V if exact_float else V.astype(np.int64, copy=False)
 
     def geometry(self):
-        """What noise draws need (hwtune.noise.Geometry): the weight shape, unshared over output
+        """What noise draws need (hwtune.device_noise.Geometry): the weight shape, unshared over output
         positions for a convolution, the neurons, whether the layer spikes."""
         return Geometry(weight_shape=self.weight.shape + tuple(self.out_shape[1:]), neurons=self.n_out,
                         hidden=not self.readout)

@@ -11,7 +11,7 @@ from typing import ClassVar
 from hwtune.architectures import PRESET_HELP, PRESETS
 from hwtune.config import Settings, like, setting
 from hwtune.errors import ConfigError
-from hwtune.noise import NoiseSpec
+from hwtune.device_noise import NoiseSpec
 
 #: Dataset names and the shape (C, H, W) of one sample.
 DATASET_SHAPES = {"digits": (1, 8, 8), "fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
@@ -115,7 +115,7 @@ _TARGETS = "the target's (0 if it has no noise)"
 
 @dataclass(frozen=True)
 class NoiseConfig(FinetuneOptions):
-    """Evaluate and fine-tune under device noise (hwtune.noise): each level defaults to the target's,
+    """Evaluate and fine-tune under device noise (hwtune.device_noise): each level defaults to the target's,
     so a model prepared for a noisy target is hardened against that target by default."""
 
     pass_name: ClassVar[str] = "noise"

@@ -84,7 +84,7 @@ def jitter(k, delta, steps: int):
 
 
 def mismatch(q, eps, level: float, lo: int, hi: int):
-    """Weights of a device instance: q' = clip(round(q (1 + level eps)), lo, hi) (hwtune.noise).
+    """Weights of a device instance: q' = clip(round(q (1 + level eps)), lo, hi) (hwtune.device_noise).
 
     ``eps``: standard normals, one per physical synapse (broadcast against q by the caller)."""
     scaled = q * (1 + level * eps)
@@ -94,7 +94,7 @@ def mismatch(q, eps, level: float, lo: int, hi: int):
 def threshold_offset(shift, steps: int, sigma):
     """Threshold offset of each neuron, in potential units: delta = round(shift T sigma).
 
-    ``shift``: the spike shift the offset causes, in fractions of the window (hwtune.noise: level x
+    ``shift``: the spike shift the offset causes, in fractions of the window (hwtune.device_noise: level x
     standard normal, fixed-pattern and trial-to-trial summed before the one rounding). Firing on
     V - delta (:func:`fire`) moves the spike by about shift T steps."""
     x = shift * steps * sigma

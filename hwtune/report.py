@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from hwtune.atomic import atomic_write_text  # noqa: E402
 from hwtune.config import rule_of  # noqa: E402
-from hwtune.noise import NoiseSpec  # noqa: E402
+from hwtune.device_noise import NoiseSpec  # noqa: E402
 
 _ARM_LABELS = {"plain": "plain (quantized, no further fine-tuning)",
                "control": "control (same budget, no noise)",
@@ -189,7 +189,7 @@ def write_study_report(out: Path) -> Path:
              f"Base model {summary['base']} on {summary['dataset']}, target {summary['target']}; plain = quantize "
              f"{json.dumps(summary['quantize'])}; control and noise-aware add the same fine-tuning budget "
              f"{json.dumps(summary['finetune'])}. Seeds {summary['seeds']}; every accuracy is the mean over "
-             f"{summary['devices']} held-out device instances (hwtune.noise stream EVAL) on "
+             f"{summary['devices']} held-out device instances (hwtune.device_noise stream EVAL) on "
              f"{_images(summary.get('samples'), 'the first {:,} test images', 'every test image')}, then mean ± std "
              f"over seeds; fine-tuning on {_images(summary.get('train_samples'), 'a random {:,}-image subset of', 'all of')} "
              "the training set. "

@@ -22,7 +22,7 @@ Arms, per seed: *plain* (the quantized model), *control* (plain + the budget wit
 every ``device_every`` batches; with ``window_search: true`` both fine-tuned arms first rescale their
 hidden windows, hwtune.passes.noise.search_window_scale: the control by clean accuracy, the
 noise-aware arm under its training noise). Every arm is evaluated at every level on ``devices`` held-out
-device instances (hwtune.noise stream EVAL: never a training device); the noise-aware model is
+device instances (hwtune.device_noise stream EVAL: never a training device); the noise-aware model is
 also run on the emulator at its training level with the same draws (the accuracies must agree).
 One point per seed, appended to ``points.jsonl`` when done (resumable, like grid sweeps).
 
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from hwtune.config import Rule, check_value, rule_of
 from hwtune.configs import ExecutionConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
 from hwtune.errors import ConfigError, short
-from hwtune.noise import NoiseSpec
+from hwtune.device_noise import NoiseSpec
 from hwtune.recipes import PipelineSpec, RecipeError, check_pass, parse_pipeline, split_keys
 
 ARMS = ("plain", "control", "noise-aware")

@@ -19,7 +19,7 @@ Each point: quantize the base model (``bits``, ``steps`` for the input and every
 with ``finetune`` the quantize pass fine-tunes and, where the point has noise, a noise-aware
 fine-tuning at that noise follows (so a noisy fine-tuned point has twice the budget of a clean
 one; hwtune.study compares arms at equal budget). Then it is evaluated under its noise (jitter in
-units of the window, fixed-pattern weight mismatch, hwtune.noise) on ``devices`` held-out device
+units of the window, fixed-pattern weight mismatch, hwtune.device_noise) on ``devices`` held-out device
 instances, on the torch model and on the emulator with the same draws (they must agree). Axis
 values obey the same rules as the pass settings (hwtune.configs). Finished points are appended to ``points.jsonl`` at once (one
 writer per directory: a lock), keyed by a hash of their settings, the seed and everything else
@@ -41,7 +41,7 @@ from pathlib import Path
 
 from hwtune.config import Rule, check_value, rule_of
 from hwtune.configs import DeployConfig, ExecutionConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
-from hwtune.noise import NoiseSpec
+from hwtune.device_noise import NoiseSpec
 from hwtune.errors import ConfigError, HwtuneError, short
 from hwtune.recipes import PipelineHeader, PipelineSpec, RecipeError, parse_pipeline, split_keys
 from hwtune.target import TargetError

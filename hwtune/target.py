@@ -3,7 +3,7 @@
 A target is data, not code: the backend that runs it, the weight format, time-grid limits, state
 widths, synaptic delay, read-out mode and, optionally, the chip's resources (``chip``: cores,
 neurons and synaptic memory per core, time per step, energy per event; used by hwtune.mapper)
-and its device noise (``noise``: hwtune.noise; evaluating on the target applies it).
+and its device noise (``noise``: hwtune.device_noise; evaluating on the target applies it).
 Every section is a self-validating settings dataclass (hwtune.config); errors name the file and key.
 A model and an artifact record the whole spec (:meth:`TargetSpec.to_dict`), not just its name,
 so a changed or look-alike target file is caught (:func:`differences`).
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hwtune.config import Settings, setting
 from hwtune.errors import ConfigError, HwtuneError
-from hwtune.noise import NoiseSpec
+from hwtune.device_noise import NoiseSpec
 from hwtune.numerics import WeightFormat
 from hwtune.yamlfile import read_yaml
 

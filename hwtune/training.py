@@ -25,7 +25,7 @@ EVAL_BYTES = 64 * 2 ** 20
 
 
 def eval_batch(geometry) -> int:
-    """Samples per evaluation batch for a net of these layers (hwtune.noise.Geometry: a TTFSNet's
+    """Samples per evaluation batch for a net of these layers (hwtune.device_noise.Geometry: a TTFSNet's
     ``geometry()``, or an artifact's layers' ``geometry()``): every pass over data streams batches of
     bounded memory (an int64 or float64 array of the widest layer takes EVAL_BYTES at most). The
     torch model and the emulator get the same batches from the same layers (trial noise is drawn

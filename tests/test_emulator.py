@@ -90,7 +90,7 @@ def random_case(seed: int, depth: int, bits: int, delay: int, batch: int = 16):
 def noise_for(a, seed, **levels):
     """An EmulatorNoise with these levels; a fresh object per call, so two calls draw the same."""
     from hwtune.backends.emulator import EmulatorNoise
-    from hwtune.noise import NoiseSpec
+    from hwtune.device_noise import NoiseSpec
     return EmulatorNoise.evaluation(a, NoiseSpec(**levels), seed, 0) if levels else None
 
 
@@ -202,7 +202,7 @@ def test_fast_refuses_an_artifact_that_can_overflow(mode):
 
 
 def test_jitter_draws_and_rules():
-    from hwtune.noise import EVAL, rng
+    from hwtune.device_noise import EVAL, rng
     a, k0 = random_case(7, depth=2, bits=8, delay=1, batch=200)
     clean = emulate(a, k0)
     jit = emulate(a, k0, noise=noise_for(a, 5, jitter=0.3))

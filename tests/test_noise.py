@@ -1,4 +1,4 @@
-"""Device noise (hwtune.noise): the torch model and the emulator apply the same draws exactly, a
+"""Device noise (hwtune.device_noise): the torch model and the emulator apply the same draws exactly, a
 frozen device is reproducible by its seed, evaluation devices are never training devices, and the
 noise pass trains across devices."""
 import numpy as np
@@ -8,7 +8,7 @@ import torch
 from hwtune.backends.emulator import EmulatorNoise, emulate
 from hwtune.configs import NoiseConfig, TrainConfig
 from hwtune.exporter import to_artifact
-from hwtune.noise import EVAL, TRAIN, Device, NoiseSpec, rng
+from hwtune.device_noise import EVAL, TRAIN, Device, NoiseSpec, rng
 from hwtune.numerics import WeightFormat
 from hwtune.passes import PassContext, run_pass
 from hwtune.passes.noise import evaluation_noise, training_noise

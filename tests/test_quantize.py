@@ -13,7 +13,7 @@ from hwtune.passes import LatencyConfig, NoiseConfig, PassContext, QuantizeConfi
 from hwtune.target import TargetError, load_target
 from hwtune.training import TrainConfig, train
 from hwtune.ttfs import QuantSpec, TTFSNet, fc
-from hwtune.noise import NoiseSpec
+from hwtune.device_noise import NoiseSpec
 from hwtune.passes.noise import evaluation_noise
 
 

@@ -39,3 +39,8 @@ def test_the_python_api_example_runs(tmp_path, monkeypatch, capsys):
     quantized, emulated = (float(x) for x in re.findall(r"([\d.]+) %", out))
     assert quantized == pytest.approx(emulated) and quantized > 80
     assert (tmp_path / "runs/api-fc-w4/hwtune.json").exists()
+
+
+def test_the_readme_warns_that_convert_module_function_runs_user_code():
+    prose = README.read_text().split("## Python API", 1)[1].split("## Scaling out", 1)[0]
+    assert "Warning:** `convert module:function` imports" in prose and "working directory first on `sys.path`" in prose

@@ -14,7 +14,7 @@ Both refuse weights outside the artifact's ``weight_bits`` (what the hardware wo
 Fast mode's overflow proof is per layer and channel: it refuses an artifact whose worst case
 (numerics.state_bound) leaves ``membrane_bits``, so no register can overflow in it.
 
-Optional device noise (:class:`EmulatorNoise`, hwtune.noise): a device instance's mismatched
+Optional device noise (:class:`EmulatorNoise`, hwtune.device_noise): a device instance's mismatched
 weights (one per physical synapse: a convolution's kernel becomes one per output position) and
 threshold offsets, and each batch's trial draws (threshold noise, jitter, deletion), applied by
 the rules of hwtune.numerics in the order threshold offset -> fire -> jitter -> deletion. Both modes
@@ -31,7 +31,7 @@ from hwtune import numerics
 from hwtune.artifact import Artifact, membrane_violations, per_channel, weight_violations
 from hwtune.backends import RunResult
 from hwtune.errors import HwtuneError
-from hwtune.noise import EVAL, Device, NoiseSpec, Trial, rng
+from hwtune.device_noise import EVAL, Device, NoiseSpec, Trial, rng
 
 MODES = ("fast", "stepped")
 

@@ -1,4 +1,4 @@
-"""Noise pass: evaluate and fine-tune under device noise (hwtune.noise), on held-out devices.
+"""Noise pass: evaluate and fine-tune under device noise (hwtune.device_noise), on held-out devices.
 
 Noise is a condition of the hardware, not of the model: the pass sets ``net.noise`` for its
 evaluation and fine-tuning and removes it afterwards. Levels default to the target's (a model
@@ -17,7 +17,7 @@ import statistics
 import torch
 
 from hwtune.configs import NoiseConfig
-from hwtune.noise import EVAL, TRAIN, Device, NoiseSpec, rng
+from hwtune.device_noise import EVAL, TRAIN, Device, NoiseSpec, rng
 from hwtune.passes.base import PassContext, PassError, register
 from hwtune.training import evaluate
 from hwtune.ttfs.net import TTFSNet
@@ -81,7 +81,7 @@ def search_window_scale(net: TTFSNet, spec: NoiseSpec, x: torch.Tensor, y: torch
 
     Why it pays under timing noise: an activation x is k = x T_n / L_n steps of its window, while
     jitter and threshold noise move spikes by a fraction of the window's T_n steps whatever L_n is
-    (hwtune.noise), so a shorter window makes the same shift a smaller error in x; the price is
+    (hwtune.device_noise), so a shorter window makes the same shift a smaller error in x; the price is
     that activations above f L_n saturate (k = T_n). Noiseless (``spec`` all 0), the score is the
     clean accuracy. Returns {"window_scale": f, "scores": {f: accuracy}}.
     """

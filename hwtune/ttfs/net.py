@@ -17,7 +17,7 @@ from hwtune import numerics
 from hwtune.architectures import WEIGHTED, output_shapes, validate
 from hwtune.ttfs.arch import glorot_init, make_synapse
 from hwtune.ttfs.functional import activation, silent_to_inf, spike_time, straight_through
-from hwtune.noise import Geometry
+from hwtune.device_noise import Geometry
 from hwtune.ttfs.noise import NoiseState
 from hwtune.ttfs.quant import QuantSpec, float_synapse, quant_synapse, scale_per_neuron, weight_mantissa
 
@@ -80,7 +80,7 @@ class TTFSNet(nn.Module):
 
     def geometry(self) -> list[Geometry]:
         """Per synapse: its weight shape, unshared over the output positions for a convolution
-        (C_out, C_in, K, K, H_o, W_o), its neurons, whether it is hidden (hwtune.noise draws)."""
+        (C_out, C_in, K, K, H_o, W_o), its neurons, whether it is hidden (hwtune.device_noise draws)."""
         shapes = output_shapes(self.arch, self.input_shape)
         out = [shape for layer, shape in zip(self.arch, shapes) if layer["kind"] in WEIGHTED]
         return [Geometry(weight_shape=tuple(syn.weight.shape) + tuple(shape[1:]), neurons=math.prod(shape),

@@ -1,10 +1,10 @@
-"""The noise a TTFSNet's forward applies: hwtune.noise draws (numpy) turned into tensors.
+"""The noise a TTFSNet's forward applies: hwtune.device_noise draws (numpy) turned into tensors.
 
 A :class:`NoiseState` holds the levels (NoiseSpec), the net's geometry, the device instance and
 a trial generator. The forward calls :meth:`NoiseState.begin` for every batch: it draws that
 batch's trial-to-trial noise and, when training (``device_rng``), a new device instance every
 ``device_every`` batches, so the net learns to work across devices rather than on one draw. For
-evaluation a fixed :class:`~hwtune.noise.Device` is given, and the emulator, fed the same device
+evaluation a fixed :class:`~hwtune.device_noise.Device` is given, and the emulator, fed the same device
 and the same trial generator, sees exactly the same numbers (tests/test_noise.py).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hwtune.noise import Device, Geometry, NoiseSpec, Trial
+from hwtune.device_noise import Device, Geometry, NoiseSpec, Trial
 
 
 class NoiseState:
