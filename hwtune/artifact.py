@@ -32,9 +32,11 @@ import numpy as np
 
 from hwtune import numerics
 from hwtune.atomic import atomic_directory
+from hwtune.configs import MAX_LAYER_ENTRIES, MAX_STEPS
 from hwtune.errors import HwtuneError, short
 from hwtune.layers import Conv2d, Dense, Flatten, OpError, SumPool, exact_dtype, op_from_json, synapse_from_json
 from hwtune.device_noise import Geometry
+from hwtune.safepaths import UnsafeNameError, check_name, regular_file
 
 FORMAT = "hwtune-artifact"
 FORMAT_VERSION = 2
@@ -78,13 +80,16 @@ def _shape(value, where: str, what: str) -> tuple:
 
 def _check_layer_fields(where: str, name, window_steps, readout, logit_scale) -> None:
     """Scalar fields of one layer (shared by the constructor and the JSON reader)."""
-    _require(isinstance(name, str) and name != "", f"{where}: name must be a non-empty string, got {short(name)}")
+    try:
+        check_name(name, "name")
+    except UnsafeNameError as e:
+        raise ArtifactError(f"{where}: {e}") from None
     _require(isinstance(readout, (bool, np.bool_)), f"{where}: readout must be a bool, got {short(readout)}")
     if readout:
         _require(window_steps is None, f"{where}: the read-out has no window, got window_steps={short(window_steps)}")
     else:
-        _require(_is_int(window_steps) and window_steps >= 1,
-                 f"{where}: window_steps must be an integer >= 1, got {short(window_steps)}")
+        _require(_is_int(window_steps) and 1 <= window_steps <= MAX_STEPS,
+                 f"{where}: window_steps must be an integer in [1, {MAX_STEPS}], got {short(window_steps)}")
     _require(isinstance(logit_scale, (int, float, np.floating)) and not isinstance(logit_scale, bool)
              and math.isfinite(logit_scale), f"{where}: logit_scale must be a finite number, got {short(logit_scale)}")
 
@@ -93,7 +98,7 @@ def _check_artifact_fields(where: str, input_shape, input_steps, synaptic_delay,
                            membrane_bits, overflow, meta) -> None:
     """Scalar fields of an artifact (shared by the constructor and the JSON reader)."""
     _shape(input_shape, where, "input_shape")
-    for key, value, lo, hi in (("input_steps", input_steps, 1, 2 ** 31), ("synaptic_delay", synaptic_delay, 1, MAX_DELAY),
+    for key, value, lo, hi in (("input_steps", input_steps, 1, MAX_STEPS), ("synaptic_delay", synaptic_delay, 1, MAX_DELAY),
                                ("weight_bits", weight_bits, 1, 32), ("membrane_bits", membrane_bits, 2, 63)):
         _require(_is_int(value) and lo <= value <= hi,
                  f"{where}: {key} must be an integer in [{lo}, {hi}], got {short(value)}")
@@ -130,6 +135,8 @@ class ArtifactLayer:
         self.ops = tuple(self.ops)
         _require(all(isinstance(op, (Flatten, SumPool)) for op in self.ops), f"{where}: ops must be Flatten or SumPool")
         self.in_shape = _shape(self.in_shape or self.synapse.input_shape(), where, "in_shape")
+        _require(math.prod(self.in_shape) <= MAX_LAYER_ENTRIES,
+                 f"{where}: in_shape {self.in_shape} has more than hwtune's limit of {MAX_LAYER_ENTRIES:,} entries")
         shape = self.in_shape
         try:
             for op in self.ops:
@@ -414,6 +421,7 @@ _LAYER_KEYS = {1: ("name", "shape", "window_steps", "readout", "logit_scale"),
 
 def _read_json(jpath: Path) -> dict:
     """Parse and check the JSON part (keys and scalar fields), naming ``jpath`` in every error."""
+    regular_file(jpath, ArtifactError)
     try:
         doc = json.loads(jpath.read_text())
     except FileNotFoundError:
@@ -448,6 +456,7 @@ _NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, No
 
 
 def _open_npz(apath: Path):
+    regular_file(apath, ArtifactError)
     try:
         return np.load(apath, allow_pickle=False)
     except FileNotFoundError:
@@ -456,9 +465,25 @@ def _open_npz(apath: Path):
         raise ArtifactError(f"{apath}: unreadable ({str(e)[:200]})") from e
 
 
+def _npy_header(npz, apath: Path, key: str) -> None:
+    """Refuse an array whose .npy header claims more than MAX_LAYER_ENTRIES entries, or more data
+    than its zip member holds, before numpy allocates it."""
+    info = npz.zip.getinfo(f"{key}.npy")
+    with npz.zip.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+        entries, stored = math.prod(shape), info.file_size - f.tell()
+    _require(entries <= MAX_LAYER_ENTRIES, f"{apath}: array {key!r} claims shape {shape} ({entries:,} entries), more "
+                                           f"than hwtune's limit of {MAX_LAYER_ENTRIES:,}")
+    _require(entries * dtype.itemsize == stored, f"{apath}: array {key!r} claims shape {shape} of {dtype} "
+                                                 f"({entries * dtype.itemsize:,} bytes) but holds {stored:,} bytes")
+
+
 def _npz_array(npz, apath: Path, key: str) -> np.ndarray:
     _require(key in npz.files, f"{apath}: array {key!r} missing")
     try:
+        _npy_header(npz, apath, key)
         return npz[key]
     except _NPZ_ERRORS as e:
         raise ArtifactError(f"{apath}: array {key!r} unreadable ({str(e)[:200]})") from e

@@ -20,7 +20,7 @@ from pathlib import Path
 from hwtune import __version__, distributed, progress
 from hwtune.configs import (DataConfig, DeployConfig, ExecutionConfig, LatencyConfig, NoiseConfig, QuantizeConfig,
                             TrainConfig)
-from hwtune.errors import HwtuneError
+from hwtune.errors import HwtuneError, UsageError, short
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES = """exit codes:
@@ -71,8 +71,8 @@ def _add_common(p: argparse.ArgumentParser, seed: bool = True) -> None:
 
 
 def _add_out(p: argparse.ArgumentParser, default: str) -> None:
-    p.add_argument("-o", "--out", help=f"output directory (default: {default}); never the input or a directory "
-                                       "of other files")
+    p.add_argument("-o", "--out", type=_out_dir, help=f"output directory (default: {default}); never the input or "
+                                                      "a directory of other files")
     p.add_argument("--force", action="store_true", help="replace an earlier hwtune output at --out")
 
 
@@ -80,6 +80,14 @@ def _add_target(p: argparse.ArgumentParser, verb: str) -> None:
     what = ("changing it re-quantizes for the new target" if verb == "quantize"
             else "another target is refused: re-quantize for it")
     p.add_argument("--target", help=f"target name, alias or YAML path (default: the model's, else loihi2); {what}")
+
+
+def _out_dir(text: str) -> str:
+    """-o/--out: a non-empty path (an empty one would silently mean the default)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an output directory (give a path, or leave -o out for "
+                                         "the default)")
+    return text
 
 
 def _seed(text: str) -> int:
@@ -169,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("run", "sweep"):
         p = add(name)
         p.add_argument("recipe", help="recipe YAML file")
-        p.add_argument("-o", "--out", help="output directory (default: the recipe's out)")
+        p.add_argument("-o", "--out", type=_out_dir, help="output directory (default: the recipe's out)")
         if name == "run":
             p.add_argument("--force", action="store_true", help="replace an earlier run at --out")
         else:
@@ -289,7 +297,7 @@ def _load_torch_factory(spec: str, weights: str | None):
 
     module_name, _, func_name = spec.partition(":")
     if not weights:
-        raise HwtuneError(f"{spec}: a module:function model needs --weights FILE.safetensors")
+        raise UsageError(f"{spec}: a module:function model needs --weights FILE.safetensors")
     sys.path.insert(0, str(Path.cwd()))
     try:
         factory = getattr(importlib.import_module(module_name), func_name)
@@ -297,7 +305,7 @@ def _load_torch_factory(spec: str, weights: str | None):
         raise HwtuneError(f"{spec}: cannot import it ({e})") from None
     finally:
         sys.path.pop(0)
-    model = factory()
+    model = _call_factory(spec, factory)
     try:
         state = load_file(weights)
     except (FileNotFoundError, SafetensorError, OSError) as e:
@@ -306,6 +314,23 @@ def _load_torch_factory(spec: str, weights: str | None):
         model.load_state_dict(state)
     except RuntimeError as e:
         raise HwtuneError(f"{weights}: does not fit {spec} ({str(e)[:300]})") from None
+    return model
+
+
+def _call_factory(spec: str, factory):
+    """``factory()``, which must return a torch nn.Sequential (HwtuneError naming ``spec`` otherwise)."""
+    import torch
+
+    need = "a function that takes no arguments and returns a torch nn.Sequential"
+    if not callable(factory):
+        raise HwtuneError(f"{spec}: is a {type(factory).__name__}, not {need}")
+    try:
+        model = factory()
+    except TypeError as e:
+        raise HwtuneError(f"{spec}: calling it with no arguments failed ({e}); give {need}") from None
+    if not isinstance(model, torch.nn.Sequential):
+        raise HwtuneError(f"{spec}: returned {type(model).__name__} {short(model, 60)}, not an nn.Sequential; "
+                          f"give {need}")
     return model
 
 
@@ -325,7 +350,7 @@ def _cmd_convert(args) -> int:
         relu, info, data = workflow.relu_of(source), source.info, workflow.load_data(source, data_cfg, _seed_of(args))
     else:
         if not data_cfg.dataset:
-            raise HwtuneError("a module:function model records no dataset: pass --dataset")
+            raise UsageError("a module:function model records no dataset: pass --dataset")
         relu, info = _load_torch_factory(args.model, args.weights), {"network": "relu"}
         data = workflow.load_data(None, data_cfg, _seed_of(args))
     ttfs, record = workflow.convert_model(relu, data, args.margin, _seed_of(args), info)
@@ -383,7 +408,7 @@ def _cmd_pass(args) -> int:
     cfg = _PASS_CONFIGS[args.command].from_args(args)
     writes = not getattr(cfg, "eval_only", False)
     if not writes and (args.out or args.force):
-        raise HwtuneError("noise --eval-only writes no model: drop -o/--out and --force")
+        raise UsageError("noise --eval-only writes no model: drop -o/--out and --force")
     out = _pass_out(args, cfg) if writes else None
     if writes:
         check_output(out, io.CONFIG, args.force, inputs=[args.model], what="model")
@@ -433,6 +458,7 @@ def _deployable(args):
     """(artifact, model or None, dataset) for emulate / lava-run: a model directory is exported on the fly."""
     from hwtune import io, workflow
     from hwtune.artifact import Artifact
+    from hwtune.data import DatasetError
 
     data_cfg = DataConfig.from_args(args)
     if (Path(args.model) / io.CONFIG).exists():
@@ -443,8 +469,12 @@ def _deployable(args):
     if args.target:
         workflow.check_artifact_target(artifact, args.target)
     recorded = artifact.meta.get("dataset", {}) if isinstance(artifact.meta.get("dataset"), dict) else {}
-    data = workflow.load_data(None, data_cfg.replace(dataset=data_cfg.dataset or recorded.get("name")),
-                              recorded.get("split_seed", _seed_of(args)))
+    try:
+        data = workflow.load_data(None, data_cfg.replace(dataset=data_cfg.dataset or recorded.get("name")),
+                                  recorded.get("split_seed", _seed_of(args)))
+    except DatasetError as e:
+        raise DatasetError(f"{args.model}: the artifact's recorded dataset: {e}") from None
+    workflow.check_artifact_data(artifact, data)
     return artifact, None, data
 
 
@@ -514,7 +544,7 @@ def _cmd_sweep(args) -> int:
     execution = ExecutionConfig.from_args(args, defaults=sweep.execution.to_dict())
     if isinstance(sweep, Study):
         if args.seed is not None:
-            raise HwtuneError("a robustness study lists its seeds in the recipe (seeds: [...]); drop --seed")
+            raise UsageError("a robustness study lists its seeds in the recipe (seeds: [...]); drop --seed")
         result = run_study(sweep, out=args.out, execution=execution)
         report = write_study_report(result["out"])
         broken = []
@@ -533,16 +563,14 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    import json
-
-    from hwtune.report import write_report, write_study_report
-    from hwtune.sweep import SUMMARY, read_points
+    from hwtune.report import sweep_kind, write_report, write_study_report
+    from hwtune.sweep import read_points
 
     out = Path(args.sweep_dir)
     records = read_points(out)
     if not records:
         raise HwtuneError(f"{out / 'points.jsonl'}: no finished points")
-    kind = json.loads((out / SUMMARY).read_text()).get("kind") if (out / SUMMARY).exists() else "grid"
+    kind = sweep_kind(out)
     path = write_study_report(out) if kind == "robustness" else write_report(records, out, f"Sweep {out.name}")
     _emit(args, {"report": str(path), "points": len(records)}, [f"wrote {path}"])
     return EXIT_OK

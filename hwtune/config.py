@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from hwtune.errors import ConfigError, short
+from hwtune.errors import ConfigError, UsageError, short
 
 KINDS = ("int", "float", "bool", "str", "steps", "bits", "range", "names", "section")
 
@@ -231,14 +231,18 @@ class Settings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, defaults: dict | None = None, **fixed):
-        """Build from parsed CLI arguments: flags given, else ``defaults``, else the field default."""
+        """Build from parsed CLI arguments: flags given, else ``defaults``, else the field default.
+        Flags that contradict each other (a cross-field :meth:`check`) raise UsageError (exit 2)."""
         values = dict(defaults or {})
         for name in cls.field_names():
             given = getattr(args, name, None)
             if given is not None:
                 values[name] = given
         values.update(fixed)
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ConfigError as e:       # each flag was checked by argparse: what is left is a conflict
+            raise UsageError(str(e)) from None
 
 
 def _setting_fields(cls_or_obj) -> list:

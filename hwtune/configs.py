@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from hwtune.architectures import PRESET_HELP, PRESETS
-from hwtune.config import Settings, like, setting
+from hwtune.config import Rule, Settings, like, setting
 from hwtune.errors import ConfigError
 from hwtune.device_noise import NoiseSpec
 
@@ -18,6 +18,14 @@ DATASET_SHAPES = {"digits": (1, 8, 8), "fashion-mnist": (1, 28, 28), "mnist": (1
 DATASETS = tuple(DATASET_SHAPES)
 AUGMENTATIONS = ("none", "shift-flip")
 DEVICES = ("cpu", "cuda", "auto")
+#: Longest window (steps) of any setting, model or artifact hwtune reads (Loihi 2's longest: 1,024).
+MAX_STEPS = 65536
+#: Most weights, or neurons, one layer of a model or artifact read from a file may have, checked
+#: before anything is allocated: 2**26 = 67 M (512 MiB as int64), about 9 x the synapses one Loihi 2
+#: chip stores (128 cores x 1 Mbit / 18 bits = 7.5 M).
+MAX_LAYER_ENTRIES = 2 ** 26
+#: Seeds: the CLI's --seed, recipes, the API's seed arguments.
+SEED_RULE = Rule("int", "random seed", lo=0, hi=2 ** 63 - 1)
 
 
 @dataclass(frozen=True)
@@ -82,11 +90,11 @@ class QuantizeConfig(FinetuneOptions):
     bits: int | None = setting(8, "bits", "signed weight mantissa (or 'float': quantize time only)", "bits",
                                lo=2, hi=16, optional=True)
     steps: int | list | None = setting(None, "steps", "steps per hidden window: one number, or one per hidden "
-                                       "layer", "steps", lo=1, hi=65536, optional=True,
+                                       "layer", "steps", lo=1, hi=MAX_STEPS, optional=True,
                                        default_text="the model's grid, else the target's")
     time_bits: int | None = setting(None, "int", "alternative to steps: 2**time_bits - 1 steps per window",
                                     "bits", lo=1, hi=16, optional=True, default_text="use steps")
-    input_steps: int | None = setting(None, "int", "steps of the input window", "steps", lo=1, hi=65536,
+    input_steps: int | None = setting(None, "int", "steps of the input window", "steps", lo=1, hi=MAX_STEPS,
                                       optional=True, default_text="the model's, else the target's")
     window_quantile: float = setting(0.999, "float", "window length = this quantile of each layer's positive "
                                      "activations (only for windows never fitted)", gt=0, hi=1)
@@ -102,9 +110,9 @@ class LatencyConfig(FinetuneOptions):
 
     pass_name: ClassVar[str] = "latency"
     steps: int | list | None = setting(None, "steps", "steps per hidden window: one number, or one per hidden "
-                                       "layer", "steps", lo=1, hi=65536, optional=True,
+                                       "layer", "steps", lo=1, hi=MAX_STEPS, optional=True,
                                        default_text="the model's grid, else the target's")
-    input_steps: int | None = setting(None, "int", "steps of the input window", "steps", lo=1, hi=65536,
+    input_steps: int | None = setting(None, "int", "steps of the input window", "steps", lo=1, hi=MAX_STEPS,
                                       optional=True, default_text="the model's, else the target's")
     window_quantile: float = setting(0.99, "float", "window length = this quantile of each layer's positive "
                                      "activations", gt=0, hi=1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from hwtune.configs import DATASETS
-from hwtune.errors import HwtuneError
+from hwtune.errors import HwtuneError, short
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -60,10 +61,11 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(raw) < header:
         raise DatasetError(f"{path}: truncated header ({len(raw)} bytes, need {header})")
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    expected = int(np.prod(dims))
+    expected = math.prod(dims)          # Python ints: a header claiming 2^66 bytes must not wrap to 0
     found = len(raw) - header
     if found != expected:
-        raise DatasetError(f"{path}: expected {expected} bytes of data after the header (dims {dims}), found {found}")
+        raise DatasetError(f"{path}: the header claims dims {dims} ({expected:,} bytes of data), the file holds "
+                           f"{found:,}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -107,8 +109,15 @@ def _load_fashion(data_dir: str | None) -> Dataset:
     return Dataset(*parts["train"], *parts["test"], meta)
 
 
+#: Largest seed of the digits train/test split (scikit-learn's random_state is 32-bit).
+MAX_SPLIT_SEED = 2 ** 32 - 1
+
+
 def _load_digits(split_seed: int) -> Dataset:
     from sklearn.datasets import load_digits
+
+    if not (isinstance(split_seed, int) and not isinstance(split_seed, bool) and 0 <= split_seed <= MAX_SPLIT_SEED):
+        raise DatasetError(f"digits split seed = {short(split_seed)} must be an integer in [0, {MAX_SPLIT_SEED}]")
     from sklearn.model_selection import train_test_split
 
     bunch = load_digits()

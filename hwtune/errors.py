@@ -18,6 +18,12 @@ class ConfigError(HwtuneError, ValueError):
     """A setting with a wrong type, a non-finite number or a value out of range."""
 
 
+class UsageError(HwtuneError):
+    """Command-line flags that contradict each other (exit code 2, like argparse's own errors)."""
+
+    exit_code = 2
+
+
 class OutputError(HwtuneError):
     """An output path that hwtune refuses to write (it would destroy files it did not create)."""
 

@@ -17,12 +17,14 @@ import math
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from hwtune.architectures import ArchError, output_shapes
 from hwtune.atomic import atomic_directory
+from hwtune.configs import MAX_LAYER_ENTRIES, MAX_STEPS
 from hwtune.errors import HwtuneError, short
+from hwtune.safepaths import regular_file
 from hwtune.ttfs.net import TTFSNet
 from hwtune.ttfs.quant import QuantSpec, weight_mantissa
 
@@ -85,6 +87,7 @@ def _read_config(path: Path) -> dict:
     file = path / CONFIG
     if not path.is_dir():
         _fail(path, f"not a model directory (expected {CONFIG} and {TENSORS} inside)")
+    regular_file(file, ModelFileError, "model file")
     try:
         config = json.loads(file.read_text())
     except FileNotFoundError:
@@ -115,9 +118,10 @@ def _read_config(path: Path) -> dict:
                                                       for n in shape)):
         _fail(file, f"input_shape must be a list of positive integers, got {short(shape)}")
     try:
-        output_shapes(config["arch"], tuple(shape))
+        shapes = output_shapes(config["arch"], tuple(shape))
     except ArchError as e:
         _fail(file, f"invalid architecture: {e}")
+    _check_sizes(file, config["arch"], [tuple(shape), *shapes])
     n_hidden = sum(layer["kind"] in ("dense", "conv") for layer in config["arch"]) - 1
     windows = config["windows"]
     if not (isinstance(windows, list) and len(windows) == n_hidden
@@ -131,6 +135,16 @@ def _read_config(path: Path) -> dict:
     return config
 
 
+def _check_sizes(file: Path, arch: list[dict], shapes: list[tuple]) -> None:
+    """Refuse layers with more than MAX_LAYER_ENTRIES neurons or weights before any is allocated."""
+    for i, (layer, shape) in enumerate(zip([{"kind": "input"}, *arch], shapes)):
+        weights = layer["in"] * layer["out"] * layer.get("kernel", 1) ** 2 if layer["kind"] in ("dense", "conv") else 0
+        for what, n in (("neurons", math.prod(shape)), ("weights", weights)):
+            if n > MAX_LAYER_ENTRIES:
+                where = "the input" if i == 0 else f"layer {i - 1} ({layer['kind']})"
+                _fail(file, f"{where} has {n:,} {what}, more than hwtune's limit of {MAX_LAYER_ENTRIES:,}")
+
+
 def _check_quant(file: Path, quant, n_hidden: int) -> None:
     """The 'quant' section: a time grid of n_hidden + 1 windows, a weight format or null, a delay."""
     def positive_int(v, hi=None):
@@ -138,8 +152,9 @@ def _check_quant(file: Path, quant, n_hidden: int) -> None:
     if not isinstance(quant, dict):
         _fail(file, f"'quant' must be a JSON object or null, got {short(quant)}")
     steps = quant.get("steps")
-    if not (isinstance(steps, list) and len(steps) == n_hidden + 1 and all(positive_int(s) for s in steps)):
-        _fail(file, f"quant.steps must list {n_hidden + 1} window lengths >= 1 (input + hidden), got {short(steps)}")
+    if not (isinstance(steps, list) and len(steps) == n_hidden + 1 and all(positive_int(s, MAX_STEPS) for s in steps)):
+        _fail(file, f"quant.steps must list {n_hidden + 1} window lengths in 1..{MAX_STEPS} (input + hidden), got "
+                    f"{short(steps)}")
     if not positive_int(quant.get("delay", 1), 62):
         _fail(file, f"quant.delay must be an integer in 1..62, got {short(quant.get('delay'))}")
     w = quant.get("weights")
@@ -154,28 +169,41 @@ def _check_quant(file: Path, quant, n_hidden: int) -> None:
         _fail(file, f"quant.weights is not a valid weight format: {short(w)}")
 
 
+def _read_tensors(file: Path, net: TTFSNet) -> dict[str, torch.Tensor]:
+    """The tensors of ``net`` in a safetensors file, each shape checked in the file's header before
+    it is read (other tensors in the file are never loaded)."""
+    wanted = {f"{prefix}.{n}.{name}": tuple(getattr(syn, name).shape) for n, syn in enumerate(net.synapses)
+              for prefix, name in (("synapses", "weight"), ("synapses", "bias"), ("int", "weight"))}
+    tensors = {}
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            present = set(f.keys())
+            for key, want in wanted.items():
+                if key not in present:
+                    continue
+                shape = tuple(f.get_slice(key).get_shape())
+                if shape != want:
+                    layer = key.split(".")[1]
+                    _fail(file, f"tensor {key!r} has shape {shape}, architecture says {want} (layer {layer})")
+                tensors[key] = f.get_tensor(key)
+    except (SafetensorError, OSError) as e:
+        _fail(file, f"unreadable ({e})")
+    return tensors
+
+
 def load(path: str | Path) -> TTFSNet:
     """Read a model directory written by :func:`save`, checking every field and tensor."""
     path = Path(path)
     config = _read_config(path)
-    file = path / TENSORS
-    try:
-        tensors = load_file(str(file))
-    except FileNotFoundError:
-        _fail(file, "missing")
-    except (SafetensorError, OSError) as e:
-        _fail(file, f"unreadable ({e})")
     net = TTFSNet(config["arch"], tuple(config["input_shape"]), windows=config["windows"],
                   dtype=DTYPES[config["dtype"]])
+    file = regular_file(path / TENSORS, ModelFileError, "tensor file")
+    tensors = _read_tensors(file, net)
     for n, syn in enumerate(net.synapses):
         for name in ("weight", "bias"):
             key = f"synapses.{n}.{name}"
             if key not in tensors:
                 _fail(file, f"missing tensor {key!r}")
-            want = tuple(getattr(syn, name).shape)
-            if tuple(tensors[key].shape) != want:
-                _fail(file, f"tensor {key!r} has shape {tuple(tensors[key].shape)}, architecture says {want} "
-                            f"(layer {n})")
             if not tensors[key].is_floating_point() or not torch.isfinite(tensors[key]).all():
                 _fail(file, f"tensor {key!r} (layer {n}) holds NaN, infinite or non-float values")
             with torch.no_grad():

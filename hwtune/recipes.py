@@ -30,6 +30,7 @@ from hwtune.architectures import preset
 from hwtune.config import Settings, check_value, setting
 from hwtune.configs import DATASET_SHAPES, DATASETS, PASS_CONFIGS, DataConfig, DeployConfig, TrainConfig
 from hwtune.errors import ConfigError, HwtuneError, short
+from hwtune.safepaths import check_name
 from hwtune.target import TargetError, TargetSpec, load_target
 from hwtune.yamlfile import read_yaml
 
@@ -61,8 +62,7 @@ class PipelineHeader(Settings):
                                   optional=True)
 
     def check(self) -> None:
-        if not self.name:
-            raise ConfigError("name must be a non-empty string")
+        check_name(self.name, "name")        # the default output directory is runs/NAME
 
 
 @dataclass

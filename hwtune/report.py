@@ -18,8 +18,131 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from hwtune.atomic import atomic_write_text  # noqa: E402
-from hwtune.config import rule_of  # noqa: E402
+from hwtune.config import check_value, rule_of  # noqa: E402
+from hwtune.errors import ConfigError, HwtuneError, short  # noqa: E402
 from hwtune.device_noise import NoiseSpec  # noqa: E402
+from hwtune.safepaths import check_name, inside, regular_file  # noqa: E402
+
+#: Number (not bool), for the checks of the files a report reads.
+_NUM = (int, float)
+
+
+class ReportInputError(HwtuneError, ValueError):
+    """A sweep directory whose files are not what a sweep writes; the message names file and key."""
+
+
+def _need(mapping: dict, key: str, types, where: str, optional: bool = False):
+    """``mapping[key]`` if it has one of ``types`` (a bool is not a number), else ReportInputError."""
+    value = mapping.get(key)
+    if optional and value is None:
+        return None
+    types = types if isinstance(types, tuple) else (types,)
+    if not (key in mapping and isinstance(value, types) and (bool in types or not isinstance(value, bool))):
+        raise ReportInputError(f"{where}: {key!r} missing or not a {_type_name(types)} (got {short(value)})")
+    return value
+
+
+def _type_name(types: tuple) -> str:
+    names = {int: "number", float: "number", str: "string", dict: "JSON object", list: "list", bool: "true/false"}
+    return " or ".join(sorted({names[t] for t in types}))
+
+
+def check_grid_records(records: list[dict], file) -> None:
+    """Every grid point record has the axes (their rules, hwtune.sweep.AXES) and the accuracies a
+    report reads; else ReportInputError naming ``file``, the point and the key."""
+    from hwtune.sweep import AXES
+
+    for n, r in enumerate(records, start=1):
+        where = f"{file}: point {n} ({short(r.get('id'))})"
+        for axis, rule in AXES.items():
+            try:
+                check_value(rule, axis, r.get(axis))
+            except ConfigError as e:
+                raise ReportInputError(f"{where}: {e}") from None
+        for key in ("accuracy_torch", "accuracy_float"):
+            _need(r, key, _NUM, where)
+        for key in ("accuracy_torch_std", "accuracy_emulator", "torch_emulator_agreement",
+                    "spikes_per_hidden_neuron", "synaptic_events_per_sample", "backend_identical"):
+            _need(r, key, _NUM, where, optional=True)
+        if r.get("backend_identical") is not None:
+            _need(r, "backend_samples", int, where)
+
+
+_ROW_NUMBERS = ("level", "plain", "plain_std", "control", "control_std", "noise-aware", "noise-aware_std",
+                "plain_loss", "control_loss", "recovered", "recovered_std")
+
+
+def read_study_summary(out: Path) -> dict:
+    """The ``sweep.json`` of a robustness study, checked for every key its report reads (study names
+    must be safe file names: they name the plots); ReportInputError naming the file and key."""
+    file = regular_file(Path(out) / "sweep.json", ReportInputError, "sweep summary")
+    try:
+        summary = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ReportInputError(f"{file}: not valid JSON ({str(e)[:200]})") from None
+    if not isinstance(summary, dict):
+        raise ReportInputError(f"{file}: expected a JSON object, got {type(summary).__name__}")
+    for key in ("name", "sweep", "base", "dataset", "target"):
+        _need(summary, key, str, str(file))
+    for key in ("quantize", "finetune", "summaries"):
+        _need(summary, key, dict, str(file))
+    for key in ("epochs", "lr"):
+        _need(summary["finetune"], key, _NUM, f"{file}: finetune")
+    _need(summary, "seeds", list, str(file))
+    _need(summary, "devices", int, str(file))
+    for key in ("samples", "train_samples"):
+        _need(summary, key, int, str(file), optional=True)
+    search = _need(summary, "window_search", dict, str(file), optional=True)
+    if search is not None:
+        _need(search, "scales", list, f"{file}: window_search")
+        if not all(isinstance(f, _NUM) for f in search["scales"]):
+            raise ReportInputError(f"{file}: window_search: 'scales' must list numbers")
+        for key in ("samples", "devices"):
+            _need(search, key, int, f"{file}: window_search")
+    studies = _need(summary, "studies", list, str(file))
+    for i, study in enumerate(studies):
+        where = f"{file}: studies[{i}]"
+        if not isinstance(study, dict):
+            raise ReportInputError(f"{where}: expected a JSON object, got {short(study)}")
+        check_name(_need(study, "name", str, where), f"{where}: name")
+        if _need(study, "axis", str, where) not in NoiseSpec.field_names():
+            raise ReportInputError(f"{where}: axis {short(study['axis'])} is not one of {NoiseSpec.field_names()}")
+        if not all(isinstance(v, _NUM) for v in _need(study, "train", dict, where).values()):
+            raise ReportInputError(f"{where}: 'train' must map noise settings to numbers")
+        rows = summary["summaries"].get(study["name"], [])
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ReportInputError(f"{file}: summaries.{study['name']} must be a list of JSON objects")
+        for j, row in enumerate(rows):
+            for key in _ROW_NUMBERS:
+                _need(row, key, _NUM, f"{file}: summaries.{study['name']}[{j}]")
+            _need(row, "seeds", int, f"{file}: summaries.{study['name']}[{j}]")
+            _need(row, "recovery_ratio", _NUM, f"{file}: summaries.{study['name']}[{j}]", optional=True)
+            _need(row, "beyond_2_std", bool, f"{file}: summaries.{study['name']}[{j}]")
+    scales = _need(summary, "window_scales", dict, str(file), optional=True) or {}
+    for name, chosen in scales.items():
+        if not (isinstance(chosen, list) and all(isinstance(c, dict) and all(
+                isinstance(c.get(k), _NUM) for k in ("seed", "control", "noise-aware")) for c in chosen)):
+            raise ReportInputError(f"{file}: window_scales.{short(name)} must list {{seed, control, noise-aware}}")
+    failures = _need(summary, "failures", list, str(file), optional=True) or []
+    if not all(isinstance(f, dict) and "id" in f and "error" in f for f in failures):
+        raise ReportInputError(f"{file}: failures must list {{id, error}} objects")
+    return summary
+
+
+def sweep_kind(out: Path) -> str:
+    """'robustness' or 'grid': the ``kind`` in a sweep directory's ``sweep.json`` (grid without one)."""
+    file = Path(out) / "sweep.json"
+    if not file.exists() and not file.is_symlink():
+        return "grid"
+    regular_file(file, ReportInputError, "sweep summary")
+    try:
+        summary = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ReportInputError(f"{file}: not valid JSON ({str(e)[:200]})") from None
+    if not isinstance(summary, dict) or summary.get("kind", "grid") not in ("grid", "robustness"):
+        raise ReportInputError(f"{file}: expected a JSON object whose kind is 'grid' or 'robustness'")
+    return summary.get("kind", "grid")
+
 
 _ARM_LABELS = {"plain": "plain (quantized, no further fine-tuning)",
                "control": "control (same budget, no noise)",
@@ -128,6 +251,7 @@ def _cell(record: dict, column: str) -> str:
 
 def write_report(records: list[dict], out: Path, title: str) -> Path:
     """``report.md`` of a grid sweep with the plots and one row per point; returns its path."""
+    check_grid_records(records, Path(out) / "points.jsonl")
     plots, not_plotted = make_plots(records, out)
     cols = ["bits", "steps", "jitter", "weight_mismatch", "finetune", "accuracy_torch", "accuracy_emulator",
             "torch_emulator_agreement", "spikes_per_hidden_neuron", "synaptic_events_per_sample", "latency_steps",
@@ -184,7 +308,7 @@ def _images(n: int | None, some: str, every: str) -> str:
 def write_study_report(out: Path) -> Path:
     """``report.md`` of a robustness study directory (its ``sweep.json``): per study a plot and the
     table of every level; returns its path."""
-    summary = json.loads((out / "sweep.json").read_text())
+    summary = read_study_summary(out)
     lines = [f"# Robustness study {summary['name']} ({summary['sweep']})", "",
              f"Base model {summary['base']} on {summary['dataset']}, target {summary['target']}; plain = quantize "
              f"{json.dumps(summary['quantize'])}; control and noise-aware add the same fine-tuning budget "
@@ -208,7 +332,8 @@ def write_study_report(out: Path) -> Path:
         rows = summary["summaries"].get(study["name"], [])
         if not rows:
             continue
-        plot = _study_figure(summary, study, rows, out / f"robustness_{study['name'].replace(' ', '_')}.png")
+        plot = _study_figure(summary, study, rows, inside(out, f"robustness_{study['name'].replace(' ', '_')}.png",
+                                                          "study name"))
         scales = summary.get("window_scales", {}).get(study["name"])
         chosen = ([f"Window scales chosen (seed: control, noise-aware): " + "; ".join(
             f"{c['seed']}: {c['control']:.2g}, {c['noise-aware']:.2g}" for c in scales) + ".", ""] if scales else [])

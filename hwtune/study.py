@@ -42,6 +42,7 @@ from hwtune.configs import ExecutionConfig, FinetuneOptions, NoiseConfig, Quanti
 from hwtune.errors import ConfigError, short
 from hwtune.device_noise import NoiseSpec
 from hwtune.recipes import PipelineSpec, RecipeError, check_pass, parse_pipeline, split_keys
+from hwtune.safepaths import check_name
 
 ARMS = ("plain", "control", "noise-aware")
 #: Smallest control loss (accuracy, 1 point) whose recovery ratio is reported: below it the ratio
@@ -80,8 +81,10 @@ def _study(raw: object, where: str) -> NoiseStudy:
     if not (isinstance(raw, dict) and set(raw) == {"name", "train", "eval"}):
         raise RecipeError(f"{where}: a study is {{name, train: {{noise}}, eval: {{one noise axis: [levels]}}}}, "
                           f"got {short(raw)}")
-    if not isinstance(raw["name"], str) or not raw["name"]:
-        raise RecipeError(f"{where}: name must be a non-empty string")
+    try:
+        check_name(raw["name"], "name")       # it names the study's plot file
+    except ConfigError as e:
+        raise RecipeError(f"{where}: {e}") from None
     try:
         train = NoiseSpec.from_mapping(raw["train"], f"{where}: train")
     except ConfigError as e:

@@ -40,17 +40,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hwtune.config import Rule, check_value, rule_of
-from hwtune.configs import DeployConfig, ExecutionConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
+from hwtune.configs import MAX_STEPS, DeployConfig, ExecutionConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
 from hwtune.device_noise import NoiseSpec
 from hwtune.errors import ConfigError, HwtuneError, short
 from hwtune.recipes import PipelineHeader, PipelineSpec, RecipeError, parse_pipeline, split_keys
+from hwtune.safepaths import regular_file
 from hwtune.target import TargetError
 from hwtune.yamlfile import read_yaml
 
 #: Sweep axes and their rules: the pass and noise settings they set (bits: an integer, no 'float' here).
 AXES: dict[str, Rule] = {
     "bits": dataclasses.replace(rule_of(QuantizeConfig, "bits"), optional=False),
-    "steps": Rule("int", "steps per window (input and hidden)", "steps", lo=1, hi=65536),
+    "steps": Rule("int", "steps per window (input and hidden)", "steps", lo=1, hi=MAX_STEPS),
     "jitter": rule_of(NoiseSpec, "jitter"),
     "weight_mismatch": rule_of(NoiseSpec, "weight_mismatch"),
     "finetune": Rule("bool", "fine-tune the point"),
@@ -212,8 +213,9 @@ def read_points(out: Path) -> list[dict]:
     An unfinished last line (an append cut short: no newline after it) is left out with a warning;
     any other line that is not a JSON object is an error naming the file and line."""
     file = Path(out) / POINTS
-    if not file.exists():
+    if not file.exists() and not file.is_symlink():
         return []
+    regular_file(file, HwtuneError, "points file")
     try:
         text = file.read_text()
     except (OSError, UnicodeDecodeError) as e:

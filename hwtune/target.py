@@ -17,6 +17,7 @@ from hwtune.config import Settings, setting
 from hwtune.errors import ConfigError, HwtuneError
 from hwtune.device_noise import NoiseSpec
 from hwtune.numerics import WeightFormat
+from hwtune.safepaths import check_name
 from hwtune.yamlfile import read_yaml
 
 TARGETS_DIR = Path(__file__).resolve().parent / "targets"
@@ -94,8 +95,7 @@ class TargetSpec(Settings):
     path: str = field(default="", compare=False)
 
     def check(self) -> None:
-        if not self.name:
-            raise ConfigError("name must be a non-empty string")
+        check_name(self.name, "name")        # export's default output is MODEL.NAME
         if self.backend == "lava" and self.weights.bits > 8:
             raise ConfigError(f"weights: bits = {self.weights.bits}: Lava's Dense and Sparse hold at most 8 bits")
 

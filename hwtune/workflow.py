@@ -7,6 +7,8 @@ deployment honest live here: a model stays on the target it was prepared for
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -51,6 +53,17 @@ def check_data(net: TTFSNet, data: Dataset) -> None:
     if data.meta["n_classes"] != classes:
         raise HwtuneError(f"this model was trained on {trained_on} ({classes} classes); {data.meta['name']} has "
                           f"{data.meta['n_classes']}")
+
+
+def check_artifact_data(artifact: Artifact, data: Dataset) -> None:
+    """Refuse data whose samples or classes do not fit an artifact (its input shape, its read-out)."""
+    shape = tuple(data.meta["shape"])
+    if math.prod(shape) != artifact.n_in:
+        raise HwtuneError(f"the artifact takes inputs of shape {artifact.input_shape} ({artifact.n_in} values); "
+                          f"{data.meta['name']} has samples of shape {shape}")
+    if data.meta["n_classes"] != artifact.n_out:
+        raise HwtuneError(f"the artifact has {artifact.n_out} outputs; {data.meta['name']} has "
+                          f"{data.meta['n_classes']} classes")
 
 
 def cast(data: Dataset, dtype: torch.dtype) -> Dataset:

@@ -1,14 +1,18 @@
 """Reading the project's YAML files (targets, recipes, sweeps) safely, with errors that name the file.
 
-Only plain data (``yaml.safe_load``). Hostile files are refused before they can cost memory: files
-over :data:`MAX_BYTES`, more than :data:`MAX_ALIASES` aliases, or a document that expands to more
-than :data:`MAX_VALUES` values (an "anchor bomb" is small on disk but huge once expanded).
+Only plain data (a ``yaml.SafeLoader`` that also refuses a key given twice in one mapping: YAML
+would silently keep the last). Hostile files are refused before they can cost memory or block:
+anything but a regular file (a FIFO), files over :data:`MAX_BYTES`, more than
+:data:`MAX_ALIASES` aliases, or a document that expands to more than :data:`MAX_VALUES` values
+(an "anchor bomb" is small on disk but huge once expanded).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import yaml
+
+from hwtune.safepaths import regular_file
 
 MAX_BYTES = 1_000_000
 MAX_ALIASES = 100
@@ -30,9 +34,24 @@ def expanded_size(value, limit: int = MAX_VALUES) -> int:
     return count
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader refusing duplicate keys in a mapping (a ConstructorError naming the line)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, f"found the key {key!r} twice",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path, error: type[Exception], what: str) -> object:
     """Parsed YAML of ``path``; a missing, unreadable, malformed or hostile file raises ``error`` naming it."""
-    path = Path(path)
+    path = regular_file(path, error, f"{what} file")
     try:
         if path.stat().st_size > MAX_BYTES:
             raise error(f"{path}: {what} file is larger than {MAX_BYTES} bytes")
@@ -48,7 +67,7 @@ def read_yaml(path: str | Path, error: type[Exception], what: str) -> object:
         if aliases > MAX_ALIASES:
             raise error(f"{path}: {aliases} YAML aliases (more than {MAX_ALIASES}); refusing a possible "
                         "anchor bomb")
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         raise error(f"{path}: not valid YAML ({str(e)[:300]})") from None
     except RecursionError:

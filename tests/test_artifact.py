@@ -227,9 +227,10 @@ def test_artifact_and_emulator_import_without_torch():
 
 
 def test_a_worst_case_beyond_int64_is_a_violation_not_a_wrap():
-    # (|2^31 - 1| + |-(2^31 - 1)| + 0) * T_0 = (2^32 - 2) 2^31 ~ 2^63 would wrap to a negative int64
-    a = small(weight_bits=32, membrane_bits=63, input_steps=2 ** 31)
+    # (|2^31 - 1| + |-(2^31 - 1)| + |2^47|) * T_0 = (2^32 - 2 + 2^47) 2^16 ~ 2^63 would wrap to a negative int64
+    a = small(weight_bits=32, membrane_bits=63, input_steps=2 ** 16)
     a.layers[0].weight[0] = [2 ** 31 - 1, -(2 ** 31 - 1)]
+    a.layers[0].bias[0] = 2 ** 47
     with pytest.raises(ArtifactError, match=r"layer 'h' neuron 0: membrane worst case 9223372036854775807"):
         check(a)
 

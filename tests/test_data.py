@@ -42,7 +42,7 @@ def test_idx_errors_name_the_file(tmp_path):
         "short.idx": good[:5],
         "bad.gz": b"not gzip at all",
     }
-    messages = {"magic.idx": "bad IDX magic", "trunc.idx": "expected 16 bytes of data after the header",
+    messages = {"magic.idx": "bad IDX magic", "trunc.idx": "(16 bytes of data), the file holds 13",
                 "short.idx": "too short", "bad.gz": "corrupt gzip"}
     for name, content in cases.items():
         (tmp_path / name).write_bytes(content)
