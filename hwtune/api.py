@@ -8,7 +8,11 @@
     result = hwtune.emulate(artifact, data.test_x)       # bit-accurate emulator
 
 Settings are the keyword arguments of the configs in hwtune.configs (the CLI's flags, without
-dashes), checked the same way. Passes change ``net`` in place and return their record.
+dashes), checked the same way; every other argument is checked before any work (hwtune.api_args:
+TypeError for the wrong kind of object, ValueError for a bad value, each naming the argument). A
+model directory path is accepted where a net is expected (not by ``save``), an artifact directory
+path where an artifact is, a dataset name where a Dataset is. Passes change ``net`` in place and
+return their record.
 """
 from __future__ import annotations
 
@@ -17,9 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hwtune import api_args as args
 from hwtune import workflow
 from hwtune.artifact import Artifact
-from hwtune.configs import LatencyConfig, NoiseConfig, QuantizeConfig, TrainConfig
+from hwtune.config import Rule, check_value, rule_of
+from hwtune.configs import DataConfig, DeployConfig, LatencyConfig, NoiseConfig, QuantizeConfig, TrainConfig
 from hwtune.data import Dataset
 from hwtune.data import load_dataset as _load_dataset
 from hwtune.target import TargetSpec
@@ -29,18 +35,20 @@ from hwtune.ttfs import TTFSNet
 
 def load_dataset(name: str = "digits", data_dir: str | None = None, seed: int = 0) -> Dataset:
     """Train/test tensors (pixel intensities in [0, 1]) of a dataset; ``seed`` fixes the digits split."""
-    return _load_dataset(name, data_dir=data_dir, split_seed=seed)
+    return _load_dataset(check_value(rule_of(DataConfig, "dataset"), "name", name),
+                         data_dir=check_value(rule_of(DataConfig, "data_dir"), "data_dir", data_dir),
+                         split_seed=args.seed(seed))
 
 
 def load_target(name_or_path: str) -> TargetSpec:
     """A shipped target by name or alias, or a target YAML file."""
-    return _load_target(name_or_path)
+    return _load_target(args.path(name_or_path, "name_or_path"))
 
 
 def load(path: str | Path) -> TTFSNet:
     """A model directory (validated)."""
     from hwtune import io
-    return io.load(path)
+    return io.load(args.path(path))
 
 
 def save(net: TTFSNet, path: str | Path, force: bool = False) -> Path:
@@ -48,22 +56,29 @@ def save(net: TTFSNet, path: str | Path, force: bool = False) -> Path:
     directory of other files never."""
     from hwtune import io
     from hwtune.atomic import check_output
-    check_output(path, io.CONFIG, force, what="model", flag="path")
+    args.model(net, paths=False)
+    check_output(args.path(path), io.CONFIG, force, what="model", flag="path")
     return io.save(net, path)
 
 
-def train(data: Dataset, seed: int = 0, train_samples: int | None = None, **settings) -> TTFSNet:
+def train(data: Dataset | str, seed: int = 0, train_samples: int | None = None, **settings) -> TTFSNet:
     """Train a TTFS net from scratch with the exact spike-time gradient (settings: TrainConfig)."""
-    return workflow.train_model(TrainConfig(**settings), data, seed, train_samples)[0]
+    cfg, seed, train_samples = TrainConfig(**settings), args.seed(seed), args.train_samples(train_samples)
+    args.device(settings)
+    return workflow.train_model(cfg, args.dataset(data), seed, train_samples)[0]
 
 
-def convert(relu: torch.nn.Module, data: Dataset, margin: float = 1.5) -> TTFSNet:
+def convert(relu: torch.nn.Module, data: Dataset | str, margin: float = 1.5) -> TTFSNet:
     """The TTFS net exactly equivalent to a trained ReLU ``nn.Sequential`` (windows from ``data``)."""
-    return workflow.convert_model(relu, data, margin)[0]
+    margin = check_value(Rule("float", "window margin", gt=0), "margin", margin)
+    return workflow.convert_model(args.relu_module(relu), args.dataset(data), margin)[0]
 
 
-def _pass(config, net: TTFSNet, data: Dataset, target, seed: int, train_samples, samples) -> dict:
+def _pass(config, net, data, target, seed: int, train_samples, samples) -> dict:
     from hwtune.passes import PassContext, run_pass
+    seed, train_samples, samples = args.seed(seed), args.train_samples(train_samples), args.samples(samples)
+    args.device(config.to_dict())
+    net, data = args.model(net, paths=False), args.dataset(data)
     spec = workflow.resolve_target(net, target, config.pass_name, may_change=config.pass_name == "quantize")
     workflow.check_data(net, data)
     ctx = PassContext(data=workflow.cast(data, net.dtype), target=spec, seed=seed, train_samples=train_samples,
@@ -71,48 +86,51 @@ def _pass(config, net: TTFSNet, data: Dataset, target, seed: int, train_samples,
     return run_pass(net, config, ctx)
 
 
-def quantize(net: TTFSNet, data: Dataset, target: str | TargetSpec | None = None, seed: int = 0,
+def quantize(net: TTFSNet, data: Dataset | str, target: str | TargetSpec | None = None, seed: int = 0,
              train_samples: int | None = None, samples: int | None = None, **settings) -> dict:
     """Integer weights and time grid for ``target`` (default: the net's, else loihi2), fine-tuned
     (settings: QuantizeConfig). Changes ``net``; returns the pass record."""
     return _pass(QuantizeConfig(**settings), net, data, target, seed, train_samples, samples)
 
 
-def noise(net: TTFSNet, data: Dataset, target: str | TargetSpec | None = None, seed: int = 0,
+def noise(net: TTFSNet, data: Dataset | str, target: str | TargetSpec | None = None, seed: int = 0,
           train_samples: int | None = None, samples: int | None = None, **settings) -> dict:
     """Evaluate and fine-tune under noise (settings: NoiseConfig). Changes ``net``; returns the record."""
     return _pass(NoiseConfig(**settings), net, data, target, seed, train_samples, samples)
 
 
-def latency(net: TTFSNet, data: Dataset, target: str | TargetSpec | None = None, seed: int = 0,
+def latency(net: TTFSNet, data: Dataset | str, target: str | TargetSpec | None = None, seed: int = 0,
             train_samples: int | None = None, samples: int | None = None, **settings) -> dict:
     """Shorter windows, fine-tuned (settings: LatencyConfig). Changes ``net``; returns the record."""
     return _pass(LatencyConfig(**settings), net, data, target, seed, train_samples, samples)
 
 
-def evaluate(net: TTFSNet, data: Dataset, samples: int | None = None) -> dict:
+def evaluate(net: TTFSNet, data: Dataset | str, samples: int | None = None) -> dict:
     """Accuracy, spikes per neuron and latency on the first ``samples`` test samples."""
+    samples, net, data = args.samples(samples), args.model(net), args.dataset(data)
     workflow.check_data(net, data)
     return workflow.evaluate_model(net, data, samples)
 
 
 def export(net: TTFSNet, target: str | TargetSpec | None = None) -> Artifact:
     """The integer artifact of a quantized net for its target (another target is refused)."""
-    return workflow.export_model(net, target)
+    return workflow.export_model(args.model(net), target)
 
 
 def _inputs(artifact: Artifact, x) -> np.ndarray:
-    x = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
-    return workflow.encoded_inputs(x, artifact.input_steps)
+    return workflow.encoded_inputs(args.pixels(x, "x", artifact.input_shape), artifact.input_steps)
 
 
 def emulate(artifact: Artifact, x, mode: str = "fast"):
     """Run the bit-accurate emulator on pixel intensities ``x`` (tensor or array, values in [0, 1])."""
     from hwtune.backends.emulator import emulate as run
+    mode = check_value(rule_of(DeployConfig, "mode"), "mode", mode)
+    artifact = args.artifact(artifact)
     return run(artifact, _inputs(artifact, x), mode=mode)
 
 
 def run_lava(artifact: Artifact, x):
     """Run pixel intensities ``x`` on Lava's fixed_pt simulator (all samples in one run)."""
     from hwtune.backends.lava import run_lava as run
+    artifact = args.artifact(artifact)
     return run(artifact, _inputs(artifact, x))

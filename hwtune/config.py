@@ -54,7 +54,7 @@ class Rule:
                     "range": "two integers [lo, hi], lo <= hi, each", "names": "a list of strings",
                     "section": "a mapping"}[self.kind]
             if self.lo is not None and self.hi is not None:
-                what += f" in [{self.lo:g}, {self.hi:g}]"
+                what += f" in [{_num(self.lo)}, {_num(self.hi)}]"
             elif self.gt is not None and self.hi is not None:
                 what += f" in ({self.gt:g}, {self.hi:g}]"
             elif self.lo is not None:
@@ -66,6 +66,11 @@ class Rule:
             if self.kind == "bits" and self.optional:
                 what += " or 'float'"
         return what + (" or null" if self.optional and self.kind != "bits" else "")
+
+
+def _num(x) -> str:
+    """A bound in words: integers in full (2**63 - 1 is not 9.22337e+18), other numbers short."""
+    return str(int(x)) if float(x).is_integer() and abs(x) >= 1e6 else f"{x:g}"
 
 
 def setting(default: Any, kind: str, help: str, unit: str = "", **rule) -> Any:

@@ -203,9 +203,29 @@ def load_target(name_or_path: str) -> TargetSpec:
             known = ", ".join(t.name for t in list_targets())
             raise TargetError(f"unknown target {name_or_path!r}; known: {known} (or give a path to a YAML file)")
         return matches[0]
+    spec = _read_target(path)
+    _check_not_lookalike(spec)
+    return spec
+
+
+def _read_target(path: Path) -> TargetSpec:
     return parse_target(read_yaml(path, TargetError, "target"), str(path))
+
+
+def _check_not_lookalike(spec: TargetSpec) -> None:
+    """A target file may not take the name or an alias of a shipped target unless it is that target
+    (every setting equal): a 'loihi2' with another membrane width would pass for Loihi 2."""
+    for shipped in list_targets():
+        names = {shipped.name, *shipped.aliases}
+        same_file = Path(spec.path).resolve() == Path(shipped.path).resolve()
+        if (spec.name in names or names & set(spec.aliases)) and not same_file:
+            diff = differences(shipped, spec)
+            if diff or spec.name != shipped.name:
+                raise TargetError(f"{spec.path}: takes the name {spec.name!r} (aliases {spec.aliases}) of the shipped "
+                                  f"target {shipped.name!r} but differs from it ({'; '.join(diff) or 'name'}); "
+                                  "give your target a name of its own")
 
 
 def list_targets() -> list[TargetSpec]:
     """Every target shipped in ``hwtune/targets/``, sorted by name."""
-    return sorted((load_target(str(p)) for p in TARGETS_DIR.glob("*.yaml")), key=lambda t: t.name)
+    return sorted((_read_target(p) for p in TARGETS_DIR.glob("*.yaml")), key=lambda t: t.name)

@@ -71,6 +71,9 @@ def register(config_type: type):
 def run_pass(net: TTFSNet, config, ctx: PassContext) -> dict:
     """Run the pass registered for ``type(config)`` with torch's RNG seeded by ``ctx.seed``; record
     it in ``net.info['history']`` and the target in ``net.info['target']``."""
+    if net.info.get("network") == "relu":
+        raise PassError(f"{config.pass_name}: this is a ReLU net (trained with --network relu); passes work on TTFS "
+                        "nets: convert it first (`hwtune convert MODEL`, hwtune.convert)")
     handler = _HANDLERS.get(type(config))
     if handler is None:
         raise PassError(f"no pass registered for {type(config).__name__}")

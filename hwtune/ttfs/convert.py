@@ -2,8 +2,9 @@
 
 Accepted: an ``nn.Sequential`` (nested Sequentials are flattened) of Linear / Conv2d /
 BatchNorm (directly after a Linear or Conv2d, folded: W' = kappa W, b' = kappa (b - mu) + beta,
-kappa = gamma / sqrt(var + eps)) / ReLU / AvgPool2d / MaxPool2d (kernel = stride, no padding) /
-Flatten / Dropout (dropped). The ReLU net must take pixel intensities u in [0, 1] (hwtune.data).
+kappa = gamma / sqrt(var + eps)) / ReLU / AvgPool2d (kernel = stride, no padding) / Flatten /
+Dropout (dropped) (:data:`ACCEPTED`). MaxPool2d is refused: no target's integer artifact has max
+pooling (export would refuse the net), so it is refused here, before any work. The ReLU net must take pixel intensities u in [0, 1] (hwtune.data).
 Windows: L_n = margin x X_n, X_n = largest activation of layer n on the calibration data.
 """
 from __future__ import annotations
@@ -15,6 +16,10 @@ from hwtune.architectures import ArchError
 from hwtune.ttfs.arch import relu_twin
 from hwtune.ttfs.net import TTFSNet
 from hwtune.ttfs.windows import layer_maxima, set_windows
+
+
+ACCEPTED = ("an nn.Sequential of Linear, Conv2d (integer padding), BatchNorm1d/2d after a Linear or Conv2d, ReLU, "
+            "AvgPool2d (kernel = stride), Flatten and Dropout")
 
 
 def _modules(model: nn.Module) -> list[nn.Module]:
@@ -44,10 +49,16 @@ def _fold_bn(weight: torch.Tensor, bias: torch.Tensor, bn: nn.Module) -> tuple[t
 
 def parse_sequential(model: nn.Module) -> tuple[list[dict], list[tuple[torch.Tensor, torch.Tensor]]]:
     """(arch, [(W, b)]) of a ReLU nn.Sequential, with batch norms folded; clear errors otherwise."""
+    if not isinstance(model, nn.Sequential):
+        raise ArchError(f"a {type(model).__name__} cannot be converted: convert takes {ACCEPTED} (write the net "
+                        "as an nn.Sequential)")
     arch, params = [], []
     mods = [m for m in _modules(model) if not isinstance(m, nn.Dropout)]
     prev = None
     for i, m in enumerate(mods):
+        if isinstance(m, nn.Conv2d) and isinstance(m.padding, str):
+            raise ArchError(f"module {i} (Conv2d): padding={m.padding!r} is not supported: give the padding as an "
+                            "integer (padding='same' is kernel_size // 2 for an odd kernel and stride 1)")
         if isinstance(m, nn.Linear):
             arch.append({"kind": "dense", "in": m.in_features, "out": m.out_features})
         elif isinstance(m, nn.Conv2d):
@@ -71,11 +82,12 @@ def parse_sequential(model: nn.Module) -> tuple[list[dict], list[tuple[torch.Ten
         elif isinstance(m, nn.AvgPool2d):
             arch.append({"kind": "avgpool", "kernel": _pool_kernel(m, i)})
         elif isinstance(m, nn.MaxPool2d):
-            arch.append({"kind": "maxpool", "kernel": _pool_kernel(m, i)})
+            raise ArchError(f"module {i} (MaxPool2d): max pooling has no integer counterpart on the targets (export "
+                            f"would refuse it); use AvgPool2d (kernel = stride) and retrain. Accepted: {ACCEPTED}")
         elif isinstance(m, nn.Flatten):
             arch.append({"kind": "flatten"})
         else:
-            raise ArchError(f"module {i} ({type(m).__name__}) cannot be converted to TTFS")
+            raise ArchError(f"module {i} ({type(m).__name__}) cannot be converted to TTFS; accepted: {ACCEPTED}")
         prev = m
     weighted = [layer for layer in arch if layer["kind"] in ("dense", "conv")]
     for j, layer in enumerate(weighted):
