@@ -138,12 +138,12 @@ def reference_fast(a: Artifact, k0: np.ndarray) -> list[np.ndarray]:
     return potentials
 
 
-@pytest.mark.parametrize("bits, steps, dtype", [(8, 8, np.float32), (16, 256, np.float64), (32, 2 ** 20, np.int64)])
+@pytest.mark.parametrize("bits, steps, dtype", [(8, 8, np.float32), (16, 256, np.float64), (32, 2 ** 16, np.int64)])
 def test_fast_is_exact_in_each_arithmetic(bits, steps, dtype):
     rng = np.random.default_rng(bits)
-    a = random_artifact(rng, [12, 9, 4], bits=bits, steps=steps)
+    a = random_artifact(rng, [12 if bits < 32 else 600, 9, 4], bits=bits, steps=steps)
     assert exact_dtype(int(np.abs(a.layers[0].weight).sum(axis=1).max()) * steps) is dtype
-    k0 = rng.integers(0, steps + 1, (50, 12))
+    k0 = rng.integers(0, steps + 1, (50, a.n_in))
     r = emulate(a, k0)
     for V, ref in zip(r.potentials, reference_fast(a, k0)):
         assert np.array_equal(V, ref.astype(np.int64))
