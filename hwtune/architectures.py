@@ -1,24 +1,19 @@
 """Architectures as data: a list of layer dicts shared by the ReLU twin and the TTFS net (no torch).
 
-Kinds: ``dense`` {in, out}, ``conv`` {in, out, kernel, padding, stride}, ``avgpool`` {kernel},
-``maxpool`` {kernel}, ``flatten``. Every weighted layer but the last is followed by a ReLU
-(a spiking layer in the TTFS net); the last weighted layer is the read-out.
+Each dict is ``{"kind": NAME, ...}`` for a kind of hwtune.layers (dense {in, out}, conv2d {in, out,
+kernel, padding, stride}, sumpool {kernel} (average pooling in the ReLU twin), maxpool {kernel},
+flatten); the kind's class checks its keys and computes its output shape. Every weighted layer but
+the last is followed by a ReLU (a spiking layer in the TTFS net); the last weighted layer is the
+read-out. Older names (conv, avgpool: model files of format 1-2) are read as their kind.
 """
 from __future__ import annotations
 
 import math
 
-from hwtune.errors import HwtuneError
+from hwtune.layers import KINDS, WEIGHTED, ArchError, Flatten, canonical, is_weighted, kind_of
 
-WEIGHTED = ("dense", "conv")
-KINDS = WEIGHTED + ("avgpool", "maxpool", "flatten")
-#: integer keys of each kind -> smallest allowed value
-_KEYS = {"dense": {"in": 1, "out": 1}, "conv": {"in": 1, "out": 1, "kernel": 1, "padding": 0, "stride": 1},
-         "avgpool": {"kernel": 1}, "maxpool": {"kernel": 1}, "flatten": {}}
-
-
-class ArchError(HwtuneError, ValueError):
-    """An architecture list that cannot be built."""
+__all__ = ["ArchError", "WEIGHTED", "fc", "vgg", "PRESETS", "PRESET_HELP", "preset", "validate", "output_shapes",
+           "canonical_arch", "n_hidden"]
 
 
 def fc(input_shape: tuple[int, ...], hidden: list[int], classes: int) -> list[dict]:
@@ -32,10 +27,10 @@ def vgg(input_shape: tuple[int, ...], channels: list, dense: list[int], classes:
     arch, c, h, w = [], *input_shape
     for item in channels:
         if item == "P":
-            arch.append({"kind": "avgpool", "kernel": 2})
+            arch.append({"kind": "sumpool", "kernel": 2})
             h, w = h // 2, w // 2
         else:
-            arch.append({"kind": "conv", "in": c, "out": int(item), "kernel": 3, "padding": 1, "stride": 1})
+            arch.append({"kind": "conv2d", "in": c, "out": int(item), "kernel": 3, "padding": 1, "stride": 1})
             c = int(item)
     return arch + fc((c, h, w), dense, classes)
 
@@ -59,13 +54,11 @@ def preset(name: str, input_shape: tuple[int, ...], classes: int) -> list[dict]:
 def _check_layer(i: int, layer) -> None:
     if not isinstance(layer, dict):
         raise ArchError(f"layer {i}: expected a mapping with a 'kind', got {layer!r}")
-    kind = layer.get("kind")
-    if kind not in KINDS:
-        raise ArchError(f"layer {i}: unknown kind {kind!r}; known: {', '.join(KINDS)}")
-    for key, lo in _KEYS[kind].items():
-        value = layer.get(key, {"padding": 0, "stride": 1}.get(key))
-        if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-            raise ArchError(f"layer {i} ({kind}): {key} = {value!r} must be an integer >= {lo}")
+    try:
+        cls = kind_of(layer)
+    except (KeyError, TypeError):
+        raise ArchError(f"layer {i}: unknown kind {layer.get('kind')!r}; known: {', '.join(KINDS)}") from None
+    cls.check_spec(i, layer)
 
 
 def validate(arch) -> None:
@@ -74,11 +67,22 @@ def validate(arch) -> None:
         raise ArchError(f"an architecture is a list of layers, got {type(arch).__name__}")
     for i, layer in enumerate(arch):
         _check_layer(i, layer)
-    weighted = [i for i, layer in enumerate(arch) if layer["kind"] in WEIGHTED]
+    weighted = [i for i, layer in enumerate(arch) if is_weighted(layer)]
     if not weighted:
         raise ArchError("architecture has no dense or conv layer")
-    if weighted[-1] != max(i for i, layer in enumerate(arch) if layer["kind"] != "flatten"):
+    if weighted[-1] != max(i for i, layer in enumerate(arch) if kind_of(layer) is not Flatten):
         raise ArchError("the last weighted layer (read-out) must come after every pooling layer")
+
+
+def canonical_arch(arch: list[dict]) -> list[dict]:
+    """A validated copy of ``arch`` with every kind under its name (older names renamed)."""
+    validate(arch)
+    return [canonical(layer) for layer in arch]
+
+
+def n_hidden(arch: list[dict]) -> int:
+    """Spiking (hidden) layers of a valid architecture: its weighted layers but the read-out."""
+    return sum(is_weighted(layer) for layer in arch) - 1
 
 
 def output_shapes(arch: list[dict], input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -86,28 +90,6 @@ def output_shapes(arch: list[dict], input_shape: tuple[int, ...]) -> list[tuple[
     validate(arch)
     shape, shapes = tuple(input_shape), []
     for i, layer in enumerate(arch):
-        kind = layer["kind"]
-        if kind == "flatten":
-            shape = (math.prod(shape),)
-        elif kind == "dense":
-            if len(shape) != 1 or shape[0] != layer["in"]:
-                raise ArchError(f"layer {i} (dense): takes {layer['in']} inputs, gets shape {shape}"
-                                + (" (a flatten layer is missing)" if len(shape) != 1 else ""))
-            shape = (layer["out"],)
-        else:
-            if len(shape) != 3:
-                raise ArchError(f"layer {i} ({kind}): needs (channels, height, width) input, gets shape {shape}")
-            c, h, w = shape
-            k = layer["kernel"]
-            if kind == "conv":
-                if c != layer["in"]:
-                    raise ArchError(f"layer {i} (conv): takes {layer['in']} channels, gets {c}")
-                p, s = layer.get("padding", 0), layer.get("stride", 1)
-                h, w, c = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1, layer["out"]
-            else:
-                h, w = h // k, w // k
-            if h < 1 or w < 1:
-                raise ArchError(f"layer {i} ({kind}): kernel {k} does not fit its {shape[1]}x{shape[2]} input")
-            shape = (c, h, w)
+        shape = kind_of(layer).spec_output_shape(i, layer, shape)
         shapes.append(shape)
     return shapes

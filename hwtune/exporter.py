@@ -16,19 +16,10 @@ import torch
 
 from hwtune.artifact import Artifact, ArtifactError, ArtifactLayer, check
 from hwtune.architectures import output_shapes
-from hwtune.layers import Conv2d, Dense, Flatten, SumPool
+from hwtune.layers import is_weighted, kind_of
 from hwtune.provenance import provenance
 from hwtune.target import TargetSpec
 from hwtune.ttfs.net import TTFSNet
-
-
-def _ops(segment: list[dict]) -> tuple:
-    ops = []
-    for layer in segment[:-1]:
-        if layer["kind"] == "maxpool":
-            raise ArtifactError("max pooling has no single-spike integer mapping on these targets; use average pooling")
-        ops.append(SumPool(kernel=layer["kernel"]) if layer["kind"] == "avgpool" else Flatten())
-    return tuple(ops)
 
 
 def _integers(t: torch.Tensor) -> np.ndarray:
@@ -37,17 +28,18 @@ def _integers(t: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def _layer(net: TTFSNet, n: int, in_shape: tuple) -> ArtifactLayer:
-    segment = net._segments[n]
-    spec = segment[-1]
+    ops, spec = net.segment(n)
     q, beta, sigma, unit = net.integer_parameters(n, net.segment_gain(n))
-    ops = _ops(segment)
+    refused = [op.not_in_artifact for op in ops if op.not_in_artifact]
+    if refused:
+        raise ArtifactError(refused[0])
     shape = in_shape
     for op in ops:
         shape = op.output_shape(shape)
-    synapse = Dense(weight=_integers(q)) if spec["kind"] == "dense" else \
-        Conv2d(weight=_integers(q), in_shape=shape, stride=spec.get("stride", 1), padding=spec.get("padding", 0))
+    kind = kind_of(spec)
+    synapse = kind.from_spec(spec, _integers(q), shape)
     readout = n == net.n_hidden
-    return ArtifactLayer(name=f"{spec['kind']}{n}", synapse=synapse, ops=ops, in_shape=in_shape,
+    return ArtifactLayer(name=f"{kind.name_prefix}{n}", synapse=synapse, ops=ops, in_shape=in_shape,
                          bias=_integers(beta), slope=None if readout else _integers(sigma),
                          window_steps=None if readout else net.quant.steps[n + 1], readout=readout,
                          logit_scale=float(unit[0]) if readout else 1.0)
@@ -63,7 +55,7 @@ def to_artifact(net: TTFSNet, target: TargetSpec, source: str = "") -> Artifact:
         raise ArtifactError(f"model was quantized for synaptic delay {net.quant.delay}, target {target.name} has "
                             f"{target.synaptic_delay}: re-run quantize with --target {target.name}")
     shapes = [tuple(net.input_shape), *output_shapes(net.arch, net.input_shape)]
-    weighted = [i for i, layer in enumerate(net.arch) if layer["kind"] in ("dense", "conv")]
+    weighted = [i for i, layer in enumerate(net.arch) if is_weighted(layer)]
     layer_inputs = [shapes[0]] + [shapes[i + 1] for i in weighted[:-1]]
     layers = [_layer(net, n, layer_inputs[n]) for n in range(len(weighted))]
     artifact = Artifact(layers=layers, input_shape=net.input_shape, input_steps=net.quant.steps[0],

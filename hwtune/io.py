@@ -7,8 +7,9 @@ provenance. For quantized nets the integer weight mantissas are stored too (``in
 so their bit width can be read off the file. Directories are written atomically; loading
 validates every field and tensor (finite values included) and names what is wrong.
 
-Format versions: 2 records the target as a full spec; 1 (hwtune 0.1) recorded its name only,
-which is read as the shipped target of that name.
+Format versions: 3 names layer kinds as hwtune.layers does (conv2d, sumpool); 2 named them conv,
+avgpool (read as their kinds) and records the target as a full spec; 1 (hwtune 0.1) recorded its
+name only, which is read as the shipped target of that name.
 """
 from __future__ import annotations
 
@@ -21,16 +22,18 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from hwtune.architectures import ArchError, output_shapes
+from hwtune.architectures import n_hidden as hidden_layers
 from hwtune.atomic import atomic_directory
 from hwtune.configs import MAX_LAYER_ENTRIES, MAX_STEPS
 from hwtune.errors import HwtuneError, short
+from hwtune.layers import is_weighted, kind_of
 from hwtune.safepaths import regular_file
 from hwtune.ttfs.net import TTFSNet
 from hwtune.ttfs.quant import QuantSpec, weight_mantissa
 
 FORMAT = "hwtune-model"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 TENSORS = "model.safetensors"
 CONFIG = "hwtune.json"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -122,7 +125,7 @@ def _read_config(path: Path) -> dict:
     except ArchError as e:
         _fail(file, f"invalid architecture: {e}")
     _check_sizes(file, config["arch"], [tuple(shape), *shapes])
-    n_hidden = sum(layer["kind"] in ("dense", "conv") for layer in config["arch"]) - 1
+    n_hidden = hidden_layers(config["arch"])
     windows = config["windows"]
     if not (isinstance(windows, list) and len(windows) == n_hidden
             and all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w > 0
@@ -138,7 +141,7 @@ def _read_config(path: Path) -> dict:
 def _check_sizes(file: Path, arch: list[dict], shapes: list[tuple]) -> None:
     """Refuse layers with more than MAX_LAYER_ENTRIES neurons or weights before any is allocated."""
     for i, (layer, shape) in enumerate(zip([{"kind": "input"}, *arch], shapes)):
-        weights = layer["in"] * layer["out"] * layer.get("kernel", 1) ** 2 if layer["kind"] in ("dense", "conv") else 0
+        weights = kind_of(layer).spec_weights(layer) if i and is_weighted(layer) else 0
         for what, n in (("neurons", math.prod(shape)), ("weights", weights)):
             if n > MAX_LAYER_ENTRIES:
                 where = "the input" if i == 0 else f"layer {i - 1} ({layer['kind']})"

@@ -28,7 +28,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from hwtune.artifact import Artifact, ArtifactError, ArtifactLayer
-from hwtune.layers import Conv2d, SumPool
+from hwtune.layers import SumPool
 from hwtune.target import ChipSection
 
 
@@ -49,15 +49,14 @@ class LayerMap:
     stored_as: str
 
 
+def _pool(layer: ArtifactLayer) -> int:
+    """Side of the sum pooling folded into the layer's synapse (1: none)."""
+    return math.prod(op.kernel for op in layer.ops if isinstance(op, SumPool))
+
+
 def _tile_axons(layer: ArtifactLayer, positions: int) -> int:
-    """Inputs (C_in x rows x columns before pooling) read by a square-ish tile of output positions."""
-    conv: Conv2d = layer.synapse
-    pool = math.prod(op.kernel for op in layer.ops if isinstance(op, SumPool))
-    _, h_o, w_o = conv.output_shape()
-    th = min(h_o, max(1, math.isqrt(positions)))
-    tw = min(w_o, max(1, positions // th))
-    span = lambda t: ((t - 1) * conv.stride + conv.kernel) * pool          # noqa: E731
-    return conv.in_shape[0] * span(th) * span(tw)
+    """Inputs read by a core holding ``positions`` output positions (the synapse kind's tile_inputs)."""
+    return layer.synapse.tile_inputs(positions, _pool(layer), layer.n_in)
 
 
 def _fail(layer: ArtifactLayer, resource: str, detail: str):
@@ -65,10 +64,8 @@ def _fail(layer: ArtifactLayer, resource: str, detail: str):
 
 
 def _shared_kernel_layer(layer: ArtifactLayer, chip: ChipSection, weight_bits: int) -> LayerMap:
-    conv: Conv2d = layer.synapse
-    c_out, h_o, w_o = conv.output_shape()
-    pool = math.prod(op.kernel for op in layer.ops if isinstance(op, SumPool))
-    kernel_bits = conv.in_shape[0] * (conv.kernel * pool) ** 2 * weight_bits
+    c_out, h_o, w_o = layer.synapse.output_shape()
+    kernel_bits = layer.synapse.kernel_bits(weight_bits, _pool(layer))
     channels = min(c_out, chip.synaptic_memory_bits // kernel_bits, chip.neurons_per_core)
     if channels < 1:
         _fail(layer, "chip.synaptic_memory_bits", f"the kernel of one output channel needs {kernel_bits} bits, more "
@@ -81,7 +78,7 @@ def _shared_kernel_layer(layer: ArtifactLayer, chip: ChipSection, weight_bits: i
         _fail(layer, "chip.max_axons_per_core", f"one output position reads {axons} inputs, more than "
                                                 f"{chip.max_axons_per_core} per core")
     cores = math.ceil(c_out / channels) * math.ceil(h_o * w_o / positions)
-    return LayerMap(layer.name, "conv2d", layer.n_out, cores, channels * positions, int(layer.fan_out().sum()),
+    return LayerMap(layer.name, layer.synapse.kind, layer.n_out, cores, channels * positions, int(layer.fan_out().sum()),
                     cores * channels * kernel_bits, int(layer.fan_in().max()), axons, "shared kernels")
 
 
@@ -92,12 +89,9 @@ def _explicit_layer(layer: ArtifactLayer, chip: ChipSection) -> LayerMap:
     if per_core < 1:
         _fail(layer, "chip.synaptic_memory_bits", f"one neuron's {fan_in} synapses need {per_neuron} bits, more than "
                                                   f"a core's {chip.synaptic_memory_bits}")
-    if isinstance(layer.synapse, Conv2d):
-        while chip.max_axons_per_core and per_core > 1 and _tile_axons(layer, per_core) > chip.max_axons_per_core:
-            per_core -= max(1, per_core // 8)
-        axons = _tile_axons(layer, per_core)
-    else:
-        axons = layer.n_in
+    while chip.max_axons_per_core and per_core > 1 and _tile_axons(layer, per_core) > chip.max_axons_per_core:
+        per_core -= max(1, per_core // 8)
+    axons = _tile_axons(layer, per_core)
     if chip.max_axons_per_core and axons > chip.max_axons_per_core:
         _fail(layer, "chip.max_axons_per_core", f"its neurons read {axons} inputs, more than {chip.max_axons_per_core} "
                                                 "per core")
@@ -109,7 +103,7 @@ def _explicit_layer(layer: ArtifactLayer, chip: ChipSection) -> LayerMap:
 def map_layers(artifact: Artifact, chip: ChipSection) -> list[LayerMap]:
     """Cores, memory and inputs of every layer; refuses (ArtifactError) what the chip cannot hold."""
     maps = [_shared_kernel_layer(layer, chip, artifact.weight_bits)
-            if isinstance(layer.synapse, Conv2d) and chip.conv_weight_sharing else _explicit_layer(layer, chip)
+            if layer.synapse.shares_kernels and chip.conv_weight_sharing else _explicit_layer(layer, chip)
             for layer in artifact.layers]
     budget, used = chip.cores_per_chip * chip.max_chips, 0
     for m in maps:

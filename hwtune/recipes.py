@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hwtune.architectures import n_hidden as hidden_layers
 from hwtune.architectures import preset
 from hwtune.config import Settings, check_value, setting
 from hwtune.configs import DATASET_SHAPES, DATASETS, PASS_CONFIGS, DataConfig, DeployConfig, TrainConfig
@@ -135,7 +136,7 @@ def parse_pipeline(data: dict, path: str, cls=PipelineSpec, **extra) -> Pipeline
             raise RecipeError(f"{path}: model.load must be a model directory, got {short(model['load'])}")
         load = Path(model["load"])
         arch = _model_arch(load, path)
-    n_hidden = sum(layer["kind"] in ("dense", "conv") for layer in arch) - 1
+    n_hidden = hidden_layers(arch)
     data_cfg = DataConfig(dataset=dataset.name, data_dir=dataset.data_dir, train_samples=header.train_samples,
                           samples=header.samples)
     return cls(path=path, name=header.name, seed=header.seed, data=data_cfg, target=target,

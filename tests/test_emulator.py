@@ -5,7 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwtune import numerics
-from hwtune.artifact import Artifact, dense_layer, random_artifact
+from hwtune.artifact import Artifact, dense_layer
+from random_artifacts import random_artifact
 from hwtune.backends import RunResult
 from hwtune.backends.emulator import EmulatorError, MembraneOverflowError, emulate
 from hwtune.layers import exact_dtype
@@ -276,7 +277,7 @@ def test_the_emulator_refuses_what_the_hardware_refuses():
 def random_conv_case(seed: int, delay: int = 1, batch: int = 6):
     """A random conv net (1-2 conv layers with stride 1-2, padding 0-1, an optional 2x2 sum pool,
     a dense layer) on a random (C, H, W) input, per-neuron or per-layer slopes."""
-    from hwtune.artifact import random_conv_artifact
+    from random_artifacts import random_conv_artifact
     rng = np.random.default_rng(seed)
     shape = (int(rng.integers(1, 4)), int(rng.integers(5, 10)), int(rng.integers(5, 10)))
     plan, h = [], min(shape[1:])
@@ -329,15 +330,14 @@ def test_conv2d_and_sum_pool_equal_torch(k, s, p, monkeypatch):
     """hwtune.layers on integers == torch conv2d (cross-correlation) and avg_pool2d x area, in float64;
     in every exact type, in chunks that leave a remainder, and with the kernel given per position."""
     import torch
-    from hwtune import layers
-    from hwtune.layers import Conv2d, SumPool
+    from hwtune.layers import Conv2d, SumPool, conv2d
     rng = np.random.default_rng(k * 10 + s)
     x = rng.integers(0, 9, (3, 2, 11, 9))
     q = rng.integers(-8, 8, (4, 2, k, k))
     conv = Conv2d(weight=q, in_shape=(2, 11, 9), stride=s, padding=p)
     ref = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(q).double(), stride=s, padding=p)
     ref = ref.numpy().astype(np.int64)
-    monkeypatch.setattr(layers, "IM2COL_BYTES", 2 * q[0].size * ref[0, 0].size * 8)   # 2 samples per chunk
+    monkeypatch.setattr(conv2d, "IM2COL_BYTES", 2 * q[0].size * ref[0, 0].size * 8)   # 2 samples per chunk
     for dtype in (np.float32, np.float64, np.int64):
         out = conv.apply(x, dtype)
         assert out.dtype == dtype and np.array_equal(out, ref)

@@ -87,8 +87,8 @@ def test_tampered_integer_weights_detected(tmp_path):
     (lambda d: d.update(windows=[float("nan"), 2.0, 2.0]), "windows must list 3 positive finite lengths"),
     (lambda d: d.update(quant={"steps": [0, 0, 0, 0]}), "quant.steps must list 4 window lengths in 1..65536"),
     (lambda d: d.update(quant={"steps": [8, 8, 8, 8], "delay": 1000000}), "quant.delay must be an integer in 1..62"),
-    (lambda d: d["arch"][0].update(kernel=-1), "layer 0 (conv): kernel = -1 must be an integer >= 1"),
-    (lambda d: d["arch"][2].update(**{"in": 5}), "layer 2 (conv): takes 5 channels, gets 4"),
+    (lambda d: d["arch"][0].update(kernel=-1), "layer 0 (conv2d): kernel = -1 must be an integer >= 1"),
+    (lambda d: d["arch"][2].update(**{"in": 5}), "layer 2 (conv2d): takes 5 channels, gets 4"),
 ])
 def test_hostile_model_json_is_named(tmp_path, edit, message):
     net = make_net()

@@ -3,34 +3,28 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from hwtune.architectures import WEIGHTED, validate
+from hwtune.architectures import validate
+from hwtune.layers import kind_of
 
 
 def make_synapse(layer: dict) -> nn.Module:
-    """The nn.Linear / nn.Conv2d holding (W, b) of a weighted layer."""
-    if layer["kind"] == "dense":
-        return nn.Linear(layer["in"], layer["out"])
-    return nn.Conv2d(layer["in"], layer["out"], layer["kernel"], stride=layer.get("stride", 1),
-                     padding=layer.get("padding", 0))
+    """The torch module holding (W, b) of a weighted layer (its kind's ``torch_synapse``)."""
+    return kind_of(layer).torch_synapse(layer)
 
 
 def relu_twin(arch: list[dict]) -> nn.Sequential:
     """The ReLU network computing the same function as the TTFS net built from ``arch``."""
     validate(arch)
-    last = max(i for i, layer in enumerate(arch) if layer["kind"] in WEIGHTED)
+    kinds = [kind_of(layer) for layer in arch]
+    last = max(i for i, cls in enumerate(kinds) if cls.weighted)
     mods: list[nn.Module] = []
-    for i, layer in enumerate(arch):
-        kind = layer["kind"]
-        if kind in WEIGHTED:
-            mods.append(make_synapse(layer))
+    for i, (layer, cls) in enumerate(zip(arch, kinds)):
+        if cls.weighted:
+            mods.append(cls.torch_synapse(layer))
             if i != last:
                 mods.append(nn.ReLU())
-        elif kind == "avgpool":
-            mods.append(nn.AvgPool2d(layer["kernel"]))
-        elif kind == "maxpool":
-            mods.append(nn.MaxPool2d(layer["kernel"]))
         else:
-            mods.append(nn.Flatten())
+            mods.append(cls.from_spec(layer).relu_module())
     return nn.Sequential(*mods)
 
 

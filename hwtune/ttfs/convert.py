@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from hwtune.architectures import ArchError
+from hwtune.layers import KINDS, ArchError, is_weighted
 from hwtune.ttfs.arch import relu_twin
 from hwtune.ttfs.net import TTFSNet
 from hwtune.ttfs.windows import layer_maxima, set_windows
@@ -28,17 +28,12 @@ def _modules(model: nn.Module) -> list[nn.Module]:
     return [model]
 
 
-def _pool_kernel(m: nn.Module, i: int) -> int:
-    def single(v):
-        if isinstance(v, (tuple, list)):
-            if len(set(v)) != 1:
-                raise ArchError(f"module {i} ({type(m).__name__}): only square pooling is supported, got {v}")
-            return int(v[0])
-        return int(v)
-    kernel, stride, padding = single(m.kernel_size), single(m.stride or m.kernel_size), single(m.padding)
-    if kernel != stride or padding != 0:
-        raise ArchError(f"module {i} ({type(m).__name__}): pooling needs stride = kernel and no padding")
-    return kernel
+def _kind_of_module(m: nn.Module):
+    """The layer kind (hwtune.layers) that reads torch module ``m`` (its ``torch_types``), or None."""
+    for cls in KINDS.values():
+        if any(isinstance(m, getattr(nn, name)) for name in cls.torch_types):
+            return cls
+    return None
 
 
 def _fold_bn(weight: torch.Tensor, bias: torch.Tensor, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,42 +49,35 @@ def parse_sequential(model: nn.Module) -> tuple[list[dict], list[tuple[torch.Ten
                         "as an nn.Sequential)")
     arch, params = [], []
     mods = [m for m in _modules(model) if not isinstance(m, nn.Dropout)]
-    prev = None
+    prev, after_synapse = None, False    # after_synapse: prev is a synapse or its batch norm
     for i, m in enumerate(mods):
         if isinstance(m, nn.Conv2d) and isinstance(m.padding, str):
             raise ArchError(f"module {i} (Conv2d): padding={m.padding!r} is not supported: give the padding as an "
                             "integer (padding='same' is kernel_size // 2 for an odd kernel and stride 1)")
-        if isinstance(m, nn.Linear):
-            arch.append({"kind": "dense", "in": m.in_features, "out": m.out_features})
-        elif isinstance(m, nn.Conv2d):
-            if m.groups != 1 or m.dilation not in ((1, 1), 1) or len(set(m.stride)) != 1 or len(set(m.padding)) != 1 \
-                    or isinstance(m.padding, str):
-                raise ArchError(f"module {i} (Conv2d): only groups=1, dilation=1, square stride/padding supported")
-            arch.append({"kind": "conv", "in": m.in_channels, "out": m.out_channels, "kernel": m.kernel_size[0],
-                         "padding": m.padding[0], "stride": m.stride[0]})
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            bias = m.bias if m.bias is not None else torch.zeros(m.weight.shape[0], dtype=m.weight.dtype)
-            params.append((m.weight.detach().clone(), bias.detach().clone()))
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            if not isinstance(prev, (nn.Linear, nn.Conv2d)):
+        kind = _kind_of_module(m)
+        if kind is not None and kind.not_in_artifact:
+            raise ArchError(f"module {i} ({type(m).__name__}): {kind.not_in_artifact} (export would refuse it); "
+                            f"retrain without it. Accepted: {ACCEPTED}")
+        is_bn = isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))
+        if kind is not None:
+            arch.append(kind.spec_from_torch(m, i))
+            if kind.weighted:
+                bias = m.bias if m.bias is not None else torch.zeros(m.weight.shape[0], dtype=m.weight.dtype)
+                params.append((m.weight.detach().clone(), bias.detach().clone()))
+        elif is_bn:
+            if not (after_synapse and not isinstance(prev, (nn.BatchNorm1d, nn.BatchNorm2d))):
                 raise ArchError(f"module {i} ({type(m).__name__}): batch norm must directly follow a Linear or "
                                 f"Conv2d (before its ReLU); found it after {type(prev).__name__}")
             params[-1] = _fold_bn(*params[-1], m)
         elif isinstance(m, nn.ReLU):
-            if not isinstance(prev, (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)):
+            if not after_synapse:
                 raise ArchError(f"module {i} (ReLU): must follow a Linear/Conv2d (or its batch norm)")
             arch[-1]["relu"] = True
-        elif isinstance(m, nn.AvgPool2d):
-            arch.append({"kind": "avgpool", "kernel": _pool_kernel(m, i)})
-        elif isinstance(m, nn.MaxPool2d):
-            raise ArchError(f"module {i} (MaxPool2d): max pooling has no integer counterpart on the targets (export "
-                            f"would refuse it); use AvgPool2d (kernel = stride) and retrain. Accepted: {ACCEPTED}")
-        elif isinstance(m, nn.Flatten):
-            arch.append({"kind": "flatten"})
         else:
             raise ArchError(f"module {i} ({type(m).__name__}) cannot be converted to TTFS; accepted: {ACCEPTED}")
+        after_synapse = (kind is not None and kind.weighted) or is_bn
         prev = m
-    weighted = [layer for layer in arch if layer["kind"] in ("dense", "conv")]
+    weighted = [layer for layer in arch if is_weighted(layer)]
     for j, layer in enumerate(weighted):
         has_relu = layer.pop("relu", False)
         if has_relu != (j < len(weighted) - 1):
@@ -115,7 +103,7 @@ def from_relu(model: nn.Module, calibration_data: torch.Tensor, margin: float = 
 def to_relu(net: TTFSNet) -> nn.Sequential:
     """The ReLU twin of a float TTFS net, with the same (W, b)."""
     model = relu_twin(net.arch).to(net.dtype)
-    synapses = [m for m in model if isinstance(m, (nn.Linear, nn.Conv2d))]
+    synapses = [m for m in model if getattr(_kind_of_module(m), "weighted", False)]
     with torch.no_grad():
         for syn, src in zip(synapses, net.synapses):
             syn.weight.copy_(src.weight)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from hwtune import numerics
-from hwtune.architectures import WEIGHTED, output_shapes, validate
+from hwtune.architectures import canonical_arch, output_shapes
+from hwtune.layers import exact_dtype, is_weighted, kind_of
 from hwtune.ttfs.arch import glorot_init, make_synapse
 from hwtune.ttfs.functional import activation, silent_to_inf, spike_time, straight_through
 from hwtune.device_noise import Geometry
@@ -26,13 +27,12 @@ DEFAULT_WINDOW = 1500.0
 
 
 def _exact_float(q: torch.Tensor, k_max: float) -> torch.dtype:
-    """float32 when every partial sum of q * k (|k| <= k_max) is an integer below 2^24, so that the
-    convolution is exact in float32 (hwtune.layers.exact_dtype); float64 otherwise. q: (out, ...),
-    or unshared (C_out, C_in, K, K, H_o, W_o)."""
+    """float32 when hwtune.layers.exact_dtype finds every partial sum of q * k (|k| <= k_max) exact
+    in it, float64 otherwise. q: (out, ...), or unshared (C_out, C_in, K, K, H_o, W_o)."""
     q = q.detach().abs()
     per_output = q.reshape(len(q), -1, q.shape[4] * q.shape[5]) if q.ndim == 6 else q.reshape(len(q), -1, 1)
     bound = float(per_output.sum(dim=1).max()) * k_max
-    return torch.float32 if bound <= 2 ** 24 else torch.float64
+    return torch.float32 if exact_dtype(bound) is np.float32 else torch.float64
 
 
 def _per_channel(v: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -46,10 +46,9 @@ class TTFSNet(nn.Module):
     def __init__(self, arch: list[dict], input_shape: tuple[int, ...], windows=None,
                  dtype: torch.dtype = torch.float32):
         super().__init__()
-        validate(arch)
-        self.arch = [dict(layer) for layer in arch]
+        self.arch = canonical_arch(arch)
         self.input_shape = tuple(input_shape)
-        self.synapses = nn.ModuleList(make_synapse(layer).to(dtype) for layer in arch if layer["kind"] in WEIGHTED)
+        self.synapses = nn.ModuleList(make_synapse(layer).to(dtype) for layer in self.arch if is_weighted(layer))
         glorot_init(self.synapses)
         n_hidden = len(self.synapses) - 1
         if windows is None:
@@ -64,15 +63,21 @@ class TTFSNet(nn.Module):
         self._segments = self._split_segments()
 
     # ------------------------------------------------------------------ structure
-    def _split_segments(self) -> list[list[dict]]:
-        """Arch cut after each weighted layer: segment n = [pool/flatten ops..., synapse n]."""
-        segments, current = [], []
+    def _split_segments(self) -> list[tuple[tuple, dict]]:
+        """Arch cut after each weighted layer: segment n = (shape ops before synapse n, as
+        hwtune.layers instances; the architecture dict of synapse n)."""
+        segments, ops = [], []
         for layer in self.arch:
-            current.append(layer)
-            if layer["kind"] in WEIGHTED:
-                segments.append(current)
-                current = []
+            if is_weighted(layer):
+                segments.append((tuple(ops), layer))
+                ops = []
+            else:
+                ops.append(kind_of(layer).from_spec(layer))
         return segments
+
+    def segment(self, n: int) -> tuple[tuple, dict]:
+        """(shape ops, synapse dict) of synapse n: what the export turns into artifact layer n."""
+        return self._segments[n]
 
     @property
     def n_hidden(self) -> int:
@@ -82,7 +87,7 @@ class TTFSNet(nn.Module):
         """Per synapse: its weight shape, unshared over the output positions for a convolution
         (C_out, C_in, K, K, H_o, W_o), its neurons, whether it is hidden (hwtune.device_noise draws)."""
         shapes = output_shapes(self.arch, self.input_shape)
-        out = [shape for layer, shape in zip(self.arch, shapes) if layer["kind"] in WEIGHTED]
+        out = [shape for layer, shape in zip(self.arch, shapes) if is_weighted(layer)]
         return [Geometry(weight_shape=tuple(syn.weight.shape) + tuple(shape[1:]), neurons=math.prod(shape),
                          hidden=n < self.n_hidden) for n, (syn, shape) in enumerate(zip(self.synapses, out))]
 
@@ -114,10 +119,11 @@ class TTFSNet(nn.Module):
             raise ValueError(f"time grid needs {self.n_hidden + 1} window lengths (input + hidden), got {spec.steps}")
         n_last = len(self.synapses) - 1
         for i, syn in enumerate(self.synapses):
+            layer = self._segments[i][1]
             if spec is not None and spec.weights is not None:
-                self.synapses[i] = quant_synapse(syn, spec.weights, readout=i == n_last)
+                self.synapses[i] = quant_synapse(layer, syn, spec.weights, readout=i == n_last)
             elif hasattr(syn, "quant_weight"):
-                self.synapses[i] = float_synapse(syn)
+                self.synapses[i] = float_synapse(layer, syn)
         self.quant = spec
 
     # ------------------------------------------------------------------ forward
@@ -151,33 +157,15 @@ class TTFSNet(nn.Module):
             return self._forward_float(u, times, acts)
         return self._forward_quantized(u, times, acts)
 
-    def _linear(self, syn: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
-        """The synapse on x: dense, convolution, or a convolution whose every output position has
-        its own kernel (``weight`` (C_out, C_in, K, K, H_o, W_o): a device instance's mismatch)."""
-        if isinstance(syn, nn.Linear):
-            return F.linear(x, weight, bias)
-        if weight.ndim == 4:
-            return F.conv2d(x, weight, bias, stride=syn.stride, padding=syn.padding)
-        c_out, h_o, w_o = weight.shape[0], weight.shape[4], weight.shape[5]
-        columns = F.unfold(x, syn.kernel_size, padding=syn.padding, stride=syn.stride)      # (B, Cin K K, L)
-        out = torch.einsum("bkl,okl->bol", columns, weight.reshape(c_out, -1, h_o * w_o))
-        out = out.reshape(len(x), c_out, h_o, w_o)
-        return out if bias is None else out + bias.reshape(1, -1, 1, 1)
+    def _linear(self, n: int, x: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
+        """Synapse n on x with ``weight`` (its kind's torch_apply: a device instance's mismatch
+        may give a convolution one kernel per output position)."""
+        return kind_of(self._segments[n][1]).torch_apply(self.synapses[n], x, weight, bias)
 
     @staticmethod
     def _neurons(draw: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """A per-neuron draw (B or 1, neurons) shaped like the layer's (B, C[, H, W]) tensor."""
         return draw.reshape(len(draw), *like.shape[1:]).to(like.dtype)
-
-    @staticmethod
-    def _pool(layer: dict, t: torch.Tensor, on_times: bool) -> torch.Tensor:
-        """Pooling/flatten; max-pool of activations is min-pool of spike times."""
-        kind = layer["kind"]
-        if kind == "flatten":
-            return t.flatten(1)
-        if kind == "avgpool":
-            return F.avg_pool2d(t, layer["kernel"]) if on_times else F.avg_pool2d(t, layer["kernel"], divisor_override=1)
-        return -F.max_pool2d(-t, layer["kernel"]) if on_times else F.max_pool2d(t, layer["kernel"])
 
     def _forward_float(self, u, times, acts):
         t = 1.0 - u  # input spike times; u = 0 -> t = 1 = t_max of the input window (silent)
@@ -188,15 +176,15 @@ class TTFSNet(nn.Module):
             acts.append(u)
         self.batch_max = []
         bounds = self.window_bounds()
-        for n, segment in enumerate(self._segments):
-            for layer in segment[:-1]:
-                t = self._pool(layer, t, on_times=True)
+        for n, (ops, _) in enumerate(self._segments):
+            for op in ops:
+                t = op.torch_apply(t, on_times=True)
             syn = self.synapses[n]
             weight = syn.weight
             factor = self.noise.weight_factor(n, weight) if self.noise is not None else None
             if factor is not None:
                 weight = weight.reshape(weight.shape + (1,) * (factor.ndim - weight.ndim)) * factor.to(weight.dtype)
-            z = self._linear(syn, activation(t, t_ref), weight, syn.bias)
+            z = self._linear(n, activation(t, t_ref), weight, syn.bias)
             if n == self.n_hidden:
                 return z
             t_min, t_max = bounds[n]
@@ -276,7 +264,7 @@ class TTFSNet(nn.Module):
             if factor is not None:
                 weight = weight.reshape(weight.shape + (1,) * (factor.ndim - weight.ndim)) * factor
             unit = torch.full((syn.weight.shape[0],), gain * delta_in, dtype=torch.float64, device=weight.device)
-            V = self._linear(syn, k_in, weight, None) + _per_channel(syn.bias.double() / unit, k_in.ndim)
+            V = self._linear(n, k_in, weight, None) + _per_channel(syn.bias.double() / unit, k_in.ndim)
             return V, unit, self._slope(n, unit)
         q, beta, sigma, unit = self.integer_parameters(n, gain)
         if factor is not None:   # a device instance: q' = clip(round(q (1 + m eps)), range), per physical synapse
@@ -286,20 +274,20 @@ class TTFSNet(nn.Module):
                                                    self.noise.spec.weight_mismatch, spec.weights.qmin,
                                                    spec.weights.qmax), q * factor)
         dtype = _exact_float(q, steps_in / gain)
-        V = self._linear(syn, k_in.to(dtype), q.to(dtype), None).double() + _per_channel(beta * steps_in, k_in.ndim)
+        V = self._linear(n, k_in.to(dtype), q.to(dtype), None).double() + _per_channel(beta * steps_in, k_in.ndim)
         return V, unit, sigma
 
     def segment_gain(self, n: int) -> float:
         """1 / (area of the average pooling between synapse n and the previous spiking layer)."""
-        return 1.0 / math.prod(layer["kernel"] ** 2 for layer in self._segments[n][:-1] if layer["kind"] == "avgpool")
+        return 1.0 / math.prod(op.gain for op in self._segments[n][0])
 
     def segment_potential(self, n: int, k: torch.Tensor):
         """(V, unit, sigma) of synapse n from the previous spiking layer's integer activations k.
 
         Pooling between them is sum pooling of k, its 1/area folded into the weight scale (gain).
         """
-        for layer in self._segments[n][:-1]:
-            k = self._pool(layer, k, on_times=False)
+        for op in self._segments[n][0]:
+            k = op.torch_apply(k, on_times=False)
         return self.integer_synapse(n, k, self.segment_gain(n))
 
     def _forward_quantized(self, u, times, acts):

@@ -17,10 +17,11 @@ import torch.nn as nn
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 from hwtune.interrupts import sigint_deferred  # noqa: E402
+from hwtune.layers import kind_of  # noqa: E402
 from hwtune.numerics import WeightFormat  # noqa: E402
 
 with sigint_deferred():   # a Ctrl-C during brevitas' import would vanish in its bare except: delivered after
-    from brevitas.nn import QuantConv2d, QuantLinear
+    import brevitas.nn
     from brevitas.quant import Int8WeightPerTensorFixedPoint
     from brevitas.quant.fixed_point import Int8WeightPerChannelFixedPoint
 
@@ -46,31 +47,24 @@ class QuantSpec:
         return cls(steps=[int(s) for s in d["steps"]], weights=w, delay=int(d.get("delay", 1)))
 
 
-def quant_synapse(syn: nn.Module, fmt: WeightFormat, readout: bool) -> nn.Module:
-    """A brevitas QuantLinear/QuantConv2d with power-of-two scale holding the same (W, b).
+def quant_synapse(layer: dict, syn: nn.Module, fmt: WeightFormat, readout: bool) -> nn.Module:
+    """The brevitas module (QuantLinear, QuantConv2d: the kind's ``brevitas_type``) with power-of-two
+    scale holding the same (W, b) as ``syn``, the synapse of architecture layer ``layer``.
 
     The read-out always uses one scale per layer (its logits are compared across neurons).
     """
     per_channel = fmt.scale == "per-channel" and not readout
     quantizer = Int8WeightPerChannelFixedPoint if per_channel else Int8WeightPerTensorFixedPoint
-    kwargs = dict(bias=True, weight_quant=quantizer, weight_bit_width=fmt.bits, weight_narrow_range=fmt.narrow,
-                  dtype=syn.weight.dtype)
-    if isinstance(syn, (nn.Linear, QuantLinear)):
-        new = QuantLinear(syn.in_features, syn.out_features, **kwargs)
-    else:
-        new = QuantConv2d(syn.in_channels, syn.out_channels, syn.kernel_size, stride=syn.stride,
-                          padding=syn.padding, **kwargs)
+    kind = kind_of(layer)
+    new = kind.torch_synapse(layer, getattr(brevitas.nn, kind.brevitas_type), bias=True, weight_quant=quantizer,
+                             weight_bit_width=fmt.bits, weight_narrow_range=fmt.narrow, dtype=syn.weight.dtype)
     new.load_state_dict({"weight": syn.weight.detach(), "bias": syn.bias.detach()})
     return new
 
 
-def float_synapse(syn: nn.Module) -> nn.Module:
-    """Plain nn.Linear / nn.Conv2d with the same (W, b) (undo :func:`quant_synapse`)."""
-    if isinstance(syn, nn.Linear):
-        new = nn.Linear(syn.in_features, syn.out_features, dtype=syn.weight.dtype)
-    else:
-        new = nn.Conv2d(syn.in_channels, syn.out_channels, syn.kernel_size, stride=syn.stride,
-                        padding=syn.padding, dtype=syn.weight.dtype)
+def float_synapse(layer: dict, syn: nn.Module) -> nn.Module:
+    """The plain torch module of ``layer`` with the same (W, b) as ``syn`` (undo :func:`quant_synapse`)."""
+    new = kind_of(layer).torch_synapse(layer, dtype=syn.weight.dtype)
     new.load_state_dict({"weight": syn.weight.detach(), "bias": syn.bias.detach()})
     return new
 

@@ -1,0 +1,265 @@
+"""2-D convolution synapse: cross-correlation with q (C_out, C_in, K, K), stride s, zero padding p."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from hwtune.layers.base import ArchError, OpError, Synapse, is_count
+
+#: Largest im2col matrix (bytes) a convolution builds at once; batches are cut to fit. Small enough
+#: to stay in the L2/L3 cache and to be reused by the allocator instead of page-faulted in afresh.
+IM2COL_BYTES = 4 * 2 ** 20
+
+
+@dataclass
+class Conv2d(Synapse):
+    """Cross-correlation of (B, C_in, H, W) with q (C_out, C_in, K, K), stride s, zero padding p
+    (torch conv2d, no kernel flip, equal stride/padding on both axes); output (B, C_out,
+    (H + 2p - K) // s + 1, (W + 2p - K) // s + 1). Architecture dict: {kind: conv2d, in, out,
+    kernel, padding, stride}; torch: nn.Conv2d."""
+
+    weight: np.ndarray
+    in_shape: tuple
+    stride: int = 1
+    padding: int = 0
+    kind = "conv2d"
+    aliases = ("conv",)
+    keys = {"in": (1, None), "out": (1, None), "kernel": (1, None), "padding": (0, 0), "stride": (1, 1)}
+    torch_types = ("Conv2d",)
+    shares_kernels = True
+    name_prefix = "conv"
+    brevitas_type = "QuantConv2d"
+
+    def __post_init__(self):
+        self.in_shape = tuple(int(n) for n in self.in_shape)
+        if self.weight.ndim != 4 or self.weight.shape[2] != self.weight.shape[3]:
+            raise OpError(f"conv2d weight must be (C_out, C_in, K, K), got shape {self.weight.shape}")
+        if len(self.in_shape) != 3 or self.in_shape[0] != self.weight.shape[1]:
+            raise OpError(f"conv2d with {self.weight.shape[1]} input channels cannot take input shape {self.in_shape}")
+        for name, value, lo in (("stride", self.stride, 1), ("padding", self.padding, 0)):
+            if not is_count(value, lo):
+                raise OpError(f"conv2d {name} must be an integer >= {lo}, got {value!r}")
+        self.stride, self.padding = int(self.stride), int(self.padding)
+        c, h, w = self.in_shape
+        if h + 2 * self.padding < self.kernel or w + 2 * self.padding < self.kernel:
+            raise OpError(f"conv2d kernel {self.kernel} does not fit a {h}x{w} input with padding {self.padding}")
+
+    # ---- architecture and torch
+    @classmethod
+    def spec_output_shape(cls, i: int, layer: dict, shape: tuple) -> tuple:
+        c, h, w = cls.needs_map(i, shape)
+        if c != layer["in"]:
+            raise ArchError(f"layer {i} ({cls.kind}): takes {layer['in']} channels, gets {c}")
+        k, p, s = layer["kernel"], cls.spec(layer, "padding"), cls.spec(layer, "stride")
+        h_o, w_o = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        if h_o < 1 or w_o < 1:
+            raise ArchError(f"layer {i} ({cls.kind}): kernel {k} does not fit its {h}x{w} input")
+        return (layer["out"], h_o, w_o)
+
+    @classmethod
+    def spec_weights(cls, layer: dict) -> int:
+        return layer["in"] * layer["out"] * layer["kernel"] ** 2
+
+    @classmethod
+    def spec_from_torch(cls, module, i: int) -> dict:
+        m = module
+        if m.groups != 1 or m.dilation not in ((1, 1), 1) or len(set(m.stride)) != 1 or len(set(m.padding)) != 1 \
+                or isinstance(m.padding, str):
+            raise ArchError(f"module {i} (Conv2d): only groups=1, dilation=1, square stride/padding supported")
+        return {"kind": cls.kind, "in": m.in_channels, "out": m.out_channels, "kernel": m.kernel_size[0],
+                "padding": m.padding[0], "stride": m.stride[0]}
+
+    @classmethod
+    def torch_synapse(cls, layer: dict, module_type=None, **kwargs):
+        import torch.nn as nn
+        return (module_type or nn.Conv2d)(layer["in"], layer["out"], layer["kernel"], stride=cls.spec(layer, "stride"),
+                                          padding=cls.spec(layer, "padding"), **kwargs)
+
+    @classmethod
+    def torch_apply(cls, module, x, weight, bias):
+        """torch conv2d; ``weight`` (C_out, C_in, K, K, H_o, W_o): every output position has its
+        own kernel (a device instance's mismatch), as im2col columns and one einsum."""
+        import torch
+        import torch.nn.functional as F
+        if weight.ndim == 4:
+            return F.conv2d(x, weight, bias, stride=module.stride, padding=module.padding)
+        c_out, h_o, w_o = weight.shape[0], weight.shape[4], weight.shape[5]
+        columns = F.unfold(x, module.kernel_size, padding=module.padding, stride=module.stride)   # (B, Cin K K, L)
+        out = torch.einsum("bkl,okl->bol", columns, weight.reshape(c_out, -1, h_o * w_o))
+        out = out.reshape(len(x), c_out, h_o, w_o)
+        return out if bias is None else out + bias.reshape(1, -1, 1, 1)
+
+    @classmethod
+    def from_spec(cls, layer: dict, weight: np.ndarray, in_shape: tuple) -> "Conv2d":
+        return cls(weight=weight, in_shape=in_shape, stride=cls.spec(layer, "stride"),
+                   padding=cls.spec(layer, "padding"))
+
+    # ---- integers
+    @property
+    def kernel(self) -> int:
+        return self.weight.shape[2]
+
+    def input_shape(self) -> tuple:
+        return self.in_shape
+
+    def output_shape(self, in_shape: tuple | None = None) -> tuple:
+        if in_shape is not None and tuple(in_shape) != self.in_shape:
+            raise OpError(f"conv2d takes input shape {self.in_shape}, gets {tuple(in_shape)}")
+        _, h, w = self.in_shape
+        k, s, p = self.kernel, self.stride, self.padding
+        return (self.out_channels, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+
+    def abs_sums(self, weight: np.ndarray | None = None) -> np.ndarray:
+        """sum |q| over (C_in, K, K) per output channel (C_out,): bounds every neuron of the channel
+        (``weight`` (C_out, C_in, K, K, H_o, W_o): one kernel per position, the largest sum of each channel)."""
+        weight = self.weight if weight is None else weight
+        per_output = np.abs(weight).reshape(self.out_channels, self.weight[0].size, -1).sum(axis=1, dtype=np.int64)
+        return per_output.max(axis=1)
+
+    def fan_in(self) -> np.ndarray:
+        """Nonzero kernel weights per output channel (C_out,): the fan-in of an interior neuron."""
+        return np.count_nonzero(self.weight.reshape(self.out_channels, -1), axis=1)
+
+    def apply(self, x: np.ndarray, dtype, weight: np.ndarray | None = None) -> np.ndarray:
+        """The convolution (B, C_out, H_o, W_o) computed and returned in ``dtype``, exact when
+        :func:`exact_dtype` of the worst case (:meth:`abs_sums` x max |x|) chose it: im2col columns (C_in K K, H_o W_o) per sample
+        and one matmul per sample, whose result is already channel-major; samples in chunks whose
+        columns fit IM2COL_BYTES. ``weight`` (C_out, C_in, K, K, H_o, W_o): one kernel per output
+        position instead of the shared one (a device instance's mismatched synapses)."""
+        weight = self.weight if weight is None else weight
+        c_out, h_o, w_o = self.output_shape()
+        taps, positions = self.weight[0].size, h_o * w_o
+        out = np.empty((len(x), c_out, positions), dtype)
+        chunk = max(1, IM2COL_BYTES // (taps * positions * np.dtype(dtype).itemsize))
+        if weight.ndim == 4:
+            kernel = weight.reshape(c_out, taps).astype(dtype)                                # (C_out, C_in K K)
+            for i in range(0, len(x), chunk):
+                np.matmul(kernel, self._columns(x[i:i + chunk], dtype), out=out[i:i + chunk])
+        else:                                                                                 # a kernel per position
+            kernel = weight.reshape(c_out, taps, positions).transpose(2, 0, 1).astype(dtype)  # (L, C_out, C_in K K)
+            for i in range(0, len(x), chunk):
+                columns = self._columns(x[i:i + chunk], dtype).transpose(2, 1, 0)            # (L, C_in K K, B)
+                out[i:i + chunk] = np.matmul(kernel, columns).transpose(2, 1, 0)
+        return out.reshape(len(x), c_out, h_o, w_o)
+
+    def _columns(self, x: np.ndarray, dtype) -> np.ndarray:
+        """im2col (B, C_in K K, H_o W_o): row (c, dy, dx) holds input channel c at (s y + dy - p,
+        s x + dx - p) for output (y, x), zero outside the image; built by K^2 strided block copies."""
+        b, c, h, w = x.shape
+        k, s, p = self.kernel, self.stride, self.padding
+        _, h_o, w_o = self.output_shape()
+        padded = np.zeros((b, c, h + 2 * p, w + 2 * p), dtype)
+        padded[:, :, p:p + h, p:p + w] = x
+        columns = np.empty((b, c, k, k, h_o, w_o), dtype)
+        for dy in range(k):
+            for dx in range(k):
+                columns[:, :, dy, dx] = padded[:, :, dy:dy + s * (h_o - 1) + 1:s, dx:dx + s * (w_o - 1) + 1:s]
+        return columns.reshape(b, c * k * k, h_o * w_o)
+
+    def fan_out(self) -> np.ndarray:
+        """Nonzero weights leaving each input (C_in, H, W) (border inputs reach fewer outputs)."""
+        c_in, h, w = self.in_shape
+        _, h_o, w_o = self.output_shape()
+        k, s, p = self.kernel, self.stride, self.padding
+        per_tap = np.count_nonzero(self.weight, axis=0)                 # (C_in, K, K)
+        fan = np.zeros((c_in, h + 2 * p, w + 2 * p), dtype=np.int64)
+        for dy in range(k):
+            for dx in range(k):
+                fan[:, dy:dy + s * (h_o - 1) + 1:s, dx:dx + s * (w_o - 1) + 1:s] += per_tap[:, dy, dx][:, None, None]
+        return fan[:, p:p + h, p:p + w]
+
+    # ---- connectivity and mapper cost
+    def matrix(self, in_shape: tuple, pool: int = 1) -> sp.csr_matrix:
+        """The synapse matrix (C_out H_o W_o, C H W) on the layer's input ``in_shape``, a sum pooling
+        ``pool`` folded in, the convolution unrolled (Lava Sparse)."""
+        return conv_csr(self.weight, in_shape, self.stride, self.padding, pool)
+
+    def kernel_bits(self, weight_bits: int, pool: int) -> int:
+        """Bits of one output channel's kernel stored once (a pooling p folded in: K p per side)."""
+        return self.weight[0].shape[0] * (self.kernel * pool) ** 2 * weight_bits
+
+    def tile_inputs(self, positions: int, pool: int, n_in: int) -> int:
+        """Inputs (C_in x rows x columns before pooling) read by a square-ish tile of output positions."""
+        _, h_o, w_o = self.output_shape()
+        th = min(h_o, max(1, math.isqrt(positions)))
+        tw = min(w_o, max(1, positions // th))
+        span = lambda t: ((t - 1) * self.stride + self.kernel) * pool          # noqa: E731
+        return self.in_shape[0] * span(th) * span(tw)
+
+    # ---- JSON
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "in_shape": list(self.in_shape), "out_channels": int(self.out_channels),
+                "kernel": int(self.kernel), "stride": self.stride, "padding": self.padding}
+
+    @classmethod
+    def from_json(cls, d: dict, weight: np.ndarray) -> "Conv2d":
+        in_shape = d.get("in_shape")
+        if not (isinstance(in_shape, list) and len(in_shape) == 3
+                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in in_shape)):
+            raise OpError(f"conv2d in_shape must be three positive integers, got {str(in_shape)[:80]}")
+        conv = cls(weight=weight, in_shape=tuple(in_shape), stride=d.get("stride"), padding=d.get("padding"))
+        if [d.get("out_channels"), d.get("kernel")] != [conv.out_channels, conv.kernel]:
+            raise OpError(f"conv2d out_channels/kernel {d.get('out_channels')}/{d.get('kernel')} do not match the "
+                          f"weight shape {weight.shape}")
+        return conv
+
+
+# ---- explicit connectivity (scipy CSR) ------------------------------------------------------------
+
+def _axis_taps(n_in: int, k: int, stride: int, pad: int, pool: int):
+    """One spatial axis: for each output o and slot j = (tap, pool offset) in [0, k * pool), the
+    input coordinate (before pooling), the kernel tap and whether it is valid.
+
+    Returns n_out, idx (n_out, k*pool), tap (k*pool,), valid (n_out, k*pool); for fixed o the
+    valid input coordinates increase with j.
+    """
+    n_pooled = n_in // pool
+    n_out = (n_pooled + 2 * pad - k) // stride + 1
+    o = np.arange(n_out)[:, None, None]
+    tap = np.arange(k)[None, :, None]
+    off = np.arange(pool)[None, None, :]
+    pooled = o * stride - pad + tap                     # coordinate on the pooled grid
+    valid = np.broadcast_to((pooled >= 0) & (pooled < n_pooled), (n_out, k, pool)).reshape(n_out, k * pool)
+    idx = (pooled * pool + off).reshape(n_out, k * pool)
+    return n_out, idx, np.repeat(np.arange(k), pool), valid
+
+
+def _ragged_arange(counts: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(c) for c in counts, vectorised."""
+    counts = np.asarray(counts, dtype=np.int64)
+    ends = np.cumsum(counts)
+    return np.arange(counts.sum(), dtype=np.int64) - np.repeat(ends - counts, counts)
+
+
+def conv_csr(q: np.ndarray, in_shape: tuple, stride: int = 1, padding: int = 0, pool: int = 1) -> sp.csr_matrix:
+    """CSR (C_out*H_o*W_o, C_in*H*W) of [sum pool (kernel = stride = ``pool``, floor)] then the
+    cross-correlation with q (C_out, C_in, K, K), stride, zero padding (torch conv2d). Zero weights
+    are left out. Rows are the layer's neurons, columns the previous layer's, both channel-major,
+    so that ``matrix @ k.ravel()`` equals the layer on k; built vectorised (no Python loop over
+    output positions) and directly in canonical CSR order."""
+    q = np.asarray(q)
+    cout, cin, kh, kw = q.shape
+    _, h, w = in_shape
+    ho, yy, ty, vy = _axis_taps(h, kh, stride, padding, pool)
+    wo, xx, tx, vx = _axis_taps(w, kw, stride, padding, pool)
+    valid = vy[:, None, :, None] & vx[None, :, None, :]                        # (Ho, Wo, Ly, Lx)
+    pix = np.broadcast_to(yy[:, None, :, None] * w + xx[None, :, None, :], valid.shape)[valid]
+    tap = np.broadcast_to((ty[:, None] * kw + tx[None, :])[None, None], valid.shape)[valid]
+    per_pos = valid.reshape(ho * wo, -1).sum(axis=1)                           # taps per output position
+    start = np.concatenate([[0], np.cumsum(per_pos)])[:-1]
+    # one output row (c_out, pos) holds, for c_in = 0..C_in-1, the taps of pos (columns ascending)
+    counts = np.repeat(per_pos, cin)
+    ci_idx = np.repeat(np.tile(np.arange(cin), ho * wo), counts)
+    s_idx = np.repeat(np.repeat(start, cin), counts) + _ragged_arange(counts)
+    cols = ci_idx * (h * w) + pix[s_idx]
+    vals = q.reshape(cout, cin, kh * kw)[:, ci_idx, tap[s_idx]]                # (C_out, nnz per channel)
+    indptr = np.concatenate([[0], np.cumsum(np.tile(cin * per_pos, cout))])
+    idx_dtype = np.int32 if max(indptr[-1], cin * h * w) < 2 ** 31 else np.int64
+    m = sp.csr_matrix((vals.ravel().astype(np.int64), np.tile(cols, cout).astype(idx_dtype),
+                       indptr.astype(idx_dtype)), shape=(cout * ho * wo, cin * h * w))
+    m.has_sorted_indices = True
+    m.eliminate_zeros()
+    return m

@@ -1,0 +1,104 @@
+"""Dense (fully connected) synapse: V_i = sum_j q_ij x_j."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwtune.layers.base import ArchError, OpError, Synapse
+from hwtune.layers.conv2d import conv_csr
+
+
+@dataclass
+class Dense(Synapse):
+    """V_i = sum_j q_ij x_j for (B, n_in) inputs; weight q: (n_out, n_in) signed integers.
+    Architecture dict: {kind: dense, in, out}; torch: nn.Linear."""
+
+    weight: np.ndarray
+    kind = "dense"
+    keys = {"in": (1, None), "out": (1, None)}
+    torch_types = ("Linear",)
+    name_prefix = "dense"
+    brevitas_type = "QuantLinear"
+
+    # ---- architecture and torch
+    @classmethod
+    def spec_output_shape(cls, i: int, layer: dict, shape: tuple) -> tuple:
+        if len(shape) != 1 or shape[0] != layer["in"]:
+            raise ArchError(f"layer {i} (dense): takes {layer['in']} inputs, gets shape {shape}"
+                            + (" (a flatten layer is missing)" if len(shape) != 1 else ""))
+        return (layer["out"],)
+
+    @classmethod
+    def spec_weights(cls, layer: dict) -> int:
+        return layer["in"] * layer["out"]
+
+    @classmethod
+    def spec_from_torch(cls, module, i: int) -> dict:
+        return {"kind": cls.kind, "in": module.in_features, "out": module.out_features}
+
+    @classmethod
+    def torch_synapse(cls, layer: dict, module_type=None, **kwargs):
+        import torch.nn as nn
+        return (module_type or nn.Linear)(layer["in"], layer["out"], **kwargs)
+
+    @classmethod
+    def torch_apply(cls, module, x, weight, bias):
+        import torch.nn.functional as F
+        return F.linear(x, weight, bias)
+
+    @classmethod
+    def from_spec(cls, layer: dict, weight: np.ndarray, in_shape: tuple) -> "Dense":
+        return cls(weight=weight)
+
+    # ---- integers
+    def input_shape(self) -> tuple:
+        return (self.weight.shape[1],)
+
+    def output_shape(self, in_shape: tuple | None = None) -> tuple:
+        if in_shape is not None and tuple(in_shape) != self.input_shape():
+            raise OpError(f"dense layer takes {self.weight.shape[1]} inputs, gets shape {tuple(in_shape)}")
+        return (self.out_channels,)
+
+    def apply(self, x: np.ndarray, dtype, weight: np.ndarray | None = None) -> np.ndarray:
+        """sum_j q_ij x_j (B, n_out) computed and returned in ``dtype``, exact when :func:`exact_dtype`
+        of the worst case (:meth:`abs_sums` x max |x|) chose it; ``weight``: a device instance's matrix."""
+        weight = self.weight if weight is None else weight
+        return x.astype(dtype, copy=False) @ weight.T.astype(dtype)
+
+    def abs_sums(self, weight: np.ndarray | None = None) -> np.ndarray:
+        """sum_j |q_ij| per output neuron (out,) (``weight``: a device instance's matrix instead of q)."""
+        return np.abs(self.weight if weight is None else weight).sum(axis=1, dtype=np.int64)
+
+    def fan_in(self) -> np.ndarray:
+        """Nonzero weights per output neuron (out,)."""
+        return np.count_nonzero(self.weight, axis=1)
+
+    def fan_out(self) -> np.ndarray:
+        """Nonzero weights leaving each input (n_in,): synaptic events per input spike."""
+        return np.count_nonzero(self.weight, axis=0)
+
+    # ---- connectivity and mapper cost
+    def matrix(self, in_shape: tuple, pool: int = 1):
+        """The synapse matrix (n_out, n_in) on the layer's input ``in_shape``: q itself on unpooled
+        inputs (Lava Dense), else a CSR with a sum pooling ``pool`` folded in (Lava Sparse)."""
+        if pool == 1:
+            return self.weight
+        c, h, w = in_shape
+        kernel = self.weight.reshape(self.out_channels, c, h // pool, w // pool)   # over the pooled map
+        return conv_csr(kernel, in_shape, pool=pool)
+
+    def tile_inputs(self, neurons: int, pool: int, n_in: int) -> int:
+        """Inputs read by a core of ``neurons`` neurons: every input of the layer (``n_in``)."""
+        return n_in
+
+    # ---- JSON
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "in": int(self.weight.shape[1]), "out": int(self.weight.shape[0])}
+
+    @classmethod
+    def from_json(cls, d: dict, weight: np.ndarray) -> "Dense":
+        if weight.ndim != 2 or [d.get("out"), d.get("in")] != list(weight.shape):
+            raise OpError(f"dense {{in: {d.get('in')}, out: {d.get('out')}}} does not match the weight shape "
+                          f"{weight.shape}")
+        return cls(weight=weight)
