@@ -13,6 +13,7 @@ from hwtune.backends.emulator import emulate  # noqa: E402
 from hwtune.backends.lava import run_lava  # noqa: E402
 from hwtune.backends.lava.build import build_network, input_raster  # noqa: E402
 from test_emulator import GOLDEN_K0, golden_artifact  # noqa: E402
+from test_grouped_conv import depthwise_case  # noqa: E402
 
 
 def assert_lava_matches_emulator(a, k0):
@@ -36,6 +37,14 @@ def test_lava_equals_emulator_on_conv_nets(seed, delay):
     per-channel slopes, delays 1-3) run spike for spike as the emulator."""
     a, k0 = random_conv_case(seed, delay, batch=5)
     assert_lava_matches_emulator(a, k0)
+
+
+def test_depthwise_separable_net_on_lava(digits):
+    """Depthwise + pointwise convolutions (grouped synapses as block-diagonal Sparse matrices) on
+    20 digits test images: Lava == emulator spike for spike."""
+    *_, artifact, k0 = depthwise_case(digits)
+    assert artifact.layers[1].synapse.groups == 4
+    assert_lava_matches_emulator(artifact, k0[:20])
 
 
 def test_golden_case_on_lava():

@@ -16,18 +16,20 @@ IM2COL_BYTES = 4 * 2 ** 20
 
 @dataclass
 class Conv2d(Synapse):
-    """Cross-correlation of (B, C_in, H, W) with q (C_out, C_in, K, K), stride s, zero padding p
-    (torch conv2d, no kernel flip, equal stride/padding on both axes); output (B, C_out,
-    (H + 2p - K) // s + 1, (W + 2p - K) // s + 1). Architecture dict: {kind: conv2d, in, out,
-    kernel, padding, stride}; torch: nn.Conv2d."""
+    """Cross-correlation of (B, C_in, H, W) with q (C_out, C_in / g, K, K), stride s, zero padding p
+    (torch conv2d, no kernel flip, equal stride/padding on both axes) in g groups: output channel o
+    of group o // (C_out / g) reads only that group's C_in / g input channels (g = C_in: depthwise);
+    output (B, C_out, (H + 2p - K) // s + 1, (W + 2p - K) // s + 1). Architecture dict: {kind:
+    conv2d, in, out, kernel, padding, stride, groups}; torch: nn.Conv2d."""
 
     weight: np.ndarray
     in_shape: tuple
     stride: int = 1
     padding: int = 0
+    groups: int = 1
     kind = "conv2d"
     aliases = ("conv",)
-    keys = {"in": (1, None), "out": (1, None), "kernel": (1, None), "padding": (0, 0), "stride": (1, 1)}
+    keys = {"in": (1, None), "out": (1, None), "kernel": (1, None), "padding": (0, 0), "stride": (1, 1), "groups": (1, 1)}
     torch_types = ("Conv2d",)
     shares_kernels = True
     name_prefix = "conv"
@@ -37,12 +39,15 @@ class Conv2d(Synapse):
         self.in_shape = tuple(int(n) for n in self.in_shape)
         if self.weight.ndim != 4 or self.weight.shape[2] != self.weight.shape[3]:
             raise OpError(f"conv2d weight must be (C_out, C_in, K, K), got shape {self.weight.shape}")
-        if len(self.in_shape) != 3 or self.in_shape[0] != self.weight.shape[1]:
-            raise OpError(f"conv2d with {self.weight.shape[1]} input channels cannot take input shape {self.in_shape}")
-        for name, value, lo in (("stride", self.stride, 1), ("padding", self.padding, 0)):
+        for name, value, lo in (("stride", self.stride, 1), ("padding", self.padding, 0), ("groups", self.groups, 1)):
             if not is_count(value, lo):
                 raise OpError(f"conv2d {name} must be an integer >= {lo}, got {value!r}")
-        self.stride, self.padding = int(self.stride), int(self.padding)
+        self.stride, self.padding, self.groups = int(self.stride), int(self.padding), int(self.groups)
+        if len(self.in_shape) != 3 or self.in_shape[0] != self.weight.shape[1] * self.groups:
+            raise OpError(f"conv2d with {self.weight.shape[1]} input channels per group, {self.groups} groups cannot "
+                          f"take input shape {self.in_shape}")
+        if self.out_channels % self.groups:
+            raise OpError(f"conv2d: {self.out_channels} output channels do not split into {self.groups} groups")
         c, h, w = self.in_shape
         if h + 2 * self.padding < self.kernel or w + 2 * self.padding < self.kernel:
             raise OpError(f"conv2d kernel {self.kernel} does not fit a {h}x{w} input with padding {self.padding}")
@@ -53,6 +58,10 @@ class Conv2d(Synapse):
         c, h, w = cls.needs_map(i, shape)
         if c != layer["in"]:
             raise ArchError(f"layer {i} ({cls.kind}): takes {layer['in']} channels, gets {c}")
+        g = cls.spec(layer, "groups")
+        if layer["in"] % g or layer["out"] % g:
+            raise ArchError(f"layer {i} ({cls.kind}): {g} groups do not divide {layer['in']} input and {layer['out']} "
+                            "output channels")
         k, p, s = layer["kernel"], cls.spec(layer, "padding"), cls.spec(layer, "stride")
         h_o, w_o = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
         if h_o < 1 or w_o < 1:
@@ -66,17 +75,17 @@ class Conv2d(Synapse):
     @classmethod
     def spec_from_torch(cls, module, i: int) -> dict:
         m = module
-        if m.groups != 1 or m.dilation not in ((1, 1), 1) or len(set(m.stride)) != 1 or len(set(m.padding)) != 1 \
+        if m.dilation not in ((1, 1), 1) or len(set(m.stride)) != 1 or len(set(m.padding)) != 1 \
                 or isinstance(m.padding, str):
-            raise ArchError(f"module {i} (Conv2d): only groups=1, dilation=1, square stride/padding supported")
+            raise ArchError(f"module {i} (Conv2d): only dilation=1, square stride/padding supported")
         return {"kind": cls.kind, "in": m.in_channels, "out": m.out_channels, "kernel": m.kernel_size[0],
-                "padding": m.padding[0], "stride": m.stride[0]}
+                "padding": m.padding[0], "stride": m.stride[0], **({"groups": m.groups} if m.groups != 1 else {})}
 
     @classmethod
     def torch_synapse(cls, layer: dict, module_type=None, **kwargs):
         import torch.nn as nn
         return (module_type or nn.Conv2d)(layer["in"], layer["out"], layer["kernel"], stride=cls.spec(layer, "stride"),
-                                          padding=cls.spec(layer, "padding"), **kwargs)
+                                          padding=cls.spec(layer, "padding"), groups=cls.spec(layer, "groups"), **kwargs)
 
     @classmethod
     def torch_apply(cls, module, x, weight, bias):
@@ -84,18 +93,20 @@ class Conv2d(Synapse):
         own kernel (a device instance's mismatch), as im2col columns and one einsum."""
         import torch
         import torch.nn.functional as F
+        g = module.groups
         if weight.ndim == 4:
-            return F.conv2d(x, weight, bias, stride=module.stride, padding=module.padding)
+            return F.conv2d(x, weight, bias, stride=module.stride, padding=module.padding, groups=g)
         c_out, h_o, w_o = weight.shape[0], weight.shape[4], weight.shape[5]
         columns = F.unfold(x, module.kernel_size, padding=module.padding, stride=module.stride)   # (B, Cin K K, L)
-        out = torch.einsum("bkl,okl->bol", columns, weight.reshape(c_out, -1, h_o * w_o))
+        columns = columns.reshape(len(x), g, -1, h_o * w_o)                                     # (B, g, Cin/g K K, L)
+        out = torch.einsum("bgkl,gokl->bgol", columns, weight.reshape(g, c_out // g, -1, h_o * w_o))
         out = out.reshape(len(x), c_out, h_o, w_o)
         return out if bias is None else out + bias.reshape(1, -1, 1, 1)
 
     @classmethod
     def from_spec(cls, layer: dict, weight: np.ndarray, in_shape: tuple) -> "Conv2d":
         return cls(weight=weight, in_shape=in_shape, stride=cls.spec(layer, "stride"),
-                   padding=cls.spec(layer, "padding"))
+                   padding=cls.spec(layer, "padding"), groups=cls.spec(layer, "groups"))
 
     # ---- integers
     @property
@@ -131,23 +142,24 @@ class Conv2d(Synapse):
         position instead of the shared one (a device instance's mismatched synapses)."""
         weight = self.weight if weight is None else weight
         c_out, h_o, w_o = self.output_shape()
-        taps, positions = self.weight[0].size, h_o * w_o
-        out = np.empty((len(x), c_out, positions), dtype)
-        chunk = max(1, IM2COL_BYTES // (taps * positions * np.dtype(dtype).itemsize))
+        g, taps, positions = self.groups, self.weight[0].size, h_o * w_o                      # taps: C_in/g K K
+        out = np.empty((len(x), g, c_out // g, positions), dtype)
+        chunk = max(1, IM2COL_BYTES // (g * taps * positions * np.dtype(dtype).itemsize))
         if weight.ndim == 4:
-            kernel = weight.reshape(c_out, taps).astype(dtype)                                # (C_out, C_in K K)
+            kernel = weight.reshape(g, c_out // g, taps).astype(dtype)                        # (g, C_out/g, taps)
             for i in range(0, len(x), chunk):
                 np.matmul(kernel, self._columns(x[i:i + chunk], dtype), out=out[i:i + chunk])
         else:                                                                                 # a kernel per position
-            kernel = weight.reshape(c_out, taps, positions).transpose(2, 0, 1).astype(dtype)  # (L, C_out, C_in K K)
+            kernel = weight.reshape(g, c_out // g, taps, positions).transpose(3, 0, 1, 2).astype(dtype)  # (L, g, ., taps)
             for i in range(0, len(x), chunk):
-                columns = self._columns(x[i:i + chunk], dtype).transpose(2, 1, 0)            # (L, C_in K K, B)
-                out[i:i + chunk] = np.matmul(kernel, columns).transpose(2, 1, 0)
+                columns = self._columns(x[i:i + chunk], dtype).transpose(3, 1, 2, 0)         # (L, g, taps, B)
+                out[i:i + chunk] = np.matmul(kernel, columns).transpose(3, 1, 2, 0)
         return out.reshape(len(x), c_out, h_o, w_o)
 
     def _columns(self, x: np.ndarray, dtype) -> np.ndarray:
-        """im2col (B, C_in K K, H_o W_o): row (c, dy, dx) holds input channel c at (s y + dy - p,
-        s x + dx - p) for output (y, x), zero outside the image; built by K^2 strided block copies."""
+        """im2col (B, g, C_in/g K K, H_o W_o): row (c, dy, dx) of group j holds input channel
+        j C_in/g + c at (s y + dy - p, s x + dx - p) for output (y, x), zero outside the image; built
+        by K^2 strided block copies."""
         b, c, h, w = x.shape
         k, s, p = self.kernel, self.stride, self.padding
         _, h_o, w_o = self.output_shape()
@@ -157,14 +169,15 @@ class Conv2d(Synapse):
         for dy in range(k):
             for dx in range(k):
                 columns[:, :, dy, dx] = padded[:, :, dy:dy + s * (h_o - 1) + 1:s, dx:dx + s * (w_o - 1) + 1:s]
-        return columns.reshape(b, c * k * k, h_o * w_o)
+        return columns.reshape(b, self.groups, c // self.groups * k * k, h_o * w_o)
 
     def fan_out(self) -> np.ndarray:
         """Nonzero weights leaving each input (C_in, H, W) (border inputs reach fewer outputs)."""
         c_in, h, w = self.in_shape
         _, h_o, w_o = self.output_shape()
         k, s, p = self.kernel, self.stride, self.padding
-        per_tap = np.count_nonzero(self.weight, axis=0)                 # (C_in, K, K)
+        g = self.groups
+        per_tap = np.count_nonzero(self.weight.reshape(g, -1, *self.weight.shape[1:]), axis=1).reshape(c_in, k, k)
         fan = np.zeros((c_in, h + 2 * p, w + 2 * p), dtype=np.int64)
         for dy in range(k):
             for dx in range(k):
@@ -175,7 +188,13 @@ class Conv2d(Synapse):
     def matrix(self, in_shape: tuple, pool: int = 1) -> sp.csr_matrix:
         """The synapse matrix (C_out H_o W_o, C H W) on the layer's input ``in_shape``, a sum pooling
         ``pool`` folded in, the convolution unrolled (Lava Sparse)."""
-        return conv_csr(self.weight, in_shape, self.stride, self.padding, pool)
+        if self.groups == 1:
+            return conv_csr(self.weight, in_shape, self.stride, self.padding, pool)
+        c, h, w = in_shape
+        g = self.groups
+        blocks = [conv_csr(q, (c // g, h, w), self.stride, self.padding, pool)
+                  for q in self.weight.reshape(g, -1, *self.weight.shape[1:])]
+        return sp.block_diag(blocks, format="csr")
 
     def kernel_bits(self, weight_bits: int, pool: int) -> int:
         """Bits of one output channel's kernel stored once (a pooling p folded in: K p per side)."""
@@ -192,7 +211,8 @@ class Conv2d(Synapse):
     # ---- JSON
     def to_json(self) -> dict:
         return {"kind": self.kind, "in_shape": list(self.in_shape), "out_channels": int(self.out_channels),
-                "kernel": int(self.kernel), "stride": self.stride, "padding": self.padding}
+                "kernel": int(self.kernel), "stride": self.stride, "padding": self.padding,
+                **({"groups": self.groups} if self.groups != 1 else {})}
 
     @classmethod
     def from_json(cls, d: dict, weight: np.ndarray) -> "Conv2d":
@@ -200,7 +220,8 @@ class Conv2d(Synapse):
         if not (isinstance(in_shape, list) and len(in_shape) == 3
                 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in in_shape)):
             raise OpError(f"conv2d in_shape must be three positive integers, got {str(in_shape)[:80]}")
-        conv = cls(weight=weight, in_shape=tuple(in_shape), stride=d.get("stride"), padding=d.get("padding"))
+        conv = cls(weight=weight, in_shape=tuple(in_shape), stride=d.get("stride"), padding=d.get("padding"),
+                   groups=d.get("groups", 1))
         if [d.get("out_channels"), d.get("kernel")] != [conv.out_channels, conv.kernel]:
             raise OpError(f"conv2d out_channels/kernel {d.get('out_channels')}/{d.get('kernel')} do not match the "
                           f"weight shape {weight.shape}")

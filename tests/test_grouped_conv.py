@@ -1,0 +1,94 @@
+"""Grouped / depthwise convolution (nn.Conv2d(groups=g)) through every layer-kind duty: integer apply
+== torch, explicit connectivity == apply, fan-out == the matrix's columns, JSON round trip; and a
+depthwise-separable net on digits: convert == the ReLU net, quantized torch == emulator on every
+test image (tests/test_lava.py: Lava == emulator on 20)."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from hwtune.backends.emulator import emulate
+from hwtune.connectivity import layer_matrix
+from hwtune.exporter import to_artifact
+from hwtune.layers import Conv2d, conv2d, synapse_from_json
+from hwtune.mapper import map_layers
+from hwtune.numerics import WeightFormat
+from hwtune.target import load_target
+from hwtune.ttfs import QuantSpec
+from hwtune.ttfs.convert import from_relu
+from hwtune.workflow import encoded_inputs
+
+
+@pytest.mark.parametrize("c_in, c_out, g, k, s, p", [(4, 4, 4, 3, 1, 1), (6, 4, 2, 3, 2, 0), (3, 6, 3, 2, 1, 1)])
+def test_grouped_conv_equals_torch_and_its_matrix(c_in, c_out, g, k, s, p, monkeypatch):
+    rng = np.random.default_rng(c_in + 10 * g)
+    x = rng.integers(0, 9, (3, c_in, 7, 6))
+    q = rng.integers(-8, 8, (c_out, c_in // g, k, k)) * (rng.random((c_out, c_in // g, k, k)) < 0.8)
+    conv = Conv2d(weight=q, in_shape=(c_in, 7, 6), stride=s, padding=p, groups=g)
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(q).double(), stride=s,
+                                     padding=p, groups=g).numpy().astype(np.int64)
+    monkeypatch.setattr(conv2d, "IM2COL_BYTES", 2 * q[0].size * g * ref[0, 0].size * 8)   # 2 samples per chunk
+    for dtype in (np.float32, np.float64, np.int64):
+        assert np.array_equal(conv.apply(x, dtype), ref)
+    per_position = np.broadcast_to(q[..., None, None], q.shape + ref.shape[2:])
+    assert np.array_equal(conv.apply(x, np.float64, per_position), ref)
+    matrix = conv.matrix(conv.in_shape)
+    assert np.array_equal(matrix @ x.reshape(3, -1).T, ref.reshape(3, -1).T)
+    assert np.array_equal(conv.fan_out().reshape(-1), (matrix != 0).sum(axis=0).A1)
+    again = synapse_from_json(conv.to_json(), q)
+    assert again.groups == g and np.array_equal(again.apply(x, np.int64), ref)
+    layer = {"kind": "conv2d", "in": c_in, "out": c_out, "kernel": k, "padding": p, "stride": s, "groups": g}
+    module = Conv2d.torch_synapse(layer, dtype=torch.float64)
+    unshared = Conv2d.torch_apply(module, torch.from_numpy(x).double(), torch.from_numpy(per_position.copy()).double(),
+                                  None)
+    assert np.array_equal(unshared.round().numpy().astype(np.int64), ref)
+
+
+def depthwise_separable() -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.ReLU(),      # depthwise
+                         nn.Conv2d(4, 8, 1), nn.ReLU(),                            # pointwise
+                         nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 10)).double()
+
+
+def depthwise_case(digits):
+    """(trained ReLU net, its TTFS twin, the quantized twin's artifact, test inputs k0)."""
+    torch.manual_seed(0)
+    relu = depthwise_separable()
+    opt = torch.optim.Adam(relu.parameters(), lr=1e-2)
+    x, y = digits.train_x.double(), digits.train_y
+    for _ in range(3):
+        for i in range(0, len(x), 64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(relu(x[i:i + 64]), y[i:i + 64]).backward()
+            opt.step()
+    net = from_relu(relu, x)
+    twin = copy.deepcopy(net)
+    net.saturate = True
+    net.set_quant(QuantSpec([16, 16, 16, 16], WeightFormat(bits=6, scale="per-channel")))
+    artifact = to_artifact(net, load_target("emulator"))
+    return relu, twin, net, artifact, encoded_inputs(digits.test_x, artifact.input_steps)
+
+
+def test_depthwise_separable_net_on_digits(digits):
+    relu, twin, net, artifact, k0 = depthwise_case(digits)
+    test_x = digits.test_x.double()
+    with torch.no_grad():
+        relu_out, ttfs_out = relu(test_x), twin(test_x)
+    assert twin.arch[1]["groups"] == 4
+    assert torch.allclose(ttfs_out, relu_out, rtol=1e-9, atol=1e-9)          # convert == ReLU net
+    assert (relu_out.argmax(1) == digits.test_y).double().mean() > 0.5
+    assert artifact.layers[1].synapse.groups == 4 and artifact.layers[1].weight.shape == (4, 1, 3, 3)
+    fast = emulate(artifact, k0, mode="fast")
+    with torch.no_grad():
+        logits, acts = net.forward_with_activations(test_x)
+    for k_torch, k_emu in zip(acts, fast.activations):                         # every test image
+        assert np.array_equal(k_torch.reshape(len(test_x), -1).numpy().astype(np.int64), k_emu)
+    assert np.array_equal(fast.predictions, logits.argmax(1).numpy())
+    stepped = emulate(artifact, k0[:20], mode="stepped")
+    assert np.array_equal(stepped.logits, fast.logits[:20])
+    depthwise = map_layers(artifact, load_target("loihi2").chip)[1]             # mapper: kernels of 1 x 3 x 3
+    assert depthwise.synapses == layer_matrix(artifact.layers[1]).nnz
+    assert depthwise.cores == 1 and depthwise.memory_bits == 4 * (1 * 3 * 3) * 6          # not 4 x (4 x 3 x 3) x 6
