@@ -16,7 +16,7 @@ from pathlib import Path
 from hwtune.config import Settings, setting
 from hwtune.errors import ConfigError, HwtuneError
 from hwtune.device_noise import NoiseSpec
-from hwtune.numerics import WeightFormat
+from hwtune.numerics import WeightFormat, schedule
 from hwtune.safepaths import check_name
 from hwtune.yamlfile import read_yaml
 
@@ -118,7 +118,7 @@ class TargetSpec(Settings):
             if not 1 <= s <= self.time.max_steps_per_layer:
                 raise TargetError(f"{where}layer {n} window of {s} steps: target {self.name} allows "
                                   f"1..{self.time.max_steps_per_layer} ({self.where}: time.max_steps_per_layer)")
-        total = sum(steps) + self.synaptic_delay * len(steps)
+        total = schedule(steps, self.synaptic_delay)[-1]
         if total > self.time.max_total_steps:
             raise TargetError(f"{where}total latency {total} steps exceeds target {self.name}'s "
                               f"{self.time.max_total_steps} ({self.where}: time.max_total_steps)")
