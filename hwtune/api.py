@@ -81,8 +81,7 @@ def _pass(config, net, data, target, seed: int, train_samples, samples) -> dict:
     net, data = args.model(net, paths=False), args.dataset(data)
     spec = workflow.resolve_target(net, target, config.pass_name, may_change=config.pass_name == "quantize")
     workflow.check_data(net, data)
-    ctx = PassContext(data=workflow.cast(data, net.dtype), target=spec, seed=seed, train_samples=train_samples,
-                      samples=samples)
+    ctx = PassContext.for_net(net, data, spec, seed, train_samples, samples)
     return run_pass(net, config, ctx)
 
 

@@ -415,9 +415,8 @@ def _cmd_pass(args) -> int:
     net = io.load(args.model)
     target = workflow.resolve_target(net, args.target, args.command, may_change=args.command == "quantize")
     data_cfg = DataConfig.from_args(args)
-    data = workflow.cast(workflow.load_data(net, data_cfg, _seed_of(args)), net.dtype)
-    ctx = PassContext(data=data, target=target, seed=_seed_of(args), train_samples=data_cfg.train_samples,
-                      samples=data_cfg.samples)
+    ctx = PassContext.for_net(net, workflow.load_data(net, data_cfg, _seed_of(args)), target, _seed_of(args),
+                              data_cfg.train_samples, data_cfg.samples)
     record = run_pass(net, cfg, ctx)
     if not distributed.is_main():      # torchrun: rank 0 writes and reports
         return EXIT_OK

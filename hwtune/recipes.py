@@ -234,8 +234,8 @@ def run_recipe(recipe: Recipe, seed: int | None = None, out: str | Path | None =
         net, report = base_model(recipe, data)
         stages = [{"stage": "train" if report else "load", **workflow.evaluate_model(net, data, recipe.data.samples)}]
         io.save(net, tmp / "00-model")
-        ctx = PassContext(data=workflow.cast(data, net.dtype), target=recipe.target, seed=recipe.seed,
-                          train_samples=recipe.data.train_samples, samples=recipe.data.samples)
+        ctx = PassContext.for_net(net, data, recipe.target, recipe.seed, recipe.data.train_samples,
+                                  recipe.data.samples)
         for i, (name, config) in enumerate(recipe.passes, start=1):
             record = run_pass(net, config, ctx)
             progress.log(f"{name}: accuracy {100 * record['accuracy_before']:.2f} % -> "

@@ -201,8 +201,7 @@ def run_seed(study: Study, base, seed: int, data) -> dict:
     from hwtune.passes import PassContext, run_pass
     from hwtune.passes.noise import evaluate_under_noise, search_window_scale
 
-    ctx = PassContext(data=workflow.cast(data, base.dtype), target=study.target, seed=seed,
-                      train_samples=study.data.train_samples, samples=study.data.samples)
+    ctx = PassContext.for_net(base, data, study.target, seed, study.data.train_samples, study.data.samples)
     x, y = ctx.test_split()
     plain = copy.deepcopy(base)
     run_pass(plain, study.quantize, ctx)

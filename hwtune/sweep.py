@@ -403,8 +403,7 @@ def run_sweep(sweep: Sweep, seed: int | None = None, out: str | Path | None = No
     with exclusive_lock(out), torch_threads(execution.threads):   # the driver's work too: results depend on it
         data = load_dataset(sweep.dataset, data_dir=sweep.data.data_dir, split_seed=sweep.seed)
         base = _base_model(sweep, data)
-        ctx = PassContext(data=workflow.cast(data, base.dtype), target=sweep.target, seed=sweep.seed,
-                          train_samples=sweep.data.train_samples, samples=sweep.data.samples)
+        ctx = PassContext.for_net(base, data, sweep.target, sweep.seed, sweep.data.train_samples, sweep.data.samples)
         float_accuracy = ctx.evaluate(base)["accuracy"]
         shared = {"sweep": sweep, "base": base, "ctx": ctx, "float_accuracy": float_accuracy}
         failures = run_points(out, _grid_point, shared, sweep.points, [point_id(sweep, p) for p in sweep.points],

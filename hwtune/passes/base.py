@@ -39,6 +39,14 @@ class PassContext:
     train_samples: int | None = None   # fine-tune on a random subset (None = all)
     samples: int | None = None         # evaluate on the first N test samples (None = all)
 
+    @classmethod
+    def for_net(cls, net: TTFSNet, data: Dataset, target: TargetSpec, seed: int = 0, train_samples: int | None = None,
+                samples: int | None = None) -> "PassContext":
+        """The context of passes on ``net`` (the one way callers build it): ``data`` cast to the net's
+        dtype, fine-tuning on ``train_samples`` random training samples, evaluation on the first ``samples``."""
+        from hwtune.workflow import cast
+        return cls(data=cast(data, net.dtype), target=target, seed=seed, train_samples=train_samples, samples=samples)
+
     def train_split(self) -> tuple[torch.Tensor, torch.Tensor]:
         d = subset(self.data, n_train=self.train_samples, seed=self.seed) if self.train_samples else self.data
         return d.train_x, d.train_y
