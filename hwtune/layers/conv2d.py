@@ -70,7 +70,7 @@ class Conv2d(Synapse):
 
     @classmethod
     def spec_weights(cls, layer: dict) -> int:
-        return layer["in"] * layer["out"] * layer["kernel"] ** 2
+        return layer["in"] // cls.spec(layer, "groups") * layer["out"] * layer["kernel"] ** 2
 
     @classmethod
     def spec_from_torch(cls, module, i: int) -> dict:
