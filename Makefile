@@ -13,11 +13,11 @@ STAMP := $(VENV)/.installed
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -n "$(PYTHON310)" || { echo "error: Python 3.10 not found (lava-nc 0.10.0 needs it); set PYTHON310=/path/to/python3.10" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON310) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'   # the versions that made the committed numbers
 	@touch $(STAMP)
 
 data:

@@ -1,4 +1,4 @@
-"""Hardware targets: YAML data (``hwtune/targets/*.yaml``) read into a validated :class:`TargetSpec`.
+"""Hardware targets: YAML data (``targets/*.yaml``, shipped in the wheel: hwtune.bundled) read into a validated :class:`TargetSpec`.
 
 A target is data, not code: the backend that runs it, the weight format, time-grid limits, state
 widths, synaptic delay, read-out mode and, optionally, the chip's resources (``chip``: cores,
@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from hwtune.bundled import bundled_dir
 from hwtune.config import Settings, setting
 from hwtune.errors import ConfigError, HwtuneError
 from hwtune.device_noise import NoiseSpec
@@ -20,7 +21,7 @@ from hwtune.numerics import WeightFormat, schedule
 from hwtune.safepaths import check_name
 from hwtune.yamlfile import read_yaml
 
-TARGETS_DIR = Path(__file__).resolve().parent / "targets"
+TARGETS_DIR = bundled_dir("targets")
 #: Backends a target may name (hwtune.backends registers their runners).
 BACKENDS = ("emulator", "lava")
 
@@ -193,7 +194,7 @@ def target_from_record(record, where: str) -> TargetSpec:
 
 
 def load_target(name_or_path: str) -> TargetSpec:
-    """A target by name or alias (``hwtune/targets/NAME.yaml``) or by path to a YAML file."""
+    """A target by name or alias (``targets/NAME.yaml``) or by path to a YAML file."""
     if not isinstance(name_or_path, (str, Path)):
         raise TargetError(f"a target is a name or a YAML path, got {type(name_or_path).__name__}")
     path = Path(name_or_path)
@@ -227,5 +228,5 @@ def _check_not_lookalike(spec: TargetSpec) -> None:
 
 
 def list_targets() -> list[TargetSpec]:
-    """Every target shipped in ``hwtune/targets/``, sorted by name."""
+    """Every target shipped in ``targets/``, sorted by name."""
     return sorted((_read_target(p) for p in TARGETS_DIR.glob("*.yaml")), key=lambda t: t.name)

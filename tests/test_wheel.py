@@ -1,5 +1,6 @@
 """The package ships what it needs: a wheel built from the tree, installed into a fresh venv, lists
-its targets and runs the quickstart recipe from another directory (targets are package data)."""
+its targets and runs the shipped quickstart recipe by name from another directory (targets/ and
+recipes/ of the checkout go into the wheel as package data), with its license and version ranges."""
 import os
 import subprocess
 import sys
@@ -22,6 +23,14 @@ def test_wheel_installs_and_runs(tmp_path):
     wheel = next((tmp_path / "dist").glob("hwtune-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "hwtune/targets/loihi2.yaml" in names and "hwtune/targets/emulator.yaml" in names
+    assert {f"hwtune/bundled_recipes/{p.name}" for p in (ROOT / "recipes").glob("*.yaml")} <= set(names)
+    dist_info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
+    assert any(n.startswith(dist_info) and n.endswith("LICENSE") for n in names)
+    metadata = zipfile.ZipFile(wheel).read(f"{dist_info}/METADATA").decode()
+    assert "License-Expression: MIT" in metadata
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    assert requires and not any("==" in line for line in requires), requires     # ranges, not pins
+    assert any("numpy" in line and "<2" in line for line in requires)            # lava-nc 0.10 needs numpy 1
     venv = tmp_path / "fresh"
     run([sys.executable, "-m", "venv", str(venv)])
     run([str(venv / "bin/python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)])
@@ -35,5 +44,5 @@ def test_wheel_installs_and_runs(tmp_path):
     assert where.startswith(str(venv)), where
     targets = run([str(venv / "bin/hwtune"), "targets"], cwd=work, env=env).stdout
     assert "loihi2" in targets and "emulator" in targets
-    run([str(venv / "bin/hwtune"), "run", str(ROOT / "recipes/quickstart.yaml"), "-o", "qs", "-q"], cwd=work, env=env)
+    run([str(venv / "bin/hwtune"), "run", "quickstart", "-o", "qs", "-q"], cwd=work, env=env)   # shipped, by name
     assert (work / "qs/artifact/artifact.json").exists() and (work / "qs/results.json").exists()
