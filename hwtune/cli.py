@@ -67,7 +67,8 @@ def _add_common(p: argparse.ArgumentParser, seed: bool = True) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or log lines")
     if seed:
         p.add_argument("--seed", type=_seed, default=None,
-                       help="random seed (batches, noise, digits split) (default: 0; run/sweep: the recipe's)")
+                       help="random seed (batches, noise; not the digits split: that is the model's, --split-seed) "
+                            "(default: 0; run/sweep: the recipe's)")
 
 
 def _add_out(p: argparse.ArgumentParser, default: str) -> None:
@@ -176,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in ("run", "sweep"):
         p = add(name)
-        p.add_argument("recipe", help="recipe YAML file")
+        p.add_argument("recipe", help="recipe YAML file, or the name of a shipped recipe (e.g. quickstart)")
         p.add_argument("-o", "--out", type=_out_dir, help="output directory (default: the recipe's out)")
         if name == "run":
             p.add_argument("--force", action="store_true", help="replace an earlier run at --out")
@@ -272,7 +273,7 @@ def _cmd_train(args) -> int:
     dataset = data_cfg.dataset or "digits"
     out = args.out or f"runs/{cfg.arch}-{dataset}" + ("-relu" if cfg.network == "relu" else "")
     check_output(out, io.CONFIG, args.force, what="model")
-    data = workflow.load_data(None, data_cfg, _seed_of(args), default="digits")
+    data = workflow.load_data(None, data_cfg, default="digits")
     net, report = workflow.train_model(cfg, data, _seed_of(args), data_cfg.train_samples)
     if not distributed.is_main():      # torchrun: rank 0 writes and reports
         return EXIT_OK
@@ -347,12 +348,12 @@ def _cmd_convert(args) -> int:
     check_output(out, io.CONFIG, args.force, inputs=[args.model] if is_dir else [], what="model")
     if is_dir:
         source = io.load(args.model)
-        relu, info, data = workflow.relu_of(source), source.info, workflow.load_data(source, data_cfg, _seed_of(args))
+        relu, info, data = workflow.relu_of(source), source.info, workflow.load_data(source, data_cfg, trains=True)
     else:
         if not data_cfg.dataset:
             raise UsageError("a module:function model records no dataset: pass --dataset")
         relu, info = _load_torch_factory(args.model, args.weights), {"network": "relu"}
-        data = workflow.load_data(None, data_cfg, _seed_of(args))
+        data = workflow.load_data(None, data_cfg)
     ttfs, record = workflow.convert_model(relu, data, args.margin, _seed_of(args), info)
     io.save(ttfs, out)
     _emit(args, {"out": out, **record},
@@ -374,7 +375,7 @@ def _cmd_evaluate(args) -> int:
 
     net = io.load(args.model)
     data_cfg = DataConfig.from_args(args)
-    data = workflow.load_data(net, data_cfg, _seed_of(args))
+    data = workflow.load_data(net, data_cfg)
     result = workflow.evaluate_model(net, data, data_cfg.samples)
     lines = [_evaluation_line(result)]
     target = workflow.model_target(net)
@@ -415,7 +416,7 @@ def _cmd_pass(args) -> int:
     net = io.load(args.model)
     target = workflow.resolve_target(net, args.target, args.command, may_change=args.command == "quantize")
     data_cfg = DataConfig.from_args(args)
-    ctx = PassContext.for_net(net, workflow.load_data(net, data_cfg, _seed_of(args)), target, _seed_of(args),
+    ctx = PassContext.for_net(net, workflow.load_data(net, data_cfg, trains=True), target, _seed_of(args),
                               data_cfg.train_samples, data_cfg.samples)
     record = run_pass(net, cfg, ctx)
     if not distributed.is_main():      # torchrun: rank 0 writes and reports
@@ -439,7 +440,7 @@ def _cmd_export(args) -> int:
     spec = workflow.resolve_target(net, args.target, "export")
     out = _default_out(args, args.model, f".{spec.name}")
     check_output(out, JSON_FILE, args.force, inputs=[args.model], what="artifact")
-    data = workflow.load_data(net, DataConfig.from_args(args), 0) if spec.chip is not None else None
+    data = workflow.load_data(net, DataConfig.from_args(args)) if spec.chip is not None else None
     artifact = workflow.export_model(net, spec, source=str(args.model), data=data, samples=args.samples)
     artifact.save(out)
     record = {"out": out, "target": spec.name, "layers": len(artifact.layers), "weight_bits": artifact.weight_bits,
@@ -463,14 +464,13 @@ def _deployable(args):
     if (Path(args.model) / io.CONFIG).exists():
         net = io.load(args.model)
         artifact = workflow.export_model(net, args.target, source=str(args.model))
-        return artifact, net, workflow.load_data(net, data_cfg, _seed_of(args))
+        return artifact, net, workflow.load_data(net, data_cfg)
     artifact = Artifact.load(args.model)
     if args.target:
         workflow.check_artifact_target(artifact, args.target)
     recorded = artifact.meta.get("dataset", {}) if isinstance(artifact.meta.get("dataset"), dict) else {}
     try:
-        data = workflow.load_data(None, data_cfg.replace(dataset=data_cfg.dataset or recorded.get("name")),
-                                  recorded.get("split_seed", _seed_of(args)))
+        data = workflow.load_data(None, data_cfg, recorded=recorded)
     except DatasetError as e:
         raise DatasetError(f"{args.model}: the artifact's recorded dataset: {e}") from None
     workflow.check_artifact_data(artifact, data)
@@ -599,7 +599,12 @@ def _terminated(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if not argv:   # no verb: list the verbs (a usage error all the same)
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
     progress.set_quiet(args.quiet)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminated)

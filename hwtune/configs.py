@@ -32,14 +32,26 @@ SEED_RULE = Rule("int", "random seed", lo=0, hi=2 ** 63 - 1)
 class DataConfig(Settings):
     """Which data a command reads, and how much of it."""
 
-    dataset: str | None = setting(None, "str", "dataset", choices=DATASETS, optional=True,
-                                  default_text="the model's")
+    dataset: str | None = setting(None, "str", f"dataset: {', '.join(DATASETS)}, or PATH.npz holding your own "
+                                  "x_train, y_train, x_test, y_test", optional=True, default_text="the model's")
     data_dir: str | None = setting(None, "str", "directory of the dataset files", optional=True,
                                    default_text="$HWTUNE_DATA, else the system location")
+    split_seed: int | None = setting(None, "int", "seed of the digits train/test split (another split than the "
+                                     "model's is refused where a pass fine-tunes)", lo=0, hi=2 ** 63 - 1,
+                                     optional=True, default_text="the model's, else 0")
     train_samples: int | None = setting(None, "int", "train or fine-tune on a random subset of this many "
                                         "training samples", "samples", lo=1, optional=True, default_text="all")
     samples: int | None = setting(None, "int", "evaluate on the first N test samples", "samples",
                                   lo=1, optional=True, default_text="all")
+
+    def check(self) -> None:
+        check_dataset_name(self.dataset)
+
+
+def check_dataset_name(name: str | None, key: str = "dataset") -> None:
+    """A built-in dataset or a path ending in .npz (a user's own data, hwtune.data.load_npz)."""
+    if name is not None and name not in DATASETS and not name.endswith(".npz"):
+        raise ConfigError(f"{key} = {name!r} must be one of {', '.join(DATASETS)}, or a path to an .npz file")
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,14 @@ class QuantizeConfig(FinetuneOptions):
     def check(self) -> None:
         if self.steps is not None and self.time_bits is not None:
             raise ConfigError("give steps or time_bits, not both")
+
+    def grid_request(self) -> tuple[int | list | None, int | None]:
+        """(hidden steps, input steps) asked for: ``time_bits`` b means T = 2**b - 1 steps in every
+        window (input included unless ``input_steps`` is given); None = the model's or target's."""
+        if self.time_bits is None:
+            return self.steps, self.input_steps
+        steps = 2 ** self.time_bits - 1
+        return steps, self.input_steps or steps
 
 
 @dataclass(frozen=True)

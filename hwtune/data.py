@@ -4,6 +4,9 @@
 - ``fashion-mnist``: IDX files (raw or .gz) from ``data_dir``, ``$HWTUNE_DATA`` or
   ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``).
 - ``mnist``, ``cifar10``: through torchvision (needs the package and a network).
+- a user's own ``PATH.npz``: arrays ``x_train, y_train, x_test, y_test``; images (N, H, W),
+  (N, C, H, W) or flat (N, D), uint8 (0..255) or float in [0, 1]; labels integers 0..K-1
+  (:func:`load_npz`). A model trained on it records the file's path and sha256.
 
 Spike-time encoding happens in the model, once: u spikes at t = 1 - u (float) or at step
 T0 - k0 with k0 = ``hwtune.numerics.encode_input(u, T0)`` (integer).
@@ -35,11 +38,45 @@ class DatasetError(HwtuneError, ValueError):
 
 @dataclass(frozen=True)
 class Dataset:
-    train_x: torch.Tensor   # float32 (N, C, H, W) in [0, 1]
+    """A train/test split: pixel tensors u in [0, 1] of shape (N, C, H, W) and int64 labels (N,).
+
+    ``meta`` (name, source, shape [C, H, W], n_classes, classes, sha256, ...) may be left out: shape
+    and n_classes are then read off the tensors, and name is "custom". Tensors of the wrong rank,
+    dtype or length, or a meta that contradicts them, are refused (DatasetError naming the field)."""
+
+    train_x: torch.Tensor   # float (N, C, H, W) in [0, 1]
     train_y: torch.Tensor   # int64 (N,)
     test_x: torch.Tensor
     test_y: torch.Tensor
-    meta: dict = field(default_factory=dict)  # name, source, shape [C, H, W], n_classes, classes, sha256
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("train_x", "train_y", "test_x", "test_y"):
+            if not isinstance(getattr(self, name), torch.Tensor):
+                raise DatasetError(f"Dataset.{name}: expected a torch.Tensor, got {type(getattr(self, name)).__name__}")
+        for split in ("train", "test"):
+            x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
+            if x.ndim != 4 or not x.is_floating_point():
+                raise DatasetError(f"Dataset.{split}_x: expected a float tensor (N, C, H, W), got {x.dtype} of shape "
+                                   f"{tuple(x.shape)}")
+            if y.ndim != 1 or y.dtype != torch.int64 or len(y) != len(x):
+                raise DatasetError(f"Dataset.{split}_y: expected {len(x)} int64 labels (N,), got {y.dtype} of shape "
+                                   f"{tuple(y.shape)}")
+        if not isinstance(self.meta, dict):
+            raise DatasetError(f"Dataset.meta: expected a dict, got {type(self.meta).__name__}")
+        shape = list(self.train_x.shape[1:])
+        if list(self.test_x.shape[1:]) != shape:
+            raise DatasetError(f"Dataset: train samples have shape {shape}, test samples {list(self.test_x.shape[1:])}")
+        labels = torch.cat([self.train_y, self.test_y])
+        derived = {"name": "custom", "shape": shape,
+                   "n_classes": int(labels.max()) + 1 if len(labels) else 0}
+        meta = {**derived, **self.meta}
+        if list(meta["shape"]) != shape:
+            raise DatasetError(f"Dataset.meta['shape'] = {meta['shape']} but the samples have shape {shape}")
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= meta["n_classes"]):
+            raise DatasetError(f"Dataset: labels span {int(labels.min())}..{int(labels.max())}, outside the "
+                               f"{meta['n_classes']} classes of meta['n_classes']")
+        object.__setattr__(self, "meta", meta)
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -151,15 +188,76 @@ def _load_torchvision(name: str, data_dir: str | None) -> Dataset:
     return Dataset(*tensors, meta)
 
 
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def is_npz(name: str | None) -> bool:
+    """Whether a dataset name is a user's .npz file (else a built-in dataset)."""
+    return isinstance(name, str) and name.endswith(".npz")
+
+
+def _npz_images(path: Path, key: str, x: np.ndarray) -> torch.Tensor:
+    if x.ndim == 2:
+        x = x[:, None, None, :]
+    elif x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or len(x) == 0:
+        raise DatasetError(f"{path}: {key} must hold (N, H, W), (N, C, H, W) or (N, D) images, N >= 1; "
+                           f"got shape {x.shape}")
+    if x.dtype == np.uint8:
+        return torch.from_numpy(x.astype(np.float32) / 255.0)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DatasetError(f"{path}: {key} must be uint8 (0..255) or float in [0, 1], got {x.dtype}")
+    if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise DatasetError(f"{path}: {key}: float pixels must be finite and in [0, 1] (found {x.min()}..{x.max()})")
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def load_npz(path: str | Path) -> Dataset:
+    """A user's dataset from an .npz file holding ``x_train, y_train, x_test, y_test`` (module docstring)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in NPZ_KEYS if k not in f.files]
+            if missing:
+                raise DatasetError(f"{path}: missing array(s) {', '.join(missing)}; an .npz dataset holds "
+                                   f"{', '.join(NPZ_KEYS)} (found: {', '.join(f.files) or 'none'})")
+            arrays = {k: f[k] for k in NPZ_KEYS}
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found") from None
+    except (OSError, ValueError, EOFError) as e:   # not a zip / npy, or pickled objects
+        raise DatasetError(f"{path}: not a readable .npz file of arrays ({str(e)[:200]})") from None
+    parts = []
+    for split in ("train", "test"):
+        x = _npz_images(path, f"x_{split}", arrays[f"x_{split}"])
+        y = arrays[f"y_{split}"]
+        if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
+            raise DatasetError(f"{path}: y_{split} must be {len(x)} integer labels (one per image of x_{split}), "
+                               f"got {y.dtype} of shape {y.shape}")
+        if y.min() < 0:
+            raise DatasetError(f"{path}: y_{split}: label {int(y.min())} is negative (labels are 0..K-1)")
+        parts += [x, torch.from_numpy(y.astype(np.int64))]
+    if parts[0].shape[1:] != parts[2].shape[1:]:
+        raise DatasetError(f"{path}: x_train samples have shape {tuple(parts[0].shape[1:])}, x_test samples "
+                           f"{tuple(parts[2].shape[1:])}")
+    n_classes = int(max(parts[1].max(), parts[3].max())) + 1
+    meta = {"name": "npz", "source": str(path.resolve()), "shape": list(parts[0].shape[1:]), "n_classes": n_classes,
+            "classes": [str(i) for i in range(n_classes)], "sha256": {path.name: _sha256(path)}}
+    return Dataset(*parts, meta)
+
+
 def load_dataset(name: str, data_dir: str | None = None, split_seed: int = 0) -> Dataset:
-    """Train/test tensors and metadata of a dataset by name (see the module docstring)."""
+    """Train/test tensors and metadata of a dataset by name, or of a user's ``.npz`` file (see the
+    module docstring)."""
+    if is_npz(name):
+        return load_npz(name)
     if name == "digits":
         return _load_digits(split_seed)
     if name == "fashion-mnist":
         return _load_fashion(data_dir)
     if name in ("mnist", "cifar10"):
         return _load_torchvision(name, data_dir)
-    raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, or a path to an .npz file")
 
 
 def subset(ds: Dataset, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> Dataset:

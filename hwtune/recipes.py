@@ -7,7 +7,7 @@ a model to load that cannot be read, and the output directory (never someone's f
 
     name: quickstart
     seed: 0
-    dataset: digits                # or {name: fashion-mnist, data_dir: ...}
+    dataset: digits                # or {name: fashion-mnist, data_dir: ...}, {name: mine.npz}, {name: digits, split_seed: 1}
     target: loihi2
     out: runs/quickstart
     model: {train: {arch: fc-small, epochs: 30, lr: 0.002, batch_size: 16}}   # or {load: DIR}
@@ -28,11 +28,13 @@ from pathlib import Path
 
 from hwtune.architectures import n_hidden as hidden_layers
 from hwtune.architectures import preset
+from hwtune.bundled import find_recipe
 from hwtune.config import Settings, check_value, setting
-from hwtune.configs import DATASET_SHAPES, DATASETS, PASS_CONFIGS, DataConfig, DeployConfig, TrainConfig
+from hwtune.configs import (DATASET_SHAPES, DATASETS, PASS_CONFIGS, DataConfig, DeployConfig, TrainConfig,
+                            check_dataset_name)
 from hwtune.errors import ConfigError, HwtuneError, short
 from hwtune.safepaths import check_name
-from hwtune.target import TargetError, TargetSpec, load_target
+from hwtune.target import TargetError, TargetSpec, differences, load_target, target_from_record
 from hwtune.yamlfile import read_yaml
 
 RESULTS = "results.json"
@@ -44,8 +46,19 @@ class RecipeError(HwtuneError, ValueError):
 
 @dataclass(frozen=True)
 class DatasetSection(Settings):
-    name: str = setting("digits", "str", "dataset", choices=DATASETS)
+    name: str = setting("digits", "str", f"dataset: {', '.join(DATASETS)}, or PATH.npz")
     data_dir: str | None = setting(None, "str", "directory of the dataset files", optional=True)
+    split_seed: int = setting(0, "int", "seed of the digits train/test split", lo=0, hi=2 ** 63 - 1)
+
+    def check(self) -> None:
+        check_dataset_name(self.name, "name")
+
+    def sample_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of one sample (an .npz file is read for it)."""
+        if self.name in DATASET_SHAPES:
+            return DATASET_SHAPES[self.name]
+        from hwtune.data import load_npz
+        return tuple(load_npz(self.name).meta["shape"])
 
 
 @dataclass(frozen=True)
@@ -54,7 +67,8 @@ class PipelineHeader(Settings):
 
     name: str = setting("", "str", "recipe name")
     description: str = setting("", "str", "what the recipe is for")
-    seed: int = setting(0, "int", "random seed (batches, noise, digits split)", lo=0, hi=2 ** 63 - 1)
+    seed: int = setting(0, "int", "random seed (batches, noise; the digits split: dataset.split_seed)", lo=0,
+                        hi=2 ** 63 - 1)
     target: str = setting("loihi2", "str", "target name, alias or YAML path")
     out: str | None = setting(None, "str", "output directory", optional=True, default_text="runs/NAME")
     train_samples: int | None = setting(None, "int", "fine-tune on a random subset of this many training samples",
@@ -82,6 +96,7 @@ class PipelineSpec:
     train: TrainConfig | None = None
     load: Path | None = None
     n_hidden: int = 0
+    loaded_target: dict | str | None = None   # the target the loaded model records (hwtune.json), if any
 
     @property
     def dataset(self) -> str:
@@ -124,44 +139,64 @@ def parse_pipeline(data: dict, path: str, cls=PipelineSpec, **extra) -> Pipeline
     model = data["model"]
     if not (isinstance(model, dict) and len(model) == 1 and set(model) <= {"train", "load"}):
         raise RecipeError(f"{path}: model must be {{train: {{settings}}}} or {{load: DIR}}, got {short(model)}")
-    train = load = None
+    train = load = loaded_target = None
     if "train" in model:
         try:
             train = TrainConfig.from_mapping(model["train"], f"{path}: model.train")
         except ConfigError as e:
             raise RecipeError(str(e)) from None
-        arch = preset(train.arch, DATASET_SHAPES[dataset.name], 10)
+        try:
+            arch = preset(train.arch, dataset.sample_shape(), 10)
+        except HwtuneError as e:   # an unreadable .npz
+            raise RecipeError(f"{path}: dataset: {e}") from None
     else:
         if not isinstance(model["load"], str):
             raise RecipeError(f"{path}: model.load must be a model directory, got {short(model['load'])}")
         load = Path(model["load"])
-        arch = _model_arch(load, path)
+        config = _model_config(load, path)
+        arch, loaded_target = config["arch"], config.get("target")
     n_hidden = hidden_layers(arch)
-    data_cfg = DataConfig(dataset=dataset.name, data_dir=dataset.data_dir, train_samples=header.train_samples,
-                          samples=header.samples)
+    data_cfg = DataConfig(dataset=dataset.name, data_dir=dataset.data_dir, split_seed=dataset.split_seed,
+                          train_samples=header.train_samples, samples=header.samples)
     return cls(path=path, name=header.name, seed=header.seed, data=data_cfg, target=target,
-               out=Path(header.out or f"runs/{header.name}"), train=train, load=load, n_hidden=n_hidden, **extra)
+               out=Path(header.out or f"runs/{header.name}"), train=train, load=load, n_hidden=n_hidden,
+               loaded_target=loaded_target, **extra)
 
 
-def _model_arch(directory: Path, path: str) -> list[dict]:
+def _model_config(directory: Path, path: str) -> dict:
     from hwtune import io  # reads hwtune.json only: no torch work
 
     try:
-        return io._read_config(directory)["arch"]
+        return io._read_config(directory)
     except io.ModelFileError as e:
         raise RecipeError(f"{path}: model.load: {e}") from None
 
 
+def check_loaded_target(spec: PipelineSpec, first_pass: str | None) -> None:
+    """The rule of the CLI (hwtune.workflow.resolve_target) before any work: a loaded model prepared
+    for another target than the recipe's is refused unless the recipe's first pass re-quantizes it."""
+    if spec.loaded_target is None or first_pass == "quantize":
+        return
+    recorded = target_from_record(spec.loaded_target, f"{spec.path}: model.load {spec.load}")
+    diff = differences(recorded, spec.target)
+    if diff:
+        raise RecipeError(f"{spec.path}: model.load {spec.load} is prepared for target {recorded.name!r}, not the "
+                          f"recipe's {spec.target.name!r} ({'; '.join(diff)}); start the passes with a quantize "
+                          f"pass to re-quantize it for {spec.target.name}")
+
+
 def check_pass(name: str, config, target: TargetSpec, n_hidden: int, where: str) -> None:
     """Bits and steps of a pass config against the target and the net's hidden layers."""
-    bits, steps = getattr(config, "bits", None), getattr(config, "steps", None)
+    bits = getattr(config, "bits", None)
+    steps, input_steps = config.grid_request() if hasattr(config, "grid_request") else \
+        (getattr(config, "steps", None), getattr(config, "input_steps", None))
     if bits is not None:
         target.check_bits(bits, where)
     if isinstance(steps, list) and len(steps) != n_hidden:
         raise RecipeError(f"{where}{name}: steps lists {len(steps)} windows but the net has {n_hidden} hidden "
                           "layer(s)")
     if steps is not None:
-        grid = [getattr(config, "input_steps", None) or target.time.input_steps,
+        grid = [input_steps or target.time.input_steps,
                 *(steps if isinstance(steps, list) else [steps] * n_hidden)]
         target.check_steps(grid, where)
 
@@ -193,6 +228,10 @@ def parse_recipe(data: object, path: str) -> Recipe:
     shared, own = split_keys(data, path, {"passes", "deploy"})
     recipe = parse_pipeline(shared, path, Recipe)
     recipe.passes = parse_passes(own.get("passes"), path, recipe.target, recipe.n_hidden)
+    try:
+        check_loaded_target(recipe, recipe.passes[0][0] if recipe.passes else None)
+    except TargetError as e:
+        raise RecipeError(f"{path}: model.load: {e}") from None
     if own.get("deploy") is not None:
         try:
             recipe.deploy = DeployConfig.from_mapping(own["deploy"], f"{path}: deploy")
@@ -202,6 +241,8 @@ def parse_recipe(data: object, path: str) -> Recipe:
 
 
 def load_recipe(path: str | Path) -> Recipe:
+    """A recipe file, or a shipped recipe by name (``quickstart``: hwtune.bundled.find_recipe)."""
+    path = find_recipe(path)
     return parse_recipe(read_yaml(path, RecipeError, "recipe"), str(path))
 
 
@@ -213,6 +254,7 @@ def base_model(spec: PipelineSpec, data):
         return workflow.train_model(spec.train, data, spec.seed)
     net = io.load(spec.load)
     workflow.check_data(net, data)
+    workflow.check_split(net, data)
     return net, None
 
 
@@ -229,7 +271,7 @@ def run_recipe(recipe: Recipe, seed: int | None = None, out: str | Path | None =
         recipe.seed = check_value(PipelineHeader.__dataclass_fields__["seed"].metadata["rule"], "seed", seed)
     out = Path(out) if out is not None else recipe.out
     check_output(out, RESULTS, force, inputs=[recipe.load] if recipe.load else [], what="recipe run")
-    data = load_dataset(recipe.dataset, data_dir=recipe.data.data_dir, split_seed=recipe.seed)
+    data = load_dataset(recipe.dataset, data_dir=recipe.data.data_dir, split_seed=recipe.data.split_seed)
     with atomic_directory(out) as tmp:
         net, report = base_model(recipe, data)
         stages = [{"stage": "train" if report else "load", **workflow.evaluate_model(net, data, recipe.data.samples)}]

@@ -22,7 +22,8 @@ Arms, per seed: *plain* (the quantized model), *control* (plain + the budget wit
 every ``device_every`` batches; with ``window_search: true`` both fine-tuned arms first rescale their
 hidden windows, hwtune.passes.noise.search_window_scale: the control by clean accuracy, the
 noise-aware arm under its training noise). Every arm is evaluated at every level on ``devices`` held-out
-device instances (hwtune.device_noise stream EVAL: never a training device); the noise-aware model is
+device instances (hwtune.device_noise stream EVAL: never a training device), and at level 0 (clean: the
+losses are measured from it, so a study whose levels omit 0 gets it added); the noise-aware model is
 also run on the emulator at its training level with the same draws (the accuracies must agree).
 One point per seed, appended to ``points.jsonl`` when done (resumable, like grid sweeps).
 
@@ -104,7 +105,8 @@ def _study(raw: object, where: str) -> NoiseStudy:
         raise RecipeError(f"{where}: eval: {e}") from None
     if len(set(levels)) != len(levels):
         raise RecipeError(f"{where}: eval: {axis} lists a level twice")
-    return NoiseStudy(name=raw["name"], train=train, axis=axis, levels=sorted(levels))
+    # the losses are measured from clean accuracy: level 0 is always evaluated, listed or not
+    return NoiseStudy(name=raw["name"], train=train, axis=axis, levels=sorted({0.0, *levels}))
 
 
 def parse_study(data: object, path: str) -> Study:
@@ -173,7 +175,7 @@ def run_study(study: Study, out=None, execution: ExecutionConfig | None = None) 
     out, execution = study.out, execution or study.execution
     check_sweep_dir(out)
     with exclusive_lock(out), torch_threads(execution.threads):   # the driver's work too: results depend on it
-        data = load_dataset(study.dataset, data_dir=study.data.data_dir, split_seed=study.seed)
+        data = load_dataset(study.dataset, data_dir=study.data.data_dir, split_seed=study.data.split_seed)
         base = _base_model(study, data)
         ids = [point_id(study, seed) for seed in study.seeds]
         failures = run_points(out, _seed_point, {"study": study, "base": base, "data": data}, study.seeds, ids,
@@ -257,7 +259,7 @@ def summarize(study_records: list[dict], name: str) -> list[dict]:
     recovery by noise-aware fine-tuning, their ratio and the 2-sigma test on per-seed differences."""
     rows = []
     curves = [r["studies"][name]["curves"] for r in study_records]
-    clean_control = [c["control"][0]["accuracy"] for c in curves]        # levels are sorted: 0 first if given
+    clean_control = [c["control"][0]["accuracy"] for c in curves]        # levels are sorted, 0 always first
     for i, point in enumerate(curves[0]["control"]):
         row = {"level": point["level"], "seeds": len(curves)}
         for arm in ARMS:

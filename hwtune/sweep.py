@@ -39,6 +39,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hwtune.bundled import find_recipe
 from hwtune.config import Rule, check_value, rule_of
 from hwtune.configs import MAX_STEPS, DeployConfig, ExecutionConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
 from hwtune.device_noise import NoiseSpec
@@ -91,8 +92,9 @@ def _base_settings(sweep: Sweep) -> dict:
     """What the base model depends on (a trained one: its training settings, dataset and seed)."""
     if sweep.load is not None:
         return {"load": str(sweep.load)}
+    split = {"split_seed": sweep.data.split_seed} if sweep.data.split_seed else {}   # 0: ids of hwtune 0.2 kept
     return {"train": sweep.train.to_dict(), "dataset": sweep.dataset, "data_dir": sweep.data.data_dir,
-            "seed": sweep.seed}
+            "seed": sweep.seed, **split}
 
 
 def point_id(sweep: Sweep, point: dict) -> str:
@@ -197,7 +199,9 @@ def parse_sweep(data: object, path: str) -> Sweep:
 
 
 def load_sweep(path: str | Path):
-    """A grid sweep, or a robustness study (``kind: robustness``, hwtune.study)."""
+    """A grid sweep, or a robustness study (``kind: robustness``, hwtune.study); a file, or a shipped
+    recipe by name (hwtune.bundled.find_recipe)."""
+    path = find_recipe(path)
     data = read_yaml(path, RecipeError, "sweep recipe")
     if isinstance(data, dict) and data.get("kind", "grid") == "robustness":
         from hwtune.study import parse_study
@@ -299,18 +303,16 @@ def _base_model(sweep: Sweep, data):
         return net
     net = io.load(path)
     workflow.check_data(net, data)
+    workflow.check_split(net, data)
     if net.info.get("network", "ttfs") != "ttfs" or net.quant is not None:
         raise HwtuneError(f"{path}: a sweep starts from a float TTFS model; this one is "
                           f"{'quantized' if net.quant is not None else 'a ReLU net (hwtune convert it first)'}")
     return net
 
 
-def run_point(sweep: Sweep, base, point: dict, ctx, float_accuracy: float) -> dict:
-    """Quantize (and fine-tune) a copy of the base model for ``point``; evaluate it under its noise
-    on the torch model and the emulator (the same held-out devices and trial draws)."""
-    from hwtune import workflow
+def point_model(sweep: Sweep, base, point: dict, ctx):
+    """The quantized (and fine-tuned) copy of the base model that ``point`` evaluates."""
     from hwtune.passes import run_pass
-    from hwtune.passes.noise import evaluate_under_noise
 
     net = copy.deepcopy(base)
     ft = sweep.finetune.replace(epochs=sweep.finetune.epochs if point["finetune"] else 0).to_dict()
@@ -319,6 +321,17 @@ def run_point(sweep: Sweep, base, point: dict, ctx, float_accuracy: float) -> di
     if spec.any and point["finetune"]:
         run_pass(net, NoiseConfig(jitter=spec.jitter, weight_mismatch=spec.weight_mismatch, devices=sweep.devices, **ft),
                  ctx)
+    return net
+
+
+def run_point(sweep: Sweep, base, point: dict, ctx, float_accuracy: float) -> dict:
+    """Quantize (and fine-tune) a copy of the base model for ``point``; evaluate it under its noise
+    on the torch model and the emulator (the same held-out devices and trial draws)."""
+    from hwtune import workflow
+    from hwtune.passes.noise import evaluate_under_noise
+
+    net = point_model(sweep, base, point, ctx)
+    spec = NoiseSpec(jitter=point["jitter"], weight_mismatch=point["weight_mismatch"])
     artifact = workflow.export_model(net, sweep.target)
     x, y = ctx.test_split()
     record = {"id": point_id(sweep, point), **point, "seed": sweep.seed, "accuracy_float": float_accuracy,
@@ -401,7 +414,7 @@ def run_sweep(sweep: Sweep, seed: int | None = None, out: str | Path | None = No
     out, execution = sweep.out, execution or sweep.execution
     check_sweep_dir(out)
     with exclusive_lock(out), torch_threads(execution.threads):   # the driver's work too: results depend on it
-        data = load_dataset(sweep.dataset, data_dir=sweep.data.data_dir, split_seed=sweep.seed)
+        data = load_dataset(sweep.dataset, data_dir=sweep.data.data_dir, split_seed=sweep.data.split_seed)
         base = _base_model(sweep, data)
         ctx = PassContext.for_net(base, data, sweep.target, sweep.seed, sweep.data.train_samples, sweep.data.samples)
         float_accuracy = ctx.evaluate(base)["accuracy"]

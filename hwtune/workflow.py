@@ -29,17 +29,55 @@ DEFAULT_TARGET = "loihi2"
 
 # ---- data -------------------------------------------------------------------------------------
 
-def load_data(net: TTFSNet | None, data: DataConfig, seed: int = 0, default: str | None = None) -> Dataset:
+def load_data(net: TTFSNet | None, data: DataConfig, default: str | None = None, trains: bool = False,
+              recorded: dict | None = None) -> Dataset:
     """The dataset named in ``data``, else the one ``net`` was trained on (else ``default``), checked
-    against the model (:func:`check_data`). ``seed`` fixes the digits train/test split."""
-    recorded = net.info.get("dataset", {}).get("name") if net is not None else None
-    name = data.dataset or recorded or default
+    against the model (:func:`check_data`).
+
+    The split belongs to the model: its recorded digits split (``recorded``: an artifact's dataset
+    record, where there is no net) is used unless ``data.split_seed`` asks for another, and another
+    split is refused where the command fine-tunes (``trains``): that would train on the model's test
+    images. A model trained on a user's .npz file finds it at its recorded path."""
+    recorded = (net.info.get("dataset", {}) if net is not None else recorded) or {}
+    recorded_name = recorded.get("name")
+    if recorded_name == "npz":
+        recorded_name = recorded.get("source")
+    name = data.dataset or recorded_name or default
     if not name:
         raise HwtuneError("no dataset given and the model does not record one: pass --dataset")
-    dataset = load_dataset(name, data_dir=data.data_dir, split_seed=seed)
+    split = model_split_seed(net, recorded)
+    if data.split_seed is not None and split is not None and data.split_seed != split and \
+            (data.dataset or recorded_name) == "digits":
+        if trains:
+            raise HwtuneError(f"--split-seed {data.split_seed}: the model was trained on the digits split of seed "
+                              f"{split}; fine-tuning on another split would train on its test images")
+        progress.log(f"note: --split-seed {data.split_seed} is not the model's split ({split}): its training "
+                     "images are in this test set")
+    dataset = load_dataset(name, data_dir=data.data_dir,
+                           split_seed=data.split_seed if data.split_seed is not None else (split or 0))
     if net is not None:
         check_data(net, dataset)
     return dataset
+
+
+def model_split_seed(net: TTFSNet | None, recorded: dict | None = None) -> int | None:
+    """The digits split seed a model (or an artifact's dataset record) was trained on: recorded in its
+    dataset, else (hwtune <= 0.2 drew the split with the training seed) its training seed; None without one."""
+    recorded = (net.info.get("dataset", {}) if net is not None else recorded) or {}
+    if "split_seed" in recorded:
+        return recorded["split_seed"]
+    if net is not None:
+        return net.info.get("provenance", {}).get("seed")
+    return None
+
+
+def check_split(net: TTFSNet, data: Dataset) -> None:
+    """Refuse a digits split other than the one ``net`` was trained on (its test images would be
+    trained on, or its training images tested)."""
+    split, given = model_split_seed(net), data.meta.get("split_seed")
+    if data.meta.get("name") == "digits" and split is not None and given is not None and split != given:
+        raise HwtuneError(f"the model was trained on the digits split of seed {split}, not {given}: set "
+                          f"dataset: {{name: digits, split_seed: {split}}}")
 
 
 def check_data(net: TTFSNet, data: Dataset) -> None:

@@ -105,3 +105,83 @@ def test_augmentation_shifts_and_flips_by_seed():
         # every row of the result is a (possibly flipped) shifted row of the source, zero-filled
         kept = set(img[img > 0].tolist())
         assert kept <= set(src.reshape(-1).tolist()) and len(kept) >= 6
+
+
+def write_npz(path, n_train=40, n_test=12, shape=(6, 6), classes=3, **override):
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (n_train, *shape), dtype=np.uint8),
+              "y_train": np.arange(n_train) % classes, "x_test": rng.integers(0, 256, (n_test, *shape), dtype=np.uint8),
+              "y_test": np.arange(n_test) % classes}
+    arrays.update(override)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return arrays
+
+
+def test_a_users_npz_dataset(tmp_path):
+    from hwtune.data import load_npz
+    arrays = write_npz(tmp_path / "mine.npz")
+    ds = load_dataset(str(tmp_path / "mine.npz"))
+    assert ds.train_x.shape == (40, 1, 6, 6) and ds.test_y.tolist() == arrays["y_test"].tolist()
+    assert torch.equal(ds.train_x[3, 0], torch.from_numpy(arrays["x_train"][3].astype(np.float32) / 255))
+    assert ds.meta["name"] == "npz" and ds.meta["n_classes"] == 3 and ds.meta["shape"] == [1, 6, 6]
+    assert load_npz(tmp_path / "mine.npz").meta["sha256"] == ds.meta["sha256"]
+    floats = write_npz(tmp_path / "f.npz", x_train=np.full((40, 2, 4, 4), 0.5), x_test=np.zeros((12, 2, 4, 4)))
+    assert load_dataset(str(tmp_path / "f.npz")).train_x.shape == (40, 2, 4, 4) and floats
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"y_test": None}, "missing array(s) y_test"),
+    ({"x_train": np.full((40, 6, 6), np.nan)}, "finite and in [0, 1]"),
+    ({"x_train": np.full((40, 6, 6), 2.0)}, "finite and in [0, 1]"),
+    ({"x_train": np.zeros((40, 6, 6), dtype=np.int32)}, "must be uint8 (0..255) or float in [0, 1]"),
+    ({"y_train": np.zeros(39, dtype=np.int64)}, "y_train must be 40 integer labels"),
+    ({"y_train": np.full(40, 0.5)}, "y_train must be 40 integer labels"),
+    ({"y_train": np.full(40, -1)}, "label -1 is negative"),
+    ({"x_test": np.zeros((12, 5, 5), dtype=np.uint8)}, "x_test samples (1, 5, 5)"),
+    ({"x_train": np.zeros((0, 6, 6), dtype=np.uint8), "y_train": np.zeros(0, dtype=np.int64)}, "N >= 1"),
+])
+def test_npz_errors_name_the_file_and_array(tmp_path, override, message):
+    write_npz(tmp_path / "bad.npz", **override)
+    with pytest.raises(DatasetError) as e:
+        load_dataset(str(tmp_path / "bad.npz"))
+    assert message in str(e.value) and "bad.npz" in str(e.value)
+
+
+def test_npz_that_is_not_an_npz(tmp_path):
+    (tmp_path / "x.npz").write_text("hello")
+    with pytest.raises(DatasetError, match="x.npz: not a readable .npz file"):
+        load_dataset(str(tmp_path / "x.npz"))
+    with pytest.raises(DatasetError, match="missing.npz: file not found"):
+        load_dataset(str(tmp_path / "missing.npz"))
+
+
+def test_train_and_evaluate_on_a_users_npz_from_the_cli(tmp_path, capsys):
+    import json
+
+    from hwtune.cli import main
+    write_npz(tmp_path / "mine.npz", n_train=60, n_test=20, shape=(8, 8))
+    out = tmp_path / "m"
+    assert main(["train", "--arch", "fc-small", "--epochs", "1", "--dataset", str(tmp_path / "mine.npz"),
+                 "-o", str(out), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json", "-q"]) == 0      # the model finds its file again
+    assert json.loads(capsys.readouterr().out)["n"] == 20
+    assert main(["train", "--dataset", "mine.csv", "-o", str(tmp_path / "x"), "-q"]) in (2, 3)
+    assert "or a path to an .npz file" in capsys.readouterr().err
+
+
+def test_dataset_from_tensors_alone_and_clear_errors():
+    from hwtune.data import Dataset
+    x, y = torch.rand(10, 1, 4, 4), torch.arange(10) % 4
+    ds = Dataset(x, y, x[:4], y[:4])                                # no meta: read off the tensors
+    assert ds.meta["shape"] == [1, 4, 4] and ds.meta["n_classes"] == 4 and ds.meta["name"] == "custom"
+    with pytest.raises(DatasetError, match=r"Dataset.train_x: expected a float tensor \(N, C, H, W\)"):
+        Dataset(torch.rand(10, 16), y, x[:4], y[:4])
+    with pytest.raises(DatasetError, match="Dataset.test_y: expected 4 int64 labels"):
+        Dataset(x, y, x[:4], y[:3])
+    with pytest.raises(DatasetError, match=r"meta\['shape'\] = \[1, 8, 8\] but the samples have shape \[1, 4, 4\]"):
+        Dataset(x, y, x[:4], y[:4], {"shape": [1, 8, 8]})
+    with pytest.raises(DatasetError, match="outside the 2 classes"):
+        Dataset(x, y, x[:4], y[:4], {"n_classes": 2})
+    with pytest.raises(DatasetError, match="Dataset.train_y: expected a torch.Tensor, got ndarray"):
+        Dataset(x, y.numpy(), x[:4], y[:4])

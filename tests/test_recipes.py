@@ -28,6 +28,7 @@ def with_pass(name, **settings):
     (with_pass("quantize", bits=12), "passes[0]: 12-bit weights: target loihi2 holds 2..8"),
     (with_pass("quantize", bits=4.5), "passes[0].quantize: bits = 4.5 must be an integer in [2, 16]"),
     (with_pass("quantize", steps=4, time_bits=3), "give steps or time_bits, not both"),
+    (with_pass("quantize", time_bits=12), "window of 4095 steps: target loihi2 allows 1..1024"),   # the CLI's rule
     (with_pass("quantize", steps=[8, 8]), "steps lists 2 windows but the net has 1 hidden layer"),
     (with_pass("latency", steps=5000), "window of 5000 steps: target loihi2 allows 1..1024"),
     (with_pass("latency", window_quantile=2), "window_quantile = 2 must be a number in (0, 1]"),
@@ -98,3 +99,56 @@ def test_quickstart_end_to_end(tmp_path, capsys):
         assert json.loads((out / stage / "hwtune.json").read_text())["target"]["name"] == "loihi2"
     assert main(["run", "recipes/quickstart.yaml", "--out", str(out)]) == 3       # an earlier run: --force
     assert "pass --force" in capsys.readouterr().err
+
+
+def test_time_bits_over_the_target_is_refused_in_seconds(tmp_path, capsys):
+    """`quantize: {time_bits: 12}` (4095 steps > loihi2's 1024) stops before the 40-epoch training."""
+    import time
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({**GOOD, "model": {"train": {"arch": "fc-small", "epochs": 40}},
+                                    "passes": [{"quantize": {"bits": 4, "time_bits": 12}}]}))
+    start = time.perf_counter()
+    assert main(["run", str(path), "-o", str(tmp_path / "out")]) == 3
+    assert time.perf_counter() - start < 5 and not (tmp_path / "out").exists()
+    assert "4095 steps" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def brainscales_model(tmp_path_factory):
+    """A small model quantized for brainscales2 (no fine-tuning)."""
+    import hwtune
+    data = hwtune.load_dataset("digits")
+    net = hwtune.train(data, arch="fc-small", epochs=1, batch_size=64)
+    hwtune.quantize(net, data, target="brainscales2", bits=6, epochs=0)
+    path = tmp_path_factory.mktemp("bs2") / "model"
+    hwtune.save(net, path)
+    return path
+
+
+@pytest.mark.parametrize("passes", [[], [{"noise": {"jitter": 0.1, "epochs": 0}}],
+                                    [{"latency": {"steps": 8, "epochs": 0}}]])
+def test_a_model_for_another_target_is_refused_by_a_recipe(brainscales_model, tmp_path, passes):
+    """As on the CLI: a brainscales2 model in a loihi2 recipe is refused before any work, naming both."""
+    recipe = {"name": "r", "dataset": "digits", "target": "loihi2", "model": {"load": str(brainscales_model)},
+              "passes": passes, "deploy": {"backend_samples": 0}}
+    with pytest.raises(RecipeError, match="prepared for target 'brainscales2', not the recipe's 'loihi2'"):
+        parse_recipe(recipe, "recipes/x.yaml")
+
+
+def test_a_quantize_pass_may_move_a_model_to_the_recipes_target(brainscales_model, tmp_path):
+    recipe = {"name": "r", "dataset": "digits", "target": "loihi2", "model": {"load": str(brainscales_model)},
+              "passes": [{"quantize": {"bits": 4, "steps": 8, "epochs": 0}}]}
+    assert parse_recipe(recipe, "recipes/x.yaml").passes[0][0] == "quantize"
+
+
+def test_a_pass_never_relabels_a_model_for_another_target(brainscales_model):
+    """passes.run_pass itself refuses (recipes, sweeps and studies call it): no silent relabelling."""
+    import hwtune
+    from hwtune.configs import NoiseConfig
+    from hwtune.passes import PassContext, run_pass
+    from hwtune.target import TargetError, load_target
+    net = hwtune.load(brainscales_model)
+    ctx = PassContext(data=hwtune.load_dataset("digits"), target=load_target("loihi2"))
+    with pytest.raises(TargetError, match="prepared for target 'brainscales2', not 'loihi2'"):
+        run_pass(net, NoiseConfig(jitter=0.1, epochs=0), ctx)
+    assert net.info["target"]["name"] == "brainscales2"

@@ -85,6 +85,16 @@ def test_every_study_setting_is_checked_before_training(change, message):
     assert message in str(e.value) and "recipes/x.yaml" in str(e.value)
 
 
+def test_levels_without_0_still_measure_clean():
+    """The losses are clean minus noisy accuracy: a study listing only noisy levels gets level 0 added
+    (the CI study's jitter lists [0.5]); its lowest listed level is never taken as clean."""
+    recipe = yaml.safe_load(open(RECIPE))
+    recipe["studies"][0]["eval"] = {"jitter": [0.3, 0.1]}
+    study = parse_study(recipe, RECIPE)
+    assert study.studies[0].levels == [0.0, 0.1, 0.3]
+    assert parse_study(yaml.safe_load(open(RECIPE)), RECIPE).studies[0].levels == [0.0, 0.5]
+
+
 def test_point_ids_of_studies_without_window_search_are_unchanged():
     """Ids (hence resume of committed studies) predate window_search: computed by the code before it."""
     from hwtune.study import point_id

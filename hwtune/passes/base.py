@@ -78,13 +78,18 @@ def register(config_type: type):
 
 def run_pass(net: TTFSNet, config, ctx: PassContext) -> dict:
     """Run the pass registered for ``type(config)`` with torch's RNG seeded by ``ctx.seed``; record
-    it in ``net.info['history']`` and the target in ``net.info['target']``."""
+    it in ``net.info['history']`` and the target in ``net.info['target']``. A net prepared for
+    another target than ``ctx.target`` is refused (hwtune.workflow.resolve_target), except by quantize."""
+    from hwtune.workflow import resolve_target
+
     if net.info.get("network") == "relu":
         raise PassError(f"{config.pass_name}: this is a ReLU net (trained with --network relu); passes work on TTFS "
                         "nets: convert it first (`hwtune convert MODEL`, hwtune.convert)")
     handler = _HANDLERS.get(type(config))
     if handler is None:
         raise PassError(f"no pass registered for {type(config).__name__}")
+    # the model stays on its target: only quantize may move it to another (re-quantizing it)
+    resolve_target(net, ctx.target, config.pass_name, may_change=config.pass_name == "quantize")
     torch.manual_seed(ctx.seed)
     record = {"pass": config.pass_name, "config": config.to_dict(), **handler(net, config, ctx),
               "target": ctx.target.name, "provenance": provenance(ctx.seed)}

@@ -8,7 +8,7 @@ to the ``window_quantile`` of each layer's activations, since time resolution is
 from __future__ import annotations
 
 from hwtune.configs import QuantizeConfig
-from hwtune.passes.base import PassContext, PassError, register, time_grid
+from hwtune.passes.base import PassContext, register, time_grid
 from hwtune.ttfs.net import TTFSNet
 from hwtune.ttfs.quant import QuantSpec
 from hwtune.ttfs.windows import layer_quantiles, set_windows
@@ -16,14 +16,7 @@ from hwtune.ttfs.windows import layer_quantiles, set_windows
 
 @register(QuantizeConfig)
 def quantize(net: TTFSNet, cfg: QuantizeConfig, ctx: PassContext) -> dict:
-    if cfg.steps is not None and cfg.time_bits is not None:
-        raise PassError("quantize: give either steps or time_bits, not both")
-    steps, input_steps = cfg.steps, cfg.input_steps
-    if cfg.time_bits is not None:
-        if not 1 <= cfg.time_bits <= 16:
-            raise PassError(f"quantize: time_bits must be in 1..16, got {cfg.time_bits}")
-        steps = 2 ** cfg.time_bits - 1
-        input_steps = input_steps or steps
+    steps, input_steps = cfg.grid_request()
     grid = time_grid(net, ctx.target, steps, input_steps, "quantize: ")
     weights = None if cfg.bits is None else ctx.target.weight_format(cfg.bits)
     before = ctx.evaluate(net)
