@@ -165,8 +165,16 @@ def table(resources: dict) -> list[str]:
     lines.append(f"chips: {t['chips']} of at most {chip['max_chips']} ({chip['cores_per_chip']} cores each); latency "
                  f"{t['latency_steps']} steps = {t['latency_us'] / 1000:.3g} ms at {chip['step_time_us']:g} us/step")
     if "energy_uj" in t:
-        lines.append(f"per inference: {_si(t['synaptic_events'])} synaptic events (emulator, {t['events_counted_on']} "
-                     f"test samples), {_si(t['neuron_updates'])} neuron updates; energy {_joules(t['dynamic_energy_uj'])} "
-                     f"dynamic + {_joules(t['static_energy_uj'])} static = {_joules(t['energy_uj'])} (estimates: see "
-                     "the target file's sources)")
+        lines += energy_lines(t, chip)
+    return lines
+
+
+def energy_lines(t: dict, chip: dict) -> list[str]:
+    """Dynamic energy per inference first (what the net's spikes cost), then the chip's static power,
+    which does not depend on the net (it is whole chips, however few cores the net uses)."""
+    return [f"dynamic energy per inference: {_joules(t['dynamic_energy_uj'])} ({_si(t['synaptic_events'])} synaptic "
+            f"events, emulator on {t['events_counted_on']} test samples; {_si(t['neuron_updates'])} neuron updates)",
+            f"static: {chip['static_power_w']:g} W per chip x {t['chips']} chip(s), {_joules(t['static_energy_uj'])} over "
+            f"the {t['latency_us'] / 1000:.3g} ms latency, whatever the net uses of them ({t['cores']} cores of "
+            f"{t['chips'] * chip['cores_per_chip']}); estimates: see the target file's sources"]
     return lines

@@ -10,6 +10,7 @@ its points are joined), and the table of losses and recoveries at every level.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -154,6 +155,20 @@ def _axis_label(axis: str) -> str:
     return f"{axis.replace('_', ' ')} ({rule.unit})"
 
 
+#: Characters per title line at the title's font size in a 6.4-inch figure: longer lines are wrapped.
+_TITLE_WIDTH = 95
+
+
+def _new_figure():
+    """A figure whose layout makes room for everything drawn (constrained layout: no clipped titles)."""
+    return plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+
+
+def _set_title(ax, text: str, fontsize: int) -> None:
+    """The title, each line wrapped to fit the figure's width."""
+    ax.set_title("\n".join(textwrap.fill(line, _TITLE_WIDTH) for line in text.split("\n")), fontsize=fontsize)
+
+
 def _points(records, x_axis, fixed, group):
     """{group value: sorted [(x, record)]} of the records matching ``fixed``."""
     out: dict = {}
@@ -176,7 +191,7 @@ def _figure(records, x_axis, fixed, group, title, xlabel, path: Path, integer_x=
     where = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in fixed.items())
     if len(xs_all) < 2:
         return f"{title}: not plotted, the sweep has fewer than two {x_axis} values at {where}"
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = _new_figure()
     offset = (max(xs_all) - min(xs_all)) * 0.01 if not log_x else 0
     for i, (g, pts) in enumerate(series.items()):
         color = f"C{i}"
@@ -191,7 +206,7 @@ def _figure(records, x_axis, fixed, group, title, xlabel, path: Path, integer_x=
     ax.axhline(100 * records[0]["accuracy_float"], color="k", ls="--", lw=1, label="float TTFS")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{title}\n({where}; markers: one model each)", fontsize=9)
+    _set_title(ax, f"{title}\n({where}; markers: one model each)", 9)
     if log_x:
         ax.set_xscale("log", base=2)
     if integer_x:
@@ -200,7 +215,6 @@ def _figure(records, x_axis, fixed, group, title, xlabel, path: Path, integer_x=
         ax.minorticks_off()
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -260,8 +274,10 @@ def write_report(records: list[dict], out: Path, title: str) -> Path:
     if records:
         lines += [f"Float TTFS baseline: {100 * records[0]['accuracy_float']:.2f} %. Accuracies in %; jitter in "
                   "units of each window, weight mismatch as a fraction of each weight; a noisy point is the mean "
-                  "± std over held-out device instances, torch and emulator with the same draws. '–': not "
-                  "measured (agreement and backend: noiseless points only).", ""]
+                  "± std over held-out device instances, torch and emulator with the same draws. A fine-tuned "
+                  "noisy point was fine-tuned under its own noise level (its row's jitter and weight mismatch) "
+                  "after the quantize fine-tuning. '–': not measured (agreement and backend: noiseless points only).",
+                  ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots] + [""]
     lines += [f"- {why}" for why in not_plotted] + ([""] if not_plotted else [])
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -275,23 +291,27 @@ def write_report(records: list[dict], out: Path, title: str) -> Path:
 
 # ---- robustness studies ---------------------------------------------------------------------------
 
+def _trained_at(study: dict) -> str:
+    """The noise the noise-aware arm of ``study`` was fine-tuned under, e.g. 'jitter 0.5'."""
+    return ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in study["train"].items() if v)
+
+
 def _study_figure(summary: dict, study: dict, rows: list[dict], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = _new_figure()
     xs = [r["level"] for r in rows]
     for i, arm in enumerate(("plain", "control", "noise-aware")):
         ax.errorbar(xs, [100 * r[arm] for r in rows], yerr=[100 * r[f"{arm}_std"] for r in rows], fmt="o-",
                     color=f"C{i}", capsize=3, label=_ARM_LABELS[arm])
-    train = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in study["train"].items() if v)
+    train = _trained_at(study)
     ft = summary["finetune"]
     ax.set_xlabel(_axis_label(study["axis"]))
     ax.set_ylabel("test accuracy (%)")
     searched = "window search, then " if summary.get("window_search") else ""
-    ax.set_title(f"{summary['name']}: {study['name']} (noise-aware trains under {train}; budget {searched}"
-                 f"{ft['epochs']:g} epochs, lr {ft['lr']:g})\nmean ± std over {rows[0]['seeds']} seeds, each the mean "
-                 f"of {summary['devices']} held-out devices", fontsize=8)
+    _set_title(ax, f"{summary['name']}: {study['name']} (noise-aware trained at {train}; budget {searched}"
+               f"{ft['epochs']:g} epochs, lr {ft['lr']:g})\nmean ± std over {rows[0]['seeds']} seeds, each the mean "
+               f"of {summary['devices']} held-out devices", 8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -312,8 +332,10 @@ def write_study_report(out: Path) -> Path:
     lines = [f"# Robustness study {summary['name']} ({summary['sweep']})", "",
              f"Base model {summary['base']} on {summary['dataset']}, target {summary['target']}; plain = quantize "
              f"{json.dumps(summary['quantize'])}; control and noise-aware add the same fine-tuning budget "
-             f"{json.dumps(summary['finetune'])}. Seeds {summary['seeds']}; every accuracy is the mean over "
-             f"{summary['devices']} held-out device instances (hwtune.device_noise stream EVAL) on "
+             f"{json.dumps(summary['finetune'])}, the noise-aware arm under its study's training noise ("
+             + "; ".join(f"{s['name']}: {_trained_at(s)}" for s in summary["studies"]) + f"). Seeds {summary['seeds']}; "
+             f"every accuracy is the mean over {summary['devices']} held-out device instances (hwtune.device_noise "
+             "stream EVAL) on "
              f"{_images(summary.get('samples'), 'the first {:,} test images', 'every test image')}, then mean ± std "
              f"over seeds; fine-tuning on {_images(summary.get('train_samples'), 'a random {:,}-image subset of', 'all of')} "
              "the training set. "
@@ -337,7 +359,8 @@ def write_study_report(out: Path) -> Path:
         scales = summary.get("window_scales", {}).get(study["name"])
         chosen = ([f"Window scales chosen (seed: control, noise-aware): " + "; ".join(
             f"{c['seed']}: {c['control']:.2g}, {c['noise-aware']:.2g}" for c in scales) + ".", ""] if scales else [])
-        lines += [f"## {study['name']}", "", *chosen, f"![{plot.stem}]({plot.name})", "",
+        lines += [f"## {study['name']} (noise-aware arm trained at {_trained_at(study)})", "", *chosen,
+                  f"![{plot.stem}]({plot.name})", "",
                   f"| {study['axis'].replace('_', ' ')} | plain | control | noise-aware | plain loss | control loss | "
                   "recovered | ratio | > 2 std |", "|---|---|---|---|---|---|---|---|---|"]
         for r in rows:

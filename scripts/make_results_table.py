@@ -171,8 +171,10 @@ def resource_section(path: Path) -> list[str]:
     if "energy_uj" in t:
         lines.append(f"- synaptic events: {t['synaptic_events']:,.0f} per inference (emulator, first "
                      f"{t['events_counted_on']:,} test images); neuron updates {t['neuron_updates']:,}")
-        lines.append(f"- energy: {energy(t['dynamic_energy_uj'])} dynamic + {energy(t['static_energy_uj'])} static = "
-                     f"{energy(t['energy_uj'])} per inference (Loihi 1 per-operation figures: estimates)")
+        lines.append(f"- dynamic energy per inference: {energy(t['dynamic_energy_uj'])} (Loihi 1 per-operation "
+                     "figures: estimates)")
+        lines.append(f"- static: {energy(t['static_energy_uj'])} per inference from the whole chip's static power over "
+                     f"the latency, whatever the net uses of them ({t['cores']} cores of {t['chips'] * chip['cores_per_chip']})")
     return lines + [""]
 
 

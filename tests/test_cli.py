@@ -296,3 +296,10 @@ def test_piped_output_has_no_progress_frames(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "\r" not in res.stderr and "\x1b[" not in res.stderr and "\r" not in res.stdout
     assert res.stdout.startswith("train (ttfs, fc-small on digits): accuracy ") and " %" in res.stdout
+
+
+def test_bare_hwtune_lists_the_verbs(capsys):
+    from hwtune.cli import VERBS
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert all(f"    {verb}" in err for verb in VERBS), err

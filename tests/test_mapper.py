@@ -54,6 +54,10 @@ def test_latency_and_energy_estimate():
     assert t["dynamic_energy_uj"] == pytest.approx((1000 * 10.0 + updates * 1.0) / 1e6)
     assert t["static_energy_uj"] == pytest.approx(0.5 * 4 * 40.0)
     assert any("chips: 4" in line for line in table(r))
+    lines = table(r)
+    dynamic = next(i for i, line in enumerate(lines) if "energy" in line)     # the headline: dynamic energy
+    assert lines[dynamic].startswith("dynamic energy per inference: 35 nJ")      # 1000 x 10 pJ + 25,020 x 1 pJ
+    assert lines[dynamic + 1].startswith("static: 0.5 W per chip x 4 chip(s)") and "whatever the net" in lines[dynamic + 1]
 
 
 def test_what_does_not_fit_is_refused_naming_layer_and_resource():
