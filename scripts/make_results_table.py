@@ -185,10 +185,12 @@ def study_section(path: Path) -> list[str]:
     tested = "" if summary.get("samples") is None else f" on the first {summary['samples']:,} test images"
     trained = "" if summary.get("train_samples") is None else f" over {summary['train_samples']:,} training images"
     searched = " after a window search" if summary.get("window_search") else ""
+    trained_at = "; ".join(f"{s['name']}: " + ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in s["train"].items() if v)
+                           for s in summary["studies"])
     lines = [f"Robustness study `{summary['command']}` ({summary['dataset']}, target {summary['target']}, "
              f"{len(summary['seeds'])} seeds x {summary['devices']} held-out devices{tested}, mean ± std over seeds; "
              f"equal fine-tuning budget {summary['finetune']['epochs']:g} epoch{'' if summary['finetune']['epochs'] == 1 else 's'}"
-             f"{trained}{searched}; full table and "
+             f"{trained}{searched}; the noise-aware arm trained at {trained_at}; full table and "
              f"plot: [{path / 'report.md'}]({path / 'report.md'})):", "",
              "| noise | level | plain | control | noise-aware | control loss | recovered | ratio | > 2 std |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -214,7 +216,8 @@ def noise_run_section(path: Path) -> list[str]:
     lines = [f"Noise-aware fine-tuning in `hwtune run {results['recipe']}` ({results.get('arch')} on "
              f"{results.get('dataset')}, target {results['target']}; noisy = mean ± std over {rows[0]['devices']} "
              f"held-out device instances; {results['stages'][0]['n']:,} test images):", "",
-             "| noise | clean before | noisy before | noisy after | clean after |", "|---|---|---|---|---|"]
+             "| noise (trained and evaluated at) | clean before | noisy before | noisy after | clean after |",
+             "|---|---|---|---|---|"]
     for s in rows:
         noise = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in s["noise"].items() if v)
         lines.append(f"| {noise} | {pct(s['accuracy_before'])} | {pct(s['noisy_accuracy_before'])} ± "
