@@ -38,6 +38,7 @@ def test_study_runs_every_arm_on_held_out_devices(study_run):
     assert [r["level"] for r in rows] == [0.0, 0.5] and rows[1]["control_loss"] > 0.05
     assert summary["provenance"]["machine"]["cores"] >= 1 and summary["execution"]["threads"] == 1
     report = (out / "report.md").read_text()
+    assert "Seeds [0, 1]; every accuracy" in report
     assert "## weight mismatch (noise-aware arm trained at weight mismatch 0.5)" in report and (out / "robustness_jitter.png").stat().st_size > 10_000
 
 
