@@ -57,12 +57,14 @@ def artifact(value, arg: str = "artifact"):
 
 def dataset(value, arg: str = "data"):
     """A Dataset, or a dataset name (loaded with the default split)."""
+    from hwtune.configs import check_dataset_name
     from hwtune.data import Dataset, load_dataset
     if isinstance(value, Dataset):
         return value
     if isinstance(value, str):
-        return load_dataset(check_value(rule_of(DataConfig, "dataset"), arg, value))
-    _wrong(arg, value, "a Dataset (hwtune.load_dataset) or a dataset name")
+        check_dataset_name(check_value(rule_of(DataConfig, "dataset"), arg, value), arg)   # a name or PATH.npz
+        return load_dataset(value)
+    _wrong(arg, value, "a Dataset (hwtune.load_dataset), a dataset name or a PATH.npz")
 
 
 def relu_module(value, arg: str = "relu"):
