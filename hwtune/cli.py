@@ -12,15 +12,14 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from hwtune import __version__, distributed, progress
 from hwtune.configs import (DataConfig, DeployConfig, ExecutionConfig, LatencyConfig, NoiseConfig, QuantizeConfig,
                             TrainConfig)
 from hwtune.errors import HwtuneError, UsageError, short
+from hwtune.interrupts import ignore_stop_signals, install_stop_handlers, restore_handlers
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES = """exit codes:
@@ -594,11 +593,8 @@ _COMMANDS = {"train": _cmd_train, "convert": _cmd_convert, "evaluate": _cmd_eval
              "targets": _cmd_targets}
 
 
-def _terminated(signum, frame):
-    raise KeyboardInterrupt   # SIGTERM stops like Ctrl-C: clean-up runs, nothing half-written is left
-
-
 def main(argv: list[str] | None = None) -> int:
+    program = argv is None     # the hwtune command itself (not a caller in Python)
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     if not argv:   # no verb: list the verbs (a usage error all the same)
@@ -606,8 +602,20 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     args = parser.parse_args(argv)
     progress.set_quiet(args.quiet)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminated)
+    # SIGTERM stops like Ctrl-C; a second signal does not cut the clean-up short. Once the outcome is
+    # decided, the process (argv None: the hwtune command) ignores both till it exits, so a late signal
+    # neither kills it by the signal nor prints a traceback; a caller in Python gets its handlers back.
+    previous = install_stop_handlers()
+    try:
+        return _run(args)
+    finally:
+        if program:
+            ignore_stop_signals()
+        else:
+            restore_handlers(previous)
+
+
+def _run(args) -> int:
     try:
         return _COMMANDS[args.command](args)
     except HwtuneError as e:   # expected: the message names the file, key, layer or limit

@@ -1,19 +1,55 @@
-"""Ctrl-C held back over a block of code that must not see it, then delivered (one definition)."""
+"""Stop signals (Ctrl-C's SIGINT and SIGTERM): one way to stop, held back where it must not land.
+
+- :func:`install_stop_handlers` (the CLI): the first SIGINT or SIGTERM raises KeyboardInterrupt, so
+  the clean-up runs and nothing half-written is left; later ones are ignored while it runs (a second
+  Ctrl-C must not kill the clean-up halfway). :func:`ignore_stop_signals` once the result stands.
+- :func:`sigint_deferred`: holds both signals back over a block, then re-delivers the first.
+"""
 import os
 import signal
 import threading
 from contextlib import contextmanager
 
+#: The signals that stop hwtune like Ctrl-C.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _stop(signum, frame):
+    ignore_stop_signals()       # the clean-up the KeyboardInterrupt starts runs to its end
+    raise KeyboardInterrupt
+
+
+def install_stop_handlers() -> dict:
+    """First SIGINT/SIGTERM -> KeyboardInterrupt, the ones after it ignored (main thread only);
+    returns the handlers replaced (for :func:`restore_handlers`)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _stop) for sig in STOP_SIGNALS}
+
+
+def restore_handlers(previous: dict) -> None:
+    """Put back the handlers :func:`install_stop_handlers` replaced."""
+    for sig, handler in previous.items():
+        signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+def ignore_stop_signals() -> None:
+    """Ignore SIGINT/SIGTERM from now on (the command's outcome is decided; main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
 
 @contextmanager
 def sigint_deferred():
-    """Hold SIGINT back for the block, then re-deliver it to the handler in place before.
+    """Hold SIGINT and SIGTERM back for the block, then re-deliver the first to the handler in place before.
 
-    Two users: Lava's worker processes forked in the block inherit the holding handler, which drops
-    SIGINT outside the calling process (hwtune.backends.lava.run); and brevitas' import, whose bare
-    ``except:`` around its torch._dynamo probe would swallow a KeyboardInterrupt raised during that
-    (seconds-long) import (hwtune.ttfs.quant). A no-op outside the main thread (the only one that
-    sets handlers and gets KeyboardInterrupt).
+    Two users: Lava's worker processes forked in the block inherit the holding handler, which, in a
+    forked worker, drops SIGINT and ends the worker quietly on SIGTERM (exit 143, no traceback: a
+    SIGTERM to the process group, or the parent's clean-up) (hwtune.backends.lava.run); and
+    brevitas' import, whose bare ``except:`` around its torch._dynamo probe would swallow a
+    KeyboardInterrupt raised during that (seconds-long) import (hwtune.ttfs.quant). A no-op outside
+    the main thread (the only one that sets handlers and gets KeyboardInterrupt).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -21,13 +57,16 @@ def sigint_deferred():
     caller, received = os.getpid(), []
 
     def hold(signum, frame):
-        if os.getpid() == caller:  # in a forked worker: dropped
+        if os.getpid() == caller:
             received.append(signum)
+        elif signum == signal.SIGTERM:  # a forked worker: quiet end
+            os._exit(128 + signal.SIGTERM)
 
-    previous = signal.signal(signal.SIGINT, hold)
+    previous = {sig: signal.signal(sig, hold) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
     if received:
-        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(received[0])
