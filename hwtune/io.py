@@ -25,7 +25,7 @@ from hwtune.architectures import ArchError, output_shapes
 from hwtune.architectures import n_hidden as hidden_layers
 from hwtune.atomic import atomic_directory
 from hwtune.configs import MAX_LAYER_ENTRIES, MAX_STEPS
-from hwtune.errors import HwtuneError, short
+from hwtune.errors import HwtuneError, OutputError, short
 from hwtune.layers import is_weighted, kind_of
 from hwtune.safepaths import regular_file
 from hwtune.ttfs.net import TTFSNet
@@ -77,7 +77,10 @@ def save(net: TTFSNet, path: str | Path) -> Path:
     }
     path = Path(path)
     with atomic_directory(path) as tmp:
-        save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp / TENSORS))
+        try:
+            save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp / TENSORS))
+        except SafetensorError as e:   # not an OSError: a full disk, a quota, an I/O error
+            raise OutputError(f"{path}: cannot write {TENSORS} ({e}); nothing was written") from None
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, allow_nan=False) + "\n")
     return path
 

@@ -164,17 +164,16 @@ def run_study(study: Study, out=None, execution: ExecutionConfig | None = None) 
     also go to ``sweep.json``)."""
     from pathlib import Path
 
-    from hwtune.atomic import exclusive_lock, write_json
+    from hwtune.atomic import write_json
     from hwtune.data import load_dataset
     from hwtune.executors import torch_threads
     from hwtune.provenance import provenance
-    from hwtune.sweep import POINTS, SUMMARY, _base_model, base_dir, check_sweep_dir, read_points, run_points
+    from hwtune.sweep import POINTS, SUMMARY, _base_model, base_dir, read_points, run_points, sweep_directory
 
     if out is not None:
         study.out = Path(out)
     out, execution = study.out, execution or study.execution
-    check_sweep_dir(out)
-    with exclusive_lock(out), torch_threads(execution.threads):   # the driver's work too: results depend on it
+    with sweep_directory(out), torch_threads(execution.threads):   # the driver's work too: results depend on it
         data = load_dataset(study.dataset, data_dir=study.data.data_dir, split_seed=study.data.split_seed)
         base = _base_model(study, data)
         ids = [point_id(study, seed) for seed in study.seeds]

@@ -29,12 +29,14 @@ model settings, dataset and seed (``out/base-<hash>``): another ``--seed`` train
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import itertools
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -365,6 +367,27 @@ def check_sweep_dir(out: Path) -> None:
         raise HwtuneError(f"--out {out}: exists and is not a sweep directory; refusing to write into it")
 
 
+@contextlib.contextmanager
+def sweep_directory(out: Path):
+    """Check ``out`` (:func:`check_sweep_dir`) and hold its lock for the block. A directory this
+    run created is removed again when the block fails (a full disk, Ctrl-C) before any point
+    finished: nothing but a lock and half a base model would be left."""
+    from hwtune.atomic import exclusive_lock
+
+    check_sweep_dir(out)
+    created, was_empty = not out.exists(), out.is_dir() and not any(out.iterdir())
+    try:
+        with exclusive_lock(out):
+            yield out
+    except BaseException:
+        if (created or was_empty) and not (out / POINTS).exists():
+            for child in out.iterdir() if was_empty else ():
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
 def run_points(out: Path, fn, shared: dict, items: list, ids: list[str], execution: ExecutionConfig,
                desc: str) -> list[dict]:
     """Run the items whose id has no record in ``out`` yet (through ``execution``'s executor) and
@@ -401,7 +424,7 @@ def run_sweep(sweep: Sweep, seed: int | None = None, out: str | Path | None = No
     ``out`` must be new, empty, or a sweep directory (resumed); one sweep writes there at a time.
     """
     from hwtune import workflow
-    from hwtune.atomic import exclusive_lock, write_json
+    from hwtune.atomic import write_json
     from hwtune.data import load_dataset
     from hwtune.executors import torch_threads
     from hwtune.passes import PassContext
@@ -412,8 +435,7 @@ def run_sweep(sweep: Sweep, seed: int | None = None, out: str | Path | None = No
     if out is not None:
         sweep.out = Path(out)
     out, execution = sweep.out, execution or sweep.execution
-    check_sweep_dir(out)
-    with exclusive_lock(out), torch_threads(execution.threads):   # the driver's work too: results depend on it
+    with sweep_directory(out), torch_threads(execution.threads):   # the driver's work too: results depend on it
         data = load_dataset(sweep.dataset, data_dir=sweep.data.data_dir, split_seed=sweep.data.split_seed)
         base = _base_model(sweep, data)
         ctx = PassContext.for_net(base, data, sweep.target, sweep.seed, sweep.data.train_samples, sweep.data.samples)
