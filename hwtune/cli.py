@@ -540,6 +540,9 @@ def _cmd_sweep(args) -> int:
 
     sweep = load_sweep(args.recipe)
     execution = ExecutionConfig.from_args(args, defaults=sweep.execution.to_dict())
+    if execution.executor == "ray" and execution.address:   # before any work: Ray would retry for minutes
+        from hwtune.executors import check_reachable
+        check_reachable(execution.address)
     if isinstance(sweep, Study):
         if args.seed is not None:
             raise UsageError("a robustness study lists its seeds in the recipe (seeds: [...]); drop --seed")

@@ -72,6 +72,25 @@ def serial(fn: Callable, shared: dict, items: list, threads: int, on_error: str)
             yield item, PointFailed(item, str(e))
 
 
+#: Seconds a Ray cluster's head gets to accept a TCP connection (Ray itself retries for minutes).
+CONNECT_TIMEOUT = 5.0
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Refuse (HwtuneError) a ``host:port`` or ``ray://host:port`` address whose port accepts no TCP
+    connection within ``timeout`` seconds ('auto' and other forms are left to Ray)."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise HwtuneError(f"cannot connect to the Ray cluster at {address}: {e.strerror or e} "
+                          f"(nothing accepts connections there within {timeout:g} s)") from None
+
+
 def ray(fn: Callable, shared: dict, items: list, threads: int, on_error: str, address: str | None = None,
         num_cpus: int | None = None) -> Iterator:
     """(item, record or PointFailed) as Ray tasks finish; ``address``: a running cluster (else a new
@@ -82,6 +101,8 @@ def ray(fn: Callable, shared: dict, items: list, threads: int, on_error: str, ad
         raise HwtuneError("the ray executor needs Ray: pip install 'hwtune[ray]'") from None
     started = not ray_module.is_initialized()
     if started:
+        if address:
+            check_reachable(address)
         try:
             ray_module.init(address=address or "local", num_cpus=None if address else num_cpus,
                             include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)

@@ -175,3 +175,13 @@ def test_a_cluster_that_refuses_the_driver_is_a_clear_error(monkeypatch):
     with pytest.raises(HwtuneError, match="^cannot connect to the Ray cluster at head:6379: "
                                           "ray.exceptions.AuthenticationError: token is missing$"):
         list(executors.run("ray", _buggy, {}, [1], address="head:6379"))
+
+
+def test_an_unreachable_ray_address_fails_within_seconds_naming_it_before_any_work(tmp_path, capsys):
+    import time
+    start = time.monotonic()
+    out = tmp_path / "never"
+    assert main(["sweep", RECIPE, "--executor", "ray", "--address", "127.0.0.1:1", "--out", str(out), "-q"]) == 3
+    assert time.monotonic() - start < 20
+    assert "cannot connect to the Ray cluster at 127.0.0.1:1" in capsys.readouterr().err
+    assert not out.exists()
