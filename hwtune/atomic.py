@@ -1,12 +1,14 @@
 """Safe outputs: refuse to destroy what hwtune did not write, and write atomically.
 
 - :func:`check_output`: the rules every output path follows before any work starts (a new path;
-  or, with ``force``, an earlier hwtune output of the same kind; never a path that is or holds
+  or, with ``force``, an earlier hwtune output of the same kind holding only the files its
+  manifest lists; never a path that is or holds
   an input, a file, a symbolic link, the working directory, or a directory of someone's files).
 - :func:`atomic_directory` / :func:`atomic_write_text`: a reader sees the old output or the
   complete new one, never half of it; outputs are readable by others (0644 files, 0755 dirs,
   less what the umask removes).
-- :func:`exclusive_lock`: one writer per directory (sweeps append to their directory).
+- :func:`exclusive_lock`: one writer per directory (sweeps append to their directory);
+  :func:`claim`: the files a sweep rewrites there must be ones hwtune wrote (its manifest).
 """
 from __future__ import annotations
 
@@ -19,6 +21,11 @@ import tempfile
 from pathlib import Path
 
 from hwtune.errors import OutputError
+
+
+#: The list of files hwtune wrote into an output directory (JSON {"files": [relative paths]}):
+#: ``--force`` replaces a directory only when it holds nothing else.
+MANIFEST = ".hwtune-files.json"
 
 
 def _umask() -> int:
@@ -48,9 +55,9 @@ def check_output(path: str | os.PathLike, marker: str, force: bool = False, inpu
     """Refuse (OutputError) an output path hwtune must not write, before any work is done.
 
     Allowed: a path that does not exist (parents are created), an empty directory, or, with
-    ``force``, a directory holding ``marker`` (an earlier hwtune output of this kind), which is then
-    replaced. Refused always: a path equal to, inside or holding one of ``inputs``; a file; a
-    symbolic link; the working directory or one of its parents; a path under a file; a non-empty
+    ``force``, a directory holding ``marker`` (an earlier hwtune output of this kind) and no file
+    its :data:`MANIFEST` does not list, which is then replaced. Refused always: a path equal to,
+    inside or holding one of ``inputs``; a file; a symbolic link; the working directory or one of its parents; a path under a file; a non-empty
     directory without ``marker`` (someone's files: never deleted, even with ``force``).
     """
     path = Path(path)
@@ -78,7 +85,52 @@ def check_output(path: str | os.PathLike, marker: str, force: bool = False, inpu
                           "refusing to replace it (nothing was written)")
     if not force:
         raise OutputError(f"{flag} {path}: an {what} exists there; pass --force to replace it")
+    foreign = foreign_files(path)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise OutputError(f"{flag} {path}: holds files hwtune did not write ({shown}); refusing to replace it "
+                          "(nothing was written): move them away first")
     return path
+
+
+def _files(root: Path) -> list[str]:
+    """Every entry below ``root`` that is not a directory (files, links, FIFOs), relative, sorted."""
+    found = []
+    for dirpath, dirs, files in os.walk(root):
+        found += [str((Path(dirpath) / f).relative_to(root)) for f in files]
+        found += [str((Path(dirpath) / d).relative_to(root)) for d in dirs if (Path(dirpath) / d).is_symlink()]
+    return sorted(found)
+
+
+def foreign_files(path: Path) -> list[str]:
+    """The files in the output directory ``path`` that its manifest (:data:`MANIFEST`, written with
+    the output) does not list; all of them when it has no manifest (not written by this hwtune)."""
+    try:
+        listed = set(json.loads((path / MANIFEST).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        listed = set()
+    return [f for f in _files(path) if f != MANIFEST and f not in listed]
+
+
+def claim(directory: str | os.PathLike, names) -> None:
+    """Before hwtune (re)writes the files ``names`` of a directory it fills piece by piece (a sweep):
+    refuse (OutputError) any of them that exists and the directory's :data:`MANIFEST` does not list
+    (someone's file, never overwritten), then list them all there."""
+    directory = Path(directory)
+    manifest = directory / MANIFEST
+    try:
+        listed = set(json.loads(manifest.read_text())["files"])
+    except FileNotFoundError:
+        listed = set()
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise OutputError(f"{manifest}: unreadable manifest ({str(e)[:100]}); refusing to write into {directory}") \
+            from None
+    foreign = [n for n in names if n not in listed and (directory / n).exists()]
+    if foreign:
+        raise OutputError(f"{directory}: holds {', '.join(foreign)}, which hwtune did not write; refusing to "
+                          "overwrite (move them away first)")
+    if not set(names) <= listed:
+        write_json(manifest, {"files": sorted(listed | set(names))})
 
 
 @contextlib.contextmanager
@@ -99,6 +151,7 @@ def atomic_directory(path: str | os.PathLike):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
+        (tmp / MANIFEST).write_text(json.dumps({"files": _files(tmp)}, indent=1) + "\n")
         _publish(tmp)
         old = None
         if path.exists():

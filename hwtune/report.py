@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from hwtune.atomic import atomic_write_text  # noqa: E402
+from hwtune.atomic import atomic_write_text, claim  # noqa: E402
 from hwtune.config import check_value, rule_of  # noqa: E402
 from hwtune.errors import ConfigError, HwtuneError, short  # noqa: E402
 from hwtune.device_noise import NoiseSpec  # noqa: E402
@@ -220,6 +220,15 @@ def _figure(records, x_axis, fixed, group, title, xlabel, path: Path, integer_x=
     return path
 
 
+#: The plots of a grid sweep's report.
+PLOTS = ("accuracy_vs_bits.png", "accuracy_vs_steps.png", "accuracy_vs_jitter.png")
+
+
+def _study_plot(name: str) -> str:
+    """File name of a robustness study's plot."""
+    return f"robustness_{name.replace(' ', '_')}.png"
+
+
 def _most_common(records, axis):
     values = [r[axis] for r in records]
     return max(set(values), key=values.count)
@@ -234,11 +243,11 @@ def make_plots(records: list[dict], out: Path) -> tuple[list[Path], list[str]]:
     clean = {"jitter": 0.0, "weight_mismatch": 0.0}
     made = [
         _figure(records, "bits", {**clean, "steps": steps}, "finetune", "accuracy vs weight bits", "weight bits",
-                out / "accuracy_vs_bits.png", integer_x=True),
+                out / PLOTS[0], integer_x=True),
         _figure(records, "steps", {**clean, "finetune": True}, "bits", "accuracy vs steps per window (latency)",
-                "steps per window", out / "accuracy_vs_steps.png", integer_x=True, log_x=True),
+                "steps per window", out / PLOTS[1], integer_x=True, log_x=True),
         _figure(records, "jitter", {"steps": steps, "bits": bits, "weight_mismatch": 0.0}, "finetune",
-                "accuracy vs spike-time jitter", _axis_label("jitter"), out / "accuracy_vs_jitter.png"),
+                "accuracy vs spike-time jitter", _axis_label("jitter"), out / PLOTS[2]),
     ]
     return [p for p in made if isinstance(p, Path)], [p for p in made if isinstance(p, str)]
 
@@ -266,6 +275,7 @@ def _cell(record: dict, column: str) -> str:
 def write_report(records: list[dict], out: Path, title: str) -> Path:
     """``report.md`` of a grid sweep with the plots and one row per point; returns its path."""
     check_grid_records(records, Path(out) / "points.jsonl")
+    claim(out, ["report.md", *PLOTS])
     plots, not_plotted = make_plots(records, out)
     cols = ["bits", "steps", "jitter", "weight_mismatch", "finetune", "accuracy_torch", "accuracy_emulator",
             "torch_emulator_agreement", "spikes_per_hidden_neuron", "synaptic_events_per_sample", "latency_steps",
@@ -329,6 +339,7 @@ def write_study_report(out: Path) -> Path:
     """``report.md`` of a robustness study directory (its ``sweep.json``): per study a plot and the
     table of every level; returns its path."""
     summary = read_study_summary(out)
+    claim(out, ["report.md", *(_study_plot(s["name"]) for s in summary["studies"])])
     lines = [f"# Robustness study {summary['name']} ({summary['sweep']})", "",
              f"Base model {summary['base']} on {summary['dataset']}, target {summary['target']}; plain = quantize "
              f"{json.dumps(summary['quantize'])}; control and noise-aware add the same fine-tuning budget "
@@ -354,8 +365,7 @@ def write_study_report(out: Path) -> Path:
         rows = summary["summaries"].get(study["name"], [])
         if not rows:
             continue
-        plot = _study_figure(summary, study, rows, inside(out, f"robustness_{study['name'].replace(' ', '_')}.png",
-                                                          "study name"))
+        plot = _study_figure(summary, study, rows, inside(out, _study_plot(study["name"]), "study name"))
         scales = summary.get("window_scales", {}).get(study["name"])
         chosen = ([f"Window scales chosen (seed: control, noise-aware): " + "; ".join(
             f"{c['seed']}: {c['control']:.2g}, {c['noise-aware']:.2g}" for c in scales) + ".", ""] if scales else [])

@@ -254,6 +254,9 @@ def _drop_unfinished_line(out: Path) -> None:
         atomic_write_text(file, text[:text.rfind("\n") + 1])
 
 
+#: Files a sweep rewrites in its directory (points.jsonl is only appended to); hwtune.report adds its plots.
+REWRITTEN = (".lock", "points.csv", SUMMARY, "report.md")
+
 CSV_COLUMNS = ["id", *AXES, *METRICS, "torch_emulator_agreement", "synaptic_events_per_sample", "latency_steps",
                "backend_identical", "backend_samples"]
 
@@ -372,11 +375,12 @@ def sweep_directory(out: Path):
     """Check ``out`` (:func:`check_sweep_dir`) and hold its lock for the block. A directory this
     run created is removed again when the block fails (a full disk, Ctrl-C) before any point
     finished: nothing but a lock and half a base model would be left."""
-    from hwtune.atomic import exclusive_lock
+    from hwtune.atomic import claim, exclusive_lock
 
     check_sweep_dir(out)
     created, was_empty = not out.exists(), out.is_dir() and not any(out.iterdir())
     try:
+        claim(out, REWRITTEN)
         with exclusive_lock(out):
             yield out
     except BaseException:
