@@ -13,6 +13,7 @@ from hwtune.artifact import (ARRAYS_FILE, JSON_FILE, Artifact, ArtifactError, Ar
                              violations)
 from random_artifacts import random_artifact, random_conv_artifact
 from hwtune.layers import Conv2d, Dense, Flatten, SumPool
+from hwtune.atomic import MANIFEST
 
 
 def small(**changes) -> Artifact:
@@ -55,7 +56,7 @@ def test_schedule_properties():
 def test_round_trip_field_by_field(tmp_path):
     a = small()
     a.save(tmp_path / "a")
-    assert sorted(os.listdir(tmp_path / "a")) == sorted([JSON_FILE, ARRAYS_FILE])
+    assert sorted(os.listdir(tmp_path / "a")) == sorted([JSON_FILE, ARRAYS_FILE, MANIFEST])
     assert_same(a, Artifact.load(tmp_path / "a"))
     r = random_artifact(np.random.default_rng(0), [12, 9, 7, 4], bits=4, steps=[3, 5, 2], delay=2)
     r.save(tmp_path / "r")

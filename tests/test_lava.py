@@ -171,3 +171,33 @@ def test_ctrl_c_stops_a_lava_run_cleanly(tmp_path):
     assert time.monotonic() - start < 10 and "interrupted" in err
     time.sleep(0.5)
     assert _group_members(proc.pid) == []
+
+
+def test_lava_workers_die_with_a_killed_parent_and_remove_the_temp_dirs(tmp_path):
+    """`hwtune lava-run` killed outright (SIGKILL: no clean-up of its own) mid-run: its Lava workers
+    end within seconds, and the run's hwtune-lava-* / pymp-* temp dirs are gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    a = random_artifact(np.random.default_rng(0), [64, 300, 10], bits=4, steps=16)
+    a.meta["dataset"] = {"name": "digits"}
+    a.save(tmp_path / "art")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "hwtune.cli", "lava-run", str(tmp_path / "art"), "--samples",
+                             "360", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env={**os.environ, "TMPDIR": str(temp)})
+    deadline = time.monotonic() + 60
+    while len(_group_members(proc.pid)) < 3 and time.monotonic() < deadline:   # Lava's workers are up
+        time.sleep(0.2)
+    time.sleep(1)
+    assert proc.poll() is None and len(_group_members(proc.pid)) >= 3
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 20
+    while _group_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _group_members(proc.pid) == []
+    assert [p.name for p in temp.iterdir() if p.name.startswith(("hwtune-lava-", "pymp-"))] == []

@@ -26,6 +26,7 @@ from lava.magma.runtime.message_infrastructure.multiprocessing import SystemProc
 from hwtune.artifact import Artifact
 from hwtune.backends import RunResult
 from hwtune.backends.lava.build import build_network
+from hwtune.backends.lava.lifecycle import workers_die_with_parent
 from hwtune.errors import HwtuneError
 from hwtune.interrupts import sigint_deferred
 
@@ -63,7 +64,9 @@ def run_lava(artifact: Artifact, k0, gap: int = 2) -> LavaResult:
         executable = process.compile(Loihi2SimCfg(select_tag="fixed_pt"))  # starts no process
         before, workers = set(multiprocessing.active_children()), []
         try:
-            with sigint_deferred():  # Lava forks its workers here: they inherit a handler that drops SIGINT
+            # Lava forks its workers here: they inherit a handler that drops SIGINT (SIGTERM: a quiet
+            # exit), and die with this process (lifecycle)
+            with sigint_deferred(), workers_die_with_parent(record_dir):
                 process.create_runtime(executable=executable)
                 workers = _new_workers(before)
             process.run(condition=RunSteps(num_steps=net.total_steps))
