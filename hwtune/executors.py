@@ -101,8 +101,6 @@ def ray(fn: Callable, shared: dict, items: list, threads: int, on_error: str, ad
         raise HwtuneError("the ray executor needs Ray: pip install 'hwtune[ray]'") from None
     started = not ray_module.is_initialized()
     if started:
-        if address:
-            check_reachable(address)
         try:
             ray_module.init(address=address or "local", num_cpus=None if address else num_cpus,
                             include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)

@@ -201,3 +201,29 @@ def test_lava_workers_die_with_a_killed_parent_and_remove_the_temp_dirs(tmp_path
         time.sleep(0.2)
     assert _group_members(proc.pid) == []
     assert [p.name for p in temp.iterdir() if p.name.startswith(("hwtune-lava-", "pymp-"))] == []
+
+
+def test_a_group_sigterm_during_lava_stops_quietly(tmp_path):
+    """SIGTERM to the whole process group (a job controller stopping it) during `hwtune lava-run`:
+    exit 130, no traceback from any worker, none left behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    a = random_artifact(np.random.default_rng(0), [64, 300, 10], bits=4, steps=16)
+    a.meta["dataset"] = {"name": "digits"}
+    a.save(tmp_path / "art")
+    proc = subprocess.Popen([sys.executable, "-m", "hwtune.cli", "lava-run", str(tmp_path / "art"), "--samples",
+                             "360", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len(_group_members(proc.pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    assert proc.poll() is None
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    time.sleep(0.5)
+    assert _group_members(proc.pid) == []
