@@ -9,17 +9,26 @@ verb that needs them, so ``hwtune --help`` is fast.
 """
 from __future__ import annotations
 
-import argparse
-import errno
-import json
+import os
+import signal
 import sys
-from pathlib import Path
 
-from hwtune import __version__, distributed, progress
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "hwtune":   # the program, not an import
+    # a stop signal while the imports below run (seconds, torch's): nothing is written yet, so exit
+    # 130 at once; main() installs the handlers that clean up
+    for _sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_sig, lambda signum, frame: os._exit(130))
+
+import argparse  # noqa: E402
+import errno  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from hwtune import __version__, distributed, progress  # noqa: E402
 from hwtune.configs import (DataConfig, DeployConfig, ExecutionConfig, LatencyConfig, NoiseConfig, QuantizeConfig,
-                            TrainConfig)
-from hwtune.errors import HwtuneError, UsageError, short
-from hwtune.interrupts import ignore_stop_signals, install_stop_handlers, restore_handlers
+                            TrainConfig)  # noqa: E402
+from hwtune.errors import HwtuneError, UsageError, short  # noqa: E402
+from hwtune.interrupts import ignore_stop_signals, install_stop_handlers, restore_handlers  # noqa: E402
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES = """exit codes:

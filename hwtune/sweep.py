@@ -255,7 +255,7 @@ def _drop_unfinished_line(out: Path) -> None:
 
 
 #: Files a sweep rewrites in its directory (points.jsonl is only appended to); hwtune.report adds its plots.
-REWRITTEN = (".lock", "points.csv", SUMMARY, "report.md")
+REWRITTEN = ("points.csv", SUMMARY, "report.md")
 
 CSV_COLUMNS = ["id", *AXES, *METRICS, "torch_emulator_agreement", "synaptic_events_per_sample", "latency_steps",
                "backend_identical", "backend_samples"]
