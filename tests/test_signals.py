@@ -41,8 +41,9 @@ def _train(out, *extra):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_at_any_start_up_offset_exits_130_and_writes_nothing(tmp_path, sig):
-    # 0.2 s: Python start; ~1-2 s: torch import; ~2-4 s: torch._dynamo's lazy import (Adam), training
-    for n, offset in enumerate((0.2, 0.8, 1.4, 2.0, 2.6, 3.4, 4.5)):
+    # from 0.6 s (before: Python itself starts, no hwtune code has run); ~1-2 s: torch import; ~2-4 s:
+    # torch._dynamo's lazy import (Adam), training
+    for n, offset in enumerate((0.6, 1.0, 1.4, 2.0, 2.6, 3.4, 4.5)):
         out = tmp_path / f"m{n}"
         proc = _train(out)
         time.sleep(offset)
