@@ -128,8 +128,11 @@ def emulate(artifact: Artifact, x, mode: str = "fast"):
     return run(artifact, _inputs(artifact, x), mode=mode)
 
 
-def run_lava(artifact: Artifact, x):
-    """Run pixel intensities ``x`` on Lava's fixed_pt simulator (all samples in one run)."""
+def run_lava(artifact: Artifact, x, hardware: bool = False):
+    """Run pixel intensities ``x`` on Lava's stock Loihi 2 processes, all samples in one run: in Lava's
+    bit-accurate simulator, or on a Loihi 2 board with ``hardware`` (needs Intel's lava-loihi)."""
     from hwtune.backends.lava import run_lava as run
     artifact = args.artifact(artifact)
-    return run(artifact, _inputs(artifact, x))
+    if not isinstance(hardware, bool):
+        raise TypeError(f"hardware must be True or False, got {hardware!r}")
+    return run(artifact, _inputs(artifact, x), hardware=hardware)

@@ -58,7 +58,8 @@ VERBS: dict[str, tuple[str, str]] = {
                "hwtune export runs/fc2-w4 --target loihi"),
     "emulate": ("run the bit-accurate integer emulator on the test set (and compare with the torch model)",
                 "hwtune emulate runs/fc2-w4 --json"),
-    "lava-run": ("run test samples on Lava's fixed_pt simulator and compare with the emulator spike for spike",
+    "lava-run": ("run test samples on Lava's stock Loihi 2 processes (simulator, or --hardware) and compare with "
+                 "the emulator spike for spike",
                  "hwtune lava-run runs/fc2-w4 --samples 20"),
     "run": ("run a recipe: train or load, passes, export, emulate (+ Lava)", "hwtune run recipes/quickstart.yaml"),
     "sweep": ("robustness sweep over bits, steps, jitter, weight noise; resumable; checks floors",
@@ -180,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--samples", type=_positive_int, default=20,
                            help="run the first N test samples [samples] (default: 20)")
+            p.add_argument("--hardware", action="store_true",
+                           help="run on a Loihi 2 board (Loihi2HwCfg; needs Intel's lava-loihi) instead of Lava's "
+                                "bit-accurate simulator")
             _data_flags(p, train=False, samples=False)
         _add_common(p)
 
@@ -471,8 +475,8 @@ def _deployable(args):
     data_cfg = DataConfig.from_args(args)
     if (Path(args.model) / io.CONFIG).exists():
         net = io.load(args.model)
-        artifact = workflow.export_model(net, args.target, source=str(args.model))
-        return artifact, net, workflow.load_data(net, data_cfg)
+        data = workflow.load_data(net, data_cfg)
+        return workflow.export_model(net, args.target, source=str(args.model), data=data), net, data
     artifact = Artifact.load(args.model)
     if args.target:
         workflow.check_artifact_target(artifact, args.target)
@@ -513,14 +517,20 @@ def _cmd_emulate(args) -> int:
 def _cmd_lava_run(args) -> int:
     from hwtune import workflow
 
+    if args.hardware:     # before any work: the board needs lava-loihi
+        from hwtune.backends.lava.run import require_hardware
+        require_hardware()
     artifact, _, data = _deployable(args)
     n = min(args.samples, len(data.test_x))
-    result = workflow.compare_backend(artifact, data.test_x[:n], "lava")
+    result = workflow.compare_backend(artifact, data.test_x[:n], "lava", hardware=args.hardware)
     lines = [f"{'sample':>6s} {'label':>5s} {'lava':>5s} {'emulator':>8s} {'spikes':>6s}"]
     for i, (a, b, c) in enumerate(zip(result["backend_predictions"], result["emulator_predictions"],
                                       result["spikes_per_sample"])):
         lines.append(f"{i:6d} {int(data.test_y[i]):5d} {a:5d} {b:8d} {c:6d}")
-    lines.append(f"Lava == emulator spike for spike on {result['identical_spike_for_spike']}/{result['samples']} samples")
+    lines += [f"ran on {'a Loihi 2 board' if args.hardware else 'Lava simulator'}: "
+              + ", ".join(m.rsplit(".", 1)[1] for m in result["process_models"]),
+              f"most spikes of one neuron in one sample: {result['max_spikes_per_neuron']}",
+              f"Lava == emulator spike for spike on {result['identical_spike_for_spike']}/{result['samples']} samples"]
     _emit(args, result, lines)
     return EXIT_OK if result["identical_spike_for_spike"] == result["samples"] else EXIT_CHECK_FAILED
 

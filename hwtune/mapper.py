@@ -82,8 +82,10 @@ def _shared_kernel_layer(layer: ArtifactLayer, chip: ChipSection, weight_bits: i
                     cores * channels * kernel_bits, int(layer.fan_in().max()), axons, "shared kernels")
 
 
-def _explicit_layer(layer: ArtifactLayer, chip: ChipSection) -> LayerMap:
-    fan_in = int(layer.fan_in().max())
+def _explicit_layer(layer: ArtifactLayer, chip: ChipSection, clock_rows: int = 0, built_as: str = "") -> LayerMap:
+    """``clock_rows``: inputs of the layer's clock (each neuron has one synapse from each);
+    ``built_as``: the process that holds the synapses, for the table."""
+    fan_in = int(layer.fan_in().max()) + clock_rows
     per_neuron = max(1, fan_in) * chip.synapse_bits
     per_core = min(chip.neurons_per_core, chip.synaptic_memory_bits // per_neuron)
     if per_core < 1:
@@ -95,16 +97,19 @@ def _explicit_layer(layer: ArtifactLayer, chip: ChipSection) -> LayerMap:
     if chip.max_axons_per_core and axons > chip.max_axons_per_core:
         _fail(layer, "chip.max_axons_per_core", f"its neurons read {axons} inputs, more than {chip.max_axons_per_core} "
                                                 "per core")
-    synapses = int(layer.fan_out().sum())
+    synapses = int(layer.fan_out().sum()) + layer.n_out * clock_rows
     return LayerMap(layer.name, layer.synapse.kind, layer.n_out, math.ceil(layer.n_out / per_core), per_core, synapses,
-                    synapses * chip.synapse_bits, fan_in, axons, "explicit synapses")
+                    synapses * chip.synapse_bits, fan_in, axons + clock_rows,
+                    "explicit synapses" + (f" ({built_as})" if built_as else ""))
 
 
-def map_layers(artifact: Artifact, chip: ChipSection) -> list[LayerMap]:
-    """Cores, memory and inputs of every layer; refuses (ArtifactError) what the chip cannot hold."""
+def map_layers(artifact: Artifact, chip: ChipSection, build: "Build | None" = None) -> list[LayerMap]:
+    """Cores, memory and inputs of every layer; refuses (ArtifactError) what the chip cannot hold.
+    ``build``: what the backend builds beyond the artifact's synapses (Lava: a clock per layer)."""
     maps = [_shared_kernel_layer(layer, chip, artifact.weight_bits)
-            if layer.synapse.shares_kernels and chip.conv_weight_sharing else _explicit_layer(layer, chip)
-            for layer in artifact.layers]
+            if layer.synapse.shares_kernels and chip.conv_weight_sharing and build is None
+            else _explicit_layer(layer, chip, *((build.clock_rows[n], build.processes[n]) if build else ()))
+            for n, layer in enumerate(artifact.layers)]
     budget, used = chip.cores_per_chip * chip.max_chips, 0
     for m in maps:
         used += m.cores
@@ -116,11 +121,25 @@ def map_layers(artifact: Artifact, chip: ChipSection) -> list[LayerMap]:
     return maps
 
 
+@dataclass
+class Build:
+    """What a backend builds besides the artifact's neurons and synapses, per layer: the inputs of
+    its clock (host-timed spikes, one synapse to every neuron each) and the process holding its
+    synapses; events_per_sample: the synaptic events of one inference when they do not depend on
+    the input (hwtune.backends.lava.build.costs: every neuron spikes once); source: says so."""
+
+    clock_rows: list[int]
+    processes: list[str]
+    events_per_sample: int
+    source: str
+
+
 def resource_map(artifact: Artifact, chip: ChipSection, events_per_sample: float | None = None,
-                 samples: int | None = None) -> dict:
+                 samples: int | None = None, build: Build | None = None) -> dict:
     """The map of every layer, the totals, and the latency and energy estimate per inference
-    (energy only when ``events_per_sample``, counted by the emulator on ``samples`` test samples)."""
-    layers = map_layers(artifact, chip)
+    (energy only when ``events_per_sample``, counted by the emulator on ``samples`` test samples,
+    or from ``build``, the backend's build; hwtune.workflow.export_model passes it for Lava)."""
+    layers = map_layers(artifact, chip, build)
     cores = sum(m.cores for m in layers)
     neurons = sum(m.neurons for m in layers)
     chips = math.ceil(cores / chip.cores_per_chip)
@@ -130,10 +149,15 @@ def resource_map(artifact: Artifact, chip: ChipSection, events_per_sample: float
              "memory_bits": sum(m.memory_bits for m in layers), "latency_steps": latency_steps,
              "latency_us": latency_us, "neuron_updates": neurons * latency_steps,
              "static_energy_uj": chip.static_power_w * chips * latency_us}
+    if build is not None:
+        events_per_sample, source = build.events_per_sample, build.source
+        total["clock_inputs"] = sum(build.clock_rows)
+    else:
+        source = f"emulator on {samples} test samples"
     if events_per_sample is not None:
         dynamic_pj = events_per_sample * chip.energy_per_synaptic_event_pj + \
             total["neuron_updates"] * chip.energy_per_neuron_update_pj
-        total.update(synaptic_events=events_per_sample, events_counted_on=samples, dynamic_energy_uj=dynamic_pj / 1e6,
+        total.update(synaptic_events=events_per_sample, events_source=source, dynamic_energy_uj=dynamic_pj / 1e6,
                      energy_uj=dynamic_pj / 1e6 + total["static_energy_uj"])
     return {"layers": [asdict(m) for m in layers], "total": total, "chip": chip.to_dict()}
 
@@ -164,6 +188,9 @@ def table(resources: dict) -> list[str]:
                  f"{_si(t['memory_bits']) + 'bit':>11s}")
     lines.append(f"chips: {t['chips']} of at most {chip['max_chips']} ({chip['cores_per_chip']} cores each); latency "
                  f"{t['latency_steps']} steps = {t['latency_us'] / 1000:.3g} ms at {chip['step_time_us']:g} us/step")
+    if "clock_inputs" in t:
+        lines.append(f"clock: {t['clock_inputs']} host-timed inputs, one synapse to every neuron of their layer each "
+                     "(counted above)")
     if "energy_uj" in t:
         lines += energy_lines(t, chip)
     return lines
@@ -173,8 +200,7 @@ def energy_lines(t: dict, chip: dict) -> list[str]:
     """Dynamic energy per inference first (what the net's spikes cost), then the chip's static power,
     which does not depend on the net (it is whole chips, however few cores the net uses)."""
     return [f"dynamic energy per inference: {_joules(t['dynamic_energy_uj'])} ({_si(t['synaptic_events'])} synaptic "
-            f"events, emulator on {t['events_counted_on']} test samples; {_si(t['neuron_updates'])} neuron updates)",
+            f"events, {t['events_source']}; {_si(t['neuron_updates'])} neuron updates)",
             f"static: {chip['static_power_w']:g} W per chip x {t['chips']} chip(s), {_joules(t['static_energy_uj'])} over "
             f"the {t['latency_us'] / 1000:.3g} ms latency, whatever the net uses of them ({t['cores']} cores of "
             f"{t['chips'] * chip['cores_per_chip']}); estimates: see the target file's sources"]
-    return lines

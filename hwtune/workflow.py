@@ -226,21 +226,35 @@ def export_model(net: TTFSNet, target: str | TargetSpec | None = None, source: s
     """The integer artifact of a quantized net for the target it is prepared for (another target is
     refused by :func:`resolve_target`), with the target chip's resource map in ``meta["resources"]``
     (hwtune.mapper; a net the chip cannot hold is refused). With ``data``, the emulator counts the
-    synaptic events of the first ``samples`` test samples for the energy estimate."""
+    synaptic events of the first ``samples`` test samples for the energy estimate, and for the Lava
+    backend sizes the stock neuron's guards for the first ``samples`` training samples."""
     from hwtune import mapper
 
     spec = resolve_target(net, target, "export")
     if model_target(net) is None:
         raise HwtuneError("export needs a model prepared for a target: run `hwtune quantize` first")
     artifact = to_artifact(net, spec, source=source)
+    build = _fit_lava(artifact, data, samples) if spec.backend == "lava" else None
     if spec.chip is not None:
         events = None
-        if data is not None:
+        if data is not None and build is None:
             x, y = data.test_x[:samples], data.test_y[:samples]
             events = emulate_artifact(artifact, x, y)[0]["synaptic_events_per_sample"]
         artifact.meta["resources"] = mapper.resource_map(artifact, spec.chip, events, len(data.test_x[:samples])
-                                                         if data is not None else None)
+                                                         if data is not None else None, build)
     return artifact
+
+
+def _fit_lava(artifact: Artifact, data: Dataset | None, samples: int | None):
+    """Size the guards of the stock Loihi 2 build for the potentials of training samples (with data),
+    check that every register holds (ArtifactError naming layer, neuron and register) and return
+    what the build adds for the resource map (hwtune.backends.lava.build.costs)."""
+    from hwtune.backends.lava.build import calibrate, costs
+
+    if data is not None:
+        x = data.train_x[:samples]
+        calibrate(artifact, encoded_inputs(x, artifact.input_steps), f"{data.meta.get('name', 'custom')} train[:{len(x)}]")
+    return costs(artifact)
 
 
 # ---- backends ---------------------------------------------------------------------------------
@@ -307,21 +321,27 @@ def artifact_target_noise(artifact: Artifact):
     return noise if noise is not None and noise.any else None
 
 
-def compare_backend(artifact: Artifact, x: torch.Tensor, backend: str | None = None) -> dict:
+def compare_backend(artifact: Artifact, x: torch.Tensor, backend: str | None = None, **options) -> dict:
     """Run ``x`` on ``backend`` (default: the artifact's target's, hwtune.backends) and on the
-    emulator's stepped mode; count samples identical spike for spike (every activation and potential)."""
+    emulator's stepped mode; count samples identical spike for spike (every activation, and the
+    logits). A backend that reports them adds ``process_models`` and ``max_spikes_per_neuron``
+    (Lava: hwtune.backends.lava.run.LavaResult). ``options`` go to the backend's runner (Lava: hardware)."""
     from hwtune.backends import get_backend
     from hwtune.backends.emulator import emulate
 
     name = backend or artifact_backend(artifact)
     k0 = encoded_inputs(x, artifact.input_steps)
-    hw, emu = get_backend(name)(artifact, k0), emulate(artifact, k0, mode="stepped")
-    same = np.ones(len(x), dtype=bool)
-    for a, b in zip(hw.activations + hw.potentials, emu.activations + emu.potentials):
+    hw, emu = get_backend(name)(artifact, k0, **options), emulate(artifact, k0, mode="stepped")
+    same = (hw.logits == emu.logits).all(axis=1)
+    for a, b in zip(hw.activations, emu.activations):
         same &= (a == b).all(axis=1)
-    return {"backend": name, "samples": len(x), "identical_spike_for_spike": int(same.sum()),
-            "backend_predictions": hw.predictions.tolist(), "emulator_predictions": emu.predictions.tolist(),
-            "spikes_per_sample": hw.spike_counts().tolist()}
+    report = {"backend": name, "samples": len(x), "identical_spike_for_spike": int(same.sum()),
+              "backend_predictions": hw.predictions.tolist(), "emulator_predictions": emu.predictions.tolist(),
+              "spikes_per_sample": hw.spike_counts().tolist()}
+    for key in ("process_models", "max_spikes_per_neuron"):
+        if hasattr(hw, key):
+            report[key] = getattr(hw, key)
+    return report
 
 
 def deploy(net: TTFSNet, artifact: Artifact, data: Dataset, cfg: DeployConfig) -> dict:

@@ -169,8 +169,8 @@ def resource_section(path: Path) -> list[str]:
               f"- latency: {t['latency_steps']} steps = {t['latency_us'] / 1000:.3g} ms at {chip['step_time_us']:g} "
               "us per step"]
     if "energy_uj" in t:
-        lines.append(f"- synaptic events: {t['synaptic_events']:,.0f} per inference (emulator, first "
-                     f"{t['events_counted_on']:,} test images); neuron updates {t['neuron_updates']:,}")
+        lines.append(f"- synaptic events: {t['synaptic_events']:,.0f} per inference ({t['events_source']}); "
+                     f"neuron updates {t['neuron_updates']:,}")
         lines.append(f"- dynamic energy per inference: {energy(t['dynamic_energy_uj'])} (Loihi 1 per-operation "
                      "figures: estimates)")
         lines.append(f"- static: {energy(t['static_energy_uj'])} per inference from the whole chip's static power over "

@@ -1,4 +1,5 @@
-"""Lava fixed_pt backend == emulator, spike by spike, on random nets (one long run each)."""
+"""Lava backend (Lava's stock processes: LIFReset, Dense/Sparse, io adapters) == emulator, spike by
+spike, on random nets (one long run each); every ProcessModel that ran is Lava's own."""
 import warnings
 
 import numpy as np
@@ -11,32 +12,59 @@ from random_artifacts import random_artifact  # noqa: E402
 from test_emulator import random_conv_case  # noqa: E402
 from hwtune.backends.emulator import emulate  # noqa: E402
 from hwtune.backends.lava import run_lava  # noqa: E402
-from hwtune.backends.lava.build import build_network, input_raster  # noqa: E402
+from hwtune.backends.lava.build import GUARD_KEY, calibrate, input_spikes, period_steps, plan  # noqa: E402
 from test_emulator import GOLDEN_K0, golden_artifact  # noqa: E402
 from test_grouped_conv import depthwise_case  # noqa: E402
 
 
 def assert_lava_matches_emulator(a, k0):
     with warnings.catch_warnings():
-        # Lava's model search executes every module next to process.py; none may fail
+        # Lava's model search executes every module next to a process; none may fail
         warnings.filterwarnings("error", message="Cannot import module", category=UserWarning)
         lava = run_lava(a, k0)
     emu = emulate(a, k0, mode="stepped")
     for n, (x, y) in enumerate(zip(lava.spike_steps, emu.spike_steps)):
         assert np.array_equal(x, y), f"spike steps of layer {n}"
-    for n, (x, y) in enumerate(zip(lava.potentials, emu.potentials)):
-        assert np.array_equal(x, y), f"potentials of layer {n + 1}"
     assert np.array_equal(lava.logits, emu.logits) and np.array_equal(lava.predictions, emu.predictions)
-    assert lava.total_steps == len(k0) * (a.latency_steps + 2)
+    assert lava.total_steps == len(k0) * lava.period and lava.period == period_steps(a)
+    assert lava.period & (lava.period - 1) == 0 and a.latency_steps < lava.period <= 2 * a.latency_steps
+    # what ran: Lava's stock models only (bit-accurate ones for neurons and synapses), one spike each
+    assert lava.process_models and all(m.startswith("lava.proc.") for m in lava.process_models), lava.process_models
+    assert "lava.proc.lif.models.PyLifResetModelBitAcc" in lava.process_models
+    assert lava.max_spikes_per_neuron == 1
     return lava, emu
 
 
-@pytest.mark.parametrize("seed, delay", [(0, 1), (1, 1), (2, 1), (3, 2), (4, 1), (5, 3)])
+@pytest.mark.parametrize("seed, delay", [(0, 1), (2, 1), (3, 2), (4, 1), (5, 3), (7, 1), (8, 2)])
 def test_lava_equals_emulator_on_conv_nets(seed, delay):
     """Random conv nets (stride, padding, sum pooling folded into Sparse synapses, per-layer and
-    per-channel slopes, delays 1-3) run spike for spike as the emulator."""
+    per-channel slopes, 2-8 weight bits, delays 1-3) run spike for spike as the emulator."""
     a, k0 = random_conv_case(seed, delay, batch=5)
     assert_lava_matches_emulator(a, k0)
+
+
+@pytest.mark.parametrize("seed", [1, 9])
+def test_a_net_too_wide_for_the_worst_case_runs_with_calibrated_guards(seed):
+    """8-bit conv nets whose worst-case potentials need more than the 16-bit a_in are refused as they
+    are; sized for the potentials of 64 other samples (x2), they run exactly."""
+    a, k0 = random_conv_case(seed, 1, batch=5)
+    with pytest.raises(ArtifactError, match=r"a_in on step \d+ reaches \d+ > 32767"):
+        plan(a)
+    rng = np.random.default_rng(100 + seed)
+    other = rng.integers(0, a.input_steps + 1, (64, a.n_in)) * (rng.random((64, a.n_in)) < 0.7)
+    calibrate(a, other, "64 random samples")
+    assert a.meta[GUARD_KEY]["samples"] == 64
+    assert_lava_matches_emulator(a, k0)
+
+
+def test_a_sample_outside_the_calibrated_guards_is_detected():
+    """Guards sized for inputs without a spike: a real sample's neuron then spikes while its layer
+    integrates, and the run says which, instead of returning wrong activations."""
+    from hwtune.backends.lava.run import LavaRunError
+    a, k0 = random_conv_case(9, 1, batch=5)
+    calibrate(a, np.zeros((4, a.n_in), dtype=np.int64), "no input spikes")
+    with pytest.raises(LavaRunError, match=r"layer '\w+' neuron \d+ of sample \d+ (spiked outside its firing steps|did not spike once)"):
+        run_lava(a, k0)
 
 
 def test_depthwise_separable_net_on_lava(digits):
@@ -80,29 +108,55 @@ def test_extreme_weights_keep_their_value():
     assert_lava_matches_emulator(a, rng.integers(0, 5, (6, 12)))
 
 
-def test_input_raster_timing():
-    a = golden_artifact()
-    raster = input_raster(a, np.array([[3, 1], [4, 0]]), period=12)
-    # sample 0: input 0 spikes at step T_0 - 3 = 1, input 1 at 3; sample 1 starts at step 12
-    assert [tuple(x) for x in np.argwhere(raster)] == [(0, 1), (0, 12), (1, 3)]
+def test_input_spike_timing():
+    # sample 0: input 0 (k0 3) spikes at step T_0 - 3 = 1, input 1 (k0 0) at T_0 = 4 (every input spikes
+    # once); sample 1 starts at step 12
+    at = input_spikes(np.array([[3, 0], [4, 1]]), steps=4, period=12)
+    assert [tuple(np.flatnonzero(at(t))) for t in range(24)] == \
+        [(), (0,), (), (), (1,)] + [()] * 7 + [(0,), (), (), (1,)] + [()] * 8
 
 
-def test_build_refuses_what_lava_cannot_hold():
-    a = golden_artifact(membrane_bits=5)
-    with pytest.raises(ArtifactError, match="layer 'hidden' neuron 0: membrane worst case"):
-        build_network(a, GOLDEN_K0, "/tmp")
+def test_build_refuses_what_the_stock_neuron_cannot_hold():
     with pytest.raises(ArtifactError, match="at most 8 weight bits"):
-        build_network(golden_artifact(weight_bits=9), GOLDEN_K0, "/tmp")
+        plan(golden_artifact(weight_bits=9))
+    a = golden_artifact()
+    a.layers[0].bias[:] = 40000       # u would hold beta: more than the 16-bit a_in can bring in one step
+    with pytest.raises(ArtifactError, match=r"layer 'hidden' neuron 0: u reaches \[-\d+, 160001\] weight units, "
+                                            r"outside the 24-bit register.*a_in on step 1 reaches \d+ > 32767"):
+        plan(a)
+    a = golden_artifact()
+    a.layers[0].slope[:] = 40000      # vth >= sigma T_1 + kick: beyond 17 bits
+    with pytest.raises(ArtifactError, match=r"layer 'hidden': vth = \d+ > 131071"):
+        plan(a)
+
+
+def test_golden_plan_by_hand():
+    """The clock of the golden case (test_emulator.golden_artifact), derived by hand from the module
+    docstring of hwtune.backends.lava.build: hidden q = [2, -1], beta 1, sigma 3, T = T' = 4, R = 1, F = 5;
+    V in [-4, 12]: kick K = 4, H = sigma T' + K = 16, lift L = 0, pulse P = L + H + 1 - sigma (T' + 1) = 2."""
+    hidden, out = plan(golden_artifact())
+    assert (hidden.reset, hidden.fire_start, hidden.threshold) == (1, 5, 16)
+    assert {s: v.tolist() for s, v in hidden.clock.items()} == \
+        {1: [1], 2: [0], 5: [3 - 1 - 1 + 2], 6: [-2], 9: [4], 10: [-7]}
+    assert (out.reset, out.fire_start, out.threshold) == (6, 10, 131071)
+    assert {s: v.tolist() for s, v in out.clock.items()} == {6: [-1], 10: [-(2 - 1)]}
 
 
 def test_decode_checks_what_the_neurons_saw():
     from hwtune.backends.lava.run import LavaRunError, _decode
-    # window [5, 9): tau 5 -> m 0 -> k 4; tau 8 -> k 1; -1 silent
-    assert _decode(np.array([[5, 8, -1]]), "h", 5, 4).tolist() == [[4, 1, 0]]
-    with pytest.raises(LavaRunError, match="layer 'h' neuron 1 of sample 0 spiked more than once"):
-        _decode(np.array([[5, -2, -1]]), "h", 5, 4)
-    with pytest.raises(LavaRunError, match="layer 'h' neuron 2 of sample 1 spiked outside its window"):
-        _decode(np.array([[5, 6, 7], [5, 6, 9]]), "h", 5, 4)
+    layer = plan(golden_artifact())[0]        # fires on steps 5..9 (m = 0..4, m = 4: k = 0)
+    spikes = np.zeros((2, 12, 3), dtype=bool)
+    spikes[0, 5, 0] = spikes[0, 8, 1] = spikes[0, 9, 2] = True
+    spikes[1, 6, :] = True
+    k, most = _decode(spikes, layer)
+    assert k.tolist() == [[4, 1, 0], [3, 3, 3]] and most == 1
+    spikes[1, 7, 1] = True
+    with pytest.raises(LavaRunError, match="layer 'hidden' neuron 1 of sample 1 did not spike once"):
+        _decode(spikes, layer)
+    spikes[1, 7, 1] = spikes[1, 6, 2] = False
+    spikes[1, 2, 2] = True
+    with pytest.raises(LavaRunError, match="layer 'hidden' neuron 2 of sample 1 spiked outside its firing steps"):
+        _decode(spikes, layer)
 
 
 def _group_members(pgid: int) -> list[int]:

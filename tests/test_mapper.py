@@ -87,10 +87,22 @@ def test_axon_limit_shrinks_conv_tiles():
     assert tight.axons_per_core <= 20 < loose.axons_per_core and tight.cores > loose.cores
 
 
-def test_loihi2_maps_a_vgg_sized_net():
-    a = random_conv_artifact(np.random.default_rng(0), (1, 28, 28),
-                             [("conv", 32, 3, 1, 1), ("conv", 32, 3, 1, 1), ("pool", 2), ("conv", 64, 3, 1, 1),
-                              ("conv", 64, 3, 1, 1), ("pool", 2), ("dense", 256)], 10, bits=4)
-    r = resource_map(a, load_target("loihi2").chip)
-    assert r["total"]["chips"] == 1 and r["total"]["neurons"] == 2 * 25088 + 2 * 12544 + 256 + 10
-    assert [m["stored_as"] for m in r["layers"]] == ["shared kernels"] * 4 + ["explicit synapses"] * 2
+def test_loihi2_maps_the_stock_build_of_a_conv_net():
+    """The Loihi 2 map describes the processes built (hwtune.backends.lava.build): convolutions and
+    layers after a pooling as explicit synapses in Sparse, a clock input per clock step and its
+    synapses counted, and one synaptic event per synapse per inference (every neuron spikes once)."""
+    from hwtune.backends.lava.build import calibrate, costs
+    rng = np.random.default_rng(0)
+    a = random_conv_artifact(rng, (1, 28, 28),
+                             [("conv", 8, 3, 1, 1), ("conv", 8, 3, 1, 1), ("pool", 2), ("conv", 16, 3, 1, 1),
+                              ("conv", 16, 3, 1, 1), ("pool", 2), ("dense", 32)], 10, bits=4)
+    calibrate(a, rng.integers(0, a.input_steps + 1, (8, a.n_in)), "8 random samples")
+    build = costs(a)
+    r = resource_map(a, load_target("loihi2").chip, build=build)
+    t = r["total"]
+    assert t["neurons"] == 2 * 8 * 28 * 28 + 2 * 16 * 14 * 14 + 32 + 10
+    assert [m["stored_as"] for m in r["layers"]] == ["explicit synapses (Sparse)"] * 5 + ["explicit synapses (Dense)"]
+    explicit = sum(int(layer.fan_out().sum()) for layer in a.layers)
+    clock = sum(layer.n_out * rows for layer, rows in zip(a.layers, build.clock_rows))
+    assert t["synapses"] == explicit + clock and t["synaptic_events"] == t["synapses"]
+    assert t["clock_inputs"] == sum(build.clock_rows) and all(3 <= rows <= 12 for rows in build.clock_rows)

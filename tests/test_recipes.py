@@ -89,9 +89,11 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     assert [s["stage"] for s in results["stages"]] == ["train", "quantize", "noise", "latency"]
     assert (out / "artifact" / "artifact.json").exists() and results["failed_checks"] == []
     printed = capsys.readouterr().out
-    assert "lava backend == emulator spike for spike on 20/20" in printed and "chips: 1 of at most 1" in printed
+    assert "lava backend == emulator spike for spike on 20/20" in printed and "chips: 1 of at most 8" in printed
     total = results["resources"]["total"]          # the Loihi 2 map: one core per layer for a net this small
-    assert total["cores"] == 2 and total["neurons"] == 64 + 10 and total["events_counted_on"] == 360
+    assert total["cores"] == 2 and total["neurons"] == 64 + 10
+    # the stock build: every neuron and clock input spikes once, so one event per synapse
+    assert total["synaptic_events"] == total["synapses"] and total["clock_inputs"] > 0
     assert total["synaptic_events"] > 0 and total["energy_uj"] > total["static_energy_uj"] > 0
     table = runpy.run_path("scripts/make_results_table.py")["table"]([out / "results.json"])
     assert "| 100.00 % / 20/20 |" in table and "| total | | 74 | 2 |" in table

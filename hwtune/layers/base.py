@@ -12,8 +12,7 @@ layer, so that adding a kind means adding one module (and its registration, hwtu
 - **integers** (instances, numpy only: the deployable artifact never imports torch): ``apply``,
   ``output_shape``, ``gain``; a synapse also its fan-in / fan-out / |q| sums;
 - **connectivity** (``matrix``: the explicit synapse matrix, what hwtune.backends.lava builds its
-  Dense / Sparse process from; a kind with its own Lava process adds a ``lava_process`` method
-  beside ``matrix`` and the Lava backend asks for it), **mapper cost** (``shares_kernels``,
+  Dense / Sparse process from), **mapper cost** (``shares_kernels``,
   ``tile_inputs``, ``kernel_bits``: hwtune.mapper) and **JSON** (``to_json`` / ``from_json``).
 
 Layouts follow torch: (C, H, W) channel-major, flattened in that order.

@@ -1,8 +1,8 @@
-"""Lava (lava-nc 0.10.0) backend: a custom TTFS neuron process and its fixed_pt model.
+"""Lava (lava-nc 0.10.0) backend: the artifact built from Lava's stock Loihi 2 processes.
 
-process.py: TTFSNeuron and SpikeRecorder (interfaces); models.py: their fixed_pt models;
-build.py: artifact -> processes; run.py: run_lava (all samples in one long run).
-Importing this package imports lava.
+build.py: artifact -> LIFReset, Dense/Sparse and io processes, and the register checks (imports
+lava only to build); run.py: run_lava (all samples in one long run, in Lava's bit-accurate
+simulator or, with lava-loihi, on a Loihi 2 board). Importing this package imports lava.
 """
 import multiprocessing
 

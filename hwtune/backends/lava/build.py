@@ -1,54 +1,318 @@
-"""Artifact -> a network of Lava processes running B samples back to back.
+"""Artifact -> Lava's stock Loihi 2 processes: the build a chip can run (docs/design.md, "Loihi 2 mapping").
 
-Timing (lava-nc 0.10.0, checked in its source and in tests/test_lava.py): Lava's time_step
-starts at 1 and our step is t = time_step - 1. The input RingBuffer sends column
-(time_step - 1) of its data, so column t holds the input spikes of step t. Dense and Sparse send
-on step t + 1 what they accumulated on step t (one step of synaptic delay, d = 1); for d > 1
-DelayDense / DelaySparse with delay d - 1 do the same d steps later. Sample b occupies steps
-[b P, (b + 1) P) with P = latency + gap, so a step there is the artifact's step plus b P.
+Every process is Lava's own, with a Loihi 2 model in lava-loihi: ``LIFReset`` (lava.proc.lif),
+``Dense`` / ``Sparse`` (``DelayDense`` / ``DelaySparse`` for a synaptic delay d > 1), and the io
+adapters at the host boundary: ``Injector`` (input spikes streamed from the host), ``RingBuffer``
+(each layer's clock, cyclic with the sample period), ``Extractor`` (hidden spikes to the host) and
+``Monitor`` (the read-out's v).
 
-Synapses (docs/design.md, "Lava mapping"): a dense layer on unpooled inputs is a ``Dense``
-process; a convolution, or any layer after a sum pooling, is a ``Sparse`` process holding the
-layer's explicit synapse matrix (hwtune.connectivity: pooling folded in, the convolution unrolled).
-Both are Lava's bit-accurate models (``PyDenseModelBitAcc``, ``PySparseModelBitAcc``, picked by
-``select_tag="fixed_pt"``), fed weights q << (9 - b) with weight_exp = -(9 - b) so that a_in is
-sum q exactly (numerics.lava_weights), and sign_mode MIXED (Lava would infer INHIBITORY for an
-all-negative matrix, counting a CSR's implicit zeros, and clip -256).
+The artifact's neuron is LIF with a perfect current integrator: Lava decays u by du + ds_offset
+with ds_offset = 1 (lava/proc/lif/models.py), so du = -1 gives decay 0 (what lava-dl netx writes
+for a CUBA neuron of iDecay 0: du = iDecay - 1), and dv = 0 makes v a perfect integrator too. Then
+u += a_in and v += u, in units of 64 (act_shift; everything below is in weight units, v / 64),
+is numerics.integrate with beta moved into u. What the stock neuron lacks (a per-neuron slope
+after the window, a per-neuron threshold, one spike) comes from a per-layer clock: host-timed
+spikes through Dense synapses whose weights change u on given steps of the sample. Every neuron
+spikes exactly once per sample, a silent one (k = 0) at m = T_n, so by its first firing step F_n
+every input has arrived and u = sum_j q_ij + beta_i is known. Per neuron i of layer n (T = T_{n-1},
+T' = T_n, integration steps R = F_{n-1} + d .. F_n - 1, vth = H one per layer):
+
+    step R:          u += beta_i - L_i           v gets -L_i once (no spike while integrating)
+    step R + 1:      u += L_i
+    step F_n:        u += sigma_i - sum_j q_ij - beta_i + P_i     u = sigma_i + P_i
+    step F_n + 1:    u -= P_i                    u = sigma_i: the firing slope
+    step F_n + T':   u += K_i                    the kick: whoever has not spiked spikes (k = 0)
+    step F_n + T'+1: u -= sigma_i + K_i          u = 0: v stays <= H till the reset
+
+with P_i = L_i + H + 1 - sigma_i (T' + 1), so on firing step m, v = V_i + H + 1 - sigma_i (T' - m)
+> H  <=>  V_i + sigma_i (m + 1) >= sigma_i (T' + 1): numerics.fire's spike step m = T' - k. The
+read-out gets u += beta_i at R and u -= sum_j q_ij + beta_i at F_{N+1} (v then holds V, vth at
+its maximum so it never spikes). LIFReset zeroes u and v at R of every sample.
+
+Every register bound (u, v, vth, bias, the 16-bit a_in) is checked before anything is built, over
+every possible input (:func:`plan`, naming layer, neuron, register and limit).
 """
 # No "from __future__ import annotations": when compiling, Lava executes every module of this
 # directory outside its package, where dataclasses cannot resolve string annotations.
 
 import typing as ty
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from lava.proc.dense.process import DelayDense, Dense
-from lava.proc.io.source import RingBuffer as SpikeSource
-from lava.proc.sparse.process import DelaySparse, Sparse
-from lava.utils.weightutils import SignMode
 
 from hwtune import numerics
-from hwtune.artifact import Artifact, ArtifactError, membrane_violations, raise_violations, weight_violations
-from hwtune.backends.lava.process import TTFSNeuron
+from hwtune.artifact import Artifact, ArtifactError, raise_violations, weight_violations
 from hwtune.connectivity import layer_matrix
 from hwtune.layers import OpError
 
-#: Registers of the process model are int32 (see models.py).
-MAX_MEMBRANE_BITS = 32
+#: Lava's LIF shifts a_in and vth left by 6 bits (act_shift, vth_shift); here v is always a
+#: multiple of 64, and every quantity below is in weight units (v / 64).
+ACT_SHIFT = 6
+#: u and v are 24-bit registers (u wraps, v is clipped at +-(2^23 - 1)): +-(2^17 - 1) weight units.
+V_LIMIT = 2 ** 17 - 1
+#: vth: unsigned 17 bits.
+VTH_LIMIT = 2 ** 17 - 1
+#: a_in: 16-bit signed (what a neuron can receive in one step).
+A_IN_LIMIT = 2 ** 15 - 1
+#: Clock weights are base-128 digits: a low digit through a Dense of scale 1 and high digits
+#: through one of scale 128 (8-bit weights, weight_exp 6).
+DIGIT = 128
+#: Lava's du for a current that does not decay (decay du + ds_offset = 0).
+PERFECT_INTEGRATOR_DU = -1
+#: Where an artifact keeps the potential range its guard and kick are sized for (:func:`calibrate`).
+GUARD_KEY = "lava_guard"
+#: The calibrated range is the observed one times this (capped at the worst case).
+GUARD_MARGIN = 2
+
+
+@dataclass
+class StockLayer:
+    """Integer parameters of one layer's stock build (weight units; steps inside the sample period).
+
+    matrix: q (n_out, n_in), array or CSR. steps_out: T_n (0: read-out). reset: R, the first
+    integration step; fire_start: F_n, its first firing step (spikes at F_n + m, m = 0..T_n); the
+    read-out's v holds V from F_{N+1} - 1 on. threshold: H (vth). clock: step -> change of u per
+    neuron on that step (the clock's Dense weights).
+    """
+
+    name: str
+    matrix: ty.Any
+    steps_out: int
+    reset: int
+    fire_start: int
+    threshold: int
+    clock: ty.Dict[int, np.ndarray]
+
+    @property
+    def readout(self) -> bool:
+        return self.steps_out == 0
+
+    @property
+    def n_out(self) -> int:
+        return self.matrix.shape[0]
+
+
+def _row_sums(matrix) -> ty.Tuple[np.ndarray, np.ndarray]:
+    """sum_j max(q_ij, 0) and sum_j max(-q_ij, 0) per row (int64)."""
+    if sp.issparse(matrix):
+        pos, neg = matrix.maximum(0), (-matrix).maximum(0)
+        return (np.asarray(pos.sum(axis=1), dtype=np.int64).ravel(),
+                np.asarray(neg.sum(axis=1), dtype=np.int64).ravel())
+    q = np.asarray(matrix, dtype=np.int64)
+    return np.maximum(q, 0).sum(axis=1), np.maximum(-q, 0).sum(axis=1)
+
+
+def period_steps(artifact: Artifact, gap: int = 1) -> int:
+    """Steps per sample: the smallest power of two >= the artifact's latency F_{N+1} + ``gap`` (>= 1:
+    the read-out's last clock step is F_{N+1}). A power of two because LIFReset's reset_interval
+    must be one on the chip (lava-dl's netx tutorials, which use LIFReset on Loihi 2)."""
+    if not (isinstance(gap, int) and not isinstance(gap, bool) and gap >= 1):
+        raise ValueError(f"gap must be an integer >= 1, got {gap!r}")
+    return 1 << (artifact.latency_steps + gap - 1).bit_length()
+
+
+def _layer_plan(layer, q, steps_in: int, start: int, delay: int,
+                guard: ty.Optional[ty.Tuple[int, int]]) -> ty.Tuple[StockLayer, ty.List[str]]:
+    """The plan of one layer whose pre layer fires from step ``start`` (F_{n-1}), and the register
+    violations found (module docstring: the clock). Every register bound is a worst case over all
+    inputs; only the guard L and the kick K may be sized for ``guard`` = (smallest V after
+    integration, largest V while integrating), a calibrated range (:func:`calibrate`): an input
+    outside it makes a neuron spike early or not at all, which the run detects (run._decode)."""
+    positions = layer.n_out // layer.synapse.out_channels
+    beta = np.repeat(np.asarray(layer.bias, dtype=np.int64), positions)
+    pos, neg = _row_sums(q)
+    q_sum, arrivals = pos - neg, pos + neg          # arrivals: the most one step can bring in
+    v_max = steps_in * (pos + np.maximum(beta, 0))  # |V| bounds while integrating (numerics.membrane_bound)
+    v_min = -steps_in * (neg + np.maximum(-beta, 0))
+    reset = start + delay
+    fire_start = reset + steps_in
+    clock = {}
+
+    def add(step, values):
+        clock[step] = clock.get(step, 0) + values
+
+    if layer.readout:
+        threshold, steps_out = VTH_LIMIT, 0
+        add(reset, beta)
+        add(fire_start, -(q_sum + beta))
+        u = (np.minimum(-neg, 0) + np.minimum(beta, 0), pos + np.maximum(beta, 0))
+        v = (v_min, v_max)
+    else:
+        sigma = np.repeat(np.asarray(layer.slope, dtype=np.int64), positions)
+        steps_out = layer.window_steps
+        lo, hi = (v_min, v_max) if guard is None else (np.maximum(v_min, guard[0]), np.minimum(v_max, guard[1]))
+        kick = np.maximum(0, -lo)
+        threshold = int(max(1, (sigma * steps_out + kick).max()))
+        lift = np.maximum(0, hi - threshold)
+        pulse = lift + threshold + 1 - sigma * (steps_out + 1)
+        add(reset, beta - lift)
+        add(reset + 1, lift)
+        add(fire_start, sigma - q_sum - beta + pulse)
+        add(fire_start + 1, -pulse)
+        add(fire_start + steps_out, kick)
+        add(fire_start + steps_out + 1, -(sigma + kick))
+        u = (-neg - np.maximum(-beta, 0) - lift, np.maximum(pos + np.maximum(beta, 0), sigma + pulse + kick))
+        # v above H spikes and resets at once, so clipping at the top is harmless (H < V_LIMIT)
+        v = (v_min - lift, np.full_like(v_min, threshold))
+    where = f"layer {layer.name!r}"
+    problems = [] if threshold <= VTH_LIMIT else [f"{where}: vth = {threshold} > {VTH_LIMIT} (17 bits)"]
+    for register, (lo, hi) in (("u", u), ("v", v)):
+        for i in np.flatnonzero((hi > V_LIMIT) | (lo < -V_LIMIT))[:3]:
+            problems.append(f"{where} neuron {i}: {register} reaches [{lo[i]}, {hi[i]}] weight units, outside "
+                            f"the 24-bit register (+-{V_LIMIT} x 64)")
+    for step, values in sorted(clock.items()):
+        need = np.abs(values) + arrivals
+        for i in np.flatnonzero(need > A_IN_LIMIT)[:3]:
+            problems.append(f"{where} neuron {i}: a_in on step {step} reaches {need[i]} > {A_IN_LIMIT} (16 bits)")
+    return StockLayer(name=layer.name, matrix=q, steps_out=steps_out, reset=reset, fire_start=fire_start,
+                      threshold=threshold, clock=clock), problems
+
+
+def plan(artifact: Artifact) -> ty.List[StockLayer]:
+    """The stock build's integer parameters of every layer, or ArtifactError naming each layer,
+    neuron, register and limit that Loihi 2's LIF and synapses cannot hold."""
+    raise_violations(weight_violations(artifact), "violation(s) for Lava")
+    if artifact.weight_bits > 8:
+        raise ArtifactError(f"Lava's synapses hold at most 8 weight bits, got {artifact.weight_bits}")
+    guards = _guards(artifact)
+    layers, problems = [], []
+    for n, layer in enumerate(artifact.layers):
+        try:
+            q = layer_matrix(layer)
+        except OpError as e:
+            raise ArtifactError(str(e)) from None
+        stock, found = _layer_plan(layer, q, artifact.window_steps[n], artifact.schedule[n], artifact.synaptic_delay,
+                                   guards.get(layer.name))
+        layers.append(stock)
+        problems += found
+    if problems:
+        raise ArtifactError(f"{len(problems)} register violation(s) for Loihi 2's LIF: " + "; ".join(problems))
+    return layers
+
+
+def _guards(artifact: Artifact) -> ty.Dict[str, ty.Tuple[int, int]]:
+    """The calibrated ranges in ``artifact.meta[GUARD_KEY]`` (none: worst cases), checked."""
+    record = artifact.meta.get(GUARD_KEY)
+    if record is None:
+        return {}
+    names = {layer.name for layer in artifact.hidden}
+    ranges = record.get("ranges") if isinstance(record, dict) else None
+    if not isinstance(ranges, dict) or not set(ranges) <= names or not all(
+            isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in r)
+            and r[0] <= 0 <= r[1] for r in ranges.values()):
+        raise ArtifactError(f"meta.{GUARD_KEY}: expected {{'ranges': {{hidden layer: [lo <= 0, hi >= 0]}}, ...}} "
+                            f"with integer bounds, got {record!r:.200}")
+    return {name: tuple(r) for name, r in ranges.items()}
+
+
+def potential_ranges(artifact: Artifact, k0: np.ndarray, batch: int = 256) -> ty.Dict[str, ty.Tuple[int, int]]:
+    """Per hidden layer, over the samples k0 (B, n_in): the smallest V after integration and the
+    largest V on any integration step, V(s) = sum_j q_ij max(0, k_j - (T - s)) + beta_i s after
+    s = 1..T steps (an input with activation k arrives T - k steps into the window)."""
+    from hwtune.backends.emulator import emulate
+
+    ranges = {layer.name: (0, 0) for layer in artifact.hidden}
+    for start in range(0, len(k0), batch):
+        activations = emulate(artifact, k0[start:start + batch]).activations
+        for layer, k, steps in zip(artifact.hidden, activations, artifact.window_steps):
+            lo, hi = ranges[layer.name]
+            for s in range(1, steps + 1):
+                V = layer.potential(np.maximum(0, k - (steps - s)), s)
+                hi = max(hi, int(V.max()))
+            ranges[layer.name] = (min(lo, int(V.min())), hi)
+    return ranges
+
+
+def calibrate(artifact: Artifact, k0: np.ndarray, source: str) -> None:
+    """Size the guards of ``artifact`` for the potentials of the samples k0 (B, n_in; ``source``
+    says which, e.g. "fashion-mnist train[:1000]"): their range times GUARD_MARGIN, kept in
+    ``artifact.meta[GUARD_KEY]``. Without it every guard is sized for the worst case, which wide
+    layers (the VGG's 8024-input dense layer) cannot fit in a 16-bit a_in."""
+    ranges = potential_ranges(artifact, k0)
+    artifact.meta[GUARD_KEY] = {"ranges": {name: [GUARD_MARGIN * lo, GUARD_MARGIN * hi] for name, (lo, hi) in ranges.items()},
+                                "observed": {name: list(r) for name, r in ranges.items()},
+                                "samples": int(len(k0)), "source": source, "margin": GUARD_MARGIN}
+
+
+def clock_digits(values: np.ndarray) -> ty.Tuple[np.ndarray, np.ndarray]:
+    """Split integers (n,) into x = low + DIGIT * sum_r high[:, r]: low in [0, DIGIT), high in
+    [-127, 127], as few columns r as the largest |x| needs (>= 1)."""
+    values = np.asarray(values, dtype=np.int64)
+    low = np.mod(values, DIGIT)
+    rest = (values - low) // DIGIT
+    columns = max(1, int(-(-np.abs(rest).max(initial=0) // 127)))
+    high = np.zeros((len(values), columns), dtype=np.int64)
+    for r in range(columns):
+        high[:, r] = np.clip(rest, -127, 127)
+        rest = rest - high[:, r]
+    return low, high
+
+
+def clock_raster(layer: StockLayer, period: int) -> ty.Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One layer's clock: spikes (rows, period) of a cyclic RingBuffer (a spike in column s - 1
+    arrives on step s through a Dense) and the weights (n_out, rows) of its scale-1 and scale-128
+    Dense: one row per clock step for the low digits, then one per high digit."""
+    steps = sorted(layer.clock)
+    digits = [clock_digits(np.broadcast_to(layer.clock[s], (layer.n_out,))) for s in steps]
+    high_steps = [s for s, (_, high) in zip(steps, digits) for _ in range(high.shape[1])]
+    raster = np.zeros((len(steps) + len(high_steps), period), dtype=np.int32)
+    for row, s in enumerate(steps + high_steps):
+        raster[row, (s - 1) % period] = 1
+    low = np.hstack([d[0][:, None] for d in digits] + [np.zeros((layer.n_out, len(high_steps)), dtype=np.int64)])
+    high = np.hstack([np.zeros((layer.n_out, len(steps)), dtype=np.int64)] + [d[1] for d in digits])
+    return raster, low, high
+
+
+def input_spikes(k0: np.ndarray, steps: int, period: int) -> ty.Callable[[int], np.ndarray]:
+    """Input spikes of step t of the run, (n_in,): input j of sample b fires at b P + T_0 - k0_j
+    (k0_j = 0: at b P + T_0, so that every input spikes once)."""
+    m = steps - np.asarray(k0, dtype=np.int64)
+
+    def at(t: int) -> np.ndarray:
+        b, tau = divmod(t, period)
+        return (m[b] == tau).astype(np.int64) if b < len(m) else np.zeros(m.shape[1], dtype=np.int64)
+
+    return at
+
+
+def costs(artifact: Artifact):
+    """What the stock build adds for the resource map (hwtune.mapper.Build): each layer's clock
+    inputs and synapse process; every neuron and input spikes exactly once per sample and every
+    clock input once, so an inference takes one synaptic event per synapse, clock synapses included."""
+    from hwtune.mapper import Build
+
+    layers, period = plan(artifact), period_steps(artifact)
+    rows = [len(clock_raster(layer, period)[0]) for layer in layers]
+    prefix = "Delay" if artifact.synaptic_delay > 1 else ""
+    processes = [prefix + ("Sparse" if sp.issparse(layer.matrix) else "Dense") for layer in layers]
+    events = sum(int(a.fan_out().sum()) + a.n_out * r for a, r in zip(artifact.layers, rows))
+    return Build(clock_rows=rows, processes=processes, events_per_sample=events,
+                 source="Lava stock build: every neuron spikes once per sample")
+
+
+def lava_scaled(q: np.ndarray, scale_exp: int) -> ty.Tuple[np.ndarray, int]:
+    """8-bit Dense weights and weight_exp whose a_out is sum_j q_ij s_j * 2^scale_exp exactly,
+    q in [-128, 127] (numerics.lava_weights for 8 bits, then the scale in the exponent)."""
+    weights, exp = numerics.lava_weights(q, 8)
+    return weights, exp + scale_exp
 
 
 @dataclass
 class LavaNetwork:
-    """The processes of one run: input source, synapses, neurons (hidden then read-out); inputs:
-    the validated k0 (B, n_in); records: the files the neurons write at the end of the run."""
+    """The processes of one run. k0: the validated input activations (B, n_in); injector: input
+    spikes streamed from the host (``inputs(t)`` gives step t's); extractors: one per hidden layer
+    (its spikes, every step); monitor: the read-out's v; layers: the plans; processes: every
+    process built (for process_models)."""
 
-    inputs: np.ndarray
-    source: SpikeSource
-    synapses: list
-    neurons: ty.List[TTFSNeuron]
-    records: ty.List[Path]
+    layers: ty.List[StockLayer]
+    k0: np.ndarray
+    injector: ty.Any
+    inputs: ty.Callable[[int], np.ndarray]
+    extractors: list
+    monitor: ty.Any
+    readout: ty.Any
+    processes: list
     period: int
     n_samples: int
 
@@ -57,64 +321,64 @@ class LavaNetwork:
         return self.period * self.n_samples
 
 
-def input_raster(artifact: Artifact, k0: np.ndarray, period: int) -> np.ndarray:
-    """Input spikes (n_in, B * period), int32: input j of sample b spikes at b P + T_0 - k0[b, j]."""
-    batch = len(k0)
-    raster = np.zeros((batch, artifact.n_in, period), dtype=np.int32)
-    b, j = np.nonzero(k0)
-    raster[b, j, artifact.input_steps - k0[b, j]] = 1
-    return raster.transpose(1, 0, 2).reshape(artifact.n_in, batch * period)
+def _synapse(matrix, bits: int = 8, scale_exp: int = 0, delay: int = 1):
+    """Lava Dense (array) or Sparse (CSR) whose a_out is 2^scale_exp matrix @ s exactly (entries
+    within ``bits`` signed bits, numerics.lava_weights), sent ``delay`` steps after the spike
+    (DelayDense / DelaySparse for delay > 1)."""
+    from lava.proc.dense.process import DelayDense, Dense
+    from lava.proc.sparse.process import DelaySparse, Sparse
+    from lava.utils.weightutils import SignMode
 
-
-def _synapse(matrix, bits: int, delay: int):
-    """Dense (array) or Sparse (CSR) process whose a_out is matrix @ spikes exactly (numerics.lava_weights)."""
-    shift = numerics.LAVA_WEIGHT_RANGE_BITS - bits
-    kwargs = dict(weight_exp=-shift, num_weight_bits=bits, sign_mode=SignMode.MIXED)
+    kwargs = dict(num_weight_bits=bits, sign_mode=SignMode.MIXED)
     if sp.issparse(matrix):
-        weights = matrix.astype(np.int32, copy=True)
-        weights.data = numerics.lava_weights(weights.data, bits)[0].astype(np.int32)
-        return Sparse(weights=weights, **kwargs) if delay == 1 else DelaySparse(weights=weights, delays=delay - 1,
-                                                                                 **kwargs)
-    weights = numerics.lava_weights(matrix, bits)[0]
-    return Dense(weights=weights, **kwargs) if delay == 1 else DelayDense(weights=weights, delays=delay - 1, **kwargs)
+        weights = sp.csr_matrix(matrix, dtype=np.int64)
+        weights.data, exp = numerics.lava_weights(weights.data, bits)
+        weights = weights.astype(np.int32)
+        kind, delayed = Sparse, DelaySparse
+    else:
+        weights, exp = numerics.lava_weights(np.asarray(matrix), bits)
+        kind, delayed = Dense, DelayDense
+    kwargs["weight_exp"] = exp + scale_exp
+    return kind(weights=weights, **kwargs) if delay == 1 else delayed(weights=weights, delays=delay - 1, **kwargs)
 
 
-def build_network(artifact: Artifact, k0, record_dir: Path, gap: int = 2) -> LavaNetwork:
-    """Lava processes for ``artifact`` fed with input activations ``k0`` (B, n_in); the neurons write
-    what they observe into ``record_dir``.
+def build_network(artifact: Artifact, k0, gap: int = 1) -> LavaNetwork:
+    """Lava's stock processes for ``artifact`` fed with input activations ``k0`` (B, n_in), all
+    samples back to back (period :func:`period_steps`). Refuses (ArtifactError) what :func:`plan` refuses."""
+    from lava.proc.io.extractor import Extractor
+    from lava.proc.io.injector import Injector
+    from lava.proc.io.source import RingBuffer
+    from lava.proc.lif.process import LIFReset
+    from lava.proc.monitor.process import Monitor
 
-    Refuses (ArtifactError) weights outside ``weight_bits``, more than 8 weight bits (Lava's
-    synapses), registers that could overflow, or membrane_bits > 32.
-    """
-    if not (isinstance(gap, int) and gap >= 0):
-        raise ValueError(f"gap must be an integer >= 0, got {gap!r}")
-    if artifact.weight_bits > 8 or artifact.membrane_bits > MAX_MEMBRANE_BITS:
-        raise ArtifactError(f"the Lava backend holds at most 8 weight bits and {MAX_MEMBRANE_BITS} membrane bits, "
-                            f"got {artifact.weight_bits} and {artifact.membrane_bits}")
-    raise_violations(weight_violations(artifact) + membrane_violations(artifact), "violation(s) for Lava")
+    period = period_steps(artifact, gap)
+    layers = plan(artifact)
     k0 = artifact.input_activations(k0)
-    period = artifact.latency_steps + gap
-    F, T, d = artifact.schedule, artifact.window_steps, artifact.synaptic_delay
-    source = SpikeSource(data=input_raster(artifact, k0, period))
-    net = LavaNetwork(inputs=k0, source=source, synapses=[], neurons=[], records=[], period=period,
-                      n_samples=len(k0))
-    s_out = source.s_out
-    for n, layer in enumerate(artifact.layers):
-        try:
-            matrix = layer_matrix(layer)
-        except OpError as e:
-            raise ArtifactError(str(e)) from None
-        synapse = _synapse(matrix, artifact.weight_bits, d)
-        positions = layer.n_out // layer.synapse.out_channels
-        record = Path(record_dir) / f"layer{n}.npz"
-        neuron = TTFSNeuron(shape=(layer.n_out,), beta=np.repeat(layer.bias, positions),
-                            sigma=None if layer.readout else np.repeat(layer.slope, positions),
-                            integration_start=F[n] + d, steps_in=T[n], steps_out=0 if layer.readout else layer.window_steps,
-                            period=period, n_samples=len(k0), record_path=str(record), name=layer.name)
-        s_out.connect(synapse.s_in)
+    injector = Injector(shape=(artifact.n_in,))
+    processes, extractors, source = [injector], [], injector.out_port
+    for layer in layers:
+        neuron = LIFReset(shape=(layer.n_out,), du=PERFECT_INTEGRATOR_DU, dv=0, vth=layer.threshold,
+                          reset_interval=period, reset_offset=(layer.reset + 1) % period, name=layer.name)
+        synapse = _synapse(layer.matrix, artifact.weight_bits, delay=artifact.synaptic_delay)
+        source.connect(synapse.s_in)
         synapse.a_out.connect(neuron.a_in)
-        net.synapses.append(synapse)
-        net.neurons.append(neuron)
-        net.records.append(record)
-        s_out = neuron.s_out
-    return net
+        raster, low, high = clock_raster(layer, period)
+        clock = RingBuffer(data=raster)
+        processes += [synapse, clock, neuron]
+        for weights, scale in ((low, 0), (high, 7)):
+            clock_synapse = _synapse(weights, scale_exp=scale)
+            clock.s_out.connect(clock_synapse.s_in)
+            clock_synapse.a_out.connect(neuron.a_in)
+            processes.append(clock_synapse)
+        if not layer.readout:
+            extractor = Extractor(shape=(layer.n_out,), buffer_size=period)
+            neuron.s_out.connect(extractor.in_port)
+            extractors.append(extractor)
+            processes.append(extractor)
+            source = neuron.s_out
+    monitor = Monitor()
+    monitor.probe(target=neuron.v, num_steps=period * len(k0))
+    processes.append(monitor)
+    return LavaNetwork(layers=layers, k0=k0, injector=injector, inputs=input_spikes(k0, artifact.input_steps, period),
+                       extractors=extractors, monitor=monitor, readout=neuron, processes=processes,
+                       period=period, n_samples=len(k0))

@@ -1,4 +1,4 @@
-"""Run an artifact on Lava's fixed_pt simulator, all samples in one long run; Ctrl-C stops it cleanly.
+"""Run an artifact on Lava's stock processes (build.py), all samples in one long run; Ctrl-C stops it cleanly.
 
 Why Ctrl-C needs care (lava-nc 0.10.0): Lava forks its process models and runtime service into
 the terminal's process group, so a Ctrl-C reaches them too; they die on KeyboardInterrupt without
@@ -13,15 +13,18 @@ workers are terminated and joined) and re-raises.
 import multiprocessing
 import tempfile
 import threading
+import typing as ty
 import warnings
-from contextlib import suppress
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse
 from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.magma.runtime.message_infrastructure.multiprocessing import SystemProcess
+from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
+from lava.proc.io.injector import Injector, PyLoihiInjectorModel
 
 from hwtune.artifact import Artifact
 from hwtune.backends import RunResult
@@ -40,68 +43,39 @@ class LavaRunError(HwtuneError, RuntimeError):
 
 @dataclass
 class LavaResult(RunResult):
-    """A :class:`RunResult` observed on Lava: hidden activations (hence spike steps) from the spike
-    steps each neuron process observed, potentials and logits from the neurons' latched V.
+    """A :class:`RunResult` observed on Lava's stock processes (build.py): hidden activations from
+    the spikes the Extractors saw, the read-out's V from its v. Hidden V are not observable there,
+    so ``potentials`` holds the read-out's only.
 
-    period: steps per sample slot; total_steps: steps run (period * B).
+    period: steps per sample slot; total_steps: steps run (period * B); process_models:
+    module-qualified class of every ProcessModel that ran; max_spikes_per_neuron: the most spikes
+    of any hidden neuron in any sample (1: every neuron spikes exactly once).
     """
 
     period: int = 0
     total_steps: int = 0
+    process_models: ty.List[str] = field(default_factory=list)
+    max_spikes_per_neuron: int = 0
 
 
-def run_lava(artifact: Artifact, k0, gap: int = 2) -> LavaResult:
-    """Run all samples of ``k0`` (B, n_in) back to back in one Lava run (Loihi2SimCfg, fixed_pt).
-
-    Sample b occupies steps [b P, (b + 1) P), P = latency + ``gap``; the processes are always
-    stopped, also on error or Ctrl-C (KeyboardInterrupt is re-raised after the clean-up).
-    """
-    # DelaySparse (d > 1) edits its CSR in place every step; scipy warns about it in every worker
-    warnings.filterwarnings("ignore", category=scipy.sparse.SparseEfficiencyWarning)
-    with tempfile.TemporaryDirectory(prefix="hwtune-lava-") as record_dir:
-        net = build_network(artifact, k0, record_dir, gap)
-        process = net.source
-        executable = process.compile(Loihi2SimCfg(select_tag="fixed_pt"))  # starts no process
-        before, workers = set(multiprocessing.active_children()), []
-        try:
-            # Lava forks its workers here: they inherit a handler that drops SIGINT (SIGTERM: a quiet
-            # exit), and die with this process (lifecycle)
-            with sigint_deferred(), workers_die_with_parent(record_dir):
-                process.create_runtime(executable=executable)
-                workers = _new_workers(before)
-            process.run(condition=RunSteps(num_steps=net.total_steps))
-            process.stop()
-        except BaseException:  # KeyboardInterrupt (Ctrl-C) included
-            _abort(process, workers or _new_workers(before))
-            raise
-        records = [_read_record(path, neuron.name) for path, neuron in zip(net.records, net.neurons)]
-    potentials = [V for V, _ in records]
-    activations = [net.inputs]
-    for n, (layer, (_, tau)) in enumerate(zip(artifact.hidden, records[:-1]), start=1):
-        activations.append(_decode(tau, layer.name, artifact.schedule[n], layer.window_steps))
-    return LavaResult(artifact=artifact, activations=activations, potentials=potentials, period=net.period,
-                      total_steps=net.total_steps)
-
-
-def _read_record(path, name: str) -> tuple:
+@contextmanager
+def lava_runtime(process, temp_dir: str, run_cfg):
+    """Compile the graph of ``process`` for ``run_cfg`` and start its runtime for the block; the
+    runtime is stopped after it, also on error or Ctrl-C (KeyboardInterrupt is re-raised after the
+    clean-up). ``temp_dir``: the run's own temporary directory, removed if this process dies."""
+    executable = process.compile(run_cfg)
+    before, workers = set(multiprocessing.active_children()), []
     try:
-        with np.load(path) as record:
-            return record["V"].astype(np.int64), record["spike_tau"].astype(np.int64)
-    except (OSError, KeyError, ValueError) as e:
-        raise LavaRunError(f"Lava: layer {name!r} wrote no usable record ({e})") from None
-
-
-def _decode(tau: np.ndarray, name: str, start: int, steps: int) -> np.ndarray:
-    """Activations k = T - m (B, n) from the observed spike steps tau, with m = tau - start the step
-    in the layer's window [start, start + T); 0 when silent. Raises LavaRunError for a second spike
-    or one outside the window."""
-    m = tau - start
-    for problem, bad in (("spiked more than once", tau == -2),
-                         ("spiked outside its window", (tau >= 0) & ((m < 0) | (m >= steps)))):
-        if bad.any():
-            b, i = np.argwhere(bad)[0]
-            raise LavaRunError(f"Lava: layer {name!r} neuron {i} of sample {b} {problem}")
-    return np.where(tau >= 0, steps - m, 0)
+        # Lava forks its workers here: they inherit a handler that drops SIGINT (SIGTERM: a quiet
+        # exit), and die with this process (lifecycle)
+        with sigint_deferred(), workers_die_with_parent(temp_dir):
+            process.create_runtime(executable=executable)
+            workers = _new_workers(before)
+        yield
+        process.stop()
+    except BaseException:  # KeyboardInterrupt (Ctrl-C) included
+        _abort(process, workers or _new_workers(before))
+        raise
 
 
 def _new_workers(before: set) -> list:
@@ -164,3 +138,88 @@ def _stop_in_thread(runtime) -> threading.Thread:
     helper.stopped = False
     helper.start()
     return helper
+
+
+#: The io adapters' Loihi-protocol models (their models carry no fixed_pt tag).
+IO_MODELS = {Injector: PyLoihiInjectorModel, Extractor: PyLoihiExtractorModel}
+
+
+class HardwareUnavailable(HwtuneError):
+    """--hardware without Intel's lava-loihi extension (the Loihi 2 compilers and chip models)."""
+
+
+def hardware_available() -> bool:
+    """Whether lava-loihi is importable (Lava's own check, lava.utils.loihi.is_installed)."""
+    from lava.utils.loihi import is_installed
+    return is_installed()
+
+
+def require_hardware() -> None:
+    """Refuse (HardwareUnavailable) a hardware run where lava-loihi is missing, before any work."""
+    if not hardware_available():
+        raise HardwareUnavailable(
+            "--hardware runs on a Loihi 2 board through Intel's lava-loihi extension (for members of Intel's "
+            "Neuromorphic Research Community), which is not installed here; without --hardware the same "
+            "processes run in Lava's bit-accurate simulator (Loihi2SimCfg)")
+
+
+def run_config(hardware: bool = False):
+    """Loihi2HwCfg (the chip; lava-loihi's models) or Loihi2SimCfg with the bit-accurate models."""
+    if hardware:
+        from lava.magma.core.run_configs import Loihi2HwCfg
+        require_hardware()
+        return Loihi2HwCfg(exception_proc_model_map=IO_MODELS)
+    return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=IO_MODELS)
+#: Input steps the host streams ahead of the run (Lava's Injector buffers 50 by default).
+_AHEAD = 32
+
+
+def run_lava(artifact: Artifact, k0, gap: int = 1, hardware: bool = False) -> LavaResult:
+    """Run all samples of ``k0`` (B, n_in) back to back in one run of Lava's stock processes
+    (build.py) in Lava's bit-accurate simulator, or on a Loihi 2 board (``hardware``: lava-loihi).
+    Sample b occupies steps [b P, (b + 1) P), P = build.period_steps; the processes are always
+    stopped, also on error or Ctrl-C (KeyboardInterrupt is re-raised after the clean-up)."""
+    # DelaySparse (d > 1) edits its CSR in place every step; scipy warns about it in every worker
+    warnings.filterwarnings("ignore", category=scipy.sparse.SparseEfficiencyWarning)
+    with tempfile.TemporaryDirectory(prefix="hwtune-lava-") as temp_dir:
+        net = build_network(artifact, k0, gap)
+        total, anchor = net.total_steps, net.readout
+        spikes = [np.zeros((total, ex.in_port.shape[0]), dtype=bool) for ex in net.extractors]
+        with lava_runtime(anchor, temp_dir, run_config(hardware)):
+            anchor.run(condition=RunSteps(num_steps=total, blocking=False))
+            for t in range(min(_AHEAD, total)):
+                net.injector.send(net.inputs(t))
+            for t in range(total):
+                if t + _AHEAD < total:
+                    net.injector.send(net.inputs(t + _AHEAD))
+                for extractor, record in zip(net.extractors, spikes):
+                    record[t] = extractor.receive() != 0
+            anchor.wait()
+            v = np.asarray(net.monitor.get_data()[anchor.name]["v"], dtype=np.int64)
+        models = sorted({f"{p.model_class.__module__}.{p.model_class.__qualname__}" for p in net.processes})
+    activations, most = [net.k0], 0
+    for layer, record in zip(net.layers, spikes):
+        k, count = _decode(record.reshape(net.n_samples, net.period, -1), layer)
+        activations.append(k)
+        most = max(most, count)
+    readout = net.layers[-1]
+    V = v.reshape(net.n_samples, net.period, -1)[:, readout.fire_start]   # v holds V from F - 1 till the period ends
+    if np.any(V % 64):
+        raise LavaRunError(f"Lava: read-out {readout.name!r} holds a v that is not a multiple of 64")
+    return LavaResult(artifact=artifact, activations=activations, potentials=[V // 64], period=net.period,
+                       total_steps=total, process_models=models, max_spikes_per_neuron=most)
+
+
+def _decode(spikes: np.ndarray, layer) -> ty.Tuple[np.ndarray, int]:
+    """Activations k = T_n - m (B, n) from the spikes (B, period, n) of a stock layer, and the most
+    spikes of one neuron in one sample. Every neuron spikes once, at fire_start + m, m = 0..T_n
+    (m = T_n: k = 0); LavaRunError names the first neuron that did otherwise."""
+    counts = spikes.sum(axis=1)
+    m = spikes.argmax(axis=1) - layer.fire_start
+    for problem, bad in (("did not spike once", counts != 1),
+                         ("spiked outside its firing steps", (m < 0) | (m > layer.steps_out))):
+        if bad.any():
+            b, i = np.argwhere(bad)[0]
+            raise LavaRunError(f"Lava: layer {layer.name!r} neuron {i} of sample {b} {problem} "
+                               f"({counts[b, i]} spike(s), first at step {m[b, i] + layer.fire_start})")
+    return layer.steps_out - m, int(counts.max(initial=0))
