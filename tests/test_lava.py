@@ -12,6 +12,7 @@ from random_artifacts import random_artifact  # noqa: E402
 from test_emulator import random_conv_case  # noqa: E402
 from hwtune.backends.emulator import emulate  # noqa: E402
 from hwtune.backends.lava import run_lava  # noqa: E402
+from hwtune.backends.lava.run import hardware_available  # noqa: E402
 from hwtune.backends.lava.build import GUARD_KEY, calibrate, input_spikes, period_steps, plan  # noqa: E402
 from test_emulator import GOLDEN_K0, golden_artifact  # noqa: E402
 from test_grouped_conv import depthwise_case  # noqa: E402
@@ -281,3 +282,25 @@ def test_a_group_sigterm_during_lava_stops_quietly(tmp_path):
     assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
     time.sleep(0.5)
     assert _group_members(proc.pid) == []
+
+
+def test_hardware_is_refused_before_any_work_without_lava_loihi(tmp_path, capsys):
+    """`lava-run --hardware` where lava-loihi is missing: exit 3 naming what is missing, before the
+    artifact is even read (the path given does not exist)."""
+    from hwtune.cli import main
+    if hardware_available():
+        pytest.skip("lava-loihi is installed here: the refusal cannot happen")
+    assert main(["lava-run", str(tmp_path / "no-such-artifact"), "--hardware"]) == 3
+    err = capsys.readouterr().err
+    assert "lava-loihi" in err and "not installed" in err and "no-such-artifact" not in err
+
+
+@pytest.mark.skipif(not hardware_available(),
+                    reason="needs Intel's lava-loihi and a Loihi 2 board (Loihi2HwCfg); not on this machine")
+def test_the_stock_build_on_a_loihi2_board_equals_the_emulator():
+    rng = np.random.default_rng(0)
+    a = random_artifact(rng, [12, 9, 7, 4], bits=4, steps=[5, 3, 7])
+    k0 = rng.integers(0, a.input_steps + 1, (10, a.n_in))
+    board, emu = run_lava(a, k0, hardware=True), emulate(a, k0, mode="stepped")
+    assert all(np.array_equal(x, y) for x, y in zip(board.activations, emu.activations))
+    assert np.array_equal(board.logits, emu.logits) and board.max_spikes_per_neuron == 1
