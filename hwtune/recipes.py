@@ -34,7 +34,7 @@ from hwtune.configs import (DATASET_SHAPES, DATASETS, PASS_CONFIGS, DataConfig, 
                             check_dataset_name)
 from hwtune.errors import ConfigError, HwtuneError, short
 from hwtune.safepaths import check_name
-from hwtune.target import TargetError, TargetSpec, differences, load_target, target_from_record
+from hwtune.target import TargetError, TargetSpec, load_target, model_differences, target_from_record
 from hwtune.yamlfile import read_yaml
 
 RESULTS = "results.json"
@@ -178,7 +178,7 @@ def check_loaded_target(spec: PipelineSpec, first_pass: str | None) -> None:
     if spec.loaded_target is None or first_pass == "quantize":
         return
     recorded = target_from_record(spec.loaded_target, f"{spec.path}: model.load {spec.load}")
-    diff = differences(recorded, spec.target)
+    diff = model_differences(recorded, spec.target)
     if diff:
         raise RecipeError(f"{spec.path}: model.load {spec.load} is prepared for target {recorded.name!r}, not the "
                           f"recipe's {spec.target.name!r} ({'; '.join(diff)}); start the passes with a quantize "

@@ -145,6 +145,13 @@ def differences(a: TargetSpec, b: TargetSpec) -> list[str]:
             if key not in ("summary", "aliases") and flat_a.get(key) != flat_b.get(key)]
 
 
+def model_differences(a: TargetSpec, b: TargetSpec) -> list[str]:
+    """:func:`differences` that change what a model prepared for the target is: all but the chip
+    section, whose resource figures only the resource map reads (at export), so a model stays
+    prepared for a target whose chip description was revised."""
+    return [d for d in differences(a, b) if not d.startswith("chip.")]
+
+
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in d.items():

@@ -19,7 +19,7 @@ from hwtune.data import Dataset, load_dataset
 from hwtune.errors import HwtuneError
 from hwtune.exporter import to_artifact
 from hwtune.provenance import provenance
-from hwtune.target import TargetError, TargetSpec, differences, load_target, target_from_record
+from hwtune.target import TargetError, TargetSpec, load_target, model_differences, target_from_record
 from hwtune.training import eval_batch, evaluate, predict, train
 from hwtune.ttfs import TTFSNet, from_relu, preset, to_relu
 
@@ -127,9 +127,9 @@ def resolve_target(net: TTFSNet, requested: str | TargetSpec | None, verb: str, 
     if requested is None:
         return recorded or load_target(DEFAULT_TARGET)
     spec = requested if isinstance(requested, TargetSpec) else load_target(requested)
-    if recorded is None or may_change or not differences(recorded, spec):
+    if recorded is None or may_change or not model_differences(recorded, spec):
         return spec
-    diff = "; ".join(differences(recorded, spec))
+    diff = "; ".join(model_differences(recorded, spec))
     raise TargetError(f"{verb}: the model is prepared for target {recorded.name!r}, not {spec.name!r} ({diff}). "
                       f"Re-quantize it for {spec.name} with `hwtune quantize MODEL --target {spec.name}`")
 
@@ -138,9 +138,9 @@ def check_artifact_target(artifact: Artifact, requested: str | TargetSpec) -> Ta
     """The target an artifact was exported for, refusing another one (every difference named)."""
     spec = requested if isinstance(requested, TargetSpec) else load_target(requested)
     recorded = target_from_record(artifact.meta.get("target"), "the artifact") if artifact.meta.get("target") else None
-    if recorded is not None and differences(recorded, spec):
+    if recorded is not None and model_differences(recorded, spec):
         raise TargetError(f"the artifact was exported for target {recorded.name!r}, not {spec.name!r} "
-                          f"({'; '.join(differences(recorded, spec))})")
+                          f"({'; '.join(model_differences(recorded, spec))})")
     return spec
 
 

@@ -92,3 +92,17 @@ def test_a_recorded_target_round_trips_and_look_alikes_differ(tmp_path):
     assert fake.name == "loihi2" and differences(loihi, fake) == ["state.membrane_bits: 24 vs 16"]
     with pytest.raises(TargetError, match="of the shipped target 'loihi2' but differs"):
         load_target(write(tmp_path, data))                      # a file may not pass for loihi2
+
+
+def test_a_model_stays_prepared_for_a_target_whose_chip_description_changed():
+    """The chip section only feeds the resource map: revising it (Loihi 2's max_chips, conv weight
+    sharing) does not turn a quantized model into one for another target; any other setting does."""
+    from dataclasses import replace
+
+    from hwtune.target import model_differences
+    loihi = load_target("loihi2")
+    revised = replace(loihi, chip=replace(loihi.chip, max_chips=1, conv_weight_sharing=True))
+    assert differences(loihi, revised) == ["chip.conv_weight_sharing: False vs True", "chip.max_chips: 8 vs 1"]
+    assert model_differences(loihi, revised) == []
+    other = replace(revised, state=replace(loihi.state, membrane_bits=16))
+    assert model_differences(loihi, other) == ["state.membrane_bits: 24 vs 16"]
