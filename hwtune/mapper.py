@@ -132,6 +132,7 @@ class Build:
     processes: list[str]
     events_per_sample: int
     source: str
+    period_steps: int
 
 
 def resource_map(artifact: Artifact, chip: ChipSection, events_per_sample: float | None = None,
@@ -151,7 +152,7 @@ def resource_map(artifact: Artifact, chip: ChipSection, events_per_sample: float
              "static_energy_uj": chip.static_power_w * chips * latency_us}
     if build is not None:
         events_per_sample, source = build.events_per_sample, build.source
-        total["clock_inputs"] = sum(build.clock_rows)
+        total.update(clock_inputs=sum(build.clock_rows), period_steps=build.period_steps)
     else:
         source = f"emulator on {samples} test samples"
     if events_per_sample is not None:
@@ -190,7 +191,7 @@ def table(resources: dict) -> list[str]:
                  f"{t['latency_steps']} steps = {t['latency_us'] / 1000:.3g} ms at {chip['step_time_us']:g} us/step")
     if "clock_inputs" in t:
         lines.append(f"clock: {t['clock_inputs']} host-timed inputs, one synapse to every neuron of their layer each "
-                     "(counted above)")
+                     f"(counted above); samples back to back every {t['period_steps']} steps")
     if "energy_uj" in t:
         lines += energy_lines(t, chip)
     return lines

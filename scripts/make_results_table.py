@@ -315,16 +315,21 @@ def replace_between(text: str, start: str, end: str, body: str, where: Path) -> 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("inputs", nargs="+", type=Path, help="sweep directories, results.json files, model directories")
+    p.add_argument("inputs", nargs="*", type=Path,
+                   help="sweep directories, results.json files, model directories (none: only --bench's table)")
     p.add_argument("--readme", type=Path, default=Path("README.md"))
     p.add_argument("--bench", nargs="*", type=Path, default=[], help="bench/*.json files: the benchmark table")
     p.add_argument("--print", action="store_true", help="print the table instead of editing the README")
     args = p.parse_args(argv)
-    text = table(args.inputs)
+    if not args.inputs and not args.bench:
+        p.error("give the results' inputs, --bench files, or both")
+    text = table(args.inputs) if args.inputs else bench_table(args.bench)
     if args.print:
         print(text)
         return
-    readme = replace_between(args.readme.read_text(), START, END, text, args.readme)
+    readme = args.readme.read_text()
+    if args.inputs:
+        readme = replace_between(readme, START, END, text, args.readme)
     if args.bench:
         readme = replace_between(readme, BENCH_START, BENCH_END, bench_table(args.bench), args.readme)
     args.readme.write_text(readme)

@@ -288,7 +288,7 @@ def costs(artifact: Artifact):
     processes = [prefix + ("Sparse" if sp.issparse(layer.matrix) else "Dense") for layer in layers]
     events = sum(int(a.fan_out().sum()) + a.n_out * r for a, r in zip(artifact.layers, rows))
     return Build(clock_rows=rows, processes=processes, events_per_sample=events,
-                 source="Lava stock build: every neuron spikes once per sample")
+                 source="Lava stock build: every neuron spikes once per sample", period_steps=period)
 
 
 def lava_scaled(q: np.ndarray, scale_exp: int) -> ty.Tuple[np.ndarray, int]:
