@@ -225,7 +225,7 @@ def run_seed(study: Study, base, seed: int, data) -> dict:
                                     "spikes_per_hidden_neuron": result["spikes_per_hidden_neuron"]})
             progress.log(f"seed {seed}, {s.name}, {arm}: " + ", ".join(
                 f"{p['level']:g}: {100 * p['accuracy']:.2f} %" for p in curves[arm]))
-        artifact = workflow.export_model(aware, study.target)
+        artifact = workflow.export_model(aware, study.target, data=data)
         torch_at = evaluate_under_noise(aware, x, y, s.train, study.devices, seed)["accuracy"]
         emu_at = workflow.emulate_under_noise(artifact, x, y, s.train, study.devices, seed)["accuracy"]
         record["studies"][s.name] = {"axis": s.axis, "train": s.train.to_dict(), "curves": curves,

@@ -337,7 +337,7 @@ def run_point(sweep: Sweep, base, point: dict, ctx, float_accuracy: float) -> di
 
     net = point_model(sweep, base, point, ctx)
     spec = NoiseSpec(jitter=point["jitter"], weight_mismatch=point["weight_mismatch"])
-    artifact = workflow.export_model(net, sweep.target)
+    artifact = workflow.export_model(net, sweep.target, data=ctx.data)
     x, y = ctx.test_split()
     record = {"id": point_id(sweep, point), **point, "seed": sweep.seed, "accuracy_float": float_accuracy,
               "torch_emulator_agreement": None, "backend_identical": None, "backend_samples": None}

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from hwtune import numerics, progress
-from hwtune.artifact import Artifact
+from hwtune.artifact import Artifact, ArtifactError
 from hwtune.configs import DataConfig, DeployConfig, TrainConfig
 from hwtune.data import Dataset, load_dataset
 from hwtune.errors import HwtuneError
@@ -254,7 +254,13 @@ def _fit_lava(artifact: Artifact, data: Dataset | None, samples: int | None):
     if data is not None:
         x = data.train_x[:samples]
         calibrate(artifact, encoded_inputs(x, artifact.input_steps), f"{data.meta.get('name', 'custom')} train[:{len(x)}]")
-    return costs(artifact)
+    try:
+        return costs(artifact)
+    except ArtifactError as e:
+        if data is not None:
+            raise
+        raise ArtifactError(f"{e} (every guard sized for the worst case: export with the dataset to size them for "
+                            "its potentials)") from None
 
 
 # ---- backends ---------------------------------------------------------------------------------

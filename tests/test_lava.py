@@ -304,3 +304,11 @@ def test_the_stock_build_on_a_loihi2_board_equals_the_emulator():
     board, emu = run_lava(a, k0, hardware=True), emulate(a, k0, mode="stepped")
     assert all(np.array_equal(x, y) for x, y in zip(board.activations, emu.activations))
     assert np.array_equal(board.logits, emu.logits) and board.max_spikes_per_neuron == 1
+
+
+def test_saturating_artifacts_are_refused():
+    """The stock neuron holds every value (plan checks it), so it cannot reproduce an artifact's
+    narrower saturating or wrapping membrane: refused, naming the setting."""
+    for overflow in ("saturate", "wrap"):
+        with pytest.raises(ArtifactError, match=f"overflow '{overflow}'.*export for a target with overflow: error"):
+            plan(golden_artifact(overflow=overflow))

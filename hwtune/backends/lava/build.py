@@ -175,6 +175,11 @@ def plan(artifact: Artifact) -> ty.List[StockLayer]:
     raise_violations(weight_violations(artifact), "violation(s) for Lava")
     if artifact.weight_bits > 8:
         raise ArtifactError(f"Lava's synapses hold at most 8 weight bits, got {artifact.weight_bits}")
+    if artifact.overflow != "error":
+        raise ArtifactError(f"overflow {artifact.overflow!r}: the stock neuron's registers are checked to hold every "
+                            "value (24 bits, 6 of them below the weight unit), so the artifact's narrower "
+                            f"{artifact.membrane_bits}-bit {artifact.overflow} semantics cannot be reproduced; export "
+                            "for a target with overflow: error")
     guards = _guards(artifact)
     layers, problems = [], []
     for n, layer in enumerate(artifact.layers):
@@ -249,19 +254,24 @@ def clock_digits(values: np.ndarray) -> ty.Tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
-def clock_raster(layer: StockLayer, period: int) -> ty.Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One layer's clock: spikes (rows, period) of a cyclic RingBuffer (a spike in column s - 1
-    arrives on step s through a Dense) and the weights (n_out, rows) of its scale-1 and scale-128
-    Dense: one row per clock step for the low digits, then one per high digit."""
+def clock_rasters(layer: StockLayer, period: int) -> ty.List[ty.Tuple[np.ndarray, np.ndarray, int]]:
+    """One layer's clock: (spikes (rows, period) of a cyclic RingBuffer, weights (n_out, rows) of the
+    Dense it feeds, scale exponent) for the low digits (scale 1, one row per clock step) and the
+    high digits (scale 128, a row per digit), each left out when all its weights are 0. A spike in
+    column s - 1 arrives on step s."""
     steps = sorted(layer.clock)
     digits = [clock_digits(np.broadcast_to(layer.clock[s], (layer.n_out,))) for s in steps]
     high_steps = [s for s, (_, high) in zip(steps, digits) for _ in range(high.shape[1])]
-    raster = np.zeros((len(steps) + len(high_steps), period), dtype=np.int32)
-    for row, s in enumerate(steps + high_steps):
-        raster[row, (s - 1) % period] = 1
-    low = np.hstack([d[0][:, None] for d in digits] + [np.zeros((layer.n_out, len(high_steps)), dtype=np.int64)])
-    high = np.hstack([np.zeros((layer.n_out, len(steps)), dtype=np.int64)] + [d[1] for d in digits])
-    return raster, low, high
+    low = np.stack([d[0] for d in digits], axis=1)
+    high = np.hstack([d[1] for d in digits])
+    clocks = []
+    for row_steps, weights, scale in ((steps, low, 0), (high_steps, high, 7)):
+        if not weights.any():      # no high digit anywhere (every value below 128): no second clock
+            continue
+        raster = np.zeros((len(row_steps), period), dtype=np.int32)
+        raster[np.arange(len(row_steps)), [(s - 1) % period for s in row_steps]] = 1
+        clocks.append((raster, weights, scale))
+    return clocks
 
 
 def input_spikes(k0: np.ndarray, steps: int, period: int) -> ty.Callable[[int], np.ndarray]:
@@ -283,7 +293,7 @@ def costs(artifact: Artifact):
     from hwtune.mapper import Build
 
     layers, period = plan(artifact), period_steps(artifact)
-    rows = [len(clock_raster(layer, period)[0]) for layer in layers]
+    rows = [sum(len(raster) for raster, _, _ in clock_rasters(layer, period)) for layer in layers]
     prefix = "Delay" if artifact.synaptic_delay > 1 else ""
     processes = [prefix + ("Sparse" if sp.issparse(layer.matrix) else "Dense") for layer in layers]
     events = sum(int(a.fan_out().sum()) + a.n_out * r for a, r in zip(artifact.layers, rows))
@@ -362,14 +372,12 @@ def build_network(artifact: Artifact, k0, gap: int = 1) -> LavaNetwork:
         synapse = _synapse(layer.matrix, artifact.weight_bits, delay=artifact.synaptic_delay)
         source.connect(synapse.s_in)
         synapse.a_out.connect(neuron.a_in)
-        raster, low, high = clock_raster(layer, period)
-        clock = RingBuffer(data=raster)
-        processes += [synapse, clock, neuron]
-        for weights, scale in ((low, 0), (high, 7)):
-            clock_synapse = _synapse(weights, scale_exp=scale)
+        processes += [synapse, neuron]
+        for raster, weights, scale in clock_rasters(layer, period):
+            clock, clock_synapse = RingBuffer(data=raster), _synapse(weights, scale_exp=scale)
             clock.s_out.connect(clock_synapse.s_in)
             clock_synapse.a_out.connect(neuron.a_in)
-            processes.append(clock_synapse)
+            processes += [clock, clock_synapse]
         if not layer.readout:
             extractor = Extractor(shape=(layer.n_out,), buffer_size=period)
             neuron.s_out.connect(extractor.in_port)
