@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from hwtune.errors import OutputError
+from hwtune.interrupts import committing
 
 
 #: The list of files hwtune wrote into an output directory (JSON {"files": [relative paths]}):
@@ -153,13 +154,14 @@ def atomic_directory(path: str | os.PathLike):
         yield tmp
         (tmp / MANIFEST).write_text(json.dumps({"files": _files(tmp)}, indent=1) + "\n")
         _publish(tmp)
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old)
+        with committing(path):
+            old = None
+            if path.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old is not None:
+                shutil.rmtree(old)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

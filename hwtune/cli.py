@@ -28,7 +28,8 @@ from hwtune import __version__, distributed, progress  # noqa: E402
 from hwtune.configs import (DataConfig, DeployConfig, ExecutionConfig, LatencyConfig, NoiseConfig, QuantizeConfig,
                             TrainConfig)  # noqa: E402
 from hwtune.errors import HwtuneError, UsageError, short  # noqa: E402
-from hwtune.interrupts import ignore_stop_signals, install_stop_handlers, restore_handlers  # noqa: E402
+from hwtune.interrupts import (ignore_stop_signals, install_stop_handlers, restore_handlers,  # noqa: E402
+                               set_final_output)
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES = """exit codes:
@@ -285,6 +286,7 @@ def _cmd_train(args) -> int:
     dataset = data_cfg.dataset or "digits"
     out = args.out or f"runs/{cfg.arch}-{dataset}" + ("-relu" if cfg.network == "relu" else "")
     check_output(out, io.CONFIG, args.force, what="model")
+    set_final_output(out)
     data = workflow.load_data(None, data_cfg, default="digits")
     net, report = workflow.train_model(cfg, data, _seed_of(args), data_cfg.train_samples)
     if not distributed.is_main():      # torchrun: rank 0 writes and reports
@@ -358,6 +360,7 @@ def _cmd_convert(args) -> int:
     out = args.out or (str(Path(args.model)).rstrip("/") + "-ttfs" if is_dir
                        else f"runs/{args.model.partition(':')[2]}-ttfs")
     check_output(out, io.CONFIG, args.force, inputs=[args.model] if is_dir else [], what="model")
+    set_final_output(out)
     if is_dir:
         source = io.load(args.model)
         relu, info, data = workflow.relu_of(source), source.info, workflow.load_data(source, data_cfg, trains=True)
@@ -425,6 +428,7 @@ def _cmd_pass(args) -> int:
     out = _pass_out(args, cfg) if writes else None
     if writes:
         check_output(out, io.CONFIG, args.force, inputs=[args.model], what="model")
+        set_final_output(out)
     net = io.load(args.model)
     target = workflow.resolve_target(net, args.target, args.command, may_change=args.command == "quantize")
     data_cfg = DataConfig.from_args(args)
@@ -452,6 +456,7 @@ def _cmd_export(args) -> int:
     spec = workflow.resolve_target(net, args.target, "export")
     out = _default_out(args, args.model, f".{spec.name}")
     check_output(out, JSON_FILE, args.force, inputs=[args.model], what="artifact")
+    set_final_output(out)
     data = workflow.load_data(net, DataConfig.from_args(args)) if spec.chip is not None else None
     artifact = workflow.export_model(net, spec, source=str(args.model), data=data, samples=args.samples)
     artifact.save(out)
@@ -539,6 +544,7 @@ def _cmd_run(args) -> int:
     from hwtune.recipes import load_recipe, run_recipe
 
     recipe = load_recipe(args.recipe)
+    set_final_output(args.out if args.out is not None else recipe.out)
     results = run_recipe(recipe, seed=args.seed, out=args.out, force=args.force)
     lines = [f"{s['stage']}: accuracy {_pct(s.get('accuracy_after', s.get('accuracy')))}" for s in results["stages"]]
     lines += results.get("summary", [])
@@ -631,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = _run(args)
     finally:
+        set_final_output(None)
         if program:
             ignore_stop_signals()
         else:

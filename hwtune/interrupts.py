@@ -4,11 +4,15 @@
   the clean-up runs and nothing half-written is left; later ones are ignored while it runs (a second
   Ctrl-C must not kill the clean-up halfway). :func:`ignore_stop_signals` once the result stands.
 - :func:`sigint_deferred`: holds both signals back over a block, then re-delivers the first.
+- :func:`set_final_output` / :func:`committing`: the output whose commit ends a command; from the
+  moment its rename begins, a stop signal no longer interrupts (the result stands: exit 0 with the
+  complete output), and before it one still leaves nothing (exit 130).
 """
 import os
 import signal
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 
 #: The signals that stop hwtune like Ctrl-C.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -70,3 +74,32 @@ def sigint_deferred():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
     if received:
         signal.raise_signal(received[0])
+
+
+#: The output whose commit ends the running command (None: no such output).
+_final_output = None
+
+
+def set_final_output(path) -> None:
+    """Mark ``path`` (resolved) as the output whose commit ends the command (hwtune.cli's verbs that
+    write one output; cli.main clears it when the command returns); None clears it."""
+    global _final_output
+    _final_output = None if path is None else Path(path).resolve()
+
+
+@contextmanager
+def committing(path):
+    """Around the rename that publishes ``path`` (hwtune.atomic.atomic_directory): when ``path`` is
+    the final output, stop signals are ignored from the start of the rename on and stay ignored if
+    it succeeds (the command is done: a late signal must neither kill it nor leave it half
+    reported); if the rename fails, the handlers before it are put back. Elsewhere a no-op."""
+    if _final_output is None or Path(path).resolve() != _final_output or \
+            threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    try:
+        yield
+    except BaseException:
+        restore_handlers(previous)
+        raise
