@@ -312,3 +312,31 @@ def test_saturating_artifacts_are_refused():
     for overflow in ("saturate", "wrap"):
         with pytest.raises(ArtifactError, match=f"overflow '{overflow}'.*export for a target with overflow: error"):
             plan(golden_artifact(overflow=overflow))
+
+
+def test_ctrl_c_during_a_recipes_lava_check_leaves_no_output(tmp_path):
+    """`hwtune run` of a recipe whose deploy runs Lava: a Ctrl-C to the process group during the Lava
+    check exits 130, leaves no --out (nor its temporary directory) and no Lava worker."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+    model = Path(__file__).resolve().parents[1] / "docs/results/robustness-ci/models/28ee4dd0b469/model"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\nseed: 0\ndataset: digits\ntarget: loihi2\nout: {tmp_path / 'out'}\n"
+                      f"model: {{load: {model}}}\npasses: []\ndeploy: {{backend_samples: 360}}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "hwtune.cli", "run", str(recipe), "-q"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(_group_members(proc.pid)) < 3 and time.monotonic() < deadline:   # Lava's workers are up
+        time.sleep(0.2)
+    time.sleep(1)
+    assert proc.poll() is None and len(_group_members(proc.pid)) >= 3, proc.communicate()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    time.sleep(0.5)
+    assert _group_members(proc.pid) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]
