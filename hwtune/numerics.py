@@ -73,6 +73,24 @@ def spike_step(k, steps: int):
     return m.masked_fill(k <= 0, float("inf"))
 
 
+def emission_step(k, start: int, steps: int):
+    """Global step of each neuron's spike, start + T - k, for a window starting at ``start``; -1 for
+    silent neurons (k = 0). Integer numpy arrays."""
+    return np.where(k > 0, start + steps - k, -1)
+
+
+def saturate(x, bits: int):
+    """A ``bits``-bit signed register that saturates: x clipped to [-2^(bits-1), 2^(bits-1) - 1]."""
+    lo, hi = signed_range(bits)
+    return x.clip(lo, hi)
+
+
+def wrap(x, bits: int):
+    """A ``bits``-bit signed two's-complement register that wraps: x modulo 2^bits into its range."""
+    lo = signed_range(bits)[0]
+    return (x - lo) % (1 << bits) + lo
+
+
 def jitter(k, delta, steps: int):
     """Move each emitted spike by ``delta`` steps (positive = later): k' = clip(k - delta, 0, T).
 

@@ -348,3 +348,12 @@ def test_conv2d_and_sum_pool_equal_torch(k, s, p, monkeypatch):
     pooled = torch.nn.functional.avg_pool2d(torch.from_numpy(x).double(), 3) * 9
     assert np.array_equal(SumPool(kernel=3).apply(x), np.round(pooled.numpy()).astype(np.int64))
     assert np.array_equal(SumPool(kernel=2).apply(x.astype(np.float32)), x[:, :, :10, :8].reshape(3, 2, 5, 2, 4, 2).sum(axis=(3, 5)))
+
+
+def test_register_and_emission_rules_by_hand():
+    """numerics' overflow rules and spike steps (the emulator's only integer rules), by hand."""
+    from hwtune import numerics
+    assert numerics.saturate(np.array([-200, -128, 5, 127, 300]), 8).tolist() == [-128, -128, 5, 127, 127]
+    assert numerics.wrap(np.array([128, -129, 255, 256, -1]), 8).tolist() == [-128, 127, -1, 0, -1]
+    # window starting at step 10, T = 4: k = 4 spikes at 10, k = 1 at 13, k = 0 never (-1)
+    assert numerics.emission_step(np.array([0, 1, 4]), 10, 4).tolist() == [-1, 13, 10]

@@ -207,9 +207,9 @@ class _Registers:
 
     def __call__(self, x: np.ndarray, what: str, step: int) -> np.ndarray:
         if self.mode == "saturate":
-            return x.clip(self.lo, self.hi)
+            return numerics.saturate(x, self.bits)
         if self.mode == "wrap":
-            return (x - self.lo) % (1 << self.bits) + self.lo
+            return numerics.wrap(x, self.bits)
         bad = (x < self.lo) | (x > self.hi)
         if bad.any():
             where = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -218,11 +218,6 @@ class _Registers:
                 f"layer {self.name!r} neuron {where[-1]}{sample}: {what} = {x[where]} at step {step} leaves the "
                 f"{self.bits}-bit signed range [{self.lo}, {self.hi}]")
         return x
-
-
-def _emission_steps(k: np.ndarray, start: int, steps: int) -> np.ndarray:
-    """Global step of each neuron's spike, start + T - k; -1 for silent neurons."""
-    return np.where(k > 0, start + steps - k, -1)
 
 
 #: The stepped mode keeps registers and per-step inputs below this, so int64 sums never wrap.
@@ -253,7 +248,7 @@ def _stepped(artifact: Artifact, k0: np.ndarray, draws: _Draws | None):
     _check_headroom(artifact)
     F, T, d = artifact.schedule, artifact.window_steps, artifact.synaptic_delay
     batch = len(k0)
-    emitted = _emission_steps(k0, F[0], T[0])
+    emitted = numerics.emission_step(k0, F[0], T[0])
     activations, potentials = [k0], []
     for n, layer in enumerate(artifact.layers):
         fit = _Registers(artifact, layer.name)
@@ -286,5 +281,5 @@ def _stepped(artifact: Artifact, k0: np.ndarray, draws: _Draws | None):
         if draws is not None:
             k = draws.spikes(n, k, layer.window_steps)
         activations.append(k)
-        emitted = _emission_steps(k, F[n + 1], T[n + 1])
+        emitted = numerics.emission_step(k, F[n + 1], T[n + 1])
     return activations, potentials
