@@ -137,7 +137,7 @@ def main(argv=None) -> dict:
           f"windows {artifact.window_steps}, latency {artifact.latency_steps} steps, torch threads "
           f"{torch.get_num_threads()}")
     print(f"{'backend':16s} {'samples/s':>12s}")
-    for name, label in (("fast", "emulator fast"), ("stepped", "emulator stepped"), ("lava", "lava fixed_pt"),
+    for name, label in (("fast", "emulator fast"), ("stepped", "emulator stepped"), ("lava", "lava (stock build)"),
                         ("torch", "torch float32")):
         if name in rates:
             print(f"{label:16s} {rates[name]:12.1f}")
