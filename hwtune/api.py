@@ -24,7 +24,7 @@ import torch
 from hwtune import api_args as args
 from hwtune import workflow
 from hwtune.artifact import Artifact
-from hwtune.config import Rule, check_value, rule_of
+from hwtune.settings import Rule, check_value, rule_of
 from hwtune.configs import DataConfig, DeployConfig, LatencyConfig, NoiseConfig, QuantizeConfig, TrainConfig
 from hwtune.data import Dataset
 from hwtune.data import load_dataset as _load_dataset

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import torch
 
-from hwtune.config import check_value, rule_of
+from hwtune.settings import check_value, rule_of
 from hwtune.configs import SEED_RULE, DataConfig
 from hwtune.errors import ConfigError, HwtuneError, short
 

@@ -1,4 +1,4 @@
-"""Every user setting of hwtune, defined once (hwtune.config): the CLI flags, recipe sections,
+"""Every user setting of hwtune, defined once (hwtune.settings): the CLI flags, recipe sections,
 sweep axes and the library's keyword arguments are all built from these dataclasses.
 
 Torch-free, so that ``hwtune --help`` starts fast.
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from hwtune.architectures import PRESET_HELP, PRESETS
-from hwtune.config import Rule, Settings, like, setting
+from hwtune.settings import Rule, Settings, like, setting
 from hwtune.errors import ConfigError
 from hwtune.device_noise import NoiseSpec
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwtune.config import Settings, setting
+from hwtune.settings import Settings, setting
 
 TRAIN, EVAL, TRIAL = 1, 2, 3
 

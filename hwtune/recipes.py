@@ -29,7 +29,7 @@ from pathlib import Path
 from hwtune.architectures import n_hidden as hidden_layers
 from hwtune.architectures import preset
 from hwtune.bundled import find_recipe
-from hwtune.config import Settings, check_value, setting
+from hwtune.settings import Settings, check_value, setting
 from hwtune.configs import (DATASET_SHAPES, DATASETS, PASS_CONFIGS, DataConfig, DeployConfig, TrainConfig,
                             check_dataset_name)
 from hwtune.errors import ConfigError, HwtuneError, short

@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from hwtune.atomic import atomic_write_text, claim  # noqa: E402
-from hwtune.config import check_value, rule_of  # noqa: E402
+from hwtune.settings import check_value, rule_of  # noqa: E402
 from hwtune.errors import ConfigError, HwtuneError, short  # noqa: E402
 from hwtune.device_noise import NoiseSpec  # noqa: E402
 from hwtune.safepaths import check_name, inside, regular_file  # noqa: E402

@@ -38,7 +38,7 @@ import copy
 import statistics
 from dataclasses import dataclass, field
 
-from hwtune.config import Rule, check_value, rule_of
+from hwtune.settings import Rule, check_value, rule_of
 from hwtune.configs import ExecutionConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
 from hwtune.errors import ConfigError, short
 from hwtune.device_noise import NoiseSpec

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hwtune.bundled import find_recipe
-from hwtune.config import Rule, check_value, rule_of
+from hwtune.settings import Rule, check_value, rule_of
 from hwtune.configs import MAX_STEPS, DeployConfig, ExecutionConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
 from hwtune.device_noise import NoiseSpec
 from hwtune.errors import ConfigError, HwtuneError, short

@@ -4,7 +4,7 @@ A target is data, not code: the backend that runs it, the weight format, time-gr
 widths, synaptic delay, read-out mode and, optionally, the chip's resources (``chip``: cores,
 neurons and synaptic memory per core, time per step, energy per event; used by hwtune.mapper)
 and its device noise (``noise``: hwtune.device_noise; evaluating on the target applies it).
-Every section is a self-validating settings dataclass (hwtune.config); errors name the file and key.
+Every section is a self-validating settings dataclass (hwtune.settings); errors name the file and key.
 A model and an artifact record the whole spec (:meth:`TargetSpec.to_dict`), not just its name,
 so a changed or look-alike target file is caught (:func:`differences`).
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from hwtune.bundled import bundled_dir
-from hwtune.config import Settings, setting
+from hwtune.settings import Settings, setting
 from hwtune.errors import ConfigError, HwtuneError
 from hwtune.device_noise import NoiseSpec
 from hwtune.numerics import WeightFormat, schedule

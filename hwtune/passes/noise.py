@@ -21,7 +21,7 @@ from hwtune.device_noise import EVAL, TRAIN, Device, NoiseSpec, rng
 from hwtune.passes.base import PassContext, PassError, register
 from hwtune.training import evaluate
 from hwtune.ttfs.net import TTFSNet
-from hwtune.ttfs.noise import NoiseState
+from hwtune.ttfs.noise_state import NoiseState
 from hwtune.ttfs.windows import set_windows
 
 #: Scales f the window search tries for every hidden window (L_n <- f L_n): 1, 2^-1/2, ..., 1/4.

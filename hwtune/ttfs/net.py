@@ -19,7 +19,7 @@ from hwtune.layers import exact_dtype, is_weighted, kind_of
 from hwtune.ttfs.arch import glorot_init, make_synapse
 from hwtune.ttfs.functional import activation, silent_to_inf, spike_time, straight_through
 from hwtune.device_noise import Geometry
-from hwtune.ttfs.noise import NoiseState
+from hwtune.ttfs.noise_state import NoiseState
 from hwtune.ttfs.quant import QuantSpec, float_synapse, quant_synapse, scale_per_neuron, weight_mantissa
 
 #: Hidden window L_n (tau_c) of a net trained from scratch: 1.5 x 1000 (reference code).
