@@ -560,8 +560,8 @@ def _cmd_sweep(args) -> int:
     """A grid sweep or a robustness study (the recipe's ``kind``), on the executor the flags or the
     recipe name."""
     from hwtune.report import write_report, write_study_report
-    from hwtune.study import Study, run_study
-    from hwtune.sweep import load_sweep, run_sweep
+    from hwtune.study import Study, load_sweep, run_study
+    from hwtune.sweep import run_sweep
 
     sweep = load_sweep(args.recipe)
     execution = ExecutionConfig.from_args(args, defaults=sweep.execution.to_dict())

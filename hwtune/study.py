@@ -38,12 +38,16 @@ import copy
 import statistics
 from dataclasses import dataclass, field
 
-from hwtune.settings import Rule, check_value, rule_of
+from hwtune.bundled import find_recipe
 from hwtune.configs import ExecutionConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
-from hwtune.errors import ConfigError, short
 from hwtune.device_noise import NoiseSpec
+from hwtune.errors import ConfigError, short
 from hwtune.recipes import PipelineSpec, RecipeError, check_pass, parse_pipeline, split_keys
 from hwtune.safepaths import check_name
+from hwtune.settings import Rule, check_value, rule_of
+from hwtune.sweep import (POINTS, SUMMARY, base_dir, base_model, base_settings, parse_sweep, read_points, run_points,
+                          settings_hash, sweep_directory)
+from hwtune.yamlfile import read_yaml
 
 ARMS = ("plain", "control", "noise-aware")
 #: Smallest control loss (accuracy, 1 point) whose recovery ratio is reported: below it the ratio
@@ -146,8 +150,7 @@ def parse_study(data: object, path: str) -> Study:
 
 def point_id(study: Study, seed: int) -> str:
     """Stable id of a seed's point: everything its result depends on."""
-    from hwtune.sweep import _base_settings, _hash
-    return _hash({"kind": "robustness", "seed": seed, "base": _base_settings(study), "dataset": study.dataset,
+    return settings_hash({"kind": "robustness", "seed": seed, "base": base_settings(study), "dataset": study.dataset,
                   "target": study.target.name, "samples": study.data.samples, "train_samples": study.data.train_samples,
                   "quantize": study.quantize.to_dict(), "finetune": study.finetune.to_dict(), "devices": study.devices,
                   "device_every": study.device_every, **({"window_search": True} if study.window_search else {}),
@@ -168,14 +171,13 @@ def run_study(study: Study, out=None, execution: ExecutionConfig | None = None) 
     from hwtune.data import load_dataset
     from hwtune.executors import torch_threads
     from hwtune.provenance import provenance
-    from hwtune.sweep import POINTS, SUMMARY, _base_model, base_dir, read_points, run_points, sweep_directory
 
     if out is not None:
         study.out = Path(out)
     out, execution = study.out, execution or study.execution
     with sweep_directory(out), torch_threads(execution.threads):   # the driver's work too: results depend on it
         data = load_dataset(study.dataset, data_dir=study.data.data_dir, split_seed=study.data.split_seed)
-        base = _base_model(study, data)
+        base = base_model(study, data)
         ids = [point_id(study, seed) for seed in study.seeds]
         failures = run_points(out, _seed_point, {"study": study, "base": base, "data": data}, study.seeds, ids,
                               execution, f"study {study.name}")
@@ -276,3 +278,17 @@ def summarize(study_records: list[dict], name: str) -> list[dict]:
         row["beyond_2_std"] = len(diffs) > 1 and row["recovered"] > 2 * row["recovered_std"]
         rows.append(row)
     return rows
+
+
+def load_sweep(path):
+    """A grid sweep (hwtune.sweep) or a robustness study (``kind: robustness``); a file, or a shipped
+    recipe by name (hwtune.bundled.find_recipe). Here, not in hwtune.sweep: a study builds on the
+    sweep's machinery, so only this module knows both kinds (no import circle)."""
+    path = find_recipe(path)
+    data = read_yaml(path, RecipeError, "sweep recipe")
+    kind = data.get("kind", "grid") if isinstance(data, dict) else "grid"
+    if kind == "robustness":
+        return parse_study(data, str(path))
+    if kind != "grid":
+        raise RecipeError(f"{path}: kind = {short(kind)} must be 'grid' or 'robustness'")
+    return parse_sweep(data, str(path))

@@ -41,7 +41,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hwtune.bundled import find_recipe
 from hwtune.settings import Rule, check_value, rule_of
 from hwtune.configs import MAX_STEPS, DeployConfig, ExecutionConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
 from hwtune.device_noise import NoiseSpec
@@ -49,7 +48,6 @@ from hwtune.errors import ConfigError, HwtuneError, short
 from hwtune.recipes import PipelineHeader, PipelineSpec, RecipeError, parse_pipeline, split_keys
 from hwtune.safepaths import regular_file
 from hwtune.target import TargetError
-from hwtune.yamlfile import read_yaml
 
 #: Sweep axes and their rules: the pass and noise settings they set (bits: an integer, no 'float' here).
 AXES: dict[str, Rule] = {
@@ -86,11 +84,12 @@ class Sweep(PipelineSpec):
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
 
 
-def _hash(settings: dict) -> str:
+def settings_hash(settings: dict) -> str:
+    """A 12-hex-digit id of ``settings`` (points, base models, studies)."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _base_settings(sweep: Sweep) -> dict:
+def base_settings(sweep: Sweep) -> dict:
     """What the base model depends on (a trained one: its training settings, dataset and seed)."""
     if sweep.load is not None:
         return {"load": str(sweep.load)}
@@ -103,7 +102,7 @@ def point_id(sweep: Sweep, point: dict) -> str:
     """Stable id of a point: hash of its settings, the seed, the base model, dataset, target,
     data subsets and (for a fine-tuned point) the fine-tuning settings."""
     noisy = point["jitter"] > 0 or point["weight_mismatch"] > 0
-    return _hash({**{k: point[k] for k in AXES}, "seed": sweep.seed, "base": _base_settings(sweep),
+    return settings_hash({**{k: point[k] for k in AXES}, "seed": sweep.seed, "base": base_settings(sweep),
                   "dataset": sweep.dataset, "target": sweep.target.name, "train_samples": sweep.data.train_samples,
                   "samples": sweep.data.samples, "devices": sweep.devices if noisy else None,
                   "finetune_settings": sweep.finetune.to_dict() if point["finetune"] else None})
@@ -200,19 +199,6 @@ def parse_sweep(data: object, path: str) -> Sweep:
     return sweep
 
 
-def load_sweep(path: str | Path):
-    """A grid sweep, or a robustness study (``kind: robustness``, hwtune.study); a file, or a shipped
-    recipe by name (hwtune.bundled.find_recipe)."""
-    path = find_recipe(path)
-    data = read_yaml(path, RecipeError, "sweep recipe")
-    if isinstance(data, dict) and data.get("kind", "grid") == "robustness":
-        from hwtune.study import parse_study
-        return parse_study(data, str(path))
-    if isinstance(data, dict) and data.get("kind", "grid") != "grid":
-        raise RecipeError(f"{path}: kind = {short(data.get('kind'))} must be 'grid' or 'robustness'")
-    return parse_sweep(data, str(path))
-
-
 def read_points(out: Path) -> list[dict]:
     """Finished points of a sweep directory (``points.jsonl``), in the order they finished.
 
@@ -294,10 +280,10 @@ def base_dir(sweep: Sweep) -> Path:
     """Directory of the base model: the loaded one, or ``out/base-<hash of model settings, dataset, seed>``."""
     if sweep.load is not None:
         return sweep.load
-    return sweep.out / f"base-{_hash(_base_settings(sweep))}"
+    return sweep.out / f"base-{settings_hash(base_settings(sweep))}"
 
 
-def _base_model(sweep: Sweep, data):
+def base_model(sweep: Sweep, data):
     """The float TTFS base model: loaded, or trained once and cached in :func:`base_dir`."""
     from hwtune import io, workflow
 
@@ -441,7 +427,7 @@ def run_sweep(sweep: Sweep, seed: int | None = None, out: str | Path | None = No
     out, execution = sweep.out, execution or sweep.execution
     with sweep_directory(out), torch_threads(execution.threads):   # the driver's work too: results depend on it
         data = load_dataset(sweep.dataset, data_dir=sweep.data.data_dir, split_seed=sweep.data.split_seed)
-        base = _base_model(sweep, data)
+        base = base_model(sweep, data)
         ctx = PassContext.for_net(base, data, sweep.target, sweep.seed, sweep.data.train_samples, sweep.data.samples)
         float_accuracy = ctx.evaluate(base)["accuracy"]
         shared = {"sweep": sweep, "base": base, "ctx": ctx, "float_accuracy": float_accuracy}

@@ -25,7 +25,8 @@ import numpy as np
 from hwtune import io, workflow
 from hwtune.executors import torch_threads
 from hwtune.passes import PassContext
-from hwtune.sweep import base_dir, load_sweep, point_id, point_model, read_points
+from hwtune.study import load_sweep
+from hwtune.sweep import base_dir, point_id, point_model, read_points
 
 RECIPE = "recipes/robustness-ci.yaml"
 DEST = Path("docs/results/robustness-ci/models")

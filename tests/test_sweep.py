@@ -10,7 +10,8 @@ import yaml
 from hwtune.cli import main
 from hwtune.errors import HwtuneError
 from hwtune.recipes import RecipeError
-from hwtune.sweep import base_dir, broken_floors, load_sweep, parse_sweep, point_id, read_points
+from hwtune.study import load_sweep
+from hwtune.sweep import base_dir, broken_floors, parse_sweep, point_id, read_points
 
 RECIPE = "recipes/robustness-ci.yaml"
 
