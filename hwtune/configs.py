@@ -12,6 +12,7 @@ from hwtune.architectures import PRESET_HELP, PRESETS
 from hwtune.settings import Rule, Settings, like, setting
 from hwtune.errors import ConfigError
 from hwtune.device_noise import NoiseSpec
+from hwtune.numerics import WEIGHT_BITS
 
 #: Dataset names and the shape (C, H, W) of one sample.
 DATASET_SHAPES = {"digits": (1, 8, 8), "fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
@@ -100,7 +101,7 @@ class QuantizeConfig(FinetuneOptions):
 
     pass_name: ClassVar[str] = "quantize"
     bits: int | None = setting(8, "bits", "signed weight mantissa (or 'float': quantize time only)", "bits",
-                               lo=2, hi=16, optional=True)
+                               lo=WEIGHT_BITS[0], hi=WEIGHT_BITS[1], optional=True)
     steps: int | list | None = setting(None, "steps", "steps per hidden window: one number, or one per hidden "
                                        "layer", "steps", lo=1, hi=MAX_STEPS, optional=True,
                                        default_text="the model's grid, else the target's")

@@ -27,6 +27,7 @@ from hwtune.atomic import atomic_directory
 from hwtune.configs import MAX_LAYER_ENTRIES, MAX_STEPS
 from hwtune.errors import HwtuneError, OutputError, short
 from hwtune.layers import is_weighted, kind_of
+from hwtune.numerics import WEIGHT_BITS
 from hwtune.safepaths import regular_file
 from hwtune.ttfs.net import TTFSNet
 from hwtune.ttfs.quant import QuantSpec, weight_mantissa
@@ -168,7 +169,8 @@ def _check_quant(file: Path, quant, n_hidden: int) -> None:
         return
     keys = {"bits", "narrow", "scale", "exp_range", "bias_bits"}
     exp = w.get("exp_range", [-32, 31]) if isinstance(w, dict) else None
-    if not (isinstance(w, dict) and set(w) <= keys and positive_int(w.get("bits"), 16)
+    if not (isinstance(w, dict) and set(w) <= keys and positive_int(w.get("bits"), WEIGHT_BITS[1])
+            and w["bits"] >= WEIGHT_BITS[0]
             and isinstance(exp, list) and len(exp) == 2 and all(isinstance(e, int) for e in exp) and exp[0] <= exp[1]
             and isinstance(w.get("narrow", False), bool) and w.get("scale", "per-layer") in ("per-layer", "per-channel")
             and positive_int(w.get("bias_bits", 16), 32)):

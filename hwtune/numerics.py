@@ -18,6 +18,8 @@ import numpy as np
 
 #: Lava's Dense (bit-accurate model) stores weights as 8-bit mantissas of a 9-bit signed range.
 LAVA_WEIGHT_RANGE_BITS = 9
+#: Widths of a signed weight mantissa hwtune quantizes to (a pass's bits, a target's weights.bits).
+WEIGHT_BITS = (2, 16)
 
 
 def _floor(x):

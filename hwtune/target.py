@@ -17,7 +17,7 @@ from hwtune.bundled import bundled_dir
 from hwtune.settings import Settings, setting
 from hwtune.errors import ConfigError, HwtuneError
 from hwtune.device_noise import NoiseSpec
-from hwtune.numerics import WeightFormat, schedule
+from hwtune.numerics import WEIGHT_BITS, WeightFormat, schedule
 from hwtune.safepaths import check_name
 from hwtune.yamlfile import read_yaml
 
@@ -32,7 +32,7 @@ class TargetError(HwtuneError, ValueError):
 
 @dataclass(frozen=True)
 class WeightSection(Settings):
-    bits: int = setting(8, "int", "widest signed weight mantissa", "bits", lo=2, hi=16)
+    bits: int = setting(8, "int", "widest signed weight mantissa", "bits", lo=WEIGHT_BITS[0], hi=WEIGHT_BITS[1])
     narrow: bool = setting(False, "bool", "drop the most negative mantissa (symmetric range)")
     scale: str = setting("per-layer", "str", "power-of-two scale granularity", choices=("per-layer", "per-channel"))
     exp_range: list = setting([-32, 31], "range", "allowed scale exponents [min, max]", lo=-64, hi=64)
@@ -125,8 +125,8 @@ class TargetSpec(Settings):
                               f"{self.time.max_total_steps} ({self.where}: time.max_total_steps)")
 
     def check_bits(self, bits: int, where: str = "") -> None:
-        if not 2 <= bits <= self.weights.bits:
-            raise TargetError(f"{where}{bits}-bit weights: target {self.name} holds 2..{self.weights.bits} "
+        if not WEIGHT_BITS[0] <= bits <= self.weights.bits:
+            raise TargetError(f"{where}{bits}-bit weights: target {self.name} holds {WEIGHT_BITS[0]}..{self.weights.bits} "
                               f"bits ({self.where}: weights.bits)")
 
     def weight_format(self, bits: int | None = None) -> WeightFormat:
