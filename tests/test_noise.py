@@ -138,3 +138,19 @@ def test_window_search_is_refused_where_it_cannot_apply(quantized, digits, case)
     with pytest.raises(PassError, match="window_search"):
         run_pass(net, NoiseConfig(jitter=0.3, window_search=True, eval_only=case == "eval only", epochs=0), ctx)
     assert torch.equal(net.windows, windows)
+
+
+def test_the_forwards_conditions_are_set_for_a_block_and_put_back():
+    """net.conditions(noise=..., quant=..., saturate=...) applies them for the block only, also when
+    it raises; an unknown condition is refused."""
+    from hwtune.ttfs.net import TTFSNet
+    net = TTFSNet([{"kind": "dense", "in": 4, "out": 3}, {"kind": "dense", "in": 3, "out": 2}], (4,))
+    marker = object()
+    with pytest.raises(RuntimeError):
+        with net.conditions(noise=marker, saturate=True):
+            assert net.noise is marker and net.saturate is True
+            raise RuntimeError("fine-tuning failed")
+    assert net.noise is None and net.saturate is False
+    with pytest.raises(TypeError, match="unknown \\['windows'\\]"):
+        with net.conditions(windows=None):
+            pass

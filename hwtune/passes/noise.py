@@ -1,7 +1,7 @@
 """Noise pass: evaluate and fine-tune under device noise (hwtune.device_noise), on held-out devices.
 
-Noise is a condition of the hardware, not of the model: the pass sets ``net.noise`` for its
-evaluation and fine-tuning and removes it afterwards. Levels default to the target's (a model
+Noise is a condition of the hardware, not of the model: the pass applies it for its evaluation
+and fine-tuning only (``net.conditions(noise=...)``). Levels default to the target's (a model
 prepared for an analog target is hardened against that target). Fine-tuning draws a new device
 instance every ``device_every`` batches and new trial noise every batch (seed stream TRAIN), so
 the net learns to work across devices; the noisy accuracy is the mean over ``devices`` held-out
@@ -49,14 +49,11 @@ def evaluation_noise(net: TTFSNet, spec: NoiseSpec, seed: int, index: int) -> No
 
 
 def _evaluate_on(net: TTFSNet, x: torch.Tensor, y: torch.Tensor, states: list[NoiseState | None]) -> list[dict]:
-    """evaluate() of ``net`` under each noise state in turn (None: noiseless); net.noise restored."""
-    saved, results = net.noise, []
-    try:
-        for state in states:
-            net.noise = state
+    """evaluate() of ``net`` under each noise state in turn (None: noiseless)."""
+    results = []
+    for state in states:
+        with net.conditions(noise=state):
             results.append(evaluate(net, x, y))
-    finally:
-        net.noise = saved
     return results
 
 
@@ -114,11 +111,8 @@ def noise(net: TTFSNet, cfg: NoiseConfig, ctx: PassContext) -> dict:
     if not cfg.eval_only:
         if cfg.window_search:
             search = search_window_scale(net, spec, *ctx.train_split(), ctx.seed)
-        net.noise = training_noise(net, spec, ctx.seed, cfg.device_every)
-        try:
+        with net.conditions(noise=training_noise(net, spec, ctx.seed, cfg.device_every)):
             history = ctx.finetune(net, cfg, "noise fine-tune")
-        finally:
-            net.noise = None
         noisy_after = evaluate_under_noise(net, x, y, spec, cfg.devices, ctx.seed)
     clean_after = ctx.evaluate(net) if not cfg.eval_only else clean_before
     return {"accuracy_before": clean_before["accuracy"], "accuracy_after": clean_after["accuracy"],

@@ -7,6 +7,7 @@ float64 tensors, with straight-through gradients equal to the float model's.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -61,6 +62,22 @@ class TTFSNet(nn.Module):
         self.batch_max: list[float] = []
         self.info: dict = {}  # dataset, target, history of passes, provenance (see hwtune.io)
         self._segments = self._split_segments()
+
+    @contextlib.contextmanager
+    def conditions(self, **changes):
+        """The forward's conditions (``noise``, ``quant``, ``saturate``) set for the block and put back
+        after it, also on error: e.g. ``with net.conditions(noise=state): evaluate(net, x, y)``."""
+        unknown = set(changes) - {"noise", "quant", "saturate"}
+        if unknown:
+            raise TypeError(f"conditions: unknown {sorted(unknown)}; the forward's conditions are noise, quant, saturate")
+        saved = {name: getattr(self, name) for name in changes}
+        for name, value in changes.items():
+            setattr(self, name, value)
+        try:
+            yield self
+        finally:
+            for name, value in saved.items():
+                setattr(self, name, value)
 
     # ------------------------------------------------------------------ structure
     def _split_segments(self) -> list[tuple[tuple, dict]]:

@@ -17,14 +17,9 @@ def _float_activations(net, x: torch.Tensor, batch_size: int | None):
     from hwtune.training import eval_batch
 
     batch_size = batch_size or eval_batch(net.geometry())
-    saved = (net.quant, net.saturate, net.noise)
-    net.quant, net.saturate, net.noise = None, False, None
-    try:
-        with torch.no_grad():
-            for i in range(0, len(x), batch_size):
-                yield net.activations(x[i:i + batch_size])[1:]
-    finally:
-        net.quant, net.saturate, net.noise = saved
+    with net.conditions(quant=None, saturate=False, noise=None), torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            yield net.activations(x[i:i + batch_size])[1:]
 
 
 def layer_maxima(net, x: torch.Tensor, batch_size: int | None = None) -> list[float]:
