@@ -340,3 +340,14 @@ def test_ctrl_c_during_a_recipes_lava_check_leaves_no_output(tmp_path):
     time.sleep(0.5)
     assert _group_members(proc.pid) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]
+
+
+def test_api_run_lava_checks_hardware_before_any_work():
+    import hwtune
+    from hwtune.backends.lava.run import HardwareUnavailable
+    x = np.array([[0.75, 0.25]])
+    with pytest.raises(TypeError, match="hardware must be True or False, got 'yes'"):
+        hwtune.run_lava(golden_artifact(), x, hardware="yes")
+    if not hardware_available():
+        with pytest.raises(HardwareUnavailable, match="lava-loihi"):
+            hwtune.run_lava(golden_artifact(), x, hardware=True)
