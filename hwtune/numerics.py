@@ -81,6 +81,24 @@ def emission_step(k, start: int, steps: int):
     return np.where(k > 0, start + steps - k, -1)
 
 
+def single_spike_step(k, steps: int):
+    """Step m = T - k of the one spike of a neuron that always spikes exactly once (the stock Loihi 2
+    build): a silent neuron (k = 0) spikes at m = T, just after its window, so it counts on no
+    integration step of the next layer. Integer arrays; the inverse is :func:`activation_of_step`."""
+    return steps - k
+
+
+def activation_of_step(m, steps: int):
+    """Activation k = T - m of a spike at step m of its window (m = T: k = 0); see :func:`single_spike_step`."""
+    return steps - m
+
+
+def counted_steps(k, steps: int, elapsed: int):
+    """Integration steps an input of activation k has counted after ``elapsed`` of the T steps of the
+    window: it arrives T - k steps in, so max(0, k - (T - elapsed)); equal to k when elapsed = T."""
+    return np.maximum(0, k - (steps - elapsed))
+
+
 def saturate(x, bits: int):
     """A ``bits``-bit signed register that saturates: x clipped to [-2^(bits-1), 2^(bits-1) - 1]."""
     lo, hi = signed_range(bits)

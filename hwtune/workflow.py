@@ -330,8 +330,9 @@ def artifact_target_noise(artifact: Artifact):
 def compare_backend(artifact: Artifact, x: torch.Tensor, backend: str | None = None, **options) -> dict:
     """Run ``x`` on ``backend`` (default: the artifact's target's, hwtune.backends) and on the
     emulator's stepped mode; count samples identical spike for spike (every activation, and the
-    logits). A backend that reports them adds ``process_models`` and ``max_spikes_per_neuron``
-    (Lava: hwtune.backends.lava.run.LavaResult). ``options`` go to the backend's runner (Lava: hardware)."""
+    logits), plus what the backend reports of its own (RunResult.backend_report; Lava: the
+    ProcessModels that ran and the most spikes of one neuron). ``options`` go to the backend's
+    runner (Lava: hardware)."""
     from hwtune.backends import get_backend
     from hwtune.backends.emulator import emulate
 
@@ -344,9 +345,7 @@ def compare_backend(artifact: Artifact, x: torch.Tensor, backend: str | None = N
     report = {"backend": name, "samples": len(x), "identical_spike_for_spike": int(same.sum()),
               "backend_predictions": hw.predictions.tolist(), "emulator_predictions": emu.predictions.tolist(),
               "spikes_per_sample": hw.spike_counts().tolist()}
-    for key in ("process_models", "max_spikes_per_neuron"):
-        if hasattr(hw, key):
-            report[key] = getattr(hw, key)
+    report.update(hw.backend_report())
     return report
 
 

@@ -284,26 +284,22 @@ def test_a_group_sigterm_during_lava_stops_quietly(tmp_path):
     assert _group_members(proc.pid) == []
 
 
-def test_hardware_is_refused_before_any_work_without_lava_loihi(tmp_path, capsys):
-    """`lava-run --hardware` where lava-loihi is missing: exit 3 naming what is missing, before the
+def test_hardware_runs_the_stock_build_on_a_board_or_is_refused_before_any_work(tmp_path, capsys):
+    """With lava-loihi (a Loihi 2 board): the stock build on the board == the emulator, one spike per
+    neuron. Without it (here): `lava-run --hardware` exits 3 naming what is missing, before the
     artifact is even read (the path given does not exist)."""
     from hwtune.cli import main
     if hardware_available():
-        pytest.skip("lava-loihi is installed here: the refusal cannot happen")
+        rng = np.random.default_rng(0)
+        a = random_artifact(rng, [12, 9, 7, 4], bits=4, steps=[5, 3, 7])
+        k0 = rng.integers(0, a.input_steps + 1, (10, a.n_in))
+        board, emu = run_lava(a, k0, hardware=True), emulate(a, k0, mode="stepped")
+        assert all(np.array_equal(x, y) for x, y in zip(board.activations, emu.activations))
+        assert np.array_equal(board.logits, emu.logits) and board.max_spikes_per_neuron == 1
+        return
     assert main(["lava-run", str(tmp_path / "no-such-artifact"), "--hardware"]) == 3
     err = capsys.readouterr().err
     assert "lava-loihi" in err and "not installed" in err and "no-such-artifact" not in err
-
-
-@pytest.mark.skipif(not hardware_available(),
-                    reason="needs Intel's lava-loihi and a Loihi 2 board (Loihi2HwCfg); not on this machine")
-def test_the_stock_build_on_a_loihi2_board_equals_the_emulator():
-    rng = np.random.default_rng(0)
-    a = random_artifact(rng, [12, 9, 7, 4], bits=4, steps=[5, 3, 7])
-    k0 = rng.integers(0, a.input_steps + 1, (10, a.n_in))
-    board, emu = run_lava(a, k0, hardware=True), emulate(a, k0, mode="stepped")
-    assert all(np.array_equal(x, y) for x, y in zip(board.activations, emu.activations))
-    assert np.array_equal(board.logits, emu.logits) and board.max_spikes_per_neuron == 1
 
 
 def test_saturating_artifacts_are_refused():
@@ -351,3 +347,14 @@ def test_api_run_lava_checks_hardware_before_any_work():
     if not hardware_available():
         with pytest.raises(HardwareUnavailable, match="lava-loihi"):
             hwtune.run_lava(golden_artifact(), x, hardware=True)
+
+
+@pytest.mark.parametrize("guard", [[1, 2, 3], {"ranges": {"hidden": [5, 9]}}, {"ranges": {"nope": [-1, 1]}},
+                                   {"ranges": {"hidden": [-1.5, 2]}}, {"ranges": {"hidden": [-1, True]}}])
+def test_a_malformed_lava_guard_in_an_artifact_is_refused(guard):
+    """meta.lava_guard comes from a file: anything but integer ranges lo <= 0 <= hi of hidden layers
+    is refused before a build, naming the key."""
+    a = golden_artifact()
+    a.meta["lava_guard"] = guard
+    with pytest.raises(ArtifactError, match="meta.lava_guard: expected"):
+        plan(a)

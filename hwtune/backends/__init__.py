@@ -65,6 +65,10 @@ class RunResult:
         activations; the step inside a sample is schedule[n] + m (numerics.spike_step)."""
         return [numerics.spike_step(k, t) for k, t in zip(self.activations, self.artifact.window_steps)]
 
+    def backend_report(self) -> dict:
+        """What this backend reports beyond the shared metrics (JSON-ready; none by default)."""
+        return {}
+
     @property
     def logits(self) -> np.ndarray:
         """Read-out membrane V (B, n_out), integers; float logits are logit_scale * V."""

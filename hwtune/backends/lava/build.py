@@ -145,7 +145,7 @@ def _layer_plan(layer, q, steps_in: int, start: int, delay: int,
         kick = np.maximum(0, -lo)
         threshold = int(max(1, (sigma * steps_out + kick).max()))
         lift = np.maximum(0, hi - threshold)
-        pulse = lift + threshold + 1 - sigma * (steps_out + 1)
+        pulse = lift + threshold + 1 - numerics.threshold(sigma, steps_out)
         add(reset, beta - lift)
         add(reset + 1, lift)
         add(fire_start, sigma - q_sum - beta + pulse)
@@ -223,7 +223,7 @@ def potential_ranges(artifact: Artifact, k0: np.ndarray, batch: int = 256) -> ty
         for layer, k, steps in zip(artifact.hidden, activations, artifact.window_steps):
             lo, hi = ranges[layer.name]
             for s in range(1, steps + 1):
-                V = layer.potential(np.maximum(0, k - (steps - s)), s)
+                V = layer.potential(numerics.counted_steps(k, steps, s), s)
                 hi = max(hi, int(V.max()))
             ranges[layer.name] = (min(lo, int(V.min())), hi)
     return ranges
@@ -277,7 +277,7 @@ def clock_rasters(layer: StockLayer, period: int) -> ty.List[ty.Tuple[np.ndarray
 def input_spikes(k0: np.ndarray, steps: int, period: int) -> ty.Callable[[int], np.ndarray]:
     """Input spikes of step t of the run, (n_in,): input j of sample b fires at b P + T_0 - k0_j
     (k0_j = 0: at b P + T_0, so that every input spikes once)."""
-    m = steps - np.asarray(k0, dtype=np.int64)
+    m = numerics.single_spike_step(np.asarray(k0, dtype=np.int64), steps)
 
     def at(t: int) -> np.ndarray:
         b, tau = divmod(t, period)
@@ -299,13 +299,6 @@ def costs(artifact: Artifact):
     events = sum(int(a.fan_out().sum()) + a.n_out * r for a, r in zip(artifact.layers, rows))
     return Build(clock_rows=rows, processes=processes, events_per_sample=events,
                  source="Lava stock build: every neuron spikes once per sample", period_steps=period)
-
-
-def lava_scaled(q: np.ndarray, scale_exp: int) -> ty.Tuple[np.ndarray, int]:
-    """8-bit Dense weights and weight_exp whose a_out is sum_j q_ij s_j * 2^scale_exp exactly,
-    q in [-128, 127] (numerics.lava_weights for 8 bits, then the scale in the exponent)."""
-    weights, exp = numerics.lava_weights(q, 8)
-    return weights, exp + scale_exp
 
 
 @dataclass

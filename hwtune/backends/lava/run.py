@@ -26,6 +26,7 @@ from lava.magma.runtime.message_infrastructure.multiprocessing import SystemProc
 from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 from lava.proc.io.injector import Injector, PyLoihiInjectorModel
 
+from hwtune import numerics
 from hwtune.artifact import Artifact
 from hwtune.backends import RunResult
 from hwtune.backends.lava.build import build_network
@@ -56,6 +57,9 @@ class LavaResult(RunResult):
     total_steps: int = 0
     process_models: ty.List[str] = field(default_factory=list)
     max_spikes_per_neuron: int = 0
+
+    def backend_report(self) -> dict:
+        return {"process_models": self.process_models, "max_spikes_per_neuron": self.max_spikes_per_neuron}
 
 
 @contextmanager
@@ -222,4 +226,4 @@ def _decode(spikes: np.ndarray, layer) -> ty.Tuple[np.ndarray, int]:
             b, i = np.argwhere(bad)[0]
             raise LavaRunError(f"Lava: layer {layer.name!r} neuron {i} of sample {b} {problem} "
                                f"({counts[b, i]} spike(s), first at step {m[b, i] + layer.fire_start})")
-    return layer.steps_out - m, int(counts.max(initial=0))
+    return numerics.activation_of_step(m, layer.steps_out), int(counts.max(initial=0))
