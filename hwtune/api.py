@@ -3,7 +3,7 @@
     import hwtune
     data = hwtune.load_dataset("digits")
     net = hwtune.train(data, arch="fc-small", epochs=20, lr=2e-3, batch_size=16)
-    hwtune.quantize(net, data, bits=4, steps=16)        # for the default target, loihi2
+    net, record = hwtune.quantize(net, data, bits=4, steps=16)   # for the default target, loihi2
     artifact = hwtune.export(net)                        # integer artifact (numpy + JSON, no torch)
     result = hwtune.emulate(artifact, data.test_x)       # bit-accurate emulator
 
@@ -11,8 +11,8 @@ Settings are the keyword arguments of the configs in hwtune.configs (the CLI's f
 dashes), checked the same way; every other argument is checked before any work (hwtune.api_args:
 TypeError for the wrong kind of object, ValueError for a bad value, each naming the argument). A
 model directory path is accepted where a net is expected (not by ``save``), an artifact directory
-path where an artifact is, a dataset name where a Dataset is. Passes change ``net`` in place and
-return their record.
+path where an artifact is, a dataset name where a Dataset is. Passes return ``(changed net, record)``
+and leave the net they were given as it was.
 """
 from __future__ import annotations
 
@@ -74,11 +74,11 @@ def convert(relu: torch.nn.Module, data: Dataset | str, margin: float = 1.5) -> 
     return workflow.convert_model(args.relu_module(relu), args.dataset(data), margin)[0]
 
 
-def _pass(config, net, data, target, seed: int, train_samples, samples) -> dict:
+def _pass(config, net, data, target, seed: int, train_samples, samples) -> tuple[TTFSNet, dict]:
     from hwtune.passes import PassContext, run_pass
     seed, train_samples, samples = args.seed(seed), args.train_samples(train_samples), args.samples(samples)
     args.device(config.to_dict())
-    net, data = args.model(net, paths=False), args.dataset(data)
+    net, data = args.model(net), args.dataset(data)
     spec = workflow.resolve_target(net, target, config.pass_name, may_change=config.pass_name == "quantize")
     workflow.check_data(net, data)
     ctx = PassContext.for_net(net, data, spec, seed, train_samples, samples)
@@ -86,21 +86,21 @@ def _pass(config, net, data, target, seed: int, train_samples, samples) -> dict:
 
 
 def quantize(net: TTFSNet, data: Dataset | str, target: str | TargetSpec | None = None, seed: int = 0,
-             train_samples: int | None = None, samples: int | None = None, **settings) -> dict:
+             train_samples: int | None = None, samples: int | None = None, **settings) -> tuple[TTFSNet, dict]:
     """Integer weights and time grid for ``target`` (default: the net's, else loihi2), fine-tuned
-    (settings: QuantizeConfig). Changes ``net``; returns the pass record."""
+    (settings: QuantizeConfig). Returns (quantized copy of ``net``, pass record)."""
     return _pass(QuantizeConfig(**settings), net, data, target, seed, train_samples, samples)
 
 
 def noise(net: TTFSNet, data: Dataset | str, target: str | TargetSpec | None = None, seed: int = 0,
-          train_samples: int | None = None, samples: int | None = None, **settings) -> dict:
-    """Evaluate and fine-tune under noise (settings: NoiseConfig). Changes ``net``; returns the record."""
+          train_samples: int | None = None, samples: int | None = None, **settings) -> tuple[TTFSNet, dict]:
+    """Evaluate and fine-tune under noise (settings: NoiseConfig). Returns (fine-tuned copy, record)."""
     return _pass(NoiseConfig(**settings), net, data, target, seed, train_samples, samples)
 
 
 def latency(net: TTFSNet, data: Dataset | str, target: str | TargetSpec | None = None, seed: int = 0,
-            train_samples: int | None = None, samples: int | None = None, **settings) -> dict:
-    """Shorter windows, fine-tuned (settings: LatencyConfig). Changes ``net``; returns the record."""
+            train_samples: int | None = None, samples: int | None = None, **settings) -> tuple[TTFSNet, dict]:
+    """Shorter windows, fine-tuned (settings: LatencyConfig). Returns (shortened copy, record)."""
     return _pass(LatencyConfig(**settings), net, data, target, seed, train_samples, samples)
 
 

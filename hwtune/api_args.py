@@ -33,8 +33,8 @@ def path(value, arg: str = "path") -> str | os.PathLike:
 
 
 def model(value, arg: str = "net", paths: bool = True):
-    """A TTFSNet, or (``paths``) a model directory path, loaded and validated. The passes, which
-    change the net in place, take a TTFSNet only (``paths=False``)."""
+    """A TTFSNet, or (``paths``) a model directory path, loaded and validated. ``save``, which
+    writes the net, takes a TTFSNet only (``paths=False``)."""
     from hwtune.ttfs import TTFSNet
     if isinstance(value, TTFSNet):
         return value

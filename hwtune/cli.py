@@ -434,7 +434,7 @@ def _cmd_pass(args) -> int:
     data_cfg = DataConfig.from_args(args)
     ctx = PassContext.for_net(net, workflow.load_data(net, data_cfg, trains=True), target, _seed_of(args),
                               data_cfg.train_samples, data_cfg.samples)
-    record = run_pass(net, cfg, ctx)
+    net, record = run_pass(net, cfg, ctx)
     if not distributed.is_main():      # torchrun: rank 0 writes and reports
         return EXIT_OK
     lines = _pass_lines(record)

@@ -279,7 +279,7 @@ def run_recipe(recipe: Recipe, seed: int | None = None, out: str | Path | None =
         ctx = PassContext.for_net(net, data, recipe.target, recipe.seed, recipe.data.train_samples,
                                   recipe.data.samples)
         for i, (name, config) in enumerate(recipe.passes, start=1):
-            record = run_pass(net, config, ctx)
+            net, record = run_pass(net, config, ctx)
             progress.log(f"{name}: accuracy {100 * record['accuracy_before']:.2f} % -> "
                          f"{100 * record['accuracy_after']:.2f} %")
             io.save(net, tmp / f"{i:02d}-{name}")

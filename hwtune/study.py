@@ -206,15 +206,13 @@ def run_seed(study: Study, base, seed: int, data) -> dict:
 
     ctx = PassContext.for_net(base, data, study.target, seed, study.data.train_samples, study.data.samples)
     x, y = ctx.test_split()
-    plain = copy.deepcopy(base)
-    run_pass(plain, study.quantize, ctx)
-    control = copy.deepcopy(plain)
+    plain, _ = run_pass(base, study.quantize, ctx)
+    control = copy.deepcopy(plain)   # fine-tuned below by ctx.finetune, not a pass
     control_search = search_window_scale(control, NoiseSpec(), *ctx.train_split(), seed) if study.window_search else None
     ctx.finetune(control, study.finetune, "control fine-tune")
     record = {"id": point_id(study, seed), "seed": seed, "studies": {}}
     for s in study.studies:
-        aware = copy.deepcopy(plain)
-        aware_record = run_pass(aware, NoiseConfig(**study.finetune.to_dict(), **s.train.to_dict(), devices=study.devices,
+        aware, aware_record = run_pass(plain, NoiseConfig(**study.finetune.to_dict(), **s.train.to_dict(), devices=study.devices,
                                                    device_every=study.device_every, window_search=study.window_search), ctx)
         curves = {}
         for arm, net in (("plain", plain), ("control", control), ("noise-aware", aware)):

@@ -30,7 +30,6 @@ model settings, dataset and seed (``out/base-<hash>``): another ``--seed`` train
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import hashlib
 import itertools
@@ -305,12 +304,11 @@ def point_model(sweep: Sweep, base, point: dict, ctx):
     """The quantized (and fine-tuned) copy of the base model that ``point`` evaluates."""
     from hwtune.passes import run_pass
 
-    net = copy.deepcopy(base)
     ft = sweep.finetune.replace(epochs=sweep.finetune.epochs if point["finetune"] else 0).to_dict()
-    run_pass(net, QuantizeConfig(bits=point["bits"], steps=point["steps"], input_steps=point["steps"], **ft), ctx)
+    net, _ = run_pass(base, QuantizeConfig(bits=point["bits"], steps=point["steps"], input_steps=point["steps"], **ft), ctx)
     spec = NoiseSpec(jitter=point["jitter"], weight_mismatch=point["weight_mismatch"])
     if spec.any and point["finetune"]:
-        run_pass(net, NoiseConfig(jitter=spec.jitter, weight_mismatch=spec.weight_mismatch, devices=sweep.devices, **ft),
+        net, _ = run_pass(net, NoiseConfig(jitter=spec.jitter, weight_mismatch=spec.weight_mismatch, devices=sweep.devices, **ft),
                  ctx)
     return net
 

@@ -22,7 +22,7 @@ def made(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
     data = hwtune.load_dataset("digits")
     net = hwtune.train(data, arch="fc-small", epochs=0.1, batch_size=64)
-    hwtune.quantize(net, data, bits=4, steps=8, epochs=0)
+    net, _ = hwtune.quantize(net, data, bits=4, steps=8, epochs=0)
     hwtune.save(net, root / "m")
     artifact = hwtune.export(net)
     artifact.save(root / "a")
@@ -35,7 +35,9 @@ X = torch.rand(3, 1, 8, 8)
 def _cases():
     cases = [
         ("load(5)", lambda m: hwtune.load(5), TypeError, "path = 5"),
-        ("quantize str net", lambda m: hwtune.quantize("notanet", "digits"), TypeError, "net = 'notanet'"),
+        ("quantize int net", lambda m: hwtune.quantize(5, "digits"), TypeError, "net = 5"),
+        ("quantize path", lambda m: hwtune.quantize("runs/does-not-exist-w4", "digits"), ValueError,
+         "not a model directory"),
         ("quantize str data", lambda m: hwtune.quantize(m[0], "notdata"), ValueError, "data = 'notdata'"),
         ("quantize data", lambda m: hwtune.quantize(m[0], 5), TypeError, "data = 5"),
         ("train str", lambda m: hwtune.train(7), TypeError, "data = 7"),

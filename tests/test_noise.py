@@ -84,10 +84,8 @@ def test_noise_pass_hardens_against_the_targets_noise(quantized, digits, tmp_pat
     data.update(name="noisy", noise={**NoiseSpec().to_dict(), "jitter": 0.3, "weight_mismatch": 0.2})
     (tmp_path / "noisy.yaml").write_text(yaml.safe_dump(data))
     target = load_target(str(tmp_path / "noisy.yaml"))
-    import copy
-    net = copy.deepcopy(quantized)
     ctx = PassContext(data=digits, target=target, seed=0, samples=200)
-    record = run_pass(net, NoiseConfig(epochs=1, lr=1e-3, devices=3), ctx)
+    net, record = run_pass(quantized, NoiseConfig(epochs=1, lr=1e-3, devices=3), ctx)
     assert record["noise"]["jitter"] == 0.3 and record["noise"]["weight_mismatch"] == 0.2 and record["devices"] == 3
     assert record["noisy_accuracy_before"] < record["accuracy_before"]
     assert net.noise is None and record["finetune"]

@@ -87,8 +87,7 @@ def ctx(digits):
 
 
 def test_quantize_pass_stores_bits_and_steps(trained, ctx, tmp_path):
-    net = clone(trained)
-    record = run_pass(net, QuantizeConfig(bits=4, steps=12, input_steps=10, epochs=1, lr=1e-3), ctx)
+    net, record = run_pass(trained, QuantizeConfig(bits=4, steps=12, input_steps=10, epochs=1, lr=1e-3), ctx)
     io.save(net, tmp_path / "m")
     tensors = load_file(str(tmp_path / "m" / "model.safetensors"))
     config = json.loads((tmp_path / "m" / "hwtune.json").read_text())
@@ -105,13 +104,27 @@ def test_quantize_pass_stores_bits_and_steps(trained, ctx, tmp_path):
     assert torch.equal(loaded(x), net(x))
 
 
+def test_a_pass_returns_a_changed_copy_and_leaves_its_input(trained, ctx):
+    """run_pass(net) -> (new net, record): the given net keeps its weights, windows, saturation,
+    grid and history, so callers (sweeps, studies) need no copies of their own."""
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    history = list(trained.info.get("history", []))
+    net, record = run_pass(trained, QuantizeConfig(bits=4, steps=8, epochs=1, lr=1e-3), ctx)
+    assert net is not trained and net.quant.steps[1:] == [8] and net.saturate and record["windows_fitted"]
+    assert net.info["history"][-1]["pass"] == "quantize"
+    assert trained.quant is None and not trained.saturate and trained.info.get("history", []) == history
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in before.items())
+    assert not torch.equal(net.windows, trained.windows)
+    # a net already on a grid keeps its windows when re-quantized
+    again, record = run_pass(net, QuantizeConfig(bits=6, steps=8, epochs=0), ctx)
+    assert not record["windows_fitted"] and torch.equal(again.windows, net.windows)
+
+
 def test_latency_pass_shortens_windows(trained, ctx):
-    net = clone(trained)
-    run_pass(net, QuantizeConfig(bits=8, steps=32, epochs=0), ctx)
-    before_windows = net.windows.clone()
-    record = run_pass(net, LatencyConfig(steps=8, window_quantile=0.9, epochs=1, lr=1e-3), ctx)
+    quantized, _ = run_pass(trained, QuantizeConfig(bits=8, steps=32, epochs=0), ctx)
+    net, record = run_pass(quantized, LatencyConfig(steps=8, window_quantile=0.9, epochs=1, lr=1e-3), ctx)
     assert net.quant.steps == [net.quant.steps[0], 8]
-    assert (net.windows < before_windows).all()
+    assert (net.windows < quantized.windows).all()
     assert record["latency_steps"] == net.quant.steps[0] + 8 + 2 * ctx.target.synaptic_delay
     assert record["latency_steps"] < record["latency_steps_before"]
 
@@ -133,7 +146,7 @@ def test_noise_is_reproducible_by_seed(trained, digits):
 def test_noise_pass_eval_only_leaves_weights(trained, ctx):
     net = clone(trained)
     w = [s.weight.detach().clone() for s in net.synapses]
-    record = run_pass(net, NoiseConfig(jitter=0.2, eval_only=True), ctx)
+    net, record = run_pass(net, NoiseConfig(jitter=0.2, eval_only=True), ctx)
     assert all(torch.equal(a, s.weight) for a, s in zip(w, net.synapses))
     assert net.noise is None
     assert record["noisy_accuracy_before"] <= record["accuracy_before"] + 0.02

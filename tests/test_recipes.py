@@ -121,7 +121,7 @@ def brainscales_model(tmp_path_factory):
     import hwtune
     data = hwtune.load_dataset("digits")
     net = hwtune.train(data, arch="fc-small", epochs=1, batch_size=64)
-    hwtune.quantize(net, data, target="brainscales2", bits=6, epochs=0)
+    net, _ = hwtune.quantize(net, data, target="brainscales2", bits=6, epochs=0)
     path = tmp_path_factory.mktemp("bs2") / "model"
     hwtune.save(net, path)
     return path

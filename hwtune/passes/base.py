@@ -1,16 +1,18 @@
 """The pass contract.
 
 A pass is a config dataclass (hwtune.configs: QuantizeConfig, NoiseConfig, LatencyConfig) plus a
-handler registered for that config type. A pass takes a :class:`~hwtune.ttfs.TTFSNet`, MUTATES it
-in place (changes its quantization state, windows or weights, then fine-tunes it with the exact
-spike-time gradient) and returns a record ``{"pass", "config", "accuracy_before",
-"accuracy_after", ...}`` that :func:`run_pass` also appends to ``net.info["history"]``. A pass
-checks its settings against the target before any training and raises :class:`PassError` (or
-``TargetError``) with a clear message. The target the net is prepared for is recorded in
-``net.info["target"]`` (its whole spec) by :func:`run_pass`.
+handler registered for that config type. :func:`run_pass` takes a :class:`~hwtune.ttfs.TTFSNet` and
+returns ``(changed net, record)``; the net it was given is never touched. The handler works on
+run_pass's own copy: it changes the copy's quantization state, windows or weights, fine-tunes it with
+the exact spike-time gradient and returns the record ``{"pass", "config", "accuracy_before",
+"accuracy_after", ...}``, which run_pass appends to the copy's ``info["history"]``. A pass checks its
+settings against the target before any training and raises :class:`PassError` (or ``TargetError``)
+with a clear message. The target the net is prepared for is recorded in ``net.info["target"]`` (its
+whole spec) by :func:`run_pass`.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable
 
@@ -76,10 +78,12 @@ def register(config_type: type):
     return wrap
 
 
-def run_pass(net: TTFSNet, config, ctx: PassContext) -> dict:
-    """Run the pass registered for ``type(config)`` with torch's RNG seeded by ``ctx.seed``; record
-    it in ``net.info['history']`` and the target in ``net.info['target']``. A net prepared for
-    another target than ``ctx.target`` is refused (hwtune.workflow.resolve_target), except by quantize."""
+def run_pass(net: TTFSNet, config, ctx: PassContext) -> tuple[TTFSNet, dict]:
+    """(changed copy of ``net``, record) of the pass registered for ``type(config)``, run with torch's
+    RNG seeded by ``ctx.seed``; the copy records the pass in ``info['history']`` and the target in
+    ``info['target']`` (not for an ``eval_only`` pass). ``net`` itself is left as it was. A net
+    prepared for another target than ``ctx.target`` is refused (hwtune.workflow.resolve_target),
+    except by quantize."""
     from hwtune.workflow import resolve_target
 
     if net.info.get("network") == "relu":
@@ -90,13 +94,14 @@ def run_pass(net: TTFSNet, config, ctx: PassContext) -> dict:
         raise PassError(f"no pass registered for {type(config).__name__}")
     # the model stays on its target: only quantize may move it to another (re-quantizing it)
     resolve_target(net, ctx.target, config.pass_name, may_change=config.pass_name == "quantize")
+    net = copy.deepcopy(net)
     torch.manual_seed(ctx.seed)
     record = {"pass": config.pass_name, "config": config.to_dict(), **handler(net, config, ctx),
               "target": ctx.target.name, "provenance": provenance(ctx.seed)}
     if not getattr(config, "eval_only", False):
         net.info.setdefault("history", []).append(record)
         net.info["target"] = ctx.target.to_dict()
-    return record
+    return net, record
 
 
 def time_grid(net: TTFSNet, target: TargetSpec, steps=None, input_steps: int | None = None,

@@ -10,15 +10,14 @@ from hwtune.configs import LatencyConfig
 from hwtune.passes.base import PassContext, register, time_grid
 from hwtune.ttfs.net import TTFSNet
 from hwtune.ttfs.quant import QuantSpec
-from hwtune.ttfs.windows import layer_quantiles, set_windows
+from hwtune.ttfs.windows import fit_windows
 
 
 @register(LatencyConfig)
 def latency(net: TTFSNet, cfg: LatencyConfig, ctx: PassContext) -> dict:
     grid = time_grid(net, ctx.target, cfg.steps, cfg.input_steps, "latency: ")
     before = ctx.evaluate(net)
-    set_windows(net, layer_quantiles(net, ctx.train_split()[0], cfg.window_quantile))
-    net.saturate = True
+    fit_windows(net, ctx.train_split()[0], cfg.window_quantile)
     weights = net.quant.weights if net.quant is not None else None
     net.set_quant(QuantSpec(grid, weights, delay=ctx.target.synaptic_delay))
     shortened = ctx.evaluate(net)

@@ -2,8 +2,9 @@
 
 Weights become ``bits``-bit signed mantissas in the target's format; spike times move onto
 T_n steps per window with the hardware's rounding (numerics.fire: first step at or above
-threshold). Windows still at their training length (never fitted for hardware) are first set
-to the ``window_quantile`` of each layer's activations, since time resolution is L_n / T_n.
+threshold). A net put on its first time grid (float until now, windows at their training length)
+first gets windows fitted to the ``window_quantile`` of each layer's activations, since time
+resolution is L_n / T_n; a net already on a grid keeps its windows.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hwtune.configs import QuantizeConfig
 from hwtune.passes.base import PassContext, register, time_grid
 from hwtune.ttfs.net import TTFSNet
 from hwtune.ttfs.quant import QuantSpec
-from hwtune.ttfs.windows import layer_quantiles, set_windows
+from hwtune.ttfs.windows import fit_windows
 
 
 @register(QuantizeConfig)
@@ -20,10 +21,9 @@ def quantize(net: TTFSNet, cfg: QuantizeConfig, ctx: PassContext) -> dict:
     grid = time_grid(net, ctx.target, steps, input_steps, "quantize: ")
     weights = None if cfg.bits is None else ctx.target.weight_format(cfg.bits)
     before = ctx.evaluate(net)
-    fitted = False
-    if not net.saturate:
-        set_windows(net, layer_quantiles(net, ctx.train_split()[0], cfg.window_quantile))
-        net.saturate = fitted = True
+    fitted = net.quant is None
+    if fitted:
+        fit_windows(net, ctx.train_split()[0], cfg.window_quantile)
     net.set_quant(QuantSpec(grid, weights, delay=ctx.target.synaptic_delay))
     quantized = ctx.evaluate(net)
     history = ctx.finetune(net, cfg, "quantize fine-tune")

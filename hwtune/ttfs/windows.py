@@ -1,4 +1,4 @@
-"""Window choice from data: layer maxima (conversion) and quantiles (latency reduction).
+"""Window choice from data: layer maxima (conversion) and quantiles (quantize, latency reduction).
 
 Activations are in tau_c (float nets). A window L_n >= largest activation keeps the B1 net
 exactly equal to its ReLU twin; a quantile window saturates the rare larger activations.
@@ -65,3 +65,11 @@ def set_windows(net, lengths: list[float], floor: float = 1e-3) -> None:
     if len(lengths) != net.n_hidden:
         raise ValueError(f"need {net.n_hidden} window lengths, got {len(lengths)}")
     net.windows.copy_(torch.tensor([max(float(v), floor) for v in lengths], dtype=torch.float64))
+
+
+def fit_windows(net, x: torch.Tensor, q: float) -> None:
+    """Fit every hidden window to the ``q``-quantile of its layer's activations on ``x``
+    (:func:`layer_quantiles`) and make the forward saturate: with windows shorter than the largest
+    activation, a spike due before its window opens fires at the window start (k = T_n)."""
+    set_windows(net, layer_quantiles(net, x, q))
+    net.saturate = True
