@@ -1,9 +1,15 @@
 """The deployable integer model: a graph of integer layers + a time schedule, numpy only (no torch).
 
-An :class:`Artifact` is pure data (see docs/design.md, "Integer model"). Each of its layers
-(:class:`ArtifactLayer`) takes the previous layer's integer activations k (shape ``in_shape``),
-passes them through shape ops (``ops``: flatten, sum pooling; hwtune.layers) and one synapse
-(dense or conv2d, integer mantissas q), then fires. For hidden layer n (n = 1..N) with input
+An :class:`Artifact` is pure data (see docs/design.md, "Integer model"): a graph whose nodes are
+integer layers (:class:`ArtifactLayer`) and whose edges are each layer's ``inputs``, the names of
+the layers (or ``"input"``, the encoded sample) whose activations it receives. A layer passes them
+through shape ops (``ops``: flatten, sum pooling; hwtune.layers) and one synapse (dense or conv2d,
+integer mantissas q), then fires. Layers are listed in topological order (a layer's inputs come
+before it) and every layer but the read-out feeds another. Every kind hwtune has today takes one
+input, so the graphs it holds are chains listed in order (each of the N + 1 nodes that must feed a
+layer feeds exactly one of the N single-input layers: a path from the sample), and the backends run
+the layers in list order; a kind that merges several (a residual add) is a new layer kind with
+``arity`` > 1 and backends that follow the edges, not a new format. For hidden layer n (n = 1..N) with input
 window T_{n-1} and own window T_n, per neuron i of output channel c:
 
     V_i = (q * ops(k))_i + beta_c * T_{n-1}          (potential units)
@@ -14,10 +20,10 @@ and slope are one per output channel (per neuron for dense layers). Execution li
 :mod:`hwtune.backends`; this module only represents, validates, saves and loads, and runs the
 export-time hardware checks (:func:`check`).
 
-On disk an artifact is a directory holding ``artifact.json`` (scalars, schedule, the layer graph,
-metadata, the target and its resource map) and ``arrays.npz`` (``layer{i}.weight``,
-``layer{i}.bias``, ``layer{i}.slope``). Format version 2; version 1 (hwtune 0.1: dense layers
-only) still loads, as flatten + dense layers.
+On disk an artifact is a directory holding ``artifact.json`` (scalars, schedule, the layer graph:
+layers with their ``inputs``, metadata, the target and its resource map) and ``arrays.npz``
+(``layer{i}.weight``, ``layer{i}.bias``, ``layer{i}.slope``). Format version 3; versions 2 (layers
+without ``inputs``) and 1 (hwtune 0.1: dense layers only, read as flatten + dense) load as chains.
 """
 from __future__ import annotations
 
@@ -39,8 +45,10 @@ from hwtune.device_noise import Geometry
 from hwtune.safepaths import UnsafeNameError, check_name, regular_file
 
 FORMAT = "hwtune-artifact"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+#: The name by which a layer's ``inputs`` refer to the encoded sample (no layer may bear it).
+INPUT = "input"
 JSON_FILE = "artifact.json"
 ARRAYS_FILE = "arrays.npz"
 OVERFLOW_MODES = ("error", "saturate", "wrap")
@@ -84,6 +92,7 @@ def _check_layer_fields(where: str, name, window_steps, readout, logit_scale) ->
         check_name(name, "name")
     except UnsafeNameError as e:
         raise ArtifactError(f"{where}: {e}") from None
+    _require(name != INPUT, f"{where}: {INPUT!r} names the encoded sample in a layer's inputs; a layer cannot bear it")
     _require(isinstance(readout, (bool, np.bool_)), f"{where}: readout must be a bool, got {short(readout)}")
     if readout:
         _require(window_steps is None, f"{where}: the read-out has no window, got window_steps={short(window_steps)}")
@@ -115,6 +124,8 @@ class ArtifactLayer:
     per-step bias mantissa (added on each of the T_{n-1} integration steps). slope: sigma (C_out,)
     >= 1, potential units per firing step; None for the read-out. window_steps: T_n of a hidden
     layer; None for the read-out. logit_scale: float value of one unit of V (read-out; 1.0 elsewhere).
+    inputs: names of the layers (or INPUT) it receives, as many as its ``arity``; None: the layer
+    listed before it (the sample for the first), filled in by :class:`Artifact`.
     """
 
     name: str
@@ -126,10 +137,20 @@ class ArtifactLayer:
     logit_scale: float = 1.0
     ops: tuple = ()
     in_shape: tuple | None = None
+    inputs: tuple | None = None
+
+    #: How many layers' activations the layer receives: one (ops and a synapse on one input).
+    arity = 1
 
     def __post_init__(self):
         where = f"layer {self.name!r}"
         _check_layer_fields(where, self.name, self.window_steps, self.readout, self.logit_scale)
+        if self.inputs is not None:
+            _require(isinstance(self.inputs, (tuple, list)) and all(isinstance(n, str) for n in self.inputs),
+                     f"{where}: inputs must be a list of layer names, got {short(self.inputs)}")
+            _require(len(self.inputs) == self.arity,
+                     f"{where}: takes {self.arity} input(s), got {len(self.inputs)}: {short(list(self.inputs))}")
+            self.inputs = tuple(self.inputs)
         _require(isinstance(self.synapse, Synapse), f"{where}: synapse must be a hwtune.layers Synapse (Dense, Conv2d)")
         self.synapse.weight = _int_array(self.synapse.weight, where, "weight")
         self.ops = tuple(self.ops)
@@ -271,13 +292,28 @@ class Artifact:
         readouts = [l.name for l in self.layers if l.readout]
         _require(readouts == [self.layers[-1].name] and len(readouts) == 1,
                  f"artifact: exactly one read-out layer, the last one, is required; read-outs: {short(readouts)}")
-        shape, prev = self.input_shape, "the input"
-        for layer in self.layers:
-            # a layer reads its input in (C, H, W) order: a flat in_shape takes any shape of that size
-            if layer.in_shape != shape and not (len(layer.in_shape) == 1 and layer.n_in == math.prod(shape)):
-                raise ArtifactError(f"layer {layer.name!r}: takes shape {layer.in_shape} ({layer.n_in} inputs) but "
-                                    f"{prev} gives shape {shape} ({math.prod(shape)} outputs)")
-            shape, prev = layer.out_shape, f"layer {layer.name!r}"
+        self._check_graph()
+
+    def _check_graph(self) -> None:
+        """Fill default inputs (the layer before), then check the edges: each names the sample or an
+        earlier layer (topological order, hence no cycle), shapes agree along it, and every layer but
+        the read-out feeds another (no dead end)."""
+        shapes, consumed = {INPUT: self.input_shape}, set()
+        for i, layer in enumerate(self.layers):
+            if layer.inputs is None:
+                layer.inputs = (self.layers[i - 1].name if i else INPUT,)
+            for source in layer.inputs:
+                _require(source in shapes, f"layer {layer.name!r}: input {source!r} is not the sample ({INPUT!r}) or a "
+                                           "layer listed before it")
+                shape, consumed = shapes[source], consumed | {source}
+                # a layer reads its input in (C, H, W) order: a flat in_shape takes any shape of that size
+                if layer.in_shape != shape and not (len(layer.in_shape) == 1 and layer.n_in == math.prod(shape)):
+                    given = "the input" if source == INPUT else f"layer {source!r}"
+                    raise ArtifactError(f"layer {layer.name!r}: takes shape {layer.in_shape} ({layer.n_in} inputs) "
+                                        f"but {given} gives shape {shape} ({math.prod(shape)} outputs)")
+            shapes[layer.name] = layer.out_shape
+        unused = [name for name in (INPUT, *(l.name for l in self.hidden)) if name not in consumed]
+        _require(not unused, f"artifact: {short(unused)} feed(s) no layer: every layer but the read-out must")
 
     @property
     def n_in(self) -> int:
@@ -343,7 +379,8 @@ class Artifact:
             "synaptic_delay": self.synaptic_delay, "weight_bits": self.weight_bits,
             "membrane_bits": self.membrane_bits, "overflow": self.overflow,
             "schedule": self.schedule, "meta": self.meta,
-            "layers": [{"name": l.name, "in_shape": list(l.in_shape), "ops": [op.to_json() for op in l.ops],
+            "layers": [{"name": l.name, "inputs": list(l.inputs), "in_shape": list(l.in_shape),
+                        "ops": [op.to_json() for op in l.ops],
                         "synapse": l.synapse.to_json(), "window_steps": l.window_steps,
                         "readout": l.readout, "logit_scale": l.logit_scale} for l in self.layers],
         }
@@ -411,13 +448,14 @@ def _layer_from_json(i: int, d: dict, arrays: dict, version: int) -> ArtifactLay
         in_shape = _shape(d["in_shape"], where, "in_shape")
     return ArtifactLayer(name=d["name"], synapse=synapse, bias=arrays[f"layer{i}.bias"],
                          slope=arrays.get(f"layer{i}.slope"), window_steps=d["window_steps"], readout=d["readout"],
-                         logit_scale=d["logit_scale"], ops=ops, in_shape=in_shape)
+                         logit_scale=d["logit_scale"], ops=ops, in_shape=in_shape, inputs=d.get("inputs"))
 
 
 _TOP_KEYS = ("format", "version", "input_shape", "input_steps", "synaptic_delay", "weight_bits",
              "membrane_bits", "overflow", "meta", "layers")
 _LAYER_KEYS = {1: ("name", "shape", "window_steps", "readout", "logit_scale"),
-               2: ("name", "in_shape", "ops", "synapse", "window_steps", "readout", "logit_scale")}
+               2: ("name", "in_shape", "ops", "synapse", "window_steps", "readout", "logit_scale"),
+               3: ("name", "inputs", "in_shape", "ops", "synapse", "window_steps", "readout", "logit_scale")}
 
 
 def _read_json(jpath: Path) -> dict:
@@ -446,7 +484,7 @@ def _read_json(jpath: Path) -> dict:
         _require(not missing, f"{where} ({short(d.get('name', '?'))}): missing keys {missing}")
         _check_layer_fields(f"{where} ({short(d['name'])})", d["name"], d["window_steps"], d["readout"],
                             d["logit_scale"])
-        if doc["version"] == 2:
+        if doc["version"] >= 2:
             _require(isinstance(d["ops"], list), f"{where}: ops must be a list")
     return doc
 

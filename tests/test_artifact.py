@@ -250,10 +250,65 @@ def test_conv_artifact_round_trips_with_its_graph(tmp_path):
     assert a.layers[1].gain == 4 and a.layers[1].bias.shape == (5,)
     a.save(tmp_path / "c")
     doc = json.loads((tmp_path / "c" / JSON_FILE).read_text())
-    assert doc["version"] == 2 and doc["layers"][1]["ops"] == [{"kind": "sumpool", "kernel": 2}]
+    assert doc["version"] == 3 and doc["layers"][1]["ops"] == [{"kind": "sumpool", "kernel": 2}]
+    assert [d["inputs"] for d in doc["layers"]] == [["input"], ["conv2d1"], ["conv2d2"], ["dense3"]]
     assert doc["layers"][1]["synapse"] == {"kind": "conv2d", "in_shape": [4, 4, 3], "out_channels": 5, "kernel": 3,
                                            "stride": 2, "padding": 1}
     assert_same(a, Artifact.load(tmp_path / "c"))
+
+
+def test_format_2_artifacts_load_as_chains(tmp_path):
+    """Version 2 layers have no inputs: each reads the layer before it (the first, the sample)."""
+    a = conv_artifact(bits=4, steps=[5, 4, 6, 3])
+    a.save(tmp_path / "v2")
+    doc = json.loads((tmp_path / "v2" / JSON_FILE).read_text())
+    doc["version"] = 2
+    for d in doc["layers"]:
+        del d["inputs"]
+    (tmp_path / "v2" / JSON_FILE).write_text(json.dumps(doc))
+    old = Artifact.load(tmp_path / "v2")
+    assert [l.inputs for l in old.layers] == [("input",), ("conv2d1",), ("conv2d2",), ("dense3",)]
+    assert_same(a, old)
+
+
+def _edges(a: Artifact, inputs: list) -> Artifact:
+    """``a`` with its layers' inputs replaced (copies of the layers)."""
+    return replace(a, layers=[replace(l, inputs=i) for l, i in zip(a.layers, inputs)])
+
+
+@pytest.mark.parametrize("inputs, message", [
+    ([["input"], ["nowhere"]], "input 'nowhere' is not the sample"),
+    ([["out"], ["h"]], "input 'out' is not the sample"),                  # an edge to a later layer: no cycle
+    ([["input"], ["h", "h"]], r"takes 1 input\(s\), got 2"),                 # arity
+    ([["input"], []], r"takes 1 input\(s\), got 0"),
+    ([["input"], "h"], "inputs must be a list of layer names"),
+])
+def test_the_layer_graph_is_checked(inputs, message):
+    with pytest.raises(ArtifactError, match=message):
+        _edges(small(), inputs)
+
+
+def test_a_layer_that_feeds_no_layer_is_refused():
+    """Two hidden layers of the same shape: the read-out may not skip the second (a dead end)."""
+    square = dict(weight=np.eye(2, dtype=np.int64), bias=np.zeros(2, dtype=np.int64), slope=np.ones(2, dtype=np.int64),
+                  window_steps=4, readout=False)
+    layers = [dense_layer(name="a", **square), dense_layer(name="b", **square),
+              replace(dense_layer(name="out", **{**square, "slope": None, "window_steps": None, "readout": True}),
+                      inputs=("a",))]
+    with pytest.raises(ArtifactError, match=r"\['b'\] feed\(s\) no layer"):
+        Artifact(layers=layers, input_shape=(2,), input_steps=4, synaptic_delay=1, weight_bits=4, membrane_bits=16)
+
+
+def test_the_graph_is_checked_on_load_and_no_layer_is_named_input(tmp_path):
+    small().save(tmp_path / "a")
+    rewrite_json(tmp_path / "a", lambda d: d["layers"][1].update(inputs=["h2"]))
+    with pytest.raises(ArtifactError, match=r"layer 'out': input 'h2' is not the sample"):
+        Artifact.load(tmp_path / "a")
+    with pytest.raises(ArtifactError, match="a layer cannot bear it"):
+        dense_layer(name="input", weight=np.ones((2, 2), dtype=np.int64), bias=np.zeros(2, dtype=np.int64), slope=None,
+                    window_steps=None, readout=True)
+    wide = _edges(small(), [["input"], ["h"]])          # explicit edges equal to the default ones
+    assert [l.inputs for l in wide.layers] == [l.inputs for l in small().layers]
 
 
 def test_conv_layer_kinds_must_fit_their_inputs():
