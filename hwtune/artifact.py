@@ -37,8 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from hwtune import numerics
+from hwtune.numerics import ARTIFACT_REGISTER_BITS, ARTIFACT_WEIGHT_BITS, MAX_STEPS, SYNAPTIC_DELAY
 from hwtune.atomic import atomic_directory
-from hwtune.configs import MAX_LAYER_ENTRIES, MAX_STEPS
+from hwtune.configs import MAX_LAYER_ENTRIES
 from hwtune.errors import HwtuneError, short
 from hwtune.layers import Dense, OpError, ShapeOp, Synapse, exact_dtype, op_from_json, synapse_from_json
 from hwtune.device_noise import Geometry
@@ -52,8 +53,6 @@ INPUT = "input"
 JSON_FILE = "artifact.json"
 ARRAYS_FILE = "arrays.npz"
 OVERFLOW_MODES = ("error", "saturate", "wrap")
-#: Longest synaptic delay a target may have (Loihi 2 / lava-dl: 62 steps).
-MAX_DELAY = 62
 #: How many violations :func:`check` spells out before summarising the rest.
 MAX_LISTED_VIOLATIONS = 5
 
@@ -107,8 +106,9 @@ def _check_artifact_fields(where: str, input_shape, input_steps, synaptic_delay,
                            membrane_bits, overflow, meta) -> None:
     """Scalar fields of an artifact (shared by the constructor and the JSON reader)."""
     _shape(input_shape, where, "input_shape")
-    for key, value, lo, hi in (("input_steps", input_steps, 1, MAX_STEPS), ("synaptic_delay", synaptic_delay, 1, MAX_DELAY),
-                               ("weight_bits", weight_bits, 1, 32), ("membrane_bits", membrane_bits, 2, 63)):
+    for key, value, (lo, hi) in (("input_steps", input_steps, (1, MAX_STEPS)), ("synaptic_delay", synaptic_delay, SYNAPTIC_DELAY),
+                                 ("weight_bits", weight_bits, ARTIFACT_WEIGHT_BITS),
+                                 ("membrane_bits", membrane_bits, ARTIFACT_REGISTER_BITS)):
         _require(_is_int(value) and lo <= value <= hi,
                  f"{where}: {key} must be an integer in [{lo}, {hi}], got {short(value)}")
     _require(overflow in OVERFLOW_MODES, f"{where}: overflow must be one of {OVERFLOW_MODES}, got {short(overflow)}")

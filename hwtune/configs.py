@@ -12,15 +12,13 @@ from hwtune.architectures import PRESET_HELP, PRESETS
 from hwtune.settings import Rule, Settings, like, setting
 from hwtune.errors import ConfigError
 from hwtune.device_noise import NoiseSpec
-from hwtune.numerics import WEIGHT_BITS
+from hwtune.numerics import MAX_STEPS, WEIGHT_BITS
 
 #: Dataset names and the shape (C, H, W) of one sample.
 DATASET_SHAPES = {"digits": (1, 8, 8), "fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 DATASETS = tuple(DATASET_SHAPES)
 AUGMENTATIONS = ("none", "shift-flip")
 DEVICES = ("cpu", "cuda", "auto")
-#: Longest window (steps) of any setting, model or artifact hwtune reads (Loihi 2's longest: 1,024).
-MAX_STEPS = 65536
 #: Most weights, or neurons, one layer of a model or artifact read from a file may have, checked
 #: before anything is allocated: 2**26 = 67 M (512 MiB as int64), about 9 x the synapses one Loihi 2
 #: chip stores (128 cores x 1 Mbit / 18 bits = 7.5 M).

@@ -24,10 +24,10 @@ from safetensors.torch import save_file
 from hwtune.architectures import ArchError, output_shapes
 from hwtune.architectures import n_hidden as hidden_layers
 from hwtune.atomic import atomic_directory
-from hwtune.configs import MAX_LAYER_ENTRIES, MAX_STEPS
+from hwtune.configs import MAX_LAYER_ENTRIES
 from hwtune.errors import HwtuneError, OutputError, short
 from hwtune.layers import is_weighted, kind_of
-from hwtune.numerics import WEIGHT_BITS
+from hwtune.numerics import BIAS_BITS, MAX_STEPS, SCALE_EXPONENTS, SYNAPTIC_DELAY, WEIGHT_BITS
 from hwtune.safepaths import regular_file
 from hwtune.ttfs.net import TTFSNet
 from hwtune.ttfs.quant import QuantSpec, weight_mantissa
@@ -154,26 +154,27 @@ def _check_sizes(file: Path, arch: list[dict], shapes: list[tuple]) -> None:
 
 def _check_quant(file: Path, quant, n_hidden: int) -> None:
     """The 'quant' section: a time grid of n_hidden + 1 windows, a weight format or null, a delay."""
-    def positive_int(v, hi=None):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 1 and (hi is None or v <= hi)
+    def int_in(v, lo, hi):
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
     if not isinstance(quant, dict):
         _fail(file, f"'quant' must be a JSON object or null, got {short(quant)}")
     steps = quant.get("steps")
-    if not (isinstance(steps, list) and len(steps) == n_hidden + 1 and all(positive_int(s, MAX_STEPS) for s in steps)):
+    if not (isinstance(steps, list) and len(steps) == n_hidden + 1 and all(int_in(s, 1, MAX_STEPS) for s in steps)):
         _fail(file, f"quant.steps must list {n_hidden + 1} window lengths in 1..{MAX_STEPS} (input + hidden), got "
                     f"{short(steps)}")
-    if not positive_int(quant.get("delay", 1), 62):
-        _fail(file, f"quant.delay must be an integer in 1..62, got {short(quant.get('delay'))}")
+    if not int_in(quant.get("delay", 1), *SYNAPTIC_DELAY):
+        _fail(file, f"quant.delay must be an integer in {SYNAPTIC_DELAY[0]}..{SYNAPTIC_DELAY[1]}, got "
+                    f"{short(quant.get('delay'))}")
     w = quant.get("weights")
     if w is None:
         return
     keys = {"bits", "narrow", "scale", "exp_range", "bias_bits"}
     exp = w.get("exp_range", [-32, 31]) if isinstance(w, dict) else None
-    if not (isinstance(w, dict) and set(w) <= keys and positive_int(w.get("bits"), WEIGHT_BITS[1])
-            and w["bits"] >= WEIGHT_BITS[0]
-            and isinstance(exp, list) and len(exp) == 2 and all(isinstance(e, int) for e in exp) and exp[0] <= exp[1]
+    if not (isinstance(w, dict) and set(w) <= keys and int_in(w.get("bits"), *WEIGHT_BITS)
+            and isinstance(exp, list) and len(exp) == 2 and all(int_in(e, *SCALE_EXPONENTS) for e in exp)
+            and exp[0] <= exp[1]
             and isinstance(w.get("narrow", False), bool) and w.get("scale", "per-layer") in ("per-layer", "per-channel")
-            and positive_int(w.get("bias_bits", 16), 32)):
+            and int_in(w.get("bias_bits", 16), *BIAS_BITS)):
         _fail(file, f"quant.weights is not a valid weight format: {short(w)}")
 
 

@@ -18,8 +18,23 @@ import numpy as np
 
 #: Lava's Dense (bit-accurate model) stores weights as 8-bit mantissas of a 9-bit signed range.
 LAVA_WEIGHT_RANGE_BITS = 9
-#: Widths of a signed weight mantissa hwtune quantizes to (a pass's bits, a target's weights.bits).
+# Ranges, each defined once here and used by the configs, targets, model files and artifacts:
+#: Widths of a signed weight mantissa hwtune quantizes to (a pass's bits, a target's weights.bits, a model file).
 WEIGHT_BITS = (2, 16)
+#: Widths of the signed per-step bias mantissa (a target's weights.bias_bits, a model file).
+BIAS_BITS = (2, 32)
+#: Power-of-two weight scale exponents a target may allow (weights.exp_range).
+SCALE_EXPONENTS = (-64, 64)
+#: Synaptic delay d in steps (Loihi 2 / lava-dl: at most 62).
+SYNAPTIC_DELAY = (1, 62)
+#: Signed width of a target's current and membrane registers (state.membrane_bits).
+MEMBRANE_BITS = (8, 62)
+#: Longest window in steps, input or hidden, of any setting, model or artifact (Loihi 2's longest: 1,024).
+MAX_STEPS = 65536
+#: Signed widths an artifact may declare: what the integer model itself represents in int64 (wider
+#: and narrower than any target, so the emulator can run and test any register, overflow included).
+ARTIFACT_WEIGHT_BITS = (1, 32)
+ARTIFACT_REGISTER_BITS = (2, 63)
 
 
 def _floor(x):

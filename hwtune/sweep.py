@@ -41,8 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hwtune.settings import Rule, check_value, rule_of
-from hwtune.configs import MAX_STEPS, DeployConfig, ExecutionConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
+from hwtune.configs import DeployConfig, ExecutionConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
 from hwtune.device_noise import NoiseSpec
+from hwtune.numerics import MAX_STEPS
 from hwtune.errors import ConfigError, HwtuneError, short
 from hwtune.recipes import PipelineHeader, PipelineSpec, RecipeError, parse_pipeline, split_keys
 from hwtune.safepaths import regular_file

@@ -17,7 +17,7 @@ from hwtune.bundled import bundled_dir
 from hwtune.settings import Settings, setting
 from hwtune.errors import ConfigError, HwtuneError
 from hwtune.device_noise import NoiseSpec
-from hwtune.numerics import WEIGHT_BITS, WeightFormat, schedule
+from hwtune.numerics import BIAS_BITS, MEMBRANE_BITS, SCALE_EXPONENTS, SYNAPTIC_DELAY, WEIGHT_BITS, WeightFormat, schedule
 from hwtune.safepaths import check_name
 from hwtune.yamlfile import read_yaml
 
@@ -35,8 +35,10 @@ class WeightSection(Settings):
     bits: int = setting(8, "int", "widest signed weight mantissa", "bits", lo=WEIGHT_BITS[0], hi=WEIGHT_BITS[1])
     narrow: bool = setting(False, "bool", "drop the most negative mantissa (symmetric range)")
     scale: str = setting("per-layer", "str", "power-of-two scale granularity", choices=("per-layer", "per-channel"))
-    exp_range: list = setting([-32, 31], "range", "allowed scale exponents [min, max]", lo=-64, hi=64)
-    bias_bits: int = setting(16, "int", "signed per-step bias mantissa", "bits", lo=2, hi=32)
+    exp_range: list = setting([-32, 31], "range", "allowed scale exponents [min, max]",
+                            lo=SCALE_EXPONENTS[0], hi=SCALE_EXPONENTS[1])
+    bias_bits: int = setting(16, "int", "signed per-step bias mantissa", "bits", lo=BIAS_BITS[0],
+                            hi=BIAS_BITS[1])
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class TimeSection(Settings):
 @dataclass(frozen=True)
 class StateSection(Settings):
     membrane_bits: int = setting(24, "int", "signed width of the current and membrane registers", "bits",
-                                 lo=8, hi=62)
+                                 lo=MEMBRANE_BITS[0], hi=MEMBRANE_BITS[1])
     overflow: str = setting("error", "str", "what export does when a register could overflow: refuse",
                             choices=("error",))
 
@@ -86,7 +88,8 @@ class TargetSpec(Settings):
     weights: WeightSection = setting(WeightSection, "section", "weight format", section=WeightSection)
     time: TimeSection = setting(TimeSection, "section", "time grid", section=TimeSection)
     state: StateSection = setting(StateSection, "section", "state registers", section=StateSection)
-    synaptic_delay: int = setting(1, "int", "steps from a spike to its arrival", "steps", lo=1, hi=62)
+    synaptic_delay: int = setting(1, "int", "steps from a spike to its arrival", "steps",
+                                  lo=SYNAPTIC_DELAY[0], hi=SYNAPTIC_DELAY[1])
     readout: str = setting("membrane", "str", "potential of the read-out layer at the end of its window",
                            choices=("membrane",))
     chip: ChipSection | None = setting(None, "section", "chip resources (none: no resource map)",
