@@ -3,9 +3,12 @@
 One format for every stage (trained, converted, after each pass). ``hwtune.json`` holds the
 architecture, windows (tau_c), the quantization state (time grid, weight format), the target the
 model is prepared for (its whole spec, hwtune.target), the dataset and the history of passes with
-provenance. For quantized nets the integer weight mantissas are stored too (``int.{n}.weight``),
-so their bit width can be read off the file. Directories are written atomically; loading
-validates every field and tensor (finite values included) and names what is wrong.
+provenance. For quantized nets the integer weight mantissas are stored too (``int.{n}.weight``):
+they are what the net computes with, readable (and their bit width checkable) without torch or
+brevitas. Loading reads them first, checks them on their own (integer dtype, inside the weight
+format's range), then checks that brevitas quantizes the stored float weights to exactly these
+integers; a difference names the layer, the weight and both values. Directories are written
+atomically; loading validates every field and tensor (finite values included) and names what is wrong.
 
 Format versions: 3 names layer kinds as hwtune.layers does (conv2d, sumpool); 2 named them conv,
 avgpool (read as their kinds) and records the target as a full spec; 1 (hwtune 0.1) recorded its
@@ -219,10 +222,47 @@ def load(path: str | Path) -> TTFSNet:
                 getattr(syn, name).copy_(tensors[key])
     net.saturate = bool(config.get("saturate", False))
     if config.get("quant") is not None:
-        net.set_quant(QuantSpec.from_dict(config["quant"]))
-        for key, stored in integer_weights(net).items():
-            if key not in tensors or not torch.equal(tensors[key], stored):
-                _fail(file, f"integer weights {key!r} missing or inconsistent with the float weights "
-                            "(file edited or corrupt)")
+        spec = QuantSpec.from_dict(config["quant"])
+        stored = _stored_integers(file, tensors, net, spec)
+        net.set_quant(spec)
+        _check_against_brevitas(file, stored, net)
     net.info = {k: v for k, v in config.items() if k in INFO_KEYS}
     return net
+
+
+def _stored_integers(file: Path, tensors: dict, net: TTFSNet, spec: QuantSpec) -> dict[str, torch.Tensor]:
+    """The integer weight mantissas the file stores, checked on their own: present, of an integer
+    dtype, inside the weight format's signed range (shapes were checked by :func:`_read_tensors`)."""
+    if spec.weights is None:
+        return {}
+    lo, hi = spec.weights.qmin, spec.weights.qmax
+    stored = {}
+    for n in range(len(net.synapses)):
+        key = f"int.{n}.weight"
+        where = f"tensor {key!r} (layer {n}, {net.segment(n)[1]['kind']})"
+        if key not in tensors:
+            _fail(file, f"missing {where}: a model with integer weights stores its mantissas")
+        q = tensors[key]
+        if q.is_floating_point() or q.is_complex() or q.dtype == torch.bool:
+            _fail(file, f"{where} has dtype {q.dtype}, expected integers")
+        bad = ((q < lo) | (q > hi)).nonzero()
+        if len(bad):
+            index = tuple(bad[0].tolist())
+            _fail(file, f"{where}: weight {list(index)} is {int(q[index])}, outside the {spec.weights.bits}-bit range "
+                        f"[{lo}, {hi}] ({len(bad)} weights are)")
+        stored[key] = q.to(torch.int64)
+    return stored
+
+
+def _check_against_brevitas(file: Path, stored: dict[str, torch.Tensor], net: TTFSNet) -> None:
+    """Refuse a file whose stored integers differ from what brevitas makes of its float weights
+    (an edited file, or a brevitas that rounds differently from the one that wrote it)."""
+    import brevitas
+    for n, (key, q) in enumerate(integer_weights(net).items()):
+        differ = (stored[key] != q.to(torch.int64)).nonzero()
+        if len(differ):
+            index = tuple(differ[0].tolist())
+            _fail(file, f"layer {n} ({net.segment(n)[1]['kind']}): stored integer weight {list(index)} is "
+                        f"{int(stored[key][index])} but brevitas {brevitas.__version__} quantizes the stored float "
+                        f"weight to {int(q[index])} ({len(differ)} of {q.numel()} differ): the file was edited, or "
+                        "written with a brevitas that rounds differently")

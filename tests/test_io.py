@@ -64,17 +64,28 @@ def test_errors_name_file_and_problem(tmp_path):
         io.load(tmp_path / "t")
 
 
-def test_tampered_integer_weights_detected(tmp_path):
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t["int.0.weight"].view(-1).__setitem__(1, t["int.0.weight"].view(-1)[1] + 1),
+     r"layer 0 \(conv2d\): stored integer weight \[0, 0, 0, 1\] is -?\d+ but brevitas [\d.]+ quantizes the stored "
+     r"float weight to -?\d+ \(1 of 36 differ\)"),
+    (lambda t: t["int.1.weight"].view(-1).__setitem__(0, 9),
+     r"tensor 'int.1.weight' \(layer 1, conv2d\): weight \[0, 0, 0, 0\] is 9, outside the 4-bit range \[-8, 7\]"),
+    (lambda t: t.__setitem__("int.2.weight", t["int.2.weight"].float()),
+     r"tensor 'int.2.weight' \(layer 2, dense\) has dtype torch.float32, expected integers"),
+    (lambda t: t.pop("int.2.weight"), r"missing tensor 'int.2.weight' \(layer 2, dense\)"),
+])
+def test_stored_integers_are_read_and_checked_against_brevitas(tmp_path, edit, message):
+    """Loading reads the stored mantissas first (dtype, range), then requires brevitas to make the
+    same integers of the float weights, naming layer, weight and both values."""
     from safetensors.torch import load_file, save_file
     net = make_net()
     net.set_quant(QuantSpec([8, 8, 8, 8], WeightFormat(bits=4)))
     io.save(net, tmp_path / "q")
     path = tmp_path / "q" / "model.safetensors"
-    tensors = load_file(str(path))
-    tensors["int.0.weight"] = tensors["int.0.weight"].clone()
-    tensors["int.0.weight"].view(-1)[0] += 1
+    tensors = {k: v.clone() for k, v in load_file(str(path)).items()}
+    edit(tensors)
     save_file(tensors, str(path))
-    with pytest.raises(io.ModelFileError, match="int.0.weight"):
+    with pytest.raises(io.ModelFileError, match=message):
         io.load(tmp_path / "q")
 
 
