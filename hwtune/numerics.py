@@ -247,6 +247,26 @@ def lava_weights(q: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
     return (np.asarray(q, dtype=np.int64) << shift), -shift
 
 
+def weight_digits(values, base: int, high_max: int = 127):
+    """Split integers x (n,) into x = low + base * sum_r high[:, r], low in [0, base), high in
+    [-high_max, high_max], with as few columns r as the largest |x| needs (>= 1): how the Lava build
+    carries per-neuron integers as 8-bit synaptic weights of scale 1 and of scale ``base``."""
+    values = np.asarray(values, dtype=np.int64)
+    low = np.mod(values, base)
+    rest = (values - low) // base
+    columns = max(1, int(-(-np.abs(rest).max(initial=0) // high_max)))
+    high = np.zeros((len(values), columns), dtype=np.int64)
+    for r in range(columns):
+        high[:, r] = np.clip(rest, -high_max, high_max)
+        rest = rest - high[:, r]
+    return low, high
+
+
+def power_of_two_above(n: int) -> int:
+    """The smallest power of two > n >= 0 (2^bit_length(n))."""
+    return 1 << int(n).bit_length()
+
+
 def integrate(u, v, a_in, beta):
     """One integration step of the stepped TTFS neuron: u += a_in; v += u + beta. Returns (u, v).
 

@@ -109,7 +109,7 @@ def period_steps(artifact: Artifact, gap: int = 1) -> int:
     must be one on the chip (lava-dl's netx tutorials, which use LIFReset on Loihi 2)."""
     if not (isinstance(gap, int) and not isinstance(gap, bool) and gap >= 1):
         raise ValueError(f"gap must be an integer >= 1, got {gap!r}")
-    return 1 << (artifact.latency_steps + gap - 1).bit_length()
+    return numerics.power_of_two_above(artifact.latency_steps + gap - 1)
 
 
 def _layer_plan(layer, q, steps_in: int, start: int, delay: int,
@@ -240,27 +240,13 @@ def calibrate(artifact: Artifact, k0: np.ndarray, source: str) -> None:
                                 "samples": int(len(k0)), "source": source, "margin": GUARD_MARGIN}
 
 
-def clock_digits(values: np.ndarray) -> ty.Tuple[np.ndarray, np.ndarray]:
-    """Split integers (n,) into x = low + DIGIT * sum_r high[:, r]: low in [0, DIGIT), high in
-    [-127, 127], as few columns r as the largest |x| needs (>= 1)."""
-    values = np.asarray(values, dtype=np.int64)
-    low = np.mod(values, DIGIT)
-    rest = (values - low) // DIGIT
-    columns = max(1, int(-(-np.abs(rest).max(initial=0) // 127)))
-    high = np.zeros((len(values), columns), dtype=np.int64)
-    for r in range(columns):
-        high[:, r] = np.clip(rest, -127, 127)
-        rest = rest - high[:, r]
-    return low, high
-
-
 def clock_rasters(layer: StockLayer, period: int) -> ty.List[ty.Tuple[np.ndarray, np.ndarray, int]]:
     """One layer's clock: (spikes (rows, period) of a cyclic RingBuffer, weights (n_out, rows) of the
     Dense it feeds, scale exponent) for the low digits (scale 1, one row per clock step) and the
     high digits (scale 128, a row per digit), each left out when all its weights are 0. A spike in
     column s - 1 arrives on step s."""
     steps = sorted(layer.clock)
-    digits = [clock_digits(np.broadcast_to(layer.clock[s], (layer.n_out,))) for s in steps]
+    digits = [numerics.weight_digits(np.broadcast_to(layer.clock[s], (layer.n_out,)), DIGIT) for s in steps]
     high_steps = [s for s, (_, high) in zip(steps, digits) for _ in range(high.shape[1])]
     low = np.stack([d[0] for d in digits], axis=1)
     high = np.hstack([d[1] for d in digits])
