@@ -101,14 +101,21 @@ def _out_dir(text: str) -> str:
     return text
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 0 <= value < 2 ** 63:
-        raise argparse.ArgumentTypeError(f"{value} must be in [0, 2**63)")
-    return value
+def _int_in(lo: int, hi: int | None = None, within: str = ""):
+    """An argparse type: an integer in [lo, hi] (``within`` says so in the error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"{value} must be {within or f'>= {lo}'}")
+        return value
+    return parse
+
+
+_seed = _int_in(0, 2 ** 63 - 1, "in [0, 2**63)")
+_positive_int = _int_in(1)
 
 
 def _data_flags(p: argparse.ArgumentParser, train: bool = True, samples: bool = True) -> None:
@@ -206,15 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, seed=False)
     return parser
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
 
 
 def _positive_float(text: str) -> float:

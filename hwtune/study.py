@@ -45,8 +45,8 @@ from hwtune.errors import ConfigError, short
 from hwtune.recipes import PipelineSpec, RecipeError, check_pass, parse_pipeline, split_keys
 from hwtune.safepaths import check_name
 from hwtune.settings import Rule, check_value, rule_of
-from hwtune.sweep import (POINTS, SUMMARY, base_dir, base_model, base_settings, parse_sweep, read_points, run_points,
-                          settings_hash, sweep_directory)
+from hwtune.sweep import (POINTS, SUMMARY, base_dir, base_settings, parse_sweep, read_points, run_points, running,
+                          settings_hash)
 from hwtune.yamlfile import read_yaml
 
 ARMS = ("plain", "control", "noise-aware")
@@ -165,19 +165,10 @@ def _seed_point(shared: dict, seed: int) -> dict:
 def run_study(study: Study, out=None, execution: ExecutionConfig | None = None) -> dict:
     """Run every unfinished seed; returns {'records', 'summaries', 'failures', 'out'} (the summaries
     also go to ``sweep.json``)."""
-    from pathlib import Path
-
     from hwtune.atomic import write_json
-    from hwtune.data import load_dataset
-    from hwtune.executors import torch_threads
     from hwtune.provenance import provenance
 
-    if out is not None:
-        study.out = Path(out)
-    out, execution = study.out, execution or study.execution
-    with sweep_directory(out), torch_threads(execution.threads):   # the driver's work too: results depend on it
-        data = load_dataset(study.dataset, data_dir=study.data.data_dir, split_seed=study.data.split_seed)
-        base = base_model(study, data)
+    with running(study, out, execution) as (out, execution, data, base):
         ids = [point_id(study, seed) for seed in study.seeds]
         failures = run_points(out, _seed_point, {"study": study, "base": base, "data": data}, study.seeds, ids,
                               execution, f"study {study.name}")

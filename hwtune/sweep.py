@@ -401,6 +401,22 @@ def run_points(out: Path, fn, shared: dict, items: list, ids: list[str], executi
     return failures
 
 
+@contextlib.contextmanager
+def running(spec, out, execution: ExecutionConfig | None):
+    """(out, execution, data, base model) of a sweep's or study's run, yielded inside its locked output
+    directory (:func:`sweep_directory`) with ``execution.threads`` torch threads (the driver's work too:
+    results depend on it); ``out`` and ``execution`` default to the spec's."""
+    from hwtune.data import load_dataset
+    from hwtune.executors import torch_threads
+
+    if out is not None:
+        spec.out = Path(out)
+    out, execution = spec.out, execution or spec.execution
+    with sweep_directory(out), torch_threads(execution.threads):
+        data = load_dataset(spec.dataset, data_dir=spec.data.data_dir, split_seed=spec.data.split_seed)
+        yield out, execution, data, base_model(spec, data)
+
+
 def _grid_point(shared: dict, point: dict) -> dict:
     """One grid point (a module-level function: Ray ships it to its workers)."""
     return run_point(shared["sweep"], shared["base"], point, shared["ctx"], shared["float_accuracy"])
@@ -414,19 +430,12 @@ def run_sweep(sweep: Sweep, seed: int | None = None, out: str | Path | None = No
     """
     from hwtune import workflow
     from hwtune.atomic import write_json
-    from hwtune.data import load_dataset
-    from hwtune.executors import torch_threads
     from hwtune.passes import PassContext
     from hwtune.provenance import provenance
 
     if seed is not None:
         sweep.seed = check_value(rule_of(PipelineHeader, "seed"), "seed", seed)
-    if out is not None:
-        sweep.out = Path(out)
-    out, execution = sweep.out, execution or sweep.execution
-    with sweep_directory(out), torch_threads(execution.threads):   # the driver's work too: results depend on it
-        data = load_dataset(sweep.dataset, data_dir=sweep.data.data_dir, split_seed=sweep.data.split_seed)
-        base = base_model(sweep, data)
+    with running(sweep, out, execution) as (out, execution, data, base):
         ctx = PassContext.for_net(base, data, sweep.target, sweep.seed, sweep.data.train_samples, sweep.data.samples)
         float_accuracy = ctx.evaluate(base)["accuracy"]
         shared = {"sweep": sweep, "base": base, "ctx": ctx, "float_accuracy": float_accuracy}

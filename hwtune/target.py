@@ -17,7 +17,7 @@ from hwtune.bundled import bundled_dir
 from hwtune.settings import Settings, setting
 from hwtune.errors import ConfigError, HwtuneError
 from hwtune.device_noise import NoiseSpec
-from hwtune.numerics import BIAS_BITS, MEMBRANE_BITS, SCALE_EXPONENTS, SYNAPTIC_DELAY, WEIGHT_BITS, WeightFormat, schedule
+from hwtune.numerics import BIAS_BITS, MAX_STEPS, MEMBRANE_BITS, SCALE_EXPONENTS, SYNAPTIC_DELAY, WEIGHT_BITS, WeightFormat, schedule
 from hwtune.safepaths import check_name
 from hwtune.yamlfile import read_yaml
 
@@ -43,9 +43,9 @@ class WeightSection(Settings):
 
 @dataclass(frozen=True)
 class TimeSection(Settings):
-    input_steps: int = setting(16, "int", "default steps of the input window", "steps", lo=1)
-    steps_per_layer: int = setting(16, "int", "default steps per hidden window", "steps", lo=1)
-    max_steps_per_layer: int = setting(1024, "int", "longest window", "steps", lo=1)
+    input_steps: int = setting(16, "int", "default steps of the input window", "steps", lo=1, hi=MAX_STEPS)
+    steps_per_layer: int = setting(16, "int", "default steps per hidden window", "steps", lo=1, hi=MAX_STEPS)
+    max_steps_per_layer: int = setting(1024, "int", "longest window", "steps", lo=1, hi=MAX_STEPS)
     max_total_steps: int = setting(65536, "int", "longest latency (sum of windows and delays)", "steps", lo=1)
 
 

@@ -8,6 +8,8 @@ stays on the CPU and moves batch by batch.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -74,13 +76,12 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     opt, sched = make_optimizer(model, cfg)
     is_ttfs = isinstance(model, TTFSNet)
     grow = is_ttfs and cfg.adaptive_windows and model.quant is None and not model.saturate
-    if is_ttfs:
-        model.track_windows = grow
     total_steps = int(round(cfg.epochs * len(x) / cfg.batch_size))
     history, step = [], 0
     model.train()
     try:
-        with progress.bar(total=total_steps, desc=desc, unit="step") as bar:
+        with (model.conditions(track_windows=grow) if is_ttfs else contextlib.nullcontext()), \
+                progress.bar(total=total_steps, desc=desc, unit="step") as bar:
             while step < total_steps:
                 loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
                 for xb, yb in batches(x, y, cfg.batch_size, shuffle=True, generator=gen):
@@ -106,8 +107,6 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
                 history.append({"loss": float(loss_sum) / max(seen, 1), "train_accuracy": float(correct) / max(seen, 1),
                                 "steps": step})
     finally:
-        if is_ttfs:
-            model.track_windows = False
         model.eval()
         model.to("cpu")
     return history

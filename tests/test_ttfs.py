@@ -131,13 +131,26 @@ def test_window_rule_grows_only():
     with torch.no_grad():
         net.synapses[0].weight.fill_(1.0)
         net.synapses[0].bias.zero_()
-    net.track_windows = True
-    net(torch.ones(2, 4))  # activation 4 per neuron
-    net.grow_windows()
-    assert float(net.windows[0]) == pytest.approx(40.0)
-    net(torch.full((2, 4), 0.1))
-    net.grow_windows()
-    assert float(net.windows[0]) == pytest.approx(40.0)
+    with net.conditions(track_windows=True):
+        net(torch.ones(2, 4))  # activation 4 per neuron
+        net.grow_windows()
+        assert float(net.windows[0]) == pytest.approx(40.0)
+        net(torch.full((2, 4), 0.1))
+        net.grow_windows()
+        assert float(net.windows[0]) == pytest.approx(40.0)
+    assert net.track_windows is False
+
+
+def test_training_records_activations_only_while_it_grows_windows():
+    """train() sets track_windows for its own block only (net.conditions), also when it fails."""
+    from hwtune.training import TrainConfig, train
+    net = TTFSNet(fc((4,), [3], 2), (4,), windows=[0.5], dtype=torch.float64)
+    x, y = torch.rand(16, 4, dtype=torch.float64), torch.randint(0, 2, (16,))
+    train(net, x, y, TrainConfig(epochs=1, batch_size=8, adaptive_windows=True))
+    assert net.track_windows is False and float(net.windows[0]) > 0.5
+    with pytest.raises(IndexError):
+        train(net, x, torch.full((16,), 7), TrainConfig(epochs=1, batch_size=8))   # label 7 of 2 classes
+    assert net.track_windows is False
 
 
 def test_conversion_with_batchnorm_keeps_predictions(digits):

@@ -44,6 +44,10 @@ def _per_channel(v: torch.Tensor, ndim: int) -> torch.Tensor:
 class TTFSNet(nn.Module):
     """Spiking TTFS network returning logits; see the module docstring for the two modes."""
 
+    #: What :meth:`conditions` sets for a block: device noise, the time grid, saturation of early
+    #: spikes, and recording each batch's largest activation (``batch_max``, for grow_windows).
+    CONDITIONS = ("noise", "quant", "saturate", "track_windows")
+
     def __init__(self, arch: list[dict], input_shape: tuple[int, ...], windows=None,
                  dtype: torch.dtype = torch.float32):
         super().__init__()
@@ -65,11 +69,12 @@ class TTFSNet(nn.Module):
 
     @contextlib.contextmanager
     def conditions(self, **changes):
-        """The forward's conditions (``noise``, ``quant``, ``saturate``) set for the block and put back
-        after it, also on error: e.g. ``with net.conditions(noise=state): evaluate(net, x, y)``."""
-        unknown = set(changes) - {"noise", "quant", "saturate"}
+        """The forward's conditions (``noise``, ``quant``, ``saturate``, ``track_windows``) set for the
+        block and put back after it, also on error: e.g. ``with net.conditions(noise=state): evaluate(net, x, y)``."""
+        unknown = set(changes) - set(self.CONDITIONS)
         if unknown:
-            raise TypeError(f"conditions: unknown {sorted(unknown)}; the forward's conditions are noise, quant, saturate")
+            raise TypeError(f"conditions: unknown {sorted(unknown)}; the forward's conditions are "
+                            f"{', '.join(self.CONDITIONS)}")
         saved = {name: getattr(self, name) for name in changes}
         for name, value in changes.items():
             setattr(self, name, value)
