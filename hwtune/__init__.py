@@ -6,7 +6,7 @@ The Python API (hwtune.api) is importable from here: ``hwtune.train``, ``quantiz
 ``hwtune --help``) stays fast. No submodule of the package bears an API function's name (importing
 it would replace the function here: tests/test_api.py checks), hence e.g. hwtune.device_noise.
 """
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 API = ("convert", "emulate", "evaluate", "export", "latency", "load", "load_dataset", "load_target", "noise",
        "quantize", "run_lava", "save", "train")

@@ -7,7 +7,7 @@ through shape ops (``ops``: flatten, sum pooling; hwtune.layers) and one synapse
 integer mantissas q), then fires. Layers are listed in topological order (a layer's inputs come
 before it) and every layer but the read-out feeds another. Every kind hwtune has today takes one
 input, so the graphs it holds are chains listed in order (each of the N + 1 nodes that must feed a
-layer feeds exactly one of the N single-input layers: a path from the sample), and the backends run
+layer feeds exactly one of the N + 1 single-input layers: a path from the sample), and the backends run
 the layers in list order; a kind that merges several (a residual add) is a new layer kind with
 ``arity`` > 1 and backends that follow the edges, not a new format. For hidden layer n (n = 1..N) with input
 window T_{n-1} and own window T_n, per neuron i of output channel c:
@@ -125,7 +125,7 @@ class ArtifactLayer:
     >= 1, potential units per firing step; None for the read-out. window_steps: T_n of a hidden
     layer; None for the read-out. logit_scale: float value of one unit of V (read-out; 1.0 elsewhere).
     inputs: names of the layers (or INPUT) it receives, as many as its ``arity``; None: the layer
-    listed before it (the sample for the first), filled in by :class:`Artifact`.
+    listed before it in its artifact (the sample for the first; :meth:`Artifact.edges`).
     """
 
     name: str
@@ -294,15 +294,18 @@ class Artifact:
                  f"artifact: exactly one read-out layer, the last one, is required; read-outs: {short(readouts)}")
         self._check_graph()
 
+    def edges(self) -> list[tuple[str, ...]]:
+        """Each layer's inputs: its own ``inputs``, else the layer listed before it (the sample for the
+        first). Resolved here, not written onto the layers, so a layer may serve in several artifacts."""
+        return [layer.inputs if layer.inputs is not None else ((self.layers[i - 1].name,) if i else (INPUT,))
+                for i, layer in enumerate(self.layers)]
+
     def _check_graph(self) -> None:
-        """Fill default inputs (the layer before), then check the edges: each names the sample or an
-        earlier layer (topological order, hence no cycle), shapes agree along it, and every layer but
-        the read-out feeds another (no dead end)."""
+        """Check the edges: each names the sample or an earlier layer (topological order, hence no
+        cycle), shapes agree along it, and every layer but the read-out feeds another (no dead end)."""
         shapes, consumed = {INPUT: self.input_shape}, set()
-        for i, layer in enumerate(self.layers):
-            if layer.inputs is None:
-                layer.inputs = (self.layers[i - 1].name if i else INPUT,)
-            for source in layer.inputs:
+        for layer, inputs in zip(self.layers, self.edges()):
+            for source in inputs:
                 _require(source in shapes, f"layer {layer.name!r}: input {source!r} is not the sample ({INPUT!r}) or a "
                                            "layer listed before it")
                 shape, consumed = shapes[source], consumed | {source}
@@ -379,10 +382,11 @@ class Artifact:
             "synaptic_delay": self.synaptic_delay, "weight_bits": self.weight_bits,
             "membrane_bits": self.membrane_bits, "overflow": self.overflow,
             "schedule": self.schedule, "meta": self.meta,
-            "layers": [{"name": l.name, "inputs": list(l.inputs), "in_shape": list(l.in_shape),
+            "layers": [{"name": l.name, "inputs": list(inputs), "in_shape": list(l.in_shape),
                         "ops": [op.to_json() for op in l.ops],
                         "synapse": l.synapse.to_json(), "window_steps": l.window_steps,
-                        "readout": l.readout, "logit_scale": l.logit_scale} for l in self.layers],
+                        "readout": l.readout, "logit_scale": l.logit_scale}
+                       for l, inputs in zip(self.layers, self.edges())],
         }
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -425,11 +429,14 @@ class Artifact:
             arrays = {key: _npz_array(npz, apath, key) for key in keys}
         try:
             layers = [_layer_from_json(i, d, arrays, doc["version"]) for i, d in enumerate(doc["layers"])]
+        except (ArtifactError, OpError) as e:
+            raise ArtifactError(f"{apath}: {e}") from e
+        try:   # the graph (edges, shapes along them, the read-out) is the JSON's
             return cls(layers=layers, input_shape=tuple(doc["input_shape"]), input_steps=doc["input_steps"],
                        synaptic_delay=doc["synaptic_delay"], weight_bits=doc["weight_bits"],
                        membrane_bits=doc["membrane_bits"], overflow=doc["overflow"], meta=doc["meta"])
-        except (ArtifactError, OpError) as e:
-            raise ArtifactError(f"{apath}: {e}") from e
+        except ArtifactError as e:
+            raise ArtifactError(f"{jpath}: {e}") from e
 
 
 def _layer_from_json(i: int, d: dict, arrays: dict, version: int) -> ArtifactLayer:
@@ -448,7 +455,8 @@ def _layer_from_json(i: int, d: dict, arrays: dict, version: int) -> ArtifactLay
         in_shape = _shape(d["in_shape"], where, "in_shape")
     return ArtifactLayer(name=d["name"], synapse=synapse, bias=arrays[f"layer{i}.bias"],
                          slope=arrays.get(f"layer{i}.slope"), window_steps=d["window_steps"], readout=d["readout"],
-                         logit_scale=d["logit_scale"], ops=ops, in_shape=in_shape, inputs=d.get("inputs"))
+                         logit_scale=d["logit_scale"], ops=ops, in_shape=in_shape,
+                         inputs=d["inputs"] if version >= 3 else None)
 
 
 _TOP_KEYS = ("format", "version", "input_shape", "input_steps", "synaptic_delay", "weight_bits",
@@ -486,6 +494,9 @@ def _read_json(jpath: Path) -> dict:
                             d["logit_scale"])
         if doc["version"] >= 2:
             _require(isinstance(d["ops"], list), f"{where}: ops must be a list")
+        if doc["version"] >= 3:
+            _require(isinstance(d["inputs"], list) and all(isinstance(n, str) for n in d["inputs"]),
+                     f"{where} ({short(d['name'])}): inputs must be a list of layer names, got {short(d['inputs'])}")
     return doc
 
 

@@ -102,14 +102,15 @@ def _out_dir(text: str) -> str:
 
 
 def _int_in(lo: int, hi: int | None = None, within: str = ""):
-    """An argparse type: an integer in [lo, hi] (``within`` says so in the error)."""
+    """An argparse type: an integer in [lo, hi] (``within``: how the error says so)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < lo or (hi is not None and value > hi):
-            raise argparse.ArgumentTypeError(f"{value} must be {within or f'>= {lo}'}")
+            bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise argparse.ArgumentTypeError(f"{value} must be {within or bounds}")
         return value
     return parse
 
@@ -212,7 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("targets")
     _add_common(p, seed=False)
     return parser
-
 
 
 def _positive_float(text: str) -> float:

@@ -108,7 +108,7 @@ class QuantizeConfig(FinetuneOptions):
     input_steps: int | None = setting(None, "int", "steps of the input window", "steps", lo=1, hi=MAX_STEPS,
                                       optional=True, default_text="the model's, else the target's")
     window_quantile: float = setting(0.999, "float", "window length = this quantile of each layer's positive "
-                                     "activations (only for windows never fitted)", gt=0, hi=1)
+                                     "activations (only for a net without a time grid yet)", gt=0, hi=1)
 
     def check(self) -> None:
         if self.steps is not None and self.time_bits is not None:

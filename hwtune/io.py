@@ -245,12 +245,13 @@ def _stored_integers(file: Path, tensors: dict, net: TTFSNet, spec: QuantSpec) -
         q = tensors[key]
         if q.is_floating_point() or q.is_complex() or q.dtype == torch.bool:
             _fail(file, f"{where} has dtype {q.dtype}, expected integers")
+        q = q.to(torch.int64)          # compare in int64: the bounds may not fit the file's dtype
         bad = ((q < lo) | (q > hi)).nonzero()
         if len(bad):
             index = tuple(bad[0].tolist())
             _fail(file, f"{where}: weight {list(index)} is {int(q[index])}, outside the {spec.weights.bits}-bit range "
-                        f"[{lo}, {hi}] ({len(bad)} weights are)")
-        stored[key] = q.to(torch.int64)
+                        f"[{lo}, {hi}] ({len(bad)} of {q.numel()} are)")
+        stored[key] = q
     return stored
 
 

@@ -23,7 +23,7 @@ LAVA_WEIGHT_RANGE_BITS = 9
 WEIGHT_BITS = (2, 16)
 #: Widths of the signed per-step bias mantissa (a target's weights.bias_bits, a model file).
 BIAS_BITS = (2, 32)
-#: Power-of-two weight scale exponents a target may allow (weights.exp_range).
+#: Power-of-two weight scale exponents a target or a model file may allow (weights.exp_range).
 SCALE_EXPONENTS = (-64, 64)
 #: Synaptic delay d in steps (Loihi 2 / lava-dl: at most 62).
 SYNAPTIC_DELAY = (1, 62)

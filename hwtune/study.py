@@ -203,8 +203,9 @@ def run_seed(study: Study, base, seed: int, data) -> dict:
     ctx.finetune(control, study.finetune, "control fine-tune")
     record = {"id": point_id(study, seed), "seed": seed, "studies": {}}
     for s in study.studies:
-        aware, aware_record = run_pass(plain, NoiseConfig(**study.finetune.to_dict(), **s.train.to_dict(), devices=study.devices,
-                                                   device_every=study.device_every, window_search=study.window_search), ctx)
+        aware, aware_record = run_pass(plain, NoiseConfig(**study.finetune.to_dict(), **s.train.to_dict(),
+                                                          devices=study.devices, device_every=study.device_every,
+                                                          window_search=study.window_search), ctx)
         curves = {}
         for arm, net in (("plain", plain), ("control", control), ("noise-aware", aware)):
             curves[arm] = []

@@ -309,8 +309,8 @@ def point_model(sweep: Sweep, base, point: dict, ctx):
     net, _ = run_pass(base, QuantizeConfig(bits=point["bits"], steps=point["steps"], input_steps=point["steps"], **ft), ctx)
     spec = NoiseSpec(jitter=point["jitter"], weight_mismatch=point["weight_mismatch"])
     if spec.any and point["finetune"]:
-        net, _ = run_pass(net, NoiseConfig(jitter=spec.jitter, weight_mismatch=spec.weight_mismatch, devices=sweep.devices, **ft),
-                 ctx)
+        net, _ = run_pass(net, NoiseConfig(jitter=spec.jitter, weight_mismatch=spec.weight_mismatch,
+                                           devices=sweep.devices, **ft), ctx)
     return net
 
 

@@ -232,7 +232,8 @@ def export_model(net: TTFSNet, target: str | TargetSpec | None = None, source: s
 
     spec = resolve_target(net, target, "export")
     if model_target(net) is None:
-        raise HwtuneError("export needs a model prepared for a target: run `hwtune quantize` first")
+        raise HwtuneError("export needs a model prepared for a target: run `hwtune quantize` first (in Python, "
+                          "passes return the changed net: `net, record = hwtune.quantize(net, data)`)")
     artifact = to_artifact(net, spec, source=source)
     build = _fit_lava(artifact, data, samples) if spec.backend == "lava" else None
     if spec.chip is not None:

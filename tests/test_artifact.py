@@ -32,10 +32,12 @@ def assert_same(a: Artifact, b: Artifact):
     for f in fields(Artifact):
         if f.name != "layers":
             assert getattr(a, f.name) == getattr(b, f.name), f.name
-    assert len(a.layers) == len(b.layers)
+    assert len(a.layers) == len(b.layers) and a.edges() == b.edges()
     for la, lb in zip(a.layers, b.layers):
         for f in fields(ArtifactLayer):
             x, y = getattr(la, f.name), getattr(lb, f.name)
+            if f.name == "inputs":      # None (default edge) or explicit: compared through edges()
+                continue
             if isinstance(x, np.ndarray):
                 assert x.dtype == y.dtype == np.int64 and x.shape == y.shape and (x == y).all(), f.name
             elif f.name == "synapse":
@@ -267,7 +269,7 @@ def test_format_2_artifacts_load_as_chains(tmp_path):
         del d["inputs"]
     (tmp_path / "v2" / JSON_FILE).write_text(json.dumps(doc))
     old = Artifact.load(tmp_path / "v2")
-    assert [l.inputs for l in old.layers] == [("input",), ("conv2d1",), ("conv2d2",), ("dense3",)]
+    assert old.edges() == [("input",), ("conv2d1",), ("conv2d2",), ("dense3",)]
     assert_same(a, old)
 
 
@@ -302,13 +304,25 @@ def test_a_layer_that_feeds_no_layer_is_refused():
 def test_the_graph_is_checked_on_load_and_no_layer_is_named_input(tmp_path):
     small().save(tmp_path / "a")
     rewrite_json(tmp_path / "a", lambda d: d["layers"][1].update(inputs=["h2"]))
-    with pytest.raises(ArtifactError, match=r"layer 'out': input 'h2' is not the sample"):
+    with pytest.raises(ArtifactError, match=r"artifact.json: layer 'out': input 'h2' is not the sample"):
+        Artifact.load(tmp_path / "a")
+    rewrite_json(tmp_path / "a", lambda d: d["layers"][1].update(inputs=None))
+    with pytest.raises(ArtifactError, match=r"artifact.json: layer 1 \('out'\): inputs must be a list of layer names"):
         Artifact.load(tmp_path / "a")
     with pytest.raises(ArtifactError, match="a layer cannot bear it"):
         dense_layer(name="input", weight=np.ones((2, 2), dtype=np.int64), bias=np.zeros(2, dtype=np.int64), slope=None,
                     window_steps=None, readout=True)
-    wide = _edges(small(), [["input"], ["h"]])          # explicit edges equal to the default ones
-    assert [l.inputs for l in wide.layers] == [l.inputs for l in small().layers]
+    explicit = _edges(small(), [["input"], ["h"]])          # explicit edges equal to the default ones
+    assert explicit.edges() == small().edges() == [("input",), ("h",)]
+
+
+def test_a_layer_with_default_inputs_serves_in_several_artifacts():
+    """Default edges are the artifact's (Artifact.edges), never written onto the layers: the same
+    read-out may follow a renamed hidden layer, or another one, in a second artifact."""
+    a = small()
+    renamed = replace(a, layers=[replace(a.layers[0], name="hidden"), a.layers[1]])
+    assert renamed.edges() == [("input",), ("hidden",)] and a.layers[1].inputs is None
+    assert a.edges() == [("input",), ("h",)]
 
 
 def test_conv_layer_kinds_must_fit_their_inputs():

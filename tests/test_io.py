@@ -73,6 +73,9 @@ def test_errors_name_file_and_problem(tmp_path):
     (lambda t: t.__setitem__("int.2.weight", t["int.2.weight"].float()),
      r"tensor 'int.2.weight' \(layer 2, dense\) has dtype torch.float32, expected integers"),
     (lambda t: t.pop("int.2.weight"), r"missing tensor 'int.2.weight' \(layer 2, dense\)"),
+    (lambda t: t.__setitem__("int.1.weight", (t["int.1.weight"].to(torch.int64) % 256).to(torch.uint8)),
+     r"tensor 'int.1.weight' \(layer 1, conv2d\): weight \[\d+, \d+, \d+, \d+\] is (1\d\d|2\d\d), outside the 4-bit "
+     r"range \[-8, 7\] \(\d+ of 216 are\)"),
 ])
 def test_stored_integers_are_read_and_checked_against_brevitas(tmp_path, edit, message):
     """Loading reads the stored mantissas first (dtype, range), then requires brevitas to make the
