@@ -16,11 +16,14 @@ A layer that cannot be placed (one channel's kernel or one neuron's synapses exc
 memory, a tile reads more inputs than ``max_axons_per_core``) or a net that needs more chips is
 refused with an ArtifactError naming the layer and the resource.
 
-Estimate per inference, from synaptic events and spikes counted by the emulator: latency =
-steps x ``step_time_us``; dynamic energy = events x ``energy_per_synaptic_event_pj`` + neuron
-updates x ``energy_per_neuron_update_pj`` (every neuron is updated every step, as on Loihi);
-static energy = ``static_power_w`` x chips x latency. The figures' sources (and which are
-estimates) are in the target file.
+With a backend's ``Build`` (Lava's stock build: hwtune.backends.lava.build.costs) every layer is
+stored as the explicit synapses that build makes, plus each neuron's synapses from its clock.
+
+Estimate per inference: latency = steps x ``step_time_us``; dynamic energy = synaptic events x
+``energy_per_synaptic_event_pj`` + neuron updates (neurons x latency steps) x
+``energy_per_neuron_update_pj``; static energy = ``static_power_w`` x chips x latency. Events are
+counted by the emulator on test samples, or, for a build where every neuron spikes once per sample,
+equal the synapses. The figures' sources (and which are estimates) are in the target file.
 """
 from __future__ import annotations
 
@@ -125,12 +128,12 @@ def map_layers(artifact: Artifact, chip: ChipSection, build: "Build | None" = No
 class Build:
     """What a backend builds besides the artifact's neurons and synapses, per layer: the inputs of
     its clock (host-timed spikes, one synapse to every neuron each) and the process holding its
-    synapses; events_per_sample: the synaptic events of one inference when they do not depend on
-    the input (hwtune.backends.lava.build.costs: every neuron spikes once); source: says so."""
+    synapses; period_steps: the steps between samples run back to back. A build in which every
+    neuron spikes exactly once per sample (hwtune.backends.lava.build.costs) takes one synaptic
+    event per synapse per inference; ``source`` says so."""
 
     clock_rows: list[int]
     processes: list[str]
-    events_per_sample: int
     source: str
     period_steps: int
 
@@ -150,8 +153,8 @@ def resource_map(artifact: Artifact, chip: ChipSection, events_per_sample: float
              "memory_bits": sum(m.memory_bits for m in layers), "latency_steps": latency_steps,
              "latency_us": latency_us, "neuron_updates": neurons * latency_steps,
              "static_energy_uj": chip.static_power_w * chips * latency_us}
-    if build is not None:
-        events_per_sample, source = build.events_per_sample, build.source
+    if build is not None:      # every neuron spikes once: one event per synapse, clock synapses included
+        events_per_sample, source = total["synapses"], build.source
         total.update(clock_inputs=sum(build.clock_rows), period_steps=build.period_steps)
     else:
         source = f"emulator on {samples} test samples"

@@ -18,6 +18,14 @@ import numpy as np
 
 #: Lava's Dense (bit-accurate model) stores weights as 8-bit mantissas of a 9-bit signed range.
 LAVA_WEIGHT_RANGE_BITS = 9
+LAVA_WEIGHT_BITS = LAVA_WEIGHT_RANGE_BITS - 1
+#: Loihi 2's LIF (Lava's bit-accurate model): a_in and vth are shifted left by LAVA_ACT_SHIFT bits
+#: into u and v, which are LAVA_STATE_BITS-bit signed registers; vth is LAVA_VTH_BITS bits unsigned;
+#: a_in, what a neuron receives in one step, LAVA_A_IN_BITS bits signed.
+LAVA_ACT_SHIFT = 6
+LAVA_STATE_BITS = 24
+LAVA_VTH_BITS = 17
+LAVA_A_IN_BITS = 16
 # Ranges, each defined once here and used by the configs, targets, model files and artifacts:
 #: Widths of a signed weight mantissa hwtune quantizes to (a pass's bits, a target's weights.bits, a model file).
 WEIGHT_BITS = (2, 16)
@@ -81,31 +89,27 @@ def threshold(sigma, steps: int):
     return sigma * (steps + 1)
 
 
+def step_of(k, steps: int):
+    """Step m = T - k inside its window of the spike of a neuron with activation k, and back: the
+    activation of a spike at step m is k = T - m (the map is its own inverse). Silent neurons
+    (k = 0) map to m = T, just after the window: where the stock Loihi 2 build makes them spike, so
+    that they count on no integration step of the next layer."""
+    return steps - k
+
+
 def spike_step(k, steps: int):
-    """Step of the spike inside its window, T - k, as float; inf for silent neurons (k = 0)."""
+    """:func:`step_of` as float, inf for silent neurons (k = 0)."""
     k = _as_float64(k)
-    m = steps - k
+    m = step_of(k, steps)
     if isinstance(m, np.ndarray):
         return np.where(k > 0, m, np.inf)
     return m.masked_fill(k <= 0, float("inf"))
 
 
 def emission_step(k, start: int, steps: int):
-    """Global step of each neuron's spike, start + T - k, for a window starting at ``start``; -1 for
-    silent neurons (k = 0). Integer numpy arrays."""
-    return np.where(k > 0, start + steps - k, -1)
-
-
-def single_spike_step(k, steps: int):
-    """Step m = T - k of the one spike of a neuron that always spikes exactly once (the stock Loihi 2
-    build): a silent neuron (k = 0) spikes at m = T, just after its window, so it counts on no
-    integration step of the next layer. Integer arrays; the inverse is :func:`activation_of_step`."""
-    return steps - k
-
-
-def activation_of_step(m, steps: int):
-    """Activation k = T - m of a spike at step m of its window (m = T: k = 0); see :func:`single_spike_step`."""
-    return steps - m
+    """Global step of each neuron's spike, start + :func:`step_of`, for a window starting at ``start``;
+    -1 for silent neurons (k = 0). Integer numpy arrays."""
+    return np.where(k > 0, start + step_of(k, steps), -1)
 
 
 def counted_steps(k, steps: int, elapsed: int):
@@ -218,11 +222,6 @@ class WeightFormat:
     def qmax(self) -> int:
         return signed_range(self.bits, self.narrow)[1]
 
-    def allowed(self, q) -> bool:
-        """True when every value of q is an integer inside the mantissa range."""
-        q = np.asarray(q)
-        return bool(np.all(q == np.round(q)) and q.min(initial=0) >= self.qmin and q.max(initial=0) <= self.qmax)
-
 
 def bias_mantissa(b, scale, window_in: float, bias_bits: int):
     """Per-step integer bias beta = round(b / (s * L_{n-1})), clipped to ``bias_bits`` signed.
@@ -241,16 +240,23 @@ def lava_weights(q: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
     Lava keeps ``(w >> (9 - bits)) << (9 - bits)`` of the mixed-sign weight clipped to
     [-256, 255] and then applies ``a >> -weight_exp``; w = q << (9 - bits) survives both.
     """
-    if not 1 <= bits <= 8:
-        raise ValueError(f"Lava Dense holds 1..8 weight bits, got {bits}")
+    if not 1 <= bits <= LAVA_WEIGHT_BITS:
+        raise ValueError(f"Lava Dense holds 1..{LAVA_WEIGHT_BITS} weight bits, got {bits}")
     shift = LAVA_WEIGHT_RANGE_BITS - bits
     return (np.asarray(q, dtype=np.int64) << shift), -shift
 
 
-def weight_digits(values, base: int, high_max: int = 127):
-    """Split integers x (n,) into x = low + base * sum_r high[:, r], low in [0, base), high in
-    [-high_max, high_max], with as few columns r as the largest |x| needs (>= 1): how the Lava build
-    carries per-neuron integers as 8-bit synaptic weights of scale 1 and of scale ``base``."""
+#: :func:`weight_digits`' base: 2^DIGIT_BITS, what an 8-bit Lava weight holds in [0, base) and (-base, base).
+DIGIT_BITS = LAVA_WEIGHT_BITS - 1
+
+
+def weight_digits(values):
+    """Split integers x (n,) into x = low + base * sum_r high[:, r], base = 2^DIGIT_BITS (128), low in
+    [0, base), high in [-(base - 1), base - 1], with as few columns r as the largest |x| needs (>= 1):
+    how the Lava build carries per-neuron integers as 8-bit synaptic weights of scale 1 and of scale
+    ``base`` (weight_exp DIGIT_BITS)."""
+    base = 2 ** DIGIT_BITS
+    high_max = base - 1
     values = np.asarray(values, dtype=np.int64)
     low = np.mod(values, base)
     rest = (values - low) // base
@@ -260,6 +266,12 @@ def weight_digits(values, base: int, high_max: int = 127):
         high[:, r] = np.clip(rest, -high_max, high_max)
         rest = rest - high[:, r]
     return low, high
+
+
+def integration_steps(schedule: list[int], n: int, delay: int) -> range:
+    """Global steps on which layer n (0-based: artifact layer n) integrates its input: from the
+    input's firing start F_n plus the delay d to its own firing start F_{n+1} (see :func:`schedule`)."""
+    return range(schedule[n] + delay, schedule[n + 1])
 
 
 def power_of_two_above(n: int) -> int:

@@ -364,8 +364,8 @@ def test_clock_integers_split_into_weight_digits_by_hand():
     """numerics.weight_digits: x = low + 128 sum_r high_r, low in [0, 128), |high_r| <= 127; the
     period is the power of two above the latency (numerics.power_of_two_above)."""
     from hwtune import numerics
-    low, high = numerics.weight_digits(np.array([0, 127, 128, -1, 300, 16256, 16257, -16385]), 128)
+    low, high = numerics.weight_digits(np.array([0, 127, 128, -1, 300, 16256, 16257, -16385]))
     assert low.tolist() == [0, 127, 0, 127, 44, 0, 1, 127]
     assert high.tolist() == [[0, 0], [0, 0], [1, 0], [-1, 0], [2, 0], [127, 0], [127, 0], [-127, -2]]
-    assert numerics.weight_digits(np.array([5]), 128)[1].shape == (1, 1)
+    assert numerics.weight_digits(np.array([5]))[1].shape == (1, 1)
     assert [numerics.power_of_two_above(n) for n in (0, 1, 7, 8, 100)] == [1, 2, 8, 16, 128]

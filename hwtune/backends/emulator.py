@@ -256,7 +256,7 @@ def _stepped(artifact: Artifact, k0: np.ndarray, draws: _Draws | None):
         u = np.zeros((batch, *layer.out_shape), dtype=np.int64)
         v = np.zeros_like(u)
         weight = draws.weight(n) if draws is not None else None
-        for t in range(F[n] + d, F[n + 1]):
+        for t in numerics.integration_steps(F, n, d):
             a_in = layer.potential((emitted == t - d).astype(np.int64), 0, k_max=1, weight=weight)  # sum q of arrivals
             u, v = numerics.integrate(u, v, a_in, beta)
             u, v = fit(u.reshape(batch, -1), "current u", t).reshape(u.shape), \
@@ -277,7 +277,7 @@ def _stepped(artifact: Artifact, k0: np.ndarray, draws: _Draws | None):
             v, spike, fired = numerics.fire_step(v, fired, sigma, theta)
             v = fit(v, "potential v", t)
             spike_at[spike] = t
-        k = np.where(spike_at >= 0, F[n + 1] + layer.window_steps - spike_at, 0)
+        k = np.where(spike_at >= 0, numerics.step_of(spike_at - F[n + 1], layer.window_steps), 0)
         if draws is not None:
             k = draws.spikes(n, k, layer.window_steps)
         activations.append(k)

@@ -46,18 +46,12 @@ from hwtune.artifact import Artifact, ArtifactError, raise_violations, weight_vi
 from hwtune.connectivity import layer_matrix
 from hwtune.layers import OpError
 
-#: Lava's LIF shifts a_in and vth left by 6 bits (act_shift, vth_shift); here v is always a
-#: multiple of 64, and every quantity below is in weight units (v / 64).
-ACT_SHIFT = 6
-#: u and v are 24-bit registers (u wraps, v is clipped at +-(2^23 - 1)): +-(2^17 - 1) weight units.
-V_LIMIT = 2 ** 17 - 1
-#: vth: unsigned 17 bits.
-VTH_LIMIT = 2 ** 17 - 1
-#: a_in: 16-bit signed (what a neuron can receive in one step).
-A_IN_LIMIT = 2 ** 15 - 1
-#: Clock weights are base-128 digits: a low digit through a Dense of scale 1 and high digits
-#: through one of scale 128 (8-bit weights, weight_exp 6).
-DIGIT = 128
+#: Lava's LIF shifts a_in and vth left by numerics.LAVA_ACT_SHIFT (6) bits; here v is always a
+#: multiple of 64, and every quantity below is in weight units (v / 64). Register limits, in weight
+#: units: u and v (u wraps, v is clipped at +-(2^23 - 1)), vth (unsigned), a_in (one step's input).
+V_LIMIT = numerics.signed_range(numerics.LAVA_STATE_BITS - numerics.LAVA_ACT_SHIFT)[1]
+VTH_LIMIT = 2 ** numerics.LAVA_VTH_BITS - 1
+A_IN_LIMIT = numerics.signed_range(numerics.LAVA_A_IN_BITS)[1]
 #: Lava's du for a current that does not decay (decay du + ds_offset = 0).
 PERFECT_INTEGRATOR_DU = -1
 #: Where an artifact keeps the potential range its guard and kick are sized for (:func:`calibrate`).
@@ -103,19 +97,17 @@ def _row_sums(matrix) -> ty.Tuple[np.ndarray, np.ndarray]:
     return np.maximum(q, 0).sum(axis=1), np.maximum(-q, 0).sum(axis=1)
 
 
-def period_steps(artifact: Artifact, gap: int = 1) -> int:
-    """Steps per sample: the smallest power of two >= the artifact's latency F_{N+1} + ``gap`` (>= 1:
-    the read-out's last clock step is F_{N+1}). A power of two because LIFReset's reset_interval
-    must be one on the chip (lava-dl's netx tutorials, which use LIFReset on Loihi 2)."""
-    if not (isinstance(gap, int) and not isinstance(gap, bool) and gap >= 1):
-        raise ValueError(f"gap must be an integer >= 1, got {gap!r}")
-    return numerics.power_of_two_above(artifact.latency_steps + gap - 1)
+def period_steps(artifact: Artifact) -> int:
+    """Steps per sample: the smallest power of two > the artifact's latency F_{N+1} (the read-out's
+    last clock step). A power of two because LIFReset's reset_interval must be one on the chip
+    (lava-dl's netx tutorials, which use LIFReset on Loihi 2)."""
+    return numerics.power_of_two_above(artifact.latency_steps)
 
 
-def _layer_plan(layer, q, steps_in: int, start: int, delay: int,
+def _layer_plan(layer, q, steps_in: int, integration: range,
                 guard: ty.Optional[ty.Tuple[int, int]]) -> ty.Tuple[StockLayer, ty.List[str]]:
-    """The plan of one layer whose pre layer fires from step ``start`` (F_{n-1}), and the register
-    violations found (module docstring: the clock). Every register bound is a worst case over all
+    """The plan of one layer that integrates on the steps ``integration`` (numerics.integration_steps:
+    R .. F_n - 1), and the register violations found (module docstring: the clock). Every register bound is a worst case over all
     inputs; only the guard L and the kick K may be sized for ``guard`` = (smallest V after
     integration, largest V while integrating), a calibrated range (:func:`calibrate`): an input
     outside it makes a neuron spike early or not at all, which the run detects (run._decode)."""
@@ -125,8 +117,7 @@ def _layer_plan(layer, q, steps_in: int, start: int, delay: int,
     q_sum, arrivals = pos - neg, pos + neg          # arrivals: the most one step can bring in
     v_max = steps_in * (pos + np.maximum(beta, 0))  # |V| bounds while integrating (numerics.membrane_bound)
     v_min = -steps_in * (neg + np.maximum(-beta, 0))
-    reset = start + delay
-    fire_start = reset + steps_in
+    reset, fire_start = integration.start, integration.stop
     clock = {}
 
     def add(step, values):
@@ -156,15 +147,18 @@ def _layer_plan(layer, q, steps_in: int, start: int, delay: int,
         # v above H spikes and resets at once, so clipping at the top is harmless (H < V_LIMIT)
         v = (v_min - lift, np.full_like(v_min, threshold))
     where = f"layer {layer.name!r}"
-    problems = [] if threshold <= VTH_LIMIT else [f"{where}: vth = {threshold} > {VTH_LIMIT} (17 bits)"]
+    problems = [] if threshold <= VTH_LIMIT else \
+        [f"{where}: vth = {threshold} > {VTH_LIMIT} ({numerics.LAVA_VTH_BITS} bits)"]
     for register, (lo, hi) in (("u", u), ("v", v)):
         for i in np.flatnonzero((hi > V_LIMIT) | (lo < -V_LIMIT))[:3]:
             problems.append(f"{where} neuron {i}: {register} reaches [{lo[i]}, {hi[i]}] weight units, outside "
-                            f"the 24-bit register (+-{V_LIMIT} x 64)")
+                            f"the {numerics.LAVA_STATE_BITS}-bit register (+-{V_LIMIT} x "
+                            f"{2 ** numerics.LAVA_ACT_SHIFT})")
     for step, values in sorted(clock.items()):
         need = np.abs(values) + arrivals
         for i in np.flatnonzero(need > A_IN_LIMIT)[:3]:
-            problems.append(f"{where} neuron {i}: a_in on step {step} reaches {need[i]} > {A_IN_LIMIT} (16 bits)")
+            problems.append(f"{where} neuron {i}: a_in on step {step} reaches {need[i]} > {A_IN_LIMIT} "
+                            f"({numerics.LAVA_A_IN_BITS} bits)")
     return StockLayer(name=layer.name, matrix=q, steps_out=steps_out, reset=reset, fire_start=fire_start,
                       threshold=threshold, clock=clock), problems
 
@@ -173,8 +167,9 @@ def plan(artifact: Artifact) -> ty.List[StockLayer]:
     """The stock build's integer parameters of every layer, or ArtifactError naming each layer,
     neuron, register and limit that Loihi 2's LIF and synapses cannot hold."""
     raise_violations(weight_violations(artifact), "violation(s) for Lava")
-    if artifact.weight_bits > 8:
-        raise ArtifactError(f"Lava's synapses hold at most 8 weight bits, got {artifact.weight_bits}")
+    if artifact.weight_bits > numerics.LAVA_WEIGHT_BITS:
+        raise ArtifactError(f"Lava's synapses hold at most {numerics.LAVA_WEIGHT_BITS} weight bits, got "
+                            f"{artifact.weight_bits}")
     if artifact.overflow != "error":
         raise ArtifactError(f"overflow {artifact.overflow!r}: the stock neuron's registers are checked to hold every "
                             "value (24 bits, 6 of them below the weight unit), so the artifact's narrower "
@@ -187,7 +182,8 @@ def plan(artifact: Artifact) -> ty.List[StockLayer]:
             q = layer_matrix(layer)
         except OpError as e:
             raise ArtifactError(str(e)) from None
-        stock, found = _layer_plan(layer, q, artifact.window_steps[n], artifact.schedule[n], artifact.synaptic_delay,
+        stock, found = _layer_plan(layer, q, artifact.window_steps[n],
+                                   numerics.integration_steps(artifact.schedule, n, artifact.synaptic_delay),
                                    guards.get(layer.name))
         layers.append(stock)
         problems += found
@@ -243,15 +239,15 @@ def calibrate(artifact: Artifact, k0: np.ndarray, source: str) -> None:
 def clock_rasters(layer: StockLayer, period: int) -> ty.List[ty.Tuple[np.ndarray, np.ndarray, int]]:
     """One layer's clock: (spikes (rows, period) of a cyclic RingBuffer, weights (n_out, rows) of the
     Dense it feeds, scale exponent) for the low digits (scale 1, one row per clock step) and the
-    high digits (scale 128, a row per digit), each left out when all its weights are 0. A spike in
-    column s - 1 arrives on step s."""
+    high digits (scale 128, a row per digit: numerics.weight_digits), each left out when all its
+    weights are 0. A spike in column s - 1 arrives on step s."""
     steps = sorted(layer.clock)
-    digits = [numerics.weight_digits(np.broadcast_to(layer.clock[s], (layer.n_out,)), DIGIT) for s in steps]
+    digits = [numerics.weight_digits(np.broadcast_to(layer.clock[s], (layer.n_out,))) for s in steps]
     high_steps = [s for s, (_, high) in zip(steps, digits) for _ in range(high.shape[1])]
     low = np.stack([d[0] for d in digits], axis=1)
     high = np.hstack([d[1] for d in digits])
     clocks = []
-    for row_steps, weights, scale in ((steps, low, 0), (high_steps, high, 7)):
+    for row_steps, weights, scale in ((steps, low, 0), (high_steps, high, numerics.DIGIT_BITS)):
         if not weights.any():      # no high digit anywhere (every value below 128): no second clock
             continue
         raster = np.zeros((len(row_steps), period), dtype=np.int32)
@@ -263,7 +259,7 @@ def clock_rasters(layer: StockLayer, period: int) -> ty.List[ty.Tuple[np.ndarray
 def input_spikes(k0: np.ndarray, steps: int, period: int) -> ty.Callable[[int], np.ndarray]:
     """Input spikes of step t of the run, (n_in,): input j of sample b fires at b P + T_0 - k0_j
     (k0_j = 0: at b P + T_0, so that every input spikes once)."""
-    m = numerics.single_spike_step(np.asarray(k0, dtype=np.int64), steps)
+    m = numerics.step_of(np.asarray(k0, dtype=np.int64), steps)
 
     def at(t: int) -> np.ndarray:
         b, tau = divmod(t, period)
@@ -280,11 +276,9 @@ def costs(artifact: Artifact):
 
     layers, period = plan(artifact), period_steps(artifact)
     rows = [sum(len(raster) for raster, _, _ in clock_rasters(layer, period)) for layer in layers]
-    prefix = "Delay" if artifact.synaptic_delay > 1 else ""
-    processes = [prefix + ("Sparse" if sp.issparse(layer.matrix) else "Dense") for layer in layers]
-    events = sum(int(a.fan_out().sum()) + a.n_out * r for a, r in zip(artifact.layers, rows))
-    return Build(clock_rows=rows, processes=processes, events_per_sample=events,
-                 source="Lava stock build: every neuron spikes once per sample", period_steps=period)
+    processes = [_process_name(layer.matrix, artifact.synaptic_delay) for layer in layers]
+    return Build(clock_rows=rows, processes=processes, source="Lava stock build: every neuron spikes once per sample",
+                 period_steps=period)
 
 
 @dataclass
@@ -310,28 +304,32 @@ class LavaNetwork:
         return self.period * self.n_samples
 
 
-def _synapse(matrix, bits: int = 8, scale_exp: int = 0, delay: int = 1):
-    """Lava Dense (array) or Sparse (CSR) whose a_out is 2^scale_exp matrix @ s exactly (entries
-    within ``bits`` signed bits, numerics.lava_weights), sent ``delay`` steps after the spike
-    (DelayDense / DelaySparse for delay > 1)."""
+def _process_name(matrix, delay: int) -> str:
+    """The Lava process that holds ``matrix``: Dense (array) or Sparse (CSR), Delay* for a delay d > 1."""
+    return ("Delay" if delay > 1 else "") + ("Sparse" if sp.issparse(matrix) else "Dense")
+
+
+def _synapse(matrix, bits: int = numerics.LAVA_WEIGHT_BITS, scale_exp: int = 0, delay: int = 1):
+    """The :func:`_process_name` process whose a_out is 2^scale_exp matrix @ s exactly (entries within
+    ``bits`` signed bits, numerics.lava_weights), sent ``delay`` steps after the spike."""
     from lava.proc.dense.process import DelayDense, Dense
     from lava.proc.sparse.process import DelaySparse, Sparse
     from lava.utils.weightutils import SignMode
 
-    kwargs = dict(num_weight_bits=bits, sign_mode=SignMode.MIXED)
     if sp.issparse(matrix):
         weights = sp.csr_matrix(matrix, dtype=np.int64)
         weights.data, exp = numerics.lava_weights(weights.data, bits)
         weights = weights.astype(np.int32)
-        kind, delayed = Sparse, DelaySparse
     else:
         weights, exp = numerics.lava_weights(np.asarray(matrix), bits)
-        kind, delayed = Dense, DelayDense
-    kwargs["weight_exp"] = exp + scale_exp
-    return kind(weights=weights, **kwargs) if delay == 1 else delayed(weights=weights, delays=delay - 1, **kwargs)
+    process = {"Dense": Dense, "Sparse": Sparse, "DelayDense": DelayDense,
+               "DelaySparse": DelaySparse}[_process_name(matrix, delay)]
+    delays = {} if delay == 1 else {"delays": delay - 1}
+    return process(weights=weights, num_weight_bits=bits, sign_mode=SignMode.MIXED, weight_exp=exp + scale_exp,
+                   **delays)
 
 
-def build_network(artifact: Artifact, k0, gap: int = 1) -> LavaNetwork:
+def build_network(artifact: Artifact, k0) -> LavaNetwork:
     """Lava's stock processes for ``artifact`` fed with input activations ``k0`` (B, n_in), all
     samples back to back (period :func:`period_steps`). Refuses (ArtifactError) what :func:`plan` refuses."""
     from lava.proc.io.extractor import Extractor
@@ -340,7 +338,7 @@ def build_network(artifact: Artifact, k0, gap: int = 1) -> LavaNetwork:
     from lava.proc.lif.process import LIFReset
     from lava.proc.monitor.process import Monitor
 
-    period = period_steps(artifact, gap)
+    period = period_steps(artifact)
     layers = plan(artifact)
     k0 = artifact.input_activations(k0)
     injector = Injector(shape=(artifact.n_in,))

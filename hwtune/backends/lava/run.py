@@ -178,7 +178,7 @@ def run_config(hardware: bool = False):
 _AHEAD = 32
 
 
-def run_lava(artifact: Artifact, k0, gap: int = 1, hardware: bool = False) -> LavaResult:
+def run_lava(artifact: Artifact, k0, hardware: bool = False) -> LavaResult:
     """Run all samples of ``k0`` (B, n_in) back to back in one run of Lava's stock processes
     (build.py) in Lava's bit-accurate simulator, or on a Loihi 2 board (``hardware``: lava-loihi).
     Sample b occupies steps [b P, (b + 1) P), P = build.period_steps; the processes are always
@@ -186,7 +186,7 @@ def run_lava(artifact: Artifact, k0, gap: int = 1, hardware: bool = False) -> La
     # DelaySparse (d > 1) edits its CSR in place every step; scipy warns about it in every worker
     warnings.filterwarnings("ignore", category=scipy.sparse.SparseEfficiencyWarning)
     with tempfile.TemporaryDirectory(prefix="hwtune-lava-") as temp_dir:
-        net = build_network(artifact, k0, gap)
+        net = build_network(artifact, k0)
         total, anchor = net.total_steps, net.readout
         spikes = [np.zeros((total, ex.in_port.shape[0]), dtype=bool) for ex in net.extractors]
         with lava_runtime(anchor, temp_dir, run_config(hardware)):
@@ -208,9 +208,10 @@ def run_lava(artifact: Artifact, k0, gap: int = 1, hardware: bool = False) -> La
         most = max(most, count)
     readout = net.layers[-1]
     V = v.reshape(net.n_samples, net.period, -1)[:, readout.fire_start]   # v holds V from F - 1 till the period ends
-    if np.any(V % 64):
-        raise LavaRunError(f"Lava: read-out {readout.name!r} holds a v that is not a multiple of 64")
-    return LavaResult(artifact=artifact, activations=activations, potentials=[V // 64], period=net.period,
+    unit = 2 ** numerics.LAVA_ACT_SHIFT                 # v counts weight units of a_in shifted into it
+    if np.any(V % unit):
+        raise LavaRunError(f"Lava: read-out {readout.name!r} holds a v that is not a multiple of {unit}")
+    return LavaResult(artifact=artifact, activations=activations, potentials=[V // unit], period=net.period,
                        total_steps=total, process_models=models, max_spikes_per_neuron=most)
 
 
@@ -226,4 +227,4 @@ def _decode(spikes: np.ndarray, layer) -> ty.Tuple[np.ndarray, int]:
             b, i = np.argwhere(bad)[0]
             raise LavaRunError(f"Lava: layer {layer.name!r} neuron {i} of sample {b} {problem} "
                                f"({counts[b, i]} spike(s), first at step {m[b, i] + layer.fire_start})")
-    return numerics.activation_of_step(m, layer.steps_out), int(counts.max(initial=0))
+    return numerics.step_of(m, layer.steps_out), int(counts.max(initial=0))
