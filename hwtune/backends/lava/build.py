@@ -127,7 +127,7 @@ def _layer_plan(layer, q, steps_in: int, integration: range,
         threshold, steps_out = VTH_LIMIT, 0
         add(reset, beta)
         add(fire_start, -(q_sum + beta))
-        u = (np.minimum(-neg, 0) + np.minimum(beta, 0), pos + np.maximum(beta, 0))
+        u = (-neg + np.minimum(beta, 0), pos + np.maximum(beta, 0))
         v = (v_min, v_max)
     else:
         sigma = np.repeat(np.asarray(layer.slope, dtype=np.int64), positions)
@@ -297,7 +297,10 @@ class LavaNetwork:
     readout: ty.Any
     processes: list
     period: int
-    n_samples: int
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.k0)
 
     @property
     def total_steps(self) -> int:
@@ -366,4 +369,4 @@ def build_network(artifact: Artifact, k0) -> LavaNetwork:
     processes.append(monitor)
     return LavaNetwork(layers=layers, k0=k0, injector=injector, inputs=input_spikes(k0, artifact.input_steps, period),
                        extractors=extractors, monitor=monitor, readout=neuron, processes=processes,
-                       period=period, n_samples=len(k0))
+                       period=period)

@@ -174,6 +174,8 @@ def run_config(hardware: bool = False):
         require_hardware()
         return Loihi2HwCfg(exception_proc_model_map=IO_MODELS)
     return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=IO_MODELS)
+
+
 #: Input steps the host streams ahead of the run (Lava's Injector buffers 50 by default).
 _AHEAD = 32
 
