@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hwtune import distributed, progress
+from hwtune.interrupts import raise_if_stopped
 from hwtune.configs import TrainConfig
 from hwtune.data import augment_batch, batches
 from hwtune.errors import ConfigError
@@ -102,6 +103,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
                     seen += len(yb)
                     step += 1
                     bar.update(1)
+                    raise_if_stopped()
                     if step >= total_steps:
                         break
                 history.append({"loss": float(loss_sum) / max(seen, 1), "train_accuracy": float(correct) / max(seen, 1),

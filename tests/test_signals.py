@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from hwtune.interrupts import sigint_deferred
+from hwtune.interrupts import install_stop_handlers, restore_handlers, sigint_deferred
 
 
 class _Stopped(Exception):
@@ -30,6 +30,74 @@ def test_a_stop_signal_is_held_back_over_the_block_and_delivered_after(sig):
         assert reached_end_of_block
     finally:
         signal.signal(sig, previous)
+
+
+def _swallowed_stop_signal():
+    """A stop signal whose KeyboardInterrupt code that catches everything swallows (torch's C++ start-up
+    did, measured; a bare ``except:`` would)."""
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+    except BaseException:
+        pass
+    else:
+        raise AssertionError("the stop handler did not raise KeyboardInterrupt")
+
+
+def test_a_stop_that_was_swallowed_still_publishes_nothing(tmp_path):
+    from hwtune.atomic import atomic_directory
+
+    previous = install_stop_handlers()
+    try:
+        _swallowed_stop_signal()
+        with pytest.raises(KeyboardInterrupt):
+            with atomic_directory(tmp_path / "out") as tmp:
+                (tmp / "weights.npz").write_bytes(b"finished")
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        restore_handlers(previous)
+    with atomic_directory(tmp_path / "out") as tmp:   # handlers restored: the stop is forgotten
+        (tmp / "weights.npz").write_bytes(b"finished")
+    assert (tmp_path / "out" / "weights.npz").exists()
+
+
+def test_a_stop_that_was_swallowed_ends_training_at_the_next_step():
+    import torch
+
+    from hwtune.configs import TrainConfig
+    from hwtune.training import train
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    steps_taken = []
+    model.register_forward_hook(lambda module, inputs, output: steps_taken.append(1))
+    previous = install_stop_handlers()
+    try:
+        _swallowed_stop_signal()
+        with pytest.raises(KeyboardInterrupt):
+            train(model, x, y, TrainConfig(arch="fc-small", epochs=100, batch_size=8))
+    finally:
+        restore_handlers(previous)
+    assert len(steps_taken) == 1     # 800 steps asked for
+
+
+def test_a_stop_signal_during_the_torch_import_is_delivered_once_torch_is_in():
+    # a KeyboardInterrupt inside torch's C++ start-up was lost there or ended the process by SIGABRT
+    code = """
+import os, signal, sys, threading
+from hwtune import cli
+from hwtune.interrupts import install_stop_handlers
+install_stop_handlers()
+threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+try:
+    cli._import_torch()
+except KeyboardInterrupt:
+    torch = sys.modules.get("torch")
+    sys.exit(42 if torch is not None and hasattr(torch, "nn") and hasattr(torch, "optim") else 43)
+sys.exit(44)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 42, (result.returncode, result.stderr[-2000:])
 
 
 def _train(out, *extra):
