@@ -17,7 +17,8 @@ from hwtune.bundled import bundled_dir
 from hwtune.settings import Settings, setting
 from hwtune.errors import ConfigError, HwtuneError
 from hwtune.device_noise import NoiseSpec
-from hwtune.numerics import BIAS_BITS, MAX_STEPS, MEMBRANE_BITS, SCALE_EXPONENTS, SYNAPTIC_DELAY, WEIGHT_BITS, WeightFormat, schedule
+from hwtune.numerics import (BIAS_BITS, LAVA_WEIGHT_BITS, MAX_STEPS, MEMBRANE_BITS, SCALE_EXPONENTS, SYNAPTIC_DELAY,
+                             WEIGHT_BITS, WeightFormat, schedule)
 from hwtune.safepaths import check_name
 from hwtune.yamlfile import read_yaml
 
@@ -100,8 +101,9 @@ class TargetSpec(Settings):
 
     def check(self) -> None:
         check_name(self.name, "name")        # export's default output is MODEL.NAME
-        if self.backend == "lava" and self.weights.bits > 8:
-            raise ConfigError(f"weights: bits = {self.weights.bits}: Lava's Dense and Sparse hold at most 8 bits")
+        if self.backend == "lava" and self.weights.bits > LAVA_WEIGHT_BITS:
+            raise ConfigError(f"weights: bits = {self.weights.bits}: Lava's Dense and Sparse hold at most "
+                              f"{LAVA_WEIGHT_BITS} bits")
 
     # ---- shortcuts used everywhere ----------------------------------------------------------
     @property

@@ -220,20 +220,20 @@ class _Registers:
         return x
 
 
-#: The stepped mode keeps registers and per-step inputs below this, so int64 sums never wrap.
-_STEPPED_HEADROOM = 2 ** 60
+#: The stepped mode keeps registers and per-step inputs below 2^this, so int64 sums never wrap.
+_STEPPED_HEADROOM_BITS = 60
 
 
 def _check_headroom(artifact: Artifact) -> None:
     """Refuse what the int64 stepped mode cannot emulate exactly (far beyond any real chip)."""
-    if artifact.membrane_bits > 60:
-        raise EmulatorError(f"stepped mode emulates registers of at most 60 bits in int64, "
+    if artifact.membrane_bits > _STEPPED_HEADROOM_BITS:
+        raise EmulatorError(f"stepped mode emulates registers of at most {_STEPPED_HEADROOM_BITS} bits in int64, "
                             f"got membrane_bits={artifact.membrane_bits}")
     for layer in artifact.layers:
         worst = layer.abs_sums().astype(np.float64) + np.abs(layer.bias)
         if layer.slope is not None:
             worst = np.maximum(worst, layer.slope * (layer.window_steps + 1.0))
-        if worst.max(initial=0) >= _STEPPED_HEADROOM:
+        if worst.max(initial=0) >= 2 ** _STEPPED_HEADROOM_BITS:
             raise EmulatorError(f"layer {layer.name!r}: weights, bias or threshold reach 2^60 per step; "
                                 "the int64 stepped mode cannot emulate them exactly")
 
