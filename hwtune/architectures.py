@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from hwtune.layers import KINDS, WEIGHTED, ArchError, Flatten, canonical, is_weighted, kind_of
+from hwtune.layers import KINDS, WEIGHTED, ArchError, canonical, is_weighted, kind_of
 
 __all__ = ["ArchError", "WEIGHTED", "fc", "vgg", "PRESETS", "PRESET_HELP", "preset", "validate", "output_shapes",
            "canonical_arch", "n_hidden"]
@@ -70,7 +70,7 @@ def validate(arch) -> None:
     weighted = [i for i, layer in enumerate(arch) if is_weighted(layer)]
     if not weighted:
         raise ArchError("architecture has no dense or conv layer")
-    if weighted[-1] != max(i for i, layer in enumerate(arch) if kind_of(layer) is not Flatten):
+    if weighted[-1] != max(i for i, layer in enumerate(arch) if not kind_of(layer).reshapes_only):
         raise ArchError("the last weighted layer (read-out) must come after every pooling layer")
 
 

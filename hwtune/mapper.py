@@ -31,7 +31,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from hwtune.artifact import Artifact, ArtifactError, ArtifactLayer
-from hwtune.layers import SumPool
+from hwtune.connectivity import folded_pool
 from hwtune.target import ChipSection
 
 
@@ -52,14 +52,9 @@ class LayerMap:
     stored_as: str
 
 
-def _pool(layer: ArtifactLayer) -> int:
-    """Side of the sum pooling folded into the layer's synapse (1: none)."""
-    return math.prod(op.kernel for op in layer.ops if isinstance(op, SumPool))
-
-
 def _tile_axons(layer: ArtifactLayer, positions: int) -> int:
     """Inputs read by a core holding ``positions`` output positions (the synapse kind's tile_inputs)."""
-    return layer.synapse.tile_inputs(positions, _pool(layer), layer.n_in)
+    return layer.synapse.tile_inputs(positions, folded_pool(layer), layer.n_in)
 
 
 def _fail(layer: ArtifactLayer, resource: str, detail: str):
@@ -68,7 +63,7 @@ def _fail(layer: ArtifactLayer, resource: str, detail: str):
 
 def _shared_kernel_layer(layer: ArtifactLayer, chip: ChipSection, weight_bits: int) -> LayerMap:
     c_out, h_o, w_o = layer.synapse.output_shape()
-    kernel_bits = layer.synapse.kernel_bits(weight_bits, _pool(layer))
+    kernel_bits = layer.synapse.kernel_bits(weight_bits, folded_pool(layer))
     channels = min(c_out, chip.synaptic_memory_bits // kernel_bits, chip.neurons_per_core)
     if channels < 1:
         _fail(layer, "chip.synaptic_memory_bits", f"the kernel of one output channel needs {kernel_bits} bits, more "

@@ -373,6 +373,32 @@ def test_hwtune_01_artifacts_still_load(tmp_path):
         Artifact.load(tmp_path / "v1")
 
 
+@pytest.mark.parametrize("synapse", ["dense", "conv2d"])
+def test_two_sum_poolings_fold_into_one_block_sum(synapse):
+    """Two sum poolings before a synapse (kernels 2 and 2 on a 9 x 11 map, floor mode: 4 x 5, then
+    2 x 2) are one 4 x 4 block sum in the explicit matrix (hwtune.connectivity) and in the mapper's
+    kernel: matrix @ k equals q applied to block sums taken here with numpy, and equals the layer's V."""
+    from hwtune.connectivity import folded_pool, layer_matrix
+    rng = np.random.default_rng(5)
+    k = rng.integers(0, 7, size=(4, 2, 9, 11))
+    blocks = k[:, :, :8, :8].reshape(4, 2, 2, 4, 2, 4).sum(axis=(3, 5))            # (B, 2, 2, 2)
+    if synapse == "dense":
+        q = rng.integers(-7, 8, size=(3, 8))
+        syn, ops, expected = Dense(weight=q), (SumPool(2), SumPool(2), Flatten()), blocks.reshape(4, 8) @ q.T
+    else:
+        q = rng.integers(-7, 8, size=(3, 2, 2, 2))
+        syn, ops = Conv2d(weight=q, in_shape=(2, 2, 2)), (SumPool(2), SumPool(2))
+        expected = blocks.reshape(4, 8) @ q.reshape(3, 8).T
+    layer = ArtifactLayer(name="out", synapse=syn, bias=np.zeros(3, dtype=np.int64), slope=None, window_steps=None,
+                          readout=True, ops=ops, in_shape=(2, 9, 11))
+    assert folded_pool(layer) == 4
+    m = layer_matrix(layer)
+    assert np.array_equal(m @ k.reshape(4, -1).T, expected.T)
+    assert np.array_equal(layer.potential(k.reshape(4, -1), 6).reshape(4, -1), expected)
+    if synapse == "conv2d":
+        assert syn.kernel_bits(4, folded_pool(layer)) == 2 * (2 * 4) ** 2 * 4     # C_in (K p)^2 bits
+
+
 def test_fan_out_through_pooling_equals_the_explicit_matrix():
     """Synaptic events per presynaptic spike (ArtifactLayer.fan_out) = nonzeros of its column in
     the explicit synapse matrix (hwtune.connectivity), pooling and borders included."""

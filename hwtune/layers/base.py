@@ -12,7 +12,7 @@ layer, so that adding a kind means adding one module (and its registration, hwtu
 - **integers** (instances, numpy only: the deployable artifact never imports torch): ``apply``,
   ``output_shape``, ``gain``; a synapse also its fan-in / fan-out / |q| sums;
 - **connectivity** (``matrix``: the explicit synapse matrix, what hwtune.backends.lava builds its
-  Dense / Sparse process from), **mapper cost** (``shares_kernels``,
+  Dense / Sparse process from; a shape op's ``folded_pool`` and ``keeps_map``), **mapper cost** (``shares_kernels``,
   ``tile_inputs``, ``kernel_bits``: hwtune.mapper) and **JSON** (``to_json`` / ``from_json``).
 
 Layouts follow torch: (C, H, W) channel-major, flattened in that order.
@@ -63,7 +63,7 @@ class LayerKind:
     followed by a spiking layer or the read-out; keys: integer keys of the architecture dict ->
     (smallest value, default or None when required); torch_types: names of the ``torch.nn``
     modules conversion reads as this kind; not_in_artifact: why an integer artifact cannot hold
-    this kind ("" when it can).
+    this kind ("" when it can); reshapes_only: see below.
     """
 
     kind: str = ""
@@ -72,6 +72,8 @@ class LayerKind:
     keys: dict[str, tuple[int, int | None]] = {}
     torch_types: tuple[str, ...] = ()
     not_in_artifact = ""
+    #: The kind only reshapes (flatten): it moves no value, so it may follow the read-out.
+    reshapes_only = False
 
     @classmethod
     def spec(cls, layer: dict, key: str) -> int:
@@ -109,6 +111,10 @@ class ShapeOp(LayerKind):
     an artifact layer and of a TTFS net's segments, built by :meth:`from_spec`."""
 
     gain = 1
+    #: Side p of the p x p block sum the op folds into the next synapse's connectivity (1: none).
+    folded_pool = 1
+    #: Whether the op's output is still a (C, H, W) map (what a convolution takes).
+    keeps_map = True
 
     @classmethod
     def from_spec(cls, layer: dict) -> "ShapeOp":

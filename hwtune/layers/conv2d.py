@@ -75,8 +75,10 @@ class Conv2d(Synapse):
     @classmethod
     def spec_from_torch(cls, module, i: int) -> dict:
         m = module
-        if m.dilation not in ((1, 1), 1) or len(set(m.stride)) != 1 or len(set(m.padding)) != 1 \
-                or isinstance(m.padding, str):
+        if isinstance(m.padding, str):
+            raise ArchError(f"module {i} (Conv2d): padding={m.padding!r} is not supported: give the padding as an "
+                            "integer (padding='same' is kernel_size // 2 for an odd kernel and stride 1)")
+        if m.dilation not in ((1, 1), 1) or len(set(m.stride)) != 1 or len(set(m.padding)) != 1:
             raise ArchError(f"module {i} (Conv2d): only dilation=1, square stride/padding supported")
         return {"kind": cls.kind, "in": m.in_channels, "out": m.out_channels, "kernel": m.kernel_size[0],
                 "padding": m.padding[0], "stride": m.stride[0], **({"groups": m.groups} if m.groups != 1 else {})}

@@ -15,6 +15,8 @@ class Flatten(ShapeOp):
 
     kind = "flatten"
     torch_types = ("Flatten",)
+    keeps_map = False
+    reshapes_only = True
 
     @classmethod
     def spec_output_shape(cls, i: int, layer: dict, shape: tuple) -> tuple:

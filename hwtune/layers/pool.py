@@ -65,6 +65,10 @@ class SumPool(_Pool):
     def gain(self) -> int:
         return self.kernel ** 2
 
+    @property
+    def folded_pool(self) -> int:
+        return self.kernel
+
     def relu_module(self):
         import torch.nn as nn
         return nn.AvgPool2d(self.kernel)

@@ -51,9 +51,6 @@ def parse_sequential(model: nn.Module) -> tuple[list[dict], list[tuple[torch.Ten
     mods = [m for m in _modules(model) if not isinstance(m, nn.Dropout)]
     prev, after_synapse = None, False    # after_synapse: prev is a synapse or its batch norm
     for i, m in enumerate(mods):
-        if isinstance(m, nn.Conv2d) and isinstance(m.padding, str):
-            raise ArchError(f"module {i} (Conv2d): padding={m.padding!r} is not supported: give the padding as an "
-                            "integer (padding='same' is kernel_size // 2 for an odd kernel and stride 1)")
         kind = _kind_of_module(m)
         if kind is not None and kind.not_in_artifact:
             raise ArchError(f"module {i} ({type(m).__name__}): {kind.not_in_artifact} (export would refuse it); "
