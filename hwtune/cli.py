@@ -25,8 +25,8 @@ import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from hwtune import __version__, distributed, progress  # noqa: E402
-from hwtune.configs import (DataConfig, DeployConfig, ExecutionConfig, LatencyConfig, NoiseConfig, QuantizeConfig,
-                            TrainConfig)  # noqa: E402
+from hwtune.configs import (MAX_SEED, DataConfig, DeployConfig, ExecutionConfig, LatencyConfig, NoiseConfig,  # noqa: E402
+                            QuantizeConfig, TrainConfig)
 from hwtune.errors import HwtuneError, UsageError, short  # noqa: E402
 from hwtune.interrupts import (ignore_stop_signals, install_stop_handlers, restore_handlers,  # noqa: E402
                                set_final_output, sigint_deferred)
@@ -115,7 +115,7 @@ def _int_in(lo: int, hi: int | None = None, within: str = ""):
     return parse
 
 
-_seed = _int_in(0, 2 ** 63 - 1, "in [0, 2**63)")
+_seed = _int_in(0, MAX_SEED, "in [0, 2**63)")
 _positive_int = _int_in(1)
 
 

@@ -23,8 +23,11 @@ DEVICES = ("cpu", "cuda", "auto")
 #: before anything is allocated: 2**26 = 67 M (512 MiB as int64), about 9 x the synapses one Loihi 2
 #: chip stores (128 cores x 1 Mbit / 18 bits = 7.5 M).
 MAX_LAYER_ENTRIES = 2 ** 26
-#: Seeds: the CLI's --seed, recipes, the API's seed arguments.
-SEED_RULE = Rule("int", "random seed", lo=0, hi=2 ** 63 - 1)
+#: Largest seed (the CLI's --seed, recipes, studies, the API's seed arguments): torch's 64-bit generator seed.
+MAX_SEED = 2 ** 63 - 1
+SEED_RULE = Rule("int", "random seed", lo=0, hi=MAX_SEED)
+#: Largest seed of the digits train/test split (scikit-learn's random_state is 32-bit).
+MAX_SPLIT_SEED = 2 ** 32 - 1
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class DataConfig(Settings):
     data_dir: str | None = setting(None, "str", "directory of the dataset files", optional=True,
                                    default_text="$HWTUNE_DATA, else the system location")
     split_seed: int | None = setting(None, "int", "seed of the digits train/test split (another split than the "
-                                     "model's is refused where a pass fine-tunes)", lo=0, hi=2 ** 63 - 1,
+                                     "model's is refused where a pass fine-tunes)", lo=0, hi=MAX_SPLIT_SEED,
                                      optional=True, default_text="the model's, else 0")
     train_samples: int | None = setting(None, "int", "train or fine-tune on a random subset of this many "
                                         "training samples", "samples", lo=1, optional=True, default_text="all")
@@ -104,7 +107,8 @@ class QuantizeConfig(FinetuneOptions):
                                        "layer", "steps", lo=1, hi=MAX_STEPS, optional=True,
                                        default_text="the model's grid, else the target's")
     time_bits: int | None = setting(None, "int", "alternative to steps: 2**time_bits - 1 steps per window",
-                                    "bits", lo=1, hi=16, optional=True, default_text="use steps")
+                                    "bits", lo=1, hi=MAX_STEPS.bit_length() - 1, optional=True,
+                                    default_text="use steps")
     input_steps: int | None = setting(None, "int", "steps of the input window", "steps", lo=1, hi=MAX_STEPS,
                                       optional=True, default_text="the model's, else the target's")
     window_quantile: float = setting(0.999, "float", "window length = this quantile of each layer's positive "

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hwtune.configs import DATASETS
+from hwtune.configs import DATASETS, MAX_SPLIT_SEED
 from hwtune.errors import HwtuneError, short
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
@@ -144,10 +144,6 @@ def _load_fashion(data_dir: str | None) -> Dataset:
     meta = {"name": "fashion-mnist", "source": str(directory), "shape": [1, 28, 28], "n_classes": 10,
             "classes": FASHION_CLASSES, "pixel_range": [0, 255], "sha256": files}
     return Dataset(*parts["train"], *parts["test"], meta)
-
-
-#: Largest seed of the digits train/test split (scikit-learn's random_state is 32-bit).
-MAX_SPLIT_SEED = 2 ** 32 - 1
 
 
 def _load_digits(split_seed: int) -> Dataset:

@@ -30,7 +30,8 @@ from hwtune.atomic import atomic_directory
 from hwtune.configs import MAX_LAYER_ENTRIES
 from hwtune.errors import HwtuneError, OutputError, short
 from hwtune.layers import is_weighted, kind_of
-from hwtune.numerics import BIAS_BITS, MAX_STEPS, SCALE_EXPONENTS, SYNAPTIC_DELAY, WEIGHT_BITS
+from hwtune.numerics import (BIAS_BITS, DEFAULT_BIAS_BITS, DEFAULT_SCALE_EXPONENTS, MAX_STEPS, SCALE_EXPONENTS,
+                             SYNAPTIC_DELAY, WEIGHT_BITS)
 from hwtune.safepaths import regular_file
 from hwtune.ttfs.net import TTFSNet
 from hwtune.ttfs.quant import QuantSpec, weight_mantissa
@@ -172,12 +173,12 @@ def _check_quant(file: Path, quant, n_hidden: int) -> None:
     if w is None:
         return
     keys = {"bits", "narrow", "scale", "exp_range", "bias_bits"}
-    exp = w.get("exp_range", [-32, 31]) if isinstance(w, dict) else None
+    exp = w.get("exp_range", list(DEFAULT_SCALE_EXPONENTS)) if isinstance(w, dict) else None
     if not (isinstance(w, dict) and set(w) <= keys and int_in(w.get("bits"), *WEIGHT_BITS)
             and isinstance(exp, list) and len(exp) == 2 and all(int_in(e, *SCALE_EXPONENTS) for e in exp)
             and exp[0] <= exp[1]
             and isinstance(w.get("narrow", False), bool) and w.get("scale", "per-layer") in ("per-layer", "per-channel")
-            and int_in(w.get("bias_bits", 16), *BIAS_BITS)):
+            and int_in(w.get("bias_bits", DEFAULT_BIAS_BITS), *BIAS_BITS)):
         _fail(file, f"quant.weights is not a valid weight format: {short(w)}")
 
 

@@ -37,6 +37,9 @@ SCALE_EXPONENTS = (-64, 64)
 SYNAPTIC_DELAY = (1, 62)
 #: Signed width of a target's current and membrane registers (state.membrane_bits).
 MEMBRANE_BITS = (8, 62)
+#: A weight format's scale exponents and bias width where a target or model file leaves them out.
+DEFAULT_SCALE_EXPONENTS = (-32, 31)
+DEFAULT_BIAS_BITS = 16
 #: Longest window in steps, input or hidden, of any setting, model or artifact (Loihi 2's longest: 1,024).
 MAX_STEPS = 65536
 #: Signed widths an artifact may declare: what the integer model itself represents in int64 (wider
@@ -211,8 +214,8 @@ class WeightFormat:
     bits: int
     narrow: bool = False
     scale: str = "per-layer"
-    exp_range: tuple[int, int] = (-32, 31)
-    bias_bits: int = 16
+    exp_range: tuple[int, int] = DEFAULT_SCALE_EXPONENTS
+    bias_bits: int = DEFAULT_BIAS_BITS
 
     @property
     def qmin(self) -> int:

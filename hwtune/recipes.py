@@ -30,8 +30,8 @@ from hwtune.architectures import n_hidden as hidden_layers
 from hwtune.architectures import preset
 from hwtune.bundled import find_recipe
 from hwtune.settings import Settings, check_value, setting
-from hwtune.configs import (DATASET_SHAPES, DATASETS, PASS_CONFIGS, DataConfig, DeployConfig, TrainConfig,
-                            check_dataset_name)
+from hwtune.configs import (DATASET_SHAPES, DATASETS, MAX_SEED, MAX_SPLIT_SEED, PASS_CONFIGS, DataConfig, DeployConfig,
+                            TrainConfig, check_dataset_name)
 from hwtune.errors import ConfigError, HwtuneError, short
 from hwtune.safepaths import check_name
 from hwtune.target import TargetError, TargetSpec, load_target, model_differences, target_from_record
@@ -48,7 +48,7 @@ class RecipeError(HwtuneError, ValueError):
 class DatasetSection(Settings):
     name: str = setting("digits", "str", f"dataset: {', '.join(DATASETS)}, or PATH.npz")
     data_dir: str | None = setting(None, "str", "directory of the dataset files", optional=True)
-    split_seed: int = setting(0, "int", "seed of the digits train/test split", lo=0, hi=2 ** 63 - 1)
+    split_seed: int = setting(0, "int", "seed of the digits train/test split", lo=0, hi=MAX_SPLIT_SEED)
 
     def check(self) -> None:
         check_dataset_name(self.name, "name")
@@ -68,7 +68,7 @@ class PipelineHeader(Settings):
     name: str = setting("", "str", "recipe name")
     description: str = setting("", "str", "what the recipe is for")
     seed: int = setting(0, "int", "random seed (batches, noise; the digits split: dataset.split_seed)", lo=0,
-                        hi=2 ** 63 - 1)
+                        hi=MAX_SEED)
     target: str = setting("loihi2", "str", "target name, alias or YAML path")
     out: str | None = setting(None, "str", "output directory", optional=True, default_text="runs/NAME")
     train_samples: int | None = setting(None, "int", "fine-tune on a random subset of this many training samples",

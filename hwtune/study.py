@@ -39,7 +39,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from hwtune.bundled import find_recipe
-from hwtune.configs import ExecutionConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
+from hwtune.configs import MAX_SEED, ExecutionConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
 from hwtune.device_noise import NoiseSpec
 from hwtune.errors import ConfigError, short
 from hwtune.recipes import PipelineSpec, RecipeError, check_pass, parse_pipeline, split_keys
@@ -127,7 +127,7 @@ def parse_study(data: object, path: str) -> Study:
         seeds = own.get("seeds", [0])
         if not (isinstance(seeds, list) and seeds):
             raise ConfigError(f"seeds must be a non-empty list of integers, got {short(seeds)}")
-        seeds = [check_value(Rule("int", "seed", lo=0, hi=2 ** 63 - 1), "seeds", s) for s in seeds]
+        seeds = [check_value(Rule("int", "seed", lo=0, hi=MAX_SEED), "seeds", s) for s in seeds]
         if len(set(seeds)) != len(seeds):
             raise ConfigError(f"seeds lists a seed twice: {seeds}")
     except ConfigError as e:

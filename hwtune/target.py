@@ -17,8 +17,9 @@ from hwtune.bundled import bundled_dir
 from hwtune.settings import Settings, setting
 from hwtune.errors import ConfigError, HwtuneError
 from hwtune.device_noise import NoiseSpec
-from hwtune.numerics import (BIAS_BITS, LAVA_WEIGHT_BITS, MAX_STEPS, MEMBRANE_BITS, SCALE_EXPONENTS, SYNAPTIC_DELAY,
-                             WEIGHT_BITS, WeightFormat, schedule)
+from hwtune.numerics import (BIAS_BITS, DEFAULT_BIAS_BITS, DEFAULT_SCALE_EXPONENTS, LAVA_STATE_BITS, LAVA_WEIGHT_BITS,
+                             MAX_STEPS, MEMBRANE_BITS, SCALE_EXPONENTS, SYNAPTIC_DELAY, WEIGHT_BITS, WeightFormat,
+                             schedule)
 from hwtune.safepaths import check_name
 from hwtune.yamlfile import read_yaml
 
@@ -36,9 +37,9 @@ class WeightSection(Settings):
     bits: int = setting(8, "int", "widest signed weight mantissa", "bits", lo=WEIGHT_BITS[0], hi=WEIGHT_BITS[1])
     narrow: bool = setting(False, "bool", "drop the most negative mantissa (symmetric range)")
     scale: str = setting("per-layer", "str", "power-of-two scale granularity", choices=("per-layer", "per-channel"))
-    exp_range: list = setting([-32, 31], "range", "allowed scale exponents [min, max]",
+    exp_range: list = setting(list(DEFAULT_SCALE_EXPONENTS), "range", "allowed scale exponents [min, max]",
                             lo=SCALE_EXPONENTS[0], hi=SCALE_EXPONENTS[1])
-    bias_bits: int = setting(16, "int", "signed per-step bias mantissa", "bits", lo=BIAS_BITS[0],
+    bias_bits: int = setting(DEFAULT_BIAS_BITS, "int", "signed per-step bias mantissa", "bits", lo=BIAS_BITS[0],
                             hi=BIAS_BITS[1])
 
 
@@ -47,12 +48,12 @@ class TimeSection(Settings):
     input_steps: int = setting(16, "int", "default steps of the input window", "steps", lo=1, hi=MAX_STEPS)
     steps_per_layer: int = setting(16, "int", "default steps per hidden window", "steps", lo=1, hi=MAX_STEPS)
     max_steps_per_layer: int = setting(1024, "int", "longest window", "steps", lo=1, hi=MAX_STEPS)
-    max_total_steps: int = setting(65536, "int", "longest latency (sum of windows and delays)", "steps", lo=1)
+    max_total_steps: int = setting(MAX_STEPS, "int", "longest latency (sum of windows and delays)", "steps", lo=1)
 
 
 @dataclass(frozen=True)
 class StateSection(Settings):
-    membrane_bits: int = setting(24, "int", "signed width of the current and membrane registers", "bits",
+    membrane_bits: int = setting(LAVA_STATE_BITS, "int", "signed width of the current and membrane registers", "bits",
                                  lo=MEMBRANE_BITS[0], hi=MEMBRANE_BITS[1])
     overflow: str = setting("error", "str", "what export does when a register could overflow: refuse",
                             choices=("error",))

@@ -49,6 +49,8 @@ def with_pass(name, **settings):
     (bad(samples=0), "samples = 0 must be an integer >= 1"),
     (bad(target="tpu"), "target: unknown target 'tpu'"),
     (bad(dataset="imagenet"), "dataset: name = 'imagenet' must be one of"),
+    (bad(dataset={"name": "digits", "split_seed": 2 ** 32}), "split_seed = 4294967296 must be an integer in [0, "
+                                                                "4294967295]"),
     (bad(model={"train": {"arch": "fc", "epochz": 3}}), "model.train: unknown setting(s) epochz"),
     (bad(model={"train": {"arch": "resnet"}}), "model.train: arch = 'resnet' must be one of"),
     (bad(model={"load": "/no/such/model"}), "model.load: /no/such/model: not a model directory"),

@@ -37,6 +37,14 @@ def test_another_split_only_by_flag_and_never_to_fine_tune(model, tmp_path, caps
     assert main(["quantize", str(model), "--seed", "3", "--epochs", "0", "-o", str(tmp_path / "q"), "-q"]) == 0
 
 
+def test_a_split_seed_scikit_learn_cannot_take_is_refused_before_any_work(model, capsys):
+    """The digits split is drawn by scikit-learn, whose seeds are 32-bit: 2**32 is refused by the flag."""
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", str(model), "--split-seed", str(2 ** 32), "-q"])
+    assert e.value.code == 2 and "4294967296 must be an integer in [0, 4294967295]" in capsys.readouterr().err
+    assert evaluate(capsys, model, "--split-seed", str(2 ** 32 - 1))["n"] == 360
+
+
 def test_a_model_from_before_the_recorded_split_keeps_its_training_seed(model, tmp_path, capsys):
     """hwtune <= 0.2 drew the split with the training seed and did not record it."""
     import shutil

@@ -18,7 +18,7 @@ logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 from hwtune.interrupts import sigint_deferred  # noqa: E402
 from hwtune.layers import kind_of  # noqa: E402
-from hwtune.numerics import WeightFormat  # noqa: E402
+from hwtune.numerics import DEFAULT_SCALE_EXPONENTS, WeightFormat  # noqa: E402
 
 with sigint_deferred():   # a Ctrl-C during brevitas' import would vanish in its bare except: delivered after
     import brevitas.nn
@@ -43,7 +43,7 @@ class QuantSpec:
     def from_dict(cls, d: dict) -> "QuantSpec":
         w = d.get("weights")
         if w is not None:
-            w = WeightFormat(**{**w, "exp_range": tuple(w.get("exp_range", (-32, 31)))})
+            w = WeightFormat(**{**w, "exp_range": tuple(w.get("exp_range", DEFAULT_SCALE_EXPONENTS))})
         return cls(steps=[int(s) for s in d["steps"]], weights=w, delay=int(d.get("delay", 1)))
 
 
