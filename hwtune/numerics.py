@@ -26,6 +26,8 @@ LAVA_ACT_SHIFT = 6
 LAVA_STATE_BITS = 24
 LAVA_VTH_BITS = 17
 LAVA_A_IN_BITS = 16
+#: Largest vth (unsigned LAVA_VTH_BITS), in weight units.
+LAVA_VTH_MAX = 2 ** LAVA_VTH_BITS - 1
 # Ranges, each defined once here and used by the configs, targets, model files and artifacts:
 #: Widths of a signed weight mantissa hwtune quantizes to (a pass's bits, a target's weights.bits, a model file).
 WEIGHT_BITS = (2, 16)
@@ -277,6 +279,14 @@ def integration_steps(schedule: list[int], n: int, delay: int) -> range:
     return range(schedule[n] + delay, schedule[n + 1])
 
 
+def from_lava_state(v):
+    """A Loihi 2 LIF register (u or v, integer array) in weight units, and where it is exact:
+    (v // 2^LAVA_ACT_SHIFT, v mod 2^LAVA_ACT_SHIFT == 0); a_in and vth are shifted left by
+    LAVA_ACT_SHIFT bits into the registers, so every value hwtune's build puts there is exact."""
+    unit = 2 ** LAVA_ACT_SHIFT
+    return v // unit, v % unit == 0
+
+
 def power_of_two_above(n: int) -> int:
     """The smallest power of two > n >= 0 (2^bit_length(n))."""
     return 1 << int(n).bit_length()
@@ -318,3 +328,68 @@ def state_bound(abs_sum, beta, steps_in: int, sigma=None, steps_out: int = 0) ->
         bound = np.maximum(bound + sigma * steps_out, threshold(sigma, steps_out))
         approx = approx + np.abs(sigma) * (steps_out + 1.0)
     return np.where(approx < 2.0 ** 62, bound, np.iinfo(np.int64).max)
+
+
+@dataclass(frozen=True)
+class StockClock:
+    """How Loihi 2's stock LIF neuron reproduces one layer (:func:`stock_clock`), in weight units:
+    threshold H (vth, one per layer); clock: step -> change of u of each neuron on that step; u, v:
+    the (lo, hi) per neuron its registers reach over every input."""
+
+    threshold: int
+    clock: dict
+    u: tuple
+    v: tuple
+
+
+def stock_clock(pos, neg, beta, steps_in: int, integration: range, sigma=None, steps_out: int = 0,
+                guard: tuple[int, int] | None = None) -> StockClock:
+    """The clock that makes Loihi 2's stock LIF (u += a_in, v += u, a spike and v = 0 when v > vth;
+    u and v zeroed before step R) fire each neuron of a layer once, on step F + T' - k with
+    k = :func:`fire` (V, sigma, T'); the derivation: docs/design.md, "Loihi 2 mapping".
+
+    Per neuron (int64 arrays): pos, neg = sum_j max(+-q_ij, 0); beta: per-step bias; steps_in: T;
+    integration: :func:`integration_steps`, R .. F - 1. An input of activation k arrives on step
+    R + T - k (k = 0: on F), so on F every input has arrived and u = sum_j q_ij + beta. sigma, steps_out:
+    slope and T' of a hidden layer; None, 0: the read-out, whose v holds V from F - 1 on and never spikes.
+    With V while integrating in [lo, hi] (``guard``, default the worst case :func:`membrane_bound`):
+
+        R:       u += beta - L       L = max(0, hi - H): v gets -L once, so no spike while integrating
+        R + 1:   u += L
+        F:       u += sigma - sum_j q_ij - beta + P      P = L + H + 1 - sigma (T' + 1)
+        F + 1:   u -= P              u = sigma: on firing step m, v = V + H + 1 - sigma (T' - m)
+        F + T':  u += K              K = max(0, -lo), the kick: a neuron not yet fired fires (k = 0)
+        F+T'+1:  u -= sigma + K      u = 0
+
+    with H = max(1, max_i sigma_i T' + K_i). v > H on step F + m <=> V + sigma (m + 1) >= sigma (T' + 1)
+    (:func:`threshold`), the first such m being T' - k; the kick makes it m = T' when V < 0."""
+    q_sum = pos - neg
+    v_max = steps_in * (pos + np.maximum(beta, 0))    # |V| while integrating (membrane_bound, signed)
+    v_min = -steps_in * (neg + np.maximum(-beta, 0))
+    reset, fire_start = integration.start, integration.stop
+    clock = {}
+
+    def add(step, values):
+        clock[step] = clock.get(step, 0) + values
+
+    if sigma is None:
+        add(reset, beta)
+        add(fire_start, -(q_sum + beta))
+        return StockClock(LAVA_VTH_MAX, clock, u=(-neg + np.minimum(beta, 0), pos + np.maximum(beta, 0)),
+                          v=(v_min, v_max))
+    lo, hi = (v_min, v_max) if guard is None else (np.maximum(v_min, guard[0]), np.minimum(v_max, guard[1]))
+    kick = np.maximum(0, -lo)
+    vth = int(max(1, (sigma * steps_out + kick).max()))
+    lift = np.maximum(0, hi - vth)
+    pulse = lift + vth + 1 - threshold(sigma, steps_out)
+    add(reset, beta - lift)
+    add(reset + 1, lift)
+    add(fire_start, sigma - q_sum - beta + pulse)
+    add(fire_start + 1, -pulse)
+    add(fire_start + steps_out, kick)
+    add(fire_start + steps_out + 1, -(sigma + kick))
+    # u holds sigma + P on F (> 0: H >= sigma + K), sigma on the firing steps and sigma + K on F + T';
+    # v above H spikes and resets at once: it never holds more than H
+    return StockClock(vth, clock, u=(-neg - np.maximum(-beta, 0) - lift, np.maximum(pos + np.maximum(beta, 0),
+                                                                                  sigma + np.maximum(pulse, kick))),
+                      v=(v_min - lift, np.full_like(v_min, vth)))

@@ -121,8 +121,11 @@ def test_build_refuses_what_the_stock_neuron_cannot_hold():
     with pytest.raises(ArtifactError, match="at most 8 weight bits"):
         plan(golden_artifact(weight_bits=9))
     a = golden_artifact()
-    a.layers[0].bias[:] = 40000       # u would hold beta: more than the 16-bit a_in can bring in one step
-    with pytest.raises(ArtifactError, match=r"layer 'hidden' neuron 0: u reaches \[-\d+, 160001\] weight units, "
+    # u would hold beta: more than the 16-bit a_in can bring in one step. By hand (T = T' = 4, q = [2, -1],
+    # sigma 3): V <= 4 (2 + 40000) = 160008, K = 4, H = 16, L = 159992, P = L + H + 1 - 15 = 159994; u's
+    # largest is sigma + max(P, K) = 159997 on F
+    a.layers[0].bias[:] = 40000
+    with pytest.raises(ArtifactError, match=r"layer 'hidden' neuron 0: u reaches \[-\d+, 159997\] weight units, "
                                             r"outside the 24-bit register.*a_in on step 1 reaches \d+ > 32767"):
         plan(a)
     a = golden_artifact()

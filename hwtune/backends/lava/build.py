@@ -14,20 +14,9 @@ is numerics.integrate with beta moved into u. What the stock neuron lacks (a per
 after the window, a per-neuron threshold, one spike) comes from a per-layer clock: host-timed
 spikes through Dense synapses whose weights change u on given steps of the sample. Every neuron
 spikes exactly once per sample, a silent one (k = 0) at m = T_n, so by its first firing step F_n
-every input has arrived and u = sum_j q_ij + beta_i is known. Per neuron i of layer n (T = T_{n-1},
-T' = T_n, integration steps R = F_{n-1} + d .. F_n - 1, vth = H one per layer):
-
-    step R:          u += beta_i - L_i           v gets -L_i once (no spike while integrating)
-    step R + 1:      u += L_i
-    step F_n:        u += sigma_i - sum_j q_ij - beta_i + P_i     u = sigma_i + P_i
-    step F_n + 1:    u -= P_i                    u = sigma_i: the firing slope
-    step F_n + T':   u += K_i                    the kick: whoever has not spiked spikes (k = 0)
-    step F_n + T'+1: u -= sigma_i + K_i          u = 0: v stays <= H till the reset
-
-with P_i = L_i + H + 1 - sigma_i (T' + 1), so on firing step m, v = V_i + H + 1 - sigma_i (T' - m)
-> H  <=>  V_i + sigma_i (m + 1) >= sigma_i (T' + 1): numerics.fire's spike step m = T' - k. The
-read-out gets u += beta_i at R and u -= sum_j q_ij + beta_i at F_{N+1} (v then holds V, vth at
-its maximum so it never spikes). LIFReset zeroes u and v at R of every sample.
+every input has arrived and u = sum_j q_ij + beta_i is known. The clock's table, its proof and its
+register bounds are numerics.stock_clock's (the integer rule); this module turns it into processes.
+LIFReset zeroes u and v at R of every sample.
 
 Every register bound (u, v, vth, bias, the 16-bit a_in) is checked before anything is built, over
 every possible input (:func:`plan`, naming layer, neuron, register and limit).
@@ -50,7 +39,7 @@ from hwtune.layers import OpError
 #: multiple of 64, and every quantity below is in weight units (v / 64). Register limits, in weight
 #: units: u and v (u wraps, v is clipped at +-(2^23 - 1)), vth (unsigned), a_in (one step's input).
 V_LIMIT = numerics.signed_range(numerics.LAVA_STATE_BITS - numerics.LAVA_ACT_SHIFT)[1]
-VTH_LIMIT = 2 ** numerics.LAVA_VTH_BITS - 1
+VTH_LIMIT = numerics.LAVA_VTH_MAX
 A_IN_LIMIT = numerics.signed_range(numerics.LAVA_A_IN_BITS)[1]
 #: Lava's du for a current that does not decay (decay du + ds_offset = 0).
 PERFECT_INTEGRATOR_DU = -1
@@ -107,60 +96,31 @@ def period_steps(artifact: Artifact) -> int:
 def _layer_plan(layer, q, steps_in: int, integration: range,
                 guard: ty.Optional[ty.Tuple[int, int]]) -> ty.Tuple[StockLayer, ty.List[str]]:
     """The plan of one layer that integrates on the steps ``integration`` (numerics.integration_steps:
-    R .. F_n - 1), and the register violations found (module docstring: the clock). Every register bound is a worst case over all
-    inputs; only the guard L and the kick K may be sized for ``guard`` = (smallest V after
+    R .. F_n - 1), and the register violations found (the clock: numerics.stock_clock). Every register
+    bound is a worst case over all inputs; only the guard L and the kick K may be sized for ``guard`` = (smallest V after
     integration, largest V while integrating), a calibrated range (:func:`calibrate`): an input
     outside it makes a neuron spike early or not at all, which the run detects (run._decode)."""
     positions = layer.n_out // layer.synapse.out_channels
     beta = np.repeat(np.asarray(layer.bias, dtype=np.int64), positions)
     pos, neg = _row_sums(q)
-    q_sum, arrivals = pos - neg, pos + neg          # arrivals: the most one step can bring in
-    v_max = steps_in * (pos + np.maximum(beta, 0))  # |V| bounds while integrating (numerics.membrane_bound)
-    v_min = -steps_in * (neg + np.maximum(-beta, 0))
-    reset, fire_start = integration.start, integration.stop
-    clock = {}
-
-    def add(step, values):
-        clock[step] = clock.get(step, 0) + values
-
-    if layer.readout:
-        threshold, steps_out = VTH_LIMIT, 0
-        add(reset, beta)
-        add(fire_start, -(q_sum + beta))
-        u = (-neg + np.minimum(beta, 0), pos + np.maximum(beta, 0))
-        v = (v_min, v_max)
-    else:
-        sigma = np.repeat(np.asarray(layer.slope, dtype=np.int64), positions)
-        steps_out = layer.window_steps
-        lo, hi = (v_min, v_max) if guard is None else (np.maximum(v_min, guard[0]), np.minimum(v_max, guard[1]))
-        kick = np.maximum(0, -lo)
-        threshold = int(max(1, (sigma * steps_out + kick).max()))
-        lift = np.maximum(0, hi - threshold)
-        pulse = lift + threshold + 1 - numerics.threshold(sigma, steps_out)
-        add(reset, beta - lift)
-        add(reset + 1, lift)
-        add(fire_start, sigma - q_sum - beta + pulse)
-        add(fire_start + 1, -pulse)
-        add(fire_start + steps_out, kick)
-        add(fire_start + steps_out + 1, -(sigma + kick))
-        u = (-neg - np.maximum(-beta, 0) - lift, np.maximum(pos + np.maximum(beta, 0), sigma + pulse + kick))
-        # v above H spikes and resets at once, so clipping at the top is harmless (H < V_LIMIT)
-        v = (v_min - lift, np.full_like(v_min, threshold))
+    sigma, steps_out = (None, 0) if layer.readout else \
+        (np.repeat(np.asarray(layer.slope, dtype=np.int64), positions), layer.window_steps)
+    stock = numerics.stock_clock(pos, neg, beta, steps_in, integration, sigma, steps_out, guard)
     where = f"layer {layer.name!r}"
-    problems = [] if threshold <= VTH_LIMIT else \
-        [f"{where}: vth = {threshold} > {VTH_LIMIT} ({numerics.LAVA_VTH_BITS} bits)"]
-    for register, (lo, hi) in (("u", u), ("v", v)):
+    problems = [] if stock.threshold <= VTH_LIMIT else \
+        [f"{where}: vth = {stock.threshold} > {VTH_LIMIT} ({numerics.LAVA_VTH_BITS} bits)"]
+    for register, (lo, hi) in (("u", stock.u), ("v", stock.v)):
         for i in np.flatnonzero((hi > V_LIMIT) | (lo < -V_LIMIT))[:3]:
             problems.append(f"{where} neuron {i}: {register} reaches [{lo[i]}, {hi[i]}] weight units, outside "
                             f"the {numerics.LAVA_STATE_BITS}-bit register (+-{V_LIMIT} x "
                             f"{2 ** numerics.LAVA_ACT_SHIFT})")
-    for step, values in sorted(clock.items()):
-        need = np.abs(values) + arrivals
+    for step, values in sorted(stock.clock.items()):
+        need = np.abs(values) + pos + neg          # the clock's change and the most the inputs bring in one step
         for i in np.flatnonzero(need > A_IN_LIMIT)[:3]:
             problems.append(f"{where} neuron {i}: a_in on step {step} reaches {need[i]} > {A_IN_LIMIT} "
                             f"({numerics.LAVA_A_IN_BITS} bits)")
-    return StockLayer(name=layer.name, matrix=q, steps_out=steps_out, reset=reset, fire_start=fire_start,
-                      threshold=threshold, clock=clock), problems
+    return StockLayer(name=layer.name, matrix=q, steps_out=steps_out, reset=integration.start,
+                      fire_start=integration.stop, threshold=stock.threshold, clock=stock.clock), problems
 
 
 def plan(artifact: Artifact) -> ty.List[StockLayer]:
@@ -172,9 +132,9 @@ def plan(artifact: Artifact) -> ty.List[StockLayer]:
                             f"{artifact.weight_bits}")
     if artifact.overflow != "error":
         raise ArtifactError(f"overflow {artifact.overflow!r}: the stock neuron's registers are checked to hold every "
-                            "value (24 bits, 6 of them below the weight unit), so the artifact's narrower "
-                            f"{artifact.membrane_bits}-bit {artifact.overflow} semantics cannot be reproduced; export "
-                            "for a target with overflow: error")
+                            f"value ({numerics.LAVA_STATE_BITS} bits, {numerics.LAVA_ACT_SHIFT} of them below the "
+                            f"weight unit), so the artifact's narrower {artifact.membrane_bits}-bit "
+                            f"{artifact.overflow} semantics cannot be reproduced; export for a target with overflow: error")
     guards = _guards(artifact)
     layers, problems = [], []
     for n, layer in enumerate(artifact.layers):

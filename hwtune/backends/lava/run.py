@@ -210,10 +210,11 @@ def run_lava(artifact: Artifact, k0, hardware: bool = False) -> LavaResult:
         most = max(most, count)
     readout = net.layers[-1]
     V = v.reshape(net.n_samples, net.period, -1)[:, readout.fire_start]   # v holds V from F - 1 till the period ends
-    unit = 2 ** numerics.LAVA_ACT_SHIFT                 # v counts weight units of a_in shifted into it
-    if np.any(V % unit):
-        raise LavaRunError(f"Lava: read-out {readout.name!r} holds a v that is not a multiple of {unit}")
-    return LavaResult(artifact=artifact, activations=activations, potentials=[V // unit], period=net.period,
+    V, exact = numerics.from_lava_state(V)
+    if not exact.all():
+        raise LavaRunError(f"Lava: read-out {readout.name!r} holds a v that is not a multiple of "
+                           f"{2 ** numerics.LAVA_ACT_SHIFT}")
+    return LavaResult(artifact=artifact, activations=activations, potentials=[V], period=net.period,
                        total_steps=total, process_models=models, max_spikes_per_neuron=most)
 
 
