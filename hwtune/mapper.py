@@ -52,13 +52,21 @@ class LayerMap:
     stored_as: str
 
 
-def _tile_axons(layer: ArtifactLayer, positions: int) -> int:
-    """Inputs read by a core holding ``positions`` output positions (the synapse kind's tile_inputs)."""
-    return layer.synapse.tile_inputs(positions, folded_pool(layer), layer.n_in)
-
-
 def _fail(layer: ArtifactLayer, resource: str, detail: str):
     raise ArtifactError(f"layer {layer.name!r} does not fit the chip: {detail} ({resource})")
+
+
+def _fit_axons(layer: ArtifactLayer, chip: ChipSection, count: int, reads, what: str) -> tuple[int, int]:
+    """Shrink ``count`` (output positions or neurons per core) by eighths until the inputs a core
+    reads, ``reads(count)``, fit ``max_axons_per_core``; refuses, naming ``what`` reads too many,
+    when even one does not fit. Returns (count, inputs read)."""
+    limit = chip.max_axons_per_core
+    while limit and count > 1 and reads(count) > limit:
+        count -= max(1, count // 8)
+    axons = reads(count)
+    if limit and axons > limit:
+        _fail(layer, "chip.max_axons_per_core", f"{what} {axons} inputs, more than {limit} per core")
+    return count, axons
 
 
 def _shared_kernel_layer(layer: ArtifactLayer, chip: ChipSection, weight_bits: int) -> LayerMap:
@@ -68,13 +76,9 @@ def _shared_kernel_layer(layer: ArtifactLayer, chip: ChipSection, weight_bits: i
     if channels < 1:
         _fail(layer, "chip.synaptic_memory_bits", f"the kernel of one output channel needs {kernel_bits} bits, more "
                                                   f"than a core's {chip.synaptic_memory_bits}")
-    positions = min(h_o * w_o, chip.neurons_per_core // channels)
-    while chip.max_axons_per_core and positions > 1 and _tile_axons(layer, positions) > chip.max_axons_per_core:
-        positions -= max(1, positions // 8)
-    axons = _tile_axons(layer, positions)
-    if chip.max_axons_per_core and axons > chip.max_axons_per_core:
-        _fail(layer, "chip.max_axons_per_core", f"one output position reads {axons} inputs, more than "
-                                                f"{chip.max_axons_per_core} per core")
+    positions, axons = _fit_axons(
+        layer, chip, min(h_o * w_o, chip.neurons_per_core // channels),
+        lambda n: layer.synapse.tile_inputs(n, channels, folded_pool(layer), layer.n_in), "one output position reads")
     cores = math.ceil(c_out / channels) * math.ceil(h_o * w_o / positions)
     return LayerMap(layer.name, layer.synapse.kind, layer.n_out, cores, channels * positions, int(layer.fan_out().sum()),
                     cores * channels * kernel_bits, int(layer.fan_in().max()), axons, "shared kernels")
@@ -89,12 +93,9 @@ def _explicit_layer(layer: ArtifactLayer, chip: ChipSection, clock_rows: int = 0
     if per_core < 1:
         _fail(layer, "chip.synaptic_memory_bits", f"one neuron's {fan_in} synapses need {per_neuron} bits, more than "
                                                   f"a core's {chip.synaptic_memory_bits}")
-    while chip.max_axons_per_core and per_core > 1 and _tile_axons(layer, per_core) > chip.max_axons_per_core:
-        per_core -= max(1, per_core // 8)
-    axons = _tile_axons(layer, per_core)
-    if chip.max_axons_per_core and axons > chip.max_axons_per_core:
-        _fail(layer, "chip.max_axons_per_core", f"its neurons read {axons} inputs, more than {chip.max_axons_per_core} "
-                                                "per core")
+    per_core, axons = _fit_axons(layer, chip, per_core,
+                                 lambda n: layer.synapse.core_inputs(n, folded_pool(layer), layer.n_in),
+                                 "its neurons read")
     synapses = int(layer.fan_out().sum()) + layer.n_out * clock_rows
     return LayerMap(layer.name, layer.synapse.kind, layer.n_out, math.ceil(layer.n_out / per_core), per_core, synapses,
                     synapses * chip.synapse_bits, fan_in, axons + clock_rows,

@@ -95,3 +95,33 @@ def test_depthwise_separable_net_on_digits(digits):
     depthwise = map_layers(artifact, sharing)[1]
     assert depthwise.synapses == layer_matrix(artifact.layers[1]).nnz
     assert depthwise.cores == 1 and depthwise.memory_bits == 4 * (1 * 3 * 3) * 6          # not 4 x (4 x 3 x 3) x 6
+
+
+def test_a_saved_depthwise_model_loads_with_its_integers(digits, tmp_path):
+    """io.save / io.load of the quantized depthwise-separable net: the stored integers come back,
+    and the reloaded net exports the same artifact (every weight, bias and slope) and logits."""
+    from hwtune import io
+    _, _, net, artifact, k0 = depthwise_case(digits)
+    io.save(net, tmp_path / "m")
+    again = to_artifact(io.load(tmp_path / "m"), load_target("emulator"))
+    assert again.layers[1].synapse.groups == 4
+    for a, b in zip(artifact.layers, again.layers):
+        assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
+        assert (a.slope is None and b.slope is None) or np.array_equal(a.slope, b.slope)
+    assert np.array_equal(emulate(again, k0).logits, emulate(artifact, k0).logits)
+
+
+def test_a_core_of_a_grouped_conv_reads_only_its_groups_inputs():
+    """By hand: C_in = C_out = 6, g = 3 (2 input and 2 output channels per group), K = 3, on 8 x 8:
+    output 6 x 6. A tile of p positions spans th x tw >= p outputs, (t - 1) + 3 inputs per side."""
+    conv = Conv2d(weight=np.ones((6, 2, 3, 3), dtype=np.int64), in_shape=(6, 8, 8), groups=3)
+    n_in = 6 * 8 * 8
+    assert conv.tile_inputs(4, 1, 1, n_in) == 1 * 2 * 4 * 4            # 2 x 2 tile, one group: 2 input channels
+    assert conv.tile_inputs(4, 2, 1, n_in) == 2 * 2 * 4 * 4            # 2 channels may straddle 2 groups
+    assert conv.tile_inputs(4, 6, 1, n_in) == 3 * 2 * 4 * 4            # every group: all 6 input channels
+    assert conv.tile_inputs(5, 1, 1, n_in) == 2 * 5 * 4                # 3 x 2 tile (2 x 2 would hold only 4)
+    assert conv.tile_inputs(4, 1, 2, n_in) == 2 * 8 * 8                # a pooling 2 before it doubles each side
+    assert conv.core_inputs(10, 1, n_in) == 2 * 2 * 6 * 5              # 10 neurons: 4 x 3 tile, 2 channels
+    assert conv.core_inputs(36, 1, n_in) == 2 * 2 * 8 * 8              # one channel's map may span 2 channels
+    tall = Conv2d(weight=np.ones((1, 1, 3, 3), dtype=np.int64), in_shape=(1, 14, 5))       # output 12 x 3
+    assert tall.tile_inputs(36, 1, 1, 70) == 14 * 5                    # the whole map: 12 x 3 outputs, all inputs

@@ -13,7 +13,7 @@ layer, so that adding a kind means adding one module (and its registration, hwtu
   ``output_shape``, ``gain``; a synapse also its fan-in / fan-out / |q| sums;
 - **connectivity** (``matrix``: the explicit synapse matrix, what hwtune.backends.lava builds its
   Dense / Sparse process from; a shape op's ``folded_pool`` and ``keeps_map``), **mapper cost** (``shares_kernels``,
-  ``tile_inputs``, ``kernel_bits``: hwtune.mapper) and **JSON** (``to_json`` / ``from_json``).
+  ``tile_inputs``, ``core_inputs``, ``kernel_bits``: hwtune.mapper) and **JSON** (``to_json`` / ``from_json``).
 
 Layouts follow torch: (C, H, W) channel-major, flattened in that order.
 """
@@ -182,3 +182,13 @@ class Synapse(LayerKind):
     @property
     def out_channels(self) -> int:
         return self.weight.shape[0]
+
+    def tile_inputs(self, positions: int, channels: int, pool: int, n_in: int) -> int:
+        """Inputs (axons) read by a core holding ``positions`` output positions of ``channels``
+        output channels, stored as shared kernels (hwtune.mapper); here every input (``n_in``)."""
+        return n_in
+
+    def core_inputs(self, neurons: int, pool: int, n_in: int) -> int:
+        """Inputs read by a core holding ``neurons`` consecutive neurons stored as explicit synapses
+        (hwtune.mapper); here every input of the layer (``n_in``)."""
+        return n_in

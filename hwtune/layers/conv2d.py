@@ -202,13 +202,25 @@ class Conv2d(Synapse):
         """Bits of one output channel's kernel stored once (a pooling p folded in: K p per side)."""
         return self.weight[0].shape[0] * (self.kernel * pool) ** 2 * weight_bits
 
-    def tile_inputs(self, positions: int, pool: int, n_in: int) -> int:
-        """Inputs (C_in x rows x columns before pooling) read by a square-ish tile of output positions."""
-        _, h_o, w_o = self.output_shape()
-        th = min(h_o, max(1, math.isqrt(positions)))
-        tw = min(w_o, max(1, positions // th))
+    def tile_inputs(self, positions: int, channels: int, pool: int, n_in: int) -> int:
+        """Inputs (input channels x rows x columns before pooling) read by a core holding a square-ish
+        tile of ``positions`` output positions (th x tw >= positions rows and columns, th ~ tw, clipped to the
+        map) of ``channels`` consecutive output channels: the C_in / g input channels of each group those
+        channels belong to, at most ceil((channels - 1) / (C_out / g)) + 1."""
+        c_out, h_o, w_o = self.output_shape()
+        tw = min(w_o, max(1, positions // min(h_o, max(1, math.isqrt(positions)))))
+        th = min(h_o, -(-positions // tw))
         span = lambda t: ((t - 1) * self.stride + self.kernel) * pool          # noqa: E731
-        return self.in_shape[0] * span(th) * span(tw)
+        groups = min(self.groups, -(-(channels - 1) // (c_out // self.groups)) + 1)
+        return groups * (self.in_shape[0] // self.groups) * span(th) * span(tw)
+
+    def core_inputs(self, neurons: int, pool: int, n_in: int) -> int:
+        """Inputs read by a core holding ``neurons`` consecutive neurons (channel-major): a tile of
+        min(neurons, H_o W_o) positions over the at most ceil((neurons - 1) / (H_o W_o)) + 1 channels they span."""
+        c_out, h_o, w_o = self.output_shape()
+        per_channel = h_o * w_o
+        return self.tile_inputs(min(neurons, per_channel), min(c_out, -(-(neurons - 1) // per_channel) + 1), pool,
+                                n_in)
 
     # ---- JSON
     def to_json(self) -> dict:

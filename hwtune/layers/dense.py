@@ -88,10 +88,6 @@ class Dense(Synapse):
         kernel = self.weight.reshape(self.out_channels, c, h // pool, w // pool)   # over the pooled map
         return conv_csr(kernel, in_shape, pool=pool)
 
-    def tile_inputs(self, neurons: int, pool: int, n_in: int) -> int:
-        """Inputs read by a core of ``neurons`` neurons: every input of the layer (``n_in``)."""
-        return n_in
-
     # ---- JSON
     def to_json(self) -> dict:
         return {"kind": self.kind, "in": int(self.weight.shape[1]), "out": int(self.weight.shape[0])}
