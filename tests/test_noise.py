@@ -40,10 +40,8 @@ def test_torch_equals_emulator_under_noise(quantized, digits, spec):
     artifact = to_artifact(net, load_target("emulator"))
     x = digits.test_x[:200]
     for index in (0, 1):
-        net.noise = evaluation_noise(net, spec, seed=3, index=index)
-        with torch.no_grad():
+        with torch.no_grad(), net.conditions(noise=evaluation_noise(net, spec, seed=3, index=index)):
             logits, acts = net.forward_with_activations(x)
-        net.noise = None
         emu = emulate(artifact, encoded_inputs(x, artifact.input_steps),
                       noise=EmulatorNoise.evaluation(artifact, spec, seed=3, index=index))
         for n, (kt, ke) in enumerate(zip(acts, emu.activations)):

@@ -135,9 +135,8 @@ def test_noise_is_reproducible_by_seed(trained, digits):
     outs = []
     spec = NoiseSpec(jitter=0.1, weight_mismatch=0.05, threshold_noise=0.05)
     for seed in (3, 3, 4):
-        net.noise = evaluation_noise(net, spec, seed, 0)
-        outs.append(net(x))
-    net.noise = None
+        with net.conditions(noise=evaluation_noise(net, spec, seed, 0)):
+            outs.append(net(x))
     assert torch.equal(outs[0], outs[1])
     assert not torch.equal(outs[0], outs[2])
     assert not torch.equal(outs[0], net(x))
