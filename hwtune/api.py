@@ -25,7 +25,7 @@ from hwtune import api_args as args
 from hwtune import workflow
 from hwtune.artifact import Artifact
 from hwtune.settings import Rule, check_value, rule_of
-from hwtune.configs import DataConfig, DeployConfig, LatencyConfig, NoiseConfig, QuantizeConfig, TrainConfig
+from hwtune.configs import SPLIT_SEED_RULE, DataConfig, DeployConfig, LatencyConfig, NoiseConfig, QuantizeConfig, TrainConfig
 from hwtune.data import Dataset
 from hwtune.data import load_dataset as _load_dataset
 from hwtune.target import TargetSpec
@@ -37,7 +37,7 @@ def load_dataset(name: str = "digits", data_dir: str | None = None, seed: int = 
     """Train/test tensors (pixel intensities in [0, 1]) of a dataset; ``seed`` fixes the digits split."""
     return _load_dataset(check_value(rule_of(DataConfig, "dataset"), "name", name),
                          data_dir=check_value(rule_of(DataConfig, "data_dir"), "data_dir", data_dir),
-                         split_seed=args.seed(seed))
+                         split_seed=check_value(SPLIT_SEED_RULE, "seed", seed))
 
 
 def load_target(name_or_path: str) -> TargetSpec:

@@ -115,7 +115,7 @@ def _int_in(lo: int, hi: int | None = None, within: str = ""):
     return parse
 
 
-_seed = _int_in(0, MAX_SEED, "in [0, 2**63)")
+_seed = _int_in(0, MAX_SEED)
 _positive_int = _int_in(1)
 
 

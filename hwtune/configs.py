@@ -28,6 +28,7 @@ MAX_SEED = 2 ** 63 - 1
 SEED_RULE = Rule("int", "random seed", lo=0, hi=MAX_SEED)
 #: Largest seed of the digits train/test split (scikit-learn's random_state is 32-bit).
 MAX_SPLIT_SEED = 2 ** 32 - 1
+SPLIT_SEED_RULE = Rule("int", "seed of the digits train/test split", lo=0, hi=MAX_SPLIT_SEED)
 
 
 @dataclass(frozen=True)

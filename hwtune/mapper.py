@@ -4,12 +4,14 @@ Model (one layer at a time, cores are not shared between layers, the input arriv
 
 - A convolution on a chip with ``conv_weight_sharing`` is stored as kernels: a core holds a tile
   of output positions for a group of output channels and stores those channels' kernels once,
-  C_in (K p)^2 weight_bits bits per channel (a sum pooling p folded in: the kernel grows to K p).
-  Channels per core are bounded by the synaptic memory, positions per core by the neuron count
-  (and by ``max_axons_per_core``: the inputs a tile reads).
+  C_in / g (K p)^2 weight_bits bits per channel (sum poolings folded in: the kernel grows to K p).
+  Channels per core are bounded by the synaptic memory, positions per core by the neuron count;
+  ``max_axons_per_core`` (the inputs a tile reads: the kind's ``tile_inputs``) shrinks the positions,
+  then the channels.
 - Every other layer stores each synapse explicitly, ``synapse_bits`` per nonzero weight, at the
   core of its neuron: neurons per core are bounded by the neuron count and by the synaptic memory
-  its neurons' fan-in takes; such a core reads every input of the layer (its axons).
+  its neurons' fan-in takes, and by ``max_axons_per_core`` (the inputs its neurons read: the kind's
+  ``core_inputs``; a dense layer's core reads every input of the layer).
 - cores = sum over layers; chips = ceil(cores / cores_per_chip), at most ``max_chips``.
 
 A layer that cannot be placed (one channel's kernel or one neuron's synapses exceed a core's
@@ -56,17 +58,18 @@ def _fail(layer: ArtifactLayer, resource: str, detail: str):
     raise ArtifactError(f"layer {layer.name!r} does not fit the chip: {detail} ({resource})")
 
 
-def _fit_axons(layer: ArtifactLayer, chip: ChipSection, count: int, reads, what: str) -> tuple[int, int]:
-    """Shrink ``count`` (output positions or neurons per core) by eighths until the inputs a core
-    reads, ``reads(count)``, fit ``max_axons_per_core``; refuses, naming ``what`` reads too many,
-    when even one does not fit. Returns (count, inputs read)."""
+def _fit_axons(chip: ChipSection, count: int, reads) -> tuple[int, int]:
+    """Shrink ``count`` (output positions, channels or neurons per core) by eighths until the inputs
+    a core reads, ``reads(count)``, fit ``max_axons_per_core`` or count is 1. Returns (count, inputs read)."""
     limit = chip.max_axons_per_core
     while limit and count > 1 and reads(count) > limit:
         count -= max(1, count // 8)
-    axons = reads(count)
-    if limit and axons > limit:
-        _fail(layer, "chip.max_axons_per_core", f"{what} {axons} inputs, more than {limit} per core")
-    return count, axons
+    return count, reads(count)
+
+
+def _refuse_axons(layer: ArtifactLayer, chip: ChipSection, axons: int, what: str) -> None:
+    if chip.max_axons_per_core and axons > chip.max_axons_per_core:
+        _fail(layer, "chip.max_axons_per_core", f"{what} {axons} inputs, more than {chip.max_axons_per_core} per core")
 
 
 def _shared_kernel_layer(layer: ArtifactLayer, chip: ChipSection, weight_bits: int) -> LayerMap:
@@ -76,9 +79,18 @@ def _shared_kernel_layer(layer: ArtifactLayer, chip: ChipSection, weight_bits: i
     if channels < 1:
         _fail(layer, "chip.synaptic_memory_bits", f"the kernel of one output channel needs {kernel_bits} bits, more "
                                                   f"than a core's {chip.synaptic_memory_bits}")
-    positions, axons = _fit_axons(
-        layer, chip, min(h_o * w_o, chip.neurons_per_core // channels),
-        lambda n: layer.synapse.tile_inputs(n, channels, folded_pool(layer), layer.n_in), "one output position reads")
+    pool = folded_pool(layer)
+
+    def fit_positions(channels: int) -> tuple[int, int]:
+        return _fit_axons(chip, min(h_o * w_o, chip.neurons_per_core // channels),
+                          lambda p: layer.synapse.tile_inputs(p, channels, pool, layer.n_in))
+
+    # fewer positions first; where one position still reads too much, fewer channels (a grouped conv's
+    # channels of one group read only that group's inputs)
+    channels, _ = _fit_axons(chip, channels, lambda c: fit_positions(c)[1])
+    positions, axons = fit_positions(channels)
+    _refuse_axons(layer, chip, axons, "one output position of one channel reads" if channels == 1 else
+                  f"one output position of {channels} channels reads")
     cores = math.ceil(c_out / channels) * math.ceil(h_o * w_o / positions)
     return LayerMap(layer.name, layer.synapse.kind, layer.n_out, cores, channels * positions, int(layer.fan_out().sum()),
                     cores * channels * kernel_bits, int(layer.fan_in().max()), axons, "shared kernels")
@@ -93,9 +105,8 @@ def _explicit_layer(layer: ArtifactLayer, chip: ChipSection, clock_rows: int = 0
     if per_core < 1:
         _fail(layer, "chip.synaptic_memory_bits", f"one neuron's {fan_in} synapses need {per_neuron} bits, more than "
                                                   f"a core's {chip.synaptic_memory_bits}")
-    per_core, axons = _fit_axons(layer, chip, per_core,
-                                 lambda n: layer.synapse.core_inputs(n, folded_pool(layer), layer.n_in),
-                                 "its neurons read")
+    per_core, axons = _fit_axons(chip, per_core, lambda n: layer.synapse.core_inputs(n, folded_pool(layer), layer.n_in))
+    _refuse_axons(layer, chip, axons, "its neurons read")
     synapses = int(layer.fan_out().sum()) + layer.n_out * clock_rows
     return LayerMap(layer.name, layer.synapse.kind, layer.n_out, math.ceil(layer.n_out / per_core), per_core, synapses,
                     synapses * chip.synapse_bits, fan_in, axons + clock_rows,

@@ -26,8 +26,11 @@ LAVA_ACT_SHIFT = 6
 LAVA_STATE_BITS = 24
 LAVA_VTH_BITS = 17
 LAVA_A_IN_BITS = 16
-#: Largest vth (unsigned LAVA_VTH_BITS), in weight units.
+#: The registers' limits in weight units (what a_in counts; u and v hold 2^LAVA_ACT_SHIFT times it):
+#: u and v (u wraps, v is clipped at +-(2^23 - 1)), vth (unsigned), a_in (one step's input).
+LAVA_STATE_MAX = 2 ** (LAVA_STATE_BITS - LAVA_ACT_SHIFT - 1) - 1
 LAVA_VTH_MAX = 2 ** LAVA_VTH_BITS - 1
+LAVA_A_IN_MAX = 2 ** (LAVA_A_IN_BITS - 1) - 1
 # Ranges, each defined once here and used by the configs, targets, model files and artifacts:
 #: Widths of a signed weight mantissa hwtune quantizes to (a pass's bits, a target's weights.bits, a model file).
 WEIGHT_BITS = (2, 16)
@@ -389,7 +392,8 @@ def stock_clock(pos, neg, beta, steps_in: int, integration: range, sigma=None, s
     add(fire_start + steps_out, kick)
     add(fire_start + steps_out + 1, -(sigma + kick))
     # u holds sigma + P on F (> 0: H >= sigma + K), sigma on the firing steps and sigma + K on F + T';
-    # v above H spikes and resets at once: it never holds more than H
+    # v above H spikes and is zeroed on that step (Lava's clip at the register's top, H < LAVA_STATE_MAX,
+    # keeps it above H), so between steps v holds at most H
     return StockClock(vth, clock, u=(-neg - np.maximum(-beta, 0) - lift, np.maximum(pos + np.maximum(beta, 0),
                                                                                   sigma + np.maximum(pulse, kick))),
                       v=(v_min - lift, np.full_like(v_min, vth)))

@@ -39,12 +39,12 @@ import statistics
 from dataclasses import dataclass, field
 
 from hwtune.bundled import find_recipe
-from hwtune.configs import MAX_SEED, ExecutionConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
+from hwtune.configs import SEED_RULE, ExecutionConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
 from hwtune.device_noise import NoiseSpec
 from hwtune.errors import ConfigError, short
 from hwtune.recipes import PipelineSpec, RecipeError, check_pass, parse_pipeline, split_keys
 from hwtune.safepaths import check_name
-from hwtune.settings import Rule, check_value, rule_of
+from hwtune.settings import check_value, rule_of
 from hwtune.sweep import (POINTS, SUMMARY, base_dir, base_settings, parse_sweep, read_points, run_points, running,
                           settings_hash)
 from hwtune.yamlfile import read_yaml
@@ -127,7 +127,7 @@ def parse_study(data: object, path: str) -> Study:
         seeds = own.get("seeds", [0])
         if not (isinstance(seeds, list) and seeds):
             raise ConfigError(f"seeds must be a non-empty list of integers, got {short(seeds)}")
-        seeds = [check_value(Rule("int", "seed", lo=0, hi=MAX_SEED), "seeds", s) for s in seeds]
+        seeds = [check_value(SEED_RULE, "seeds", s) for s in seeds]
         if len(set(seeds)) != len(seeds):
             raise ConfigError(f"seeds lists a seed twice: {seeds}")
     except ConfigError as e:

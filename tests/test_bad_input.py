@@ -55,7 +55,8 @@ def _cases():
         ("wrong shape", lambda m: hwtune.emulate(m[1], torch.rand(2, 1, 28, 28)), ValueError, "the net takes"),
         ("device cuda", lambda m: hwtune.quantize(m[0], "digits", device="cuda"), ValueError, "device = 'cuda'"),
         ("relu not sequential", lambda m: hwtune.convert(m[0], "digits"), TypeError, "nn.Sequential"),
-        ("load_dataset seed", lambda m: hwtune.load_dataset("digits", seed=2 ** 40), ValueError, "split seed"),
+        ("load_dataset seed", lambda m: hwtune.load_dataset("digits", seed=2 ** 40), ValueError,
+         "seed = 1099511627776 must be an integer in [0, 4294967295]"),
     ]
     for name, value in (("pixel > 1", 1.5), ("negative pixel", -0.1), ("inf pixel", float("inf")),
                         ("nan pixel", float("nan"))):

@@ -113,7 +113,9 @@ def test_a_saved_depthwise_model_loads_with_its_integers(digits, tmp_path):
 
 def test_a_core_of_a_grouped_conv_reads_only_its_groups_inputs():
     """By hand: C_in = C_out = 6, g = 3 (2 input and 2 output channels per group), K = 3, on 8 x 8:
-    output 6 x 6. A tile of p positions spans th x tw >= p outputs, (t - 1) + 3 inputs per side."""
+    output 6 x 6. A tile of p positions spans th x tw >= p outputs, (t - 1) + 3 inputs per side; a
+    block of n consecutive neurons (explicit synapses) spans whole-width rows, maybe of two channels.
+    test_the_inputs_a_core_reads_are_never_underestimated checks random convolutions by brute force."""
     conv = Conv2d(weight=np.ones((6, 2, 3, 3), dtype=np.int64), in_shape=(6, 8, 8), groups=3)
     n_in = 6 * 8 * 8
     assert conv.tile_inputs(4, 1, 1, n_in) == 1 * 2 * 4 * 4            # 2 x 2 tile, one group: 2 input channels
@@ -121,7 +123,56 @@ def test_a_core_of_a_grouped_conv_reads_only_its_groups_inputs():
     assert conv.tile_inputs(4, 6, 1, n_in) == 3 * 2 * 4 * 4            # every group: all 6 input channels
     assert conv.tile_inputs(5, 1, 1, n_in) == 2 * 5 * 4                # 3 x 2 tile (2 x 2 would hold only 4)
     assert conv.tile_inputs(4, 1, 2, n_in) == 2 * 8 * 8                # a pooling 2 before it doubles each side
-    assert conv.core_inputs(10, 1, n_in) == 2 * 2 * 6 * 5              # 10 neurons: 4 x 3 tile, 2 channels
+    assert conv.core_inputs(1, 1, n_in) == 1 * 2 * 3 * 8               # one neuron: 3 input rows (full width)
+    assert conv.core_inputs(10, 1, n_in) == 2 * 8 * 8                  # 3 output rows, or 4 over 2 channels: 2 + 6 rows
     assert conv.core_inputs(36, 1, n_in) == 2 * 2 * 8 * 8              # one channel's map may span 2 channels
+    assert conv.core_inputs(200, 1, n_in) == n_in                      # every channel
+
+
+def test_a_depthwise_conv_meets_an_axon_limit_with_fewer_channels_per_core():
+    """One output position of 8 depthwise channels (3 x 3 kernels) reads 8 x 9 = 72 inputs, more than a
+    limit of 40: no number of positions fits, 4 channels of one position (36 inputs) do."""
+    from hwtune.artifact import ArtifactLayer
+    from hwtune.mapper import _shared_kernel_layer
+    layer = ArtifactLayer(name="dw", synapse=Conv2d(weight=np.ones((8, 1, 3, 3), dtype=np.int64), in_shape=(8, 6, 6),
+                                                     padding=1, groups=8),
+                          bias=np.zeros(8, dtype=np.int64), slope=np.ones(8, dtype=np.int64), window_steps=4,
+                          readout=False)
+    chip = dataclasses.replace(load_target("loihi2").chip, conv_weight_sharing=True, max_axons_per_core=40)
+    m = _shared_kernel_layer(layer, chip, 4)
+    assert (m.axons_per_core, m.neurons_per_core, m.cores) == (36, 4, 2 * 36)
     tall = Conv2d(weight=np.ones((1, 1, 3, 3), dtype=np.int64), in_shape=(1, 14, 5))       # output 12 x 3
     assert tall.tile_inputs(36, 1, 1, 70) == 14 * 5                    # the whole map: 12 x 3 outputs, all inputs
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_inputs_a_core_reads_are_never_underestimated(seed):
+    """Against the explicit matrix (distinct columns of the rows a core holds), for random convolutions
+    (groups, stride, padding, a pooling before them): core_inputs for a block of n consecutive neurons
+    starting anywhere, tile_inputs for every placement of its th x tw tile of c consecutive channels."""
+    rng = np.random.default_rng(seed)
+    for _ in range(8):
+        c = int(rng.integers(1, 4))
+        g = int(rng.choice([1, c]))
+        c_out, pool, k = g * int(rng.integers(1, 3)), int(rng.choice([1, 2])), int(rng.integers(1, 4))
+        s, p = int(rng.integers(1, 3)), int(rng.integers(0, 2))
+        h, w = int(rng.integers(max(1, k - 2 * p), 7)), int(rng.integers(max(1, k - 2 * p), 7))
+        conv = Conv2d(weight=np.ones((c_out, c // g, k, k), dtype=np.int64), in_shape=(c, h, w), stride=s, padding=p,
+                      groups=g)
+        matrix, n_in = conv.matrix((c, h * pool, w * pool), pool).tocsr(), c * h * w * pool ** 2
+        reads = lambda rows: len(np.unique(matrix[rows].indices))          # noqa: E731
+        _, h_o, w_o = conv.output_shape()
+        for n in range(1, matrix.shape[0] + 1):
+            assert max(reads(list(range(i, i + n))) for i in range(matrix.shape[0] - n + 1)) <= \
+                conv.core_inputs(n, pool, n_in) <= n_in
+        for positions in range(1, h_o * w_o + 1):
+            th = min(h_o, max(1, int(np.sqrt(positions))))
+            tw = min(w_o, -(-positions // th))
+            th = min(h_o, -(-positions // tw))
+            assert th * tw >= positions
+            for channels in range(1, c_out + 1):
+                worst = max(reads([ch * h_o * w_o + y * w_o + x for ch in range(c0, c0 + channels)
+                                   for y in range(y0, y0 + th) for x in range(x0, x0 + tw)])
+                            for c0 in range(c_out - channels + 1) for y0 in range(h_o - th + 1)
+                            for x0 in range(w_o - tw + 1))
+                assert worst <= conv.tile_inputs(positions, channels, pool, n_in) <= n_in

@@ -68,7 +68,7 @@ def test_what_does_not_fit_is_refused_naming_layer_and_resource():
                                             r"1152 bits, more than a core's 1000 \(chip.synaptic_memory_bits\)"):
         map_layers(net(), replace(CHIP, synaptic_memory_bits=1000, max_chips=100))
     # c2 (pooling folded): one output position reads 8 channels x 6 x 6 = 288 inputs
-    with pytest.raises(ArtifactError, match=r"layer 'c2' does not fit the chip: one output position reads 288 inputs, "
+    with pytest.raises(ArtifactError, match=r"layer 'c2' does not fit the chip: one output position of one channel reads 288 inputs, "
                                             r"more than 50 per core \(chip.max_axons_per_core\)"):
         map_layers(net(), replace(CHIP, max_axons_per_core=50, max_chips=100))
     from hwtune.mapper import _explicit_layer

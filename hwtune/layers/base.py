@@ -185,8 +185,8 @@ class Synapse(LayerKind):
 
     def tile_inputs(self, positions: int, channels: int, pool: int, n_in: int) -> int:
         """Inputs (axons) read by a core holding ``positions`` output positions of ``channels``
-        output channels, stored as shared kernels (hwtune.mapper); here every input (``n_in``)."""
-        return n_in
+        output channels, stored as shared kernels (hwtune.mapper; kinds with ``shares_kernels``)."""
+        raise NotImplementedError
 
     def core_inputs(self, neurons: int, pool: int, n_in: int) -> int:
         """Inputs read by a core holding ``neurons`` consecutive neurons stored as explicit synapses

@@ -202,25 +202,50 @@ class Conv2d(Synapse):
         """Bits of one output channel's kernel stored once (a pooling p folded in: K p per side)."""
         return self.weight[0].shape[0] * (self.kernel * pool) ** 2 * weight_bits
 
+    def _groups_read(self, channels: int) -> int:
+        """Groups that ``channels`` consecutive output channels belong to: at most
+        ceil((channels - 1) / (C_out / g)) + 1, wherever they start."""
+        return min(self.groups, -(-(channels - 1) // (self.out_channels // self.groups)) + 1)
+
+    def _inputs(self, channels: int, rows: int, columns: int, pool: int, n_in: int) -> int:
+        """Inputs (before pooling) in ``rows`` x ``columns`` of the (pooled) input map, clipped to it,
+        of the C_in / g input channels of every group ``channels`` consecutive output channels read;
+        at most ``n_in``, the layer's inputs."""
+        c_in, h, w = self.in_shape
+        return min(n_in, self._groups_read(channels) * (c_in // self.groups) * min(h, rows) * pool * min(w, columns) * pool)
+
+    def _span(self, outputs: int) -> int:
+        """Input rows (or columns) that ``outputs`` adjacent output rows (or columns) read: (n - 1) s + K."""
+        return (outputs - 1) * self.stride + self.kernel
+
     def tile_inputs(self, positions: int, channels: int, pool: int, n_in: int) -> int:
-        """Inputs (input channels x rows x columns before pooling) read by a core holding a square-ish
-        tile of ``positions`` output positions (th x tw >= positions rows and columns, th ~ tw, clipped to the
-        map) of ``channels`` consecutive output channels: the C_in / g input channels of each group those
-        channels belong to, at most ceil((channels - 1) / (C_out / g)) + 1."""
-        c_out, h_o, w_o = self.output_shape()
-        tw = min(w_o, max(1, positions // min(h_o, max(1, math.isqrt(positions)))))
+        """Inputs read by a core holding a tile of ``positions`` output positions of ``channels``
+        consecutive output channels, kernels shared: th x tw >= positions (th = isqrt(p), tw = ceil(p / th),
+        clipped to the map, th grown to ceil(p / tw))."""
+        _, h_o, w_o = self.output_shape()
+        th = min(h_o, max(1, math.isqrt(positions)))
+        tw = min(w_o, -(-positions // th))
         th = min(h_o, -(-positions // tw))
-        span = lambda t: ((t - 1) * self.stride + self.kernel) * pool          # noqa: E731
-        groups = min(self.groups, -(-(channels - 1) // (c_out // self.groups)) + 1)
-        return groups * (self.in_shape[0] // self.groups) * span(th) * span(tw)
+        return self._inputs(channels, self._span(th), self._span(tw), pool, n_in)
 
     def core_inputs(self, neurons: int, pool: int, n_in: int) -> int:
-        """Inputs read by a core holding ``neurons`` consecutive neurons (channel-major): a tile of
-        min(neurons, H_o W_o) positions over the at most ceil((neurons - 1) / (H_o W_o)) + 1 channels they span."""
+        """Inputs read by a core holding ``neurons`` consecutive neurons in channel-major order
+        (explicit synapses), wherever the block starts. n >= H_o W_o neurons cover whole maps of the
+        ceil((n - 1) / (H_o W_o)) + 1 channels they touch. Fewer are whole-width strips of output
+        rows: r = ceil((n - 1) / W_o) + 1 rows in one channel, (r - 1) s + K input rows; or split over
+        two channels, r + 1 rows in two strips, at most (r - 1) s + 2 K input rows of one group's input
+        channels, or of two groups' (each strip at most the H rows of its group's map)."""
         c_out, h_o, w_o = self.output_shape()
+        c_in, h, w = self.in_shape
         per_channel = h_o * w_o
-        return self.tile_inputs(min(neurons, per_channel), min(c_out, -(-(neurons - 1) // per_channel) + 1), pool,
-                                n_in)
+        channels = min(c_out, -(-(neurons - 1) // per_channel) + 1)
+        if neurons >= per_channel:
+            return self._inputs(channels, h, w, pool, n_in)
+        rows = -(-(neurons - 1) // w_o) + 1
+        if channels == 1:
+            return self._inputs(1, self._span(rows), w, pool, n_in)
+        two_strips = min(self._span(rows) + self.kernel, self._groups_read(2) * h)
+        return min(n_in, c_in // self.groups * two_strips * pool * w * pool)
 
     # ---- JSON
     def to_json(self) -> dict:

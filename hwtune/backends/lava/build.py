@@ -35,12 +35,6 @@ from hwtune.artifact import Artifact, ArtifactError, raise_violations, weight_vi
 from hwtune.connectivity import layer_matrix
 from hwtune.layers import OpError
 
-#: Lava's LIF shifts a_in and vth left by numerics.LAVA_ACT_SHIFT (6) bits; here v is always a
-#: multiple of 64, and every quantity below is in weight units (v / 64). Register limits, in weight
-#: units: u and v (u wraps, v is clipped at +-(2^23 - 1)), vth (unsigned), a_in (one step's input).
-V_LIMIT = numerics.signed_range(numerics.LAVA_STATE_BITS - numerics.LAVA_ACT_SHIFT)[1]
-VTH_LIMIT = numerics.LAVA_VTH_MAX
-A_IN_LIMIT = numerics.signed_range(numerics.LAVA_A_IN_BITS)[1]
 #: Lava's du for a current that does not decay (decay du + ds_offset = 0).
 PERFECT_INTEGRATOR_DU = -1
 #: Where an artifact keeps the potential range its guard and kick are sized for (:func:`calibrate`).
@@ -107,17 +101,17 @@ def _layer_plan(layer, q, steps_in: int, integration: range,
         (np.repeat(np.asarray(layer.slope, dtype=np.int64), positions), layer.window_steps)
     stock = numerics.stock_clock(pos, neg, beta, steps_in, integration, sigma, steps_out, guard)
     where = f"layer {layer.name!r}"
-    problems = [] if stock.threshold <= VTH_LIMIT else \
-        [f"{where}: vth = {stock.threshold} > {VTH_LIMIT} ({numerics.LAVA_VTH_BITS} bits)"]
+    problems = [] if stock.threshold <= numerics.LAVA_VTH_MAX else \
+        [f"{where}: vth = {stock.threshold} > {numerics.LAVA_VTH_MAX} ({numerics.LAVA_VTH_BITS} bits)"]
     for register, (lo, hi) in (("u", stock.u), ("v", stock.v)):
-        for i in np.flatnonzero((hi > V_LIMIT) | (lo < -V_LIMIT))[:3]:
+        for i in np.flatnonzero((hi > numerics.LAVA_STATE_MAX) | (lo < -numerics.LAVA_STATE_MAX))[:3]:
             problems.append(f"{where} neuron {i}: {register} reaches [{lo[i]}, {hi[i]}] weight units, outside "
-                            f"the {numerics.LAVA_STATE_BITS}-bit register (+-{V_LIMIT} x "
+                            f"the {numerics.LAVA_STATE_BITS}-bit register (+-{numerics.LAVA_STATE_MAX} x "
                             f"{2 ** numerics.LAVA_ACT_SHIFT})")
     for step, values in sorted(stock.clock.items()):
         need = np.abs(values) + pos + neg          # the clock's change and the most the inputs bring in one step
-        for i in np.flatnonzero(need > A_IN_LIMIT)[:3]:
-            problems.append(f"{where} neuron {i}: a_in on step {step} reaches {need[i]} > {A_IN_LIMIT} "
+        for i in np.flatnonzero(need > numerics.LAVA_A_IN_MAX)[:3]:
+            problems.append(f"{where} neuron {i}: a_in on step {step} reaches {need[i]} > {numerics.LAVA_A_IN_MAX} "
                             f"({numerics.LAVA_A_IN_BITS} bits)")
     return StockLayer(name=layer.name, matrix=q, steps_out=steps_out, reset=integration.start,
                       fire_start=integration.stop, threshold=stock.threshold, clock=stock.clock), problems
