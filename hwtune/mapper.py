@@ -105,11 +105,12 @@ def _explicit_layer(layer: ArtifactLayer, chip: ChipSection, clock_rows: int = 0
     if per_core < 1:
         _fail(layer, "chip.synaptic_memory_bits", f"one neuron's {fan_in} synapses need {per_neuron} bits, more than "
                                                   f"a core's {chip.synaptic_memory_bits}")
-    per_core, axons = _fit_axons(chip, per_core, lambda n: layer.synapse.core_inputs(n, folded_pool(layer), layer.n_in))
+    per_core, axons = _fit_axons(chip, per_core,
+                                 lambda n: layer.synapse.core_inputs(n, folded_pool(layer), layer.n_in) + clock_rows)
     _refuse_axons(layer, chip, axons, "its neurons read")
     synapses = int(layer.fan_out().sum()) + layer.n_out * clock_rows
     return LayerMap(layer.name, layer.synapse.kind, layer.n_out, math.ceil(layer.n_out / per_core), per_core, synapses,
-                    synapses * chip.synapse_bits, fan_in, axons + clock_rows,
+                    synapses * chip.synapse_bits, fan_in, axons,
                     "explicit synapses" + (f" ({built_as})" if built_as else ""))
 
 

@@ -79,6 +79,15 @@ def test_what_does_not_fit_is_refused_naming_layer_and_resource():
         map_layers(net(), replace(CHIP, conv_weight_sharing=False, synaptic_memory_bits=80, max_chips=100))
 
 
+def test_a_cores_clock_inputs_count_against_the_axon_limit():
+    """d3 reads its 64 inputs and, in a build with a clock of 5 rows, those 5 too: 69 > 66."""
+    from hwtune.mapper import _explicit_layer
+    d3 = net().layers[2]
+    assert _explicit_layer(d3, replace(CHIP, max_axons_per_core=69), clock_rows=5).axons_per_core == 69
+    with pytest.raises(ArtifactError, match=r"layer 'd3' does not fit the chip: its neurons read 69 inputs, more than 66"):
+        _explicit_layer(d3, replace(CHIP, max_axons_per_core=66), clock_rows=5)
+
+
 def test_axon_limit_shrinks_conv_tiles():
     from hwtune.mapper import _shared_kernel_layer
     c1 = net().layers[0]
