@@ -26,11 +26,6 @@ LAVA_ACT_SHIFT = 6
 LAVA_STATE_BITS = 24
 LAVA_VTH_BITS = 17
 LAVA_A_IN_BITS = 16
-#: The registers' limits in weight units (what a_in counts; u and v hold 2^LAVA_ACT_SHIFT times it):
-#: u and v (u wraps, v is clipped at +-(2^23 - 1)), vth (unsigned), a_in (one step's input).
-LAVA_STATE_MAX = 2 ** (LAVA_STATE_BITS - LAVA_ACT_SHIFT - 1) - 1
-LAVA_VTH_MAX = 2 ** LAVA_VTH_BITS - 1
-LAVA_A_IN_MAX = 2 ** (LAVA_A_IN_BITS - 1) - 1
 # Ranges, each defined once here and used by the configs, targets, model files and artifacts:
 #: Widths of a signed weight mantissa hwtune quantizes to (a pass's bits, a target's weights.bits, a model file).
 WEIGHT_BITS = (2, 16)
@@ -208,6 +203,13 @@ def signed_range(bits: int, narrow: bool = False) -> tuple[int, int]:
     return (lo + 1 if narrow else lo), 2 ** (bits - 1) - 1
 
 
+#: Loihi 2's register limits in weight units (what a_in counts; u and v hold 2^LAVA_ACT_SHIFT times it):
+#: u and v (u wraps, v is clipped at +-(2^23 - 1)), vth (unsigned), a_in (one step's input).
+LAVA_STATE_MAX = signed_range(LAVA_STATE_BITS - LAVA_ACT_SHIFT)[1]
+LAVA_VTH_MAX = 2 ** LAVA_VTH_BITS - 1
+LAVA_A_IN_MAX = signed_range(LAVA_A_IN_BITS)[1]
+
+
 @dataclass(frozen=True)
 class WeightFormat:
     """Signed weight mantissa of ``bits`` bits times a power-of-two scale 2**e.
@@ -367,8 +369,8 @@ def stock_clock(pos, neg, beta, steps_in: int, integration: range, sigma=None, s
     with H = max(1, max_i sigma_i T' + K_i). v > H on step F + m <=> V + sigma (m + 1) >= sigma (T' + 1)
     (:func:`threshold`), the first such m being T' - k; the kick makes it m = T' when V < 0."""
     q_sum = pos - neg
-    v_max = steps_in * (pos + np.maximum(beta, 0))    # |V| while integrating (membrane_bound, signed)
-    v_min = -steps_in * (neg + np.maximum(-beta, 0))
+    u_min, u_max = -neg + np.minimum(beta, 0), pos + np.maximum(beta, 0)   # u while integrating (L aside)
+    v_min, v_max = steps_in * u_min, steps_in * u_max                       # V while integrating (membrane_bound, signed)
     reset, fire_start = integration.start, integration.stop
     clock = {}
 
@@ -378,8 +380,7 @@ def stock_clock(pos, neg, beta, steps_in: int, integration: range, sigma=None, s
     if sigma is None:
         add(reset, beta)
         add(fire_start, -(q_sum + beta))
-        return StockClock(LAVA_VTH_MAX, clock, u=(-neg + np.minimum(beta, 0), pos + np.maximum(beta, 0)),
-                          v=(v_min, v_max))
+        return StockClock(LAVA_VTH_MAX, clock, u=(u_min, u_max), v=(v_min, v_max))
     lo, hi = (v_min, v_max) if guard is None else (np.maximum(v_min, guard[0]), np.minimum(v_max, guard[1]))
     kick = np.maximum(0, -lo)
     vth = int(max(1, (sigma * steps_out + kick).max()))
@@ -394,6 +395,5 @@ def stock_clock(pos, neg, beta, steps_in: int, integration: range, sigma=None, s
     # u holds sigma + P on F (> 0: H >= sigma + K), sigma on the firing steps and sigma + K on F + T';
     # v above H spikes and is zeroed on that step (Lava's clip at the register's top, H < LAVA_STATE_MAX,
     # keeps it above H), so between steps v holds at most H
-    return StockClock(vth, clock, u=(-neg - np.maximum(-beta, 0) - lift, np.maximum(pos + np.maximum(beta, 0),
-                                                                                  sigma + np.maximum(pulse, kick))),
+    return StockClock(vth, clock, u=(u_min - lift, np.maximum(u_max, sigma + np.maximum(pulse, kick))),
                       v=(v_min - lift, np.full_like(v_min, vth)))

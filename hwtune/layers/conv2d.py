@@ -207,12 +207,11 @@ class Conv2d(Synapse):
         ceil((channels - 1) / (C_out / g)) + 1, wherever they start."""
         return min(self.groups, -(-(channels - 1) // (self.out_channels // self.groups)) + 1)
 
-    def _inputs(self, channels: int, rows: int, columns: int, pool: int, n_in: int) -> int:
-        """Inputs (before pooling) in ``rows`` x ``columns`` of the (pooled) input map, clipped to it,
-        of the C_in / g input channels of every group ``channels`` consecutive output channels read;
-        at most ``n_in``, the layer's inputs."""
-        c_in, h, w = self.in_shape
-        return min(n_in, self._groups_read(channels) * (c_in // self.groups) * min(h, rows) * pool * min(w, columns) * pool)
+    def _inputs(self, groups: int, rows: int, columns: int, pool: int, n_in: int) -> int:
+        """Inputs (before pooling) in ``rows`` x ``columns`` of the (pooled) input map of the C_in / g
+        input channels of ``groups`` groups (rows summed over the groups where they differ); at most
+        ``n_in``, the layer's inputs."""
+        return min(n_in, groups * (self.in_shape[0] // self.groups) * rows * pool * columns * pool)
 
     def _span(self, outputs: int) -> int:
         """Input rows (or columns) that ``outputs`` adjacent output rows (or columns) read: (n - 1) s + K."""
@@ -226,7 +225,8 @@ class Conv2d(Synapse):
         th = min(h_o, max(1, math.isqrt(positions)))
         tw = min(w_o, -(-positions // th))
         th = min(h_o, -(-positions // tw))
-        return self._inputs(channels, self._span(th), self._span(tw), pool, n_in)
+        _, h, w = self.in_shape
+        return self._inputs(self._groups_read(channels), min(h, self._span(th)), min(w, self._span(tw)), pool, n_in)
 
     def core_inputs(self, neurons: int, pool: int, n_in: int) -> int:
         """Inputs read by a core holding ``neurons`` consecutive neurons in channel-major order
@@ -236,16 +236,15 @@ class Conv2d(Synapse):
         two channels, r + 1 rows in two strips, at most (r - 1) s + 2 K input rows of one group's input
         channels, or of two groups' (each strip at most the H rows of its group's map)."""
         c_out, h_o, w_o = self.output_shape()
-        c_in, h, w = self.in_shape
+        _, h, w = self.in_shape
         per_channel = h_o * w_o
         channels = min(c_out, -(-(neurons - 1) // per_channel) + 1)
         if neurons >= per_channel:
-            return self._inputs(channels, h, w, pool, n_in)
+            return self._inputs(self._groups_read(channels), h, w, pool, n_in)
         rows = -(-(neurons - 1) // w_o) + 1
         if channels == 1:
-            return self._inputs(1, self._span(rows), w, pool, n_in)
-        two_strips = min(self._span(rows) + self.kernel, self._groups_read(2) * h)
-        return min(n_in, c_in // self.groups * two_strips * pool * w * pool)
+            return self._inputs(1, min(h, self._span(rows)), w, pool, n_in)
+        return self._inputs(1, min(self._span(rows) + self.kernel, self._groups_read(2) * h), w, pool, n_in)
 
     # ---- JSON
     def to_json(self) -> dict:
