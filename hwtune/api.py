@@ -69,7 +69,8 @@ def train(data: Dataset | str, seed: int = 0, train_samples: int | None = None, 
 
 
 def convert(relu: torch.nn.Module, data: Dataset | str, margin: float = 1.5) -> TTFSNet:
-    """The TTFS net exactly equivalent to a trained ReLU ``nn.Sequential`` (windows from ``data``)."""
+    """The TTFS net exactly equivalent to a trained ReLU torch module: an ``nn.Sequential`` or any module
+    torch.fx traces to supported ops, residual and branching nets included (windows from ``data``)."""
     margin = check_value(Rule("float", "window margin", gt=0), "margin", margin)
     return workflow.convert_model(args.relu_module(relu), args.dataset(data), margin)[0]
 

@@ -68,8 +68,9 @@ def dataset(value, arg: str = "data"):
 
 
 def relu_module(value, arg: str = "relu"):
-    if not isinstance(value, torch.nn.Sequential):
-        _wrong(arg, value, "a trained ReLU torch nn.Sequential")
+    from hwtune.ttfs import TTFSNet
+    if not isinstance(value, torch.nn.Module) or isinstance(value, TTFSNet):
+        _wrong(arg, value, "a trained ReLU torch module (nn.Module; a TTFSNet is converted already)")
     return value
 
 

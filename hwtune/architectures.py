@@ -1,16 +1,19 @@
-"""Architectures as data: a list of layer dicts shared by the ReLU twin and the TTFS net (no torch).
+"""Architectures as data: a list of node dicts shared by the ReLU twin and the TTFS net (no torch).
 
 Each dict is ``{"kind": NAME, ...}`` for a kind of hwtune.layers (dense {in, out}, conv2d {in, out,
-kernel, padding, stride}, sumpool {kernel} (average pooling in the ReLU twin), maxpool {kernel},
-flatten); the kind's class checks its keys and computes its output shape. Every weighted layer but
-the last is followed by a ReLU (a spiking layer in the TTFS net); the last weighted layer is the
-read-out. Older names (conv, avgpool: model files of format 1-2) are read as their kind.
+kernel, padding, stride, groups}, sumpool {kernel} (average pooling in the ReLU twin), maxpool
+{kernel}, flatten, and the graph kinds), with an optional ``name`` and ``inputs`` (default: the node
+before); the kind's class checks its keys and computes its output shape, hwtune.graph reads the
+graph and the spiking layers it makes. The presets are chains: every weighted layer but the last is
+followed by a ReLU (a spiking layer in the TTFS net); the last weighted layer is the read-out. Older
+names (conv, avgpool: model files of format 1-2) are read as their kind.
 """
 from __future__ import annotations
 
 import math
 
-from hwtune.layers import KINDS, WEIGHTED, ArchError, canonical, is_weighted, kind_of
+from hwtune import graph
+from hwtune.layers import WEIGHTED, ArchError, canonical
 
 __all__ = ["ArchError", "WEIGHTED", "fc", "vgg", "PRESETS", "PRESET_HELP", "preset", "validate", "output_shapes",
            "canonical_arch", "n_hidden"]
@@ -51,27 +54,9 @@ def preset(name: str, input_shape: tuple[int, ...], classes: int) -> list[dict]:
     return PRESETS[name](tuple(input_shape), classes)
 
 
-def _check_layer(i: int, layer) -> None:
-    if not isinstance(layer, dict):
-        raise ArchError(f"layer {i}: expected a mapping with a 'kind', got {layer!r}")
-    try:
-        cls = kind_of(layer)
-    except (KeyError, TypeError):
-        raise ArchError(f"layer {i}: unknown kind {layer.get('kind')!r}; known: {', '.join(KINDS)}") from None
-    cls.check_spec(i, layer)
-
-
 def validate(arch) -> None:
-    """Check kinds and keys; the read-out must be the last weighted layer, after every pooling."""
-    if not isinstance(arch, list):
-        raise ArchError(f"an architecture is a list of layers, got {type(arch).__name__}")
-    for i, layer in enumerate(arch):
-        _check_layer(i, layer)
-    weighted = [i for i, layer in enumerate(arch) if is_weighted(layer)]
-    if not weighted:
-        raise ArchError("architecture has no dense or conv layer")
-    if weighted[-1] != max(i for i, layer in enumerate(arch) if not kind_of(layer).reshapes_only):
-        raise ArchError("the last weighted layer (read-out) must come after every pooling layer")
+    """Check kinds, keys, names, inputs and the graph's rules (hwtune.graph; ArchError names the node)."""
+    graph.read(arch)
 
 
 def canonical_arch(arch: list[dict]) -> list[dict]:
@@ -81,15 +66,10 @@ def canonical_arch(arch: list[dict]) -> list[dict]:
 
 
 def n_hidden(arch: list[dict]) -> int:
-    """Spiking (hidden) layers of a valid architecture: its weighted layers but the read-out."""
-    return sum(is_weighted(layer) for layer in arch) - 1
+    """Spiking (hidden) layers of a valid architecture: its layers but the read-out (hwtune.graph)."""
+    return graph.n_hidden(arch)
 
 
 def output_shapes(arch: list[dict], input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
-    """Shape of one sample after each layer, checking that every layer fits its input."""
-    validate(arch)
-    shape, shapes = tuple(input_shape), []
-    for i, layer in enumerate(arch):
-        shape = kind_of(layer).spec_output_shape(i, layer, shape)
-        shapes.append(shape)
-    return shapes
+    """Shape of one sample after each node, checking that every node fits its inputs."""
+    return graph.read(arch, input_shape).shapes()

@@ -1,18 +1,16 @@
 """The deployable integer model: a graph of integer layers + a time schedule, numpy only (no torch).
 
-An :class:`Artifact` is pure data (see docs/design.md, "Integer model"): a graph whose nodes are
-integer layers (:class:`ArtifactLayer`) and whose edges are each layer's ``inputs``, the names of
-the layers (or ``"input"``, the encoded sample) whose activations it receives. A layer passes them
-through shape ops (``ops``: flatten, sum pooling; hwtune.layers) and one synapse (dense or conv2d,
-integer mantissas q), then fires. Layers are listed in topological order (a layer's inputs come
-before it) and every layer but the read-out feeds another. Every kind hwtune has today takes one
-input, so the graphs it holds are chains listed in order (each of the N + 1 nodes that must feed a
-layer feeds exactly one of the N + 1 single-input layers: a path from the sample), and the backends run
-the layers in list order; a kind that merges several (a residual add) is a new layer kind with
-``arity`` > 1 and backends that follow the edges, not a new format. For hidden layer n (n = 1..N) with input
-window T_{n-1} and own window T_n, per neuron i of output channel c:
+An :class:`Artifact` is pure data (see docs/design.md, "Integer model" and "Graphs"): a graph whose
+nodes are integer layers (:class:`ArtifactLayer`) and whose edges are each layer's ``inputs``, the
+names of the layers (or ``"input"``, the encoded sample) whose activations it receives. A layer
+passes them through a stage (hwtune.layers.stage: shape ops such as flatten, sum pooling or a
+concat, then one synapse: dense, conv2d, or a join of stages such as a residual add, integer
+mantissas q), then fires. Layers are listed in topological order (a layer's inputs come before it)
+and every layer but the read-out feeds another; every backend walks them in that order. For hidden
+layer n with own window T_n and integration window T (numerics.Timing: the longest of its inputs'
+windows), per neuron i of output channel c:
 
-    V_i = (q * ops(k))_i + beta_c * T_{n-1}          (potential units)
+    V_i = stage(k_inputs)_i + beta_c * T              (potential units)
     k_i = clip(floor(V_i / sigma_c), 0, T_n)          (steps; numerics.fire)
 
 and the read-out (last layer, no spikes) gives the logits V_i (float: logit_scale * V_i). Bias
@@ -21,9 +19,11 @@ and slope are one per output channel (per neuron for dense layers). Execution li
 export-time hardware checks (:func:`check`).
 
 On disk an artifact is a directory holding ``artifact.json`` (scalars, schedule, the layer graph:
-layers with their ``inputs``, metadata, the target and its resource map) and ``arrays.npz``
-(``layer{i}.weight``, ``layer{i}.bias``, ``layer{i}.slope``). Format version 3; versions 2 (layers
-without ``inputs``) and 1 (hwtune 0.1: dense layers only, read as flatten + dense) load as chains.
+layers with their ``inputs`` and stage, metadata, the target and its resource map) and
+``arrays.npz`` (``layer{i}.weight`` (then ``.weight.1``, ... for a layer with several synapses),
+``layer{i}.bias``, ``layer{i}.slope``). Format version 4 (a stage may take several inputs:
+``in_shapes``, and a join's synapse holds branches); versions 3 and 2 (layers without ``inputs``)
+and 1 (hwtune 0.1: dense layers only, read as flatten + dense) load as they were written.
 """
 from __future__ import annotations
 
@@ -41,13 +41,13 @@ from hwtune.numerics import ARTIFACT_REGISTER_BITS, ARTIFACT_WEIGHT_BITS, MAX_ST
 from hwtune.atomic import atomic_directory
 from hwtune.configs import MAX_LAYER_ENTRIES
 from hwtune.errors import HwtuneError, short
-from hwtune.layers import Dense, OpError, ShapeOp, Synapse, exact_dtype, op_from_json, synapse_from_json
+from hwtune.layers import Dense, OpError, Stage, Synapse, exact_dtype
 from hwtune.device_noise import Geometry
 from hwtune.safepaths import UnsafeNameError, check_name, regular_file
 
 FORMAT = "hwtune-artifact"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 #: The name by which a layer's ``inputs`` refer to the encoded sample (no layer may bear it).
 INPUT = "input"
 JSON_FILE = "artifact.json"
@@ -117,14 +117,17 @@ def _check_artifact_fields(where: str, input_shape, input_steps, synaptic_delay,
 
 @dataclass
 class ArtifactLayer:
-    """One spiking (or read-out) layer: shape ops, a synapse with integer weights, biases, slopes.
+    """One spiking (or read-out) layer: a stage (shape ops, a synapse with integer weights; hwtune.layers.stage)
+    on the activations of its inputs, then neurons with biases and slopes.
 
-    in_shape: shape of the activations it receives. ops: Flatten / SumPool applied first.
-    synapse: Dense (weight (out, in)) or Conv2d (weight (C_out, C_in, K, K)). bias: beta (C_out,),
-    per-step bias mantissa (added on each of the T_{n-1} integration steps). slope: sigma (C_out,)
-    >= 1, potential units per firing step; None for the read-out. window_steps: T_n of a hidden
-    layer; None for the read-out. logit_scale: float value of one unit of V (read-out; 1.0 elsewhere).
-    inputs: names of the layers (or INPUT) it receives, as many as its ``arity``; None: the layer
+    synapse: Dense (weight (out, in)), Conv2d (weight (C_out, C_in, K, K)) or a join of stages (add).
+    ops: shape ops applied first (flatten, sumpool; a concat first joins several inputs). in_shape:
+    the shape of the activations it receives (one input; default: the synapse's input); in_shapes:
+    one shape per input (several); shift: the stage's power of two. bias: beta (C_out,), per-step
+    bias mantissa (added on each integration step: numerics.Timing). slope: sigma (C_out,) >= 1,
+    potential units per firing step; None for the read-out. window_steps: T_n of a hidden layer;
+    None for the read-out. logit_scale: float value of one unit of V (read-out; 1.0 elsewhere).
+    inputs: names of the layers (or INPUT) it receives, one per input of its stage; None: the layer
     listed before it in its artifact (the sample for the first; :meth:`Artifact.edges`).
     """
 
@@ -138,34 +141,38 @@ class ArtifactLayer:
     ops: tuple = ()
     in_shape: tuple | None = None
     inputs: tuple | None = None
-
-    #: How many layers' activations the layer receives: one (ops and a synapse on one input).
-    arity = 1
+    in_shapes: tuple | None = None
+    shift: int = 0
 
     def __post_init__(self):
         where = f"layer {self.name!r}"
         _check_layer_fields(where, self.name, self.window_steps, self.readout, self.logit_scale)
+        _require(isinstance(self.synapse, Synapse), f"{where}: synapse must be a hwtune.layers Synapse (Dense, Conv2d, ...)")
+        for leaf in self.synapse.leaves():
+            leaf.weight = _int_array(leaf.weight, where, "weight")
+        shapes = self.in_shapes if self.in_shapes is not None else (None if self.in_shape is None else (self.in_shape,))
+        _require(self.in_shape is None or self.in_shapes is None or
+                 [list(s) for s in self.in_shapes] == [list(self.in_shape)],
+                 f"{where}: in_shape {short(self.in_shape)} and in_shapes {short(self.in_shapes)} disagree")
+        if shapes is not None:
+            _require(isinstance(shapes, (tuple, list)) and len(shapes) > 0,
+                     f"{where}: in_shapes must list one shape per input, got {short(shapes)}")
+            shapes = tuple(_shape(s, where, "in_shape") for s in shapes)
+            for shape in shapes:
+                _require(math.prod(shape) <= MAX_LAYER_ENTRIES,
+                         f"{where}: in_shape {shape} has more than hwtune's limit of {MAX_LAYER_ENTRIES:,} entries")
+        try:
+            self.stage = Stage(self.synapse, self.ops, shapes, self.shift)
+        except OpError as e:
+            raise ArtifactError(f"{where}: {e}") from None
+        self.ops, self.in_shapes, self.shift = self.stage.ops, self.stage.in_shapes, self.stage.shift
+        self.in_shape = self.in_shapes[0] if self.arity == 1 else None
         if self.inputs is not None:
             _require(isinstance(self.inputs, (tuple, list)) and all(isinstance(n, str) for n in self.inputs),
                      f"{where}: inputs must be a list of layer names, got {short(self.inputs)}")
             _require(len(self.inputs) == self.arity,
                      f"{where}: takes {self.arity} input(s), got {len(self.inputs)}: {short(list(self.inputs))}")
             self.inputs = tuple(self.inputs)
-        _require(isinstance(self.synapse, Synapse), f"{where}: synapse must be a hwtune.layers Synapse (Dense, Conv2d)")
-        self.synapse.weight = _int_array(self.synapse.weight, where, "weight")
-        self.ops = tuple(self.ops)
-        _require(all(isinstance(op, ShapeOp) and not op.not_in_artifact for op in self.ops),
-                 f"{where}: ops must be shape ops an artifact holds (Flatten, SumPool)")
-        self.in_shape = _shape(self.in_shape or self.synapse.input_shape(), where, "in_shape")
-        _require(math.prod(self.in_shape) <= MAX_LAYER_ENTRIES,
-                 f"{where}: in_shape {self.in_shape} has more than hwtune's limit of {MAX_LAYER_ENTRIES:,} entries")
-        shape = self.in_shape
-        try:
-            for op in self.ops:
-                shape = op.output_shape(shape)
-            self.synapse.output_shape(shape)
-        except OpError as e:
-            raise ArtifactError(f"{where}: {e}") from None
         channels = self.synapse.out_channels
         self.bias = _int_array(self.bias, where, "bias", (channels,))
         if self.readout:
@@ -182,8 +189,18 @@ class ArtifactLayer:
         self.logit_scale = float(self.logit_scale)
 
     @property
+    def arity(self) -> int:
+        """How many layers' activations the layer receives: its stage's inputs."""
+        return self.stage.arity
+
+    @property
     def weight(self) -> np.ndarray:
+        """The weights of a layer with one synapse (a join has one per branch: :meth:`leaves`)."""
         return self.synapse.weight
+
+    def leaves(self) -> list[Synapse]:
+        """The synapses holding the layer's weights, in order."""
+        return self.stage.leaves()
 
     @property
     def unit(self) -> str:
@@ -192,62 +209,52 @@ class ArtifactLayer:
 
     @property
     def out_shape(self) -> tuple:
-        return self.synapse.output_shape()
+        return self.stage.out_shape
 
     @property
     def n_in(self) -> int:
-        return math.prod(self.in_shape)
+        return sum(self.stage.n_in)
 
     @property
     def n_out(self) -> int:
         return math.prod(self.out_shape)
 
-    @property
-    def gain(self) -> int:
-        """How many presynaptic activations one synapse input may sum (sum pooling)."""
-        return math.prod(op.gain for op in self.ops)
-
-    def abs_sums(self) -> np.ndarray:
-        """sum |q| over each output channel's inputs, counting pooled inputs ``gain`` times (C_out,)."""
-        return self.synapse.abs_sums() * self.gain
+    def abs_sums(self, weights=None) -> np.ndarray:
+        """sum |q| over each output channel's presynaptic activations (C_out,): pooled inputs counted
+        as often as they are summed, branches by their power of two (hwtune.layers.stage)."""
+        return self.stage.abs_sums(weights)
 
     def fan_in(self) -> np.ndarray:
         """Presynaptic neurons (nonzero synapses) of an interior neuron of each output channel (C_out,)."""
-        return self.synapse.fan_in() * self.gain
+        return self.stage.fan_in()
 
-    def fan_out(self) -> np.ndarray:
-        """Synaptic events of one spike of each presynaptic neuron (n_in,), through pooling."""
-        fan = self.synapse.fan_out()
-        shapes = [self.in_shape]
-        for op in self.ops:
-            shapes.append(op.output_shape(shapes[-1]))
-        for op, shape in zip(reversed(self.ops), reversed(shapes[:-1])):
-            fan = op.fan_out_in(fan, shape)
-        return fan.reshape(-1)
+    def fan_out(self) -> list[np.ndarray]:
+        """Synaptic events of one spike of each presynaptic neuron, one flat array per input."""
+        return self.stage.fan_out()
 
-    def potential(self, k: np.ndarray, steps_in: int, k_max: int | None = None,
-                  weight: np.ndarray | None = None, exact_float: bool = False) -> np.ndarray:
-        """V (B, *out_shape) = q * ops(k) + beta T_{n-1}, exact; k: (B, n_in) or (B, *in_shape), integer
-        valued, |k| <= k_max (default T_{n-1}); ``weight``: a device instance's weights instead of q
-        (hwtune.device_noise). Computed in the cheapest type in which every partial sum and V itself are
-        exact (layers.exact_dtype of the worst case |V| + 1, so |V| < 2^p: numerics.fire stays exact
-        on it); returned in it with ``exact_float`` (the fast emulator keeps it across layers), else int64."""
-        x = k.reshape(len(k), *self.in_shape)
-        for op in self.ops:
-            x = op.apply(x)
+    def potential(self, ks, steps_in: int, k_max: int | None = None, weights=None,
+                  exact_float: bool = False) -> np.ndarray:
+        """V (B, *out_shape) = stage(k_1, ..., k_n) + beta T, exact; ks: one array per input (a single
+        array for one input), (B, n) or (B, *in_shape), integer valued, |k| <= k_max (default ``steps_in``,
+        T: the integration steps, numerics.Timing); ``weights``: a device instance's weights per leaf
+        instead of q (hwtune.device_noise). Computed in the cheapest type in which every partial sum and
+        V itself are exact (layers.exact_dtype of the worst case |V| + 1, so |V| < 2^p: numerics.fire
+        stays exact on it); returned in it with ``exact_float`` (the fast emulator keeps it across
+        layers), else int64."""
+        ks = list(ks) if isinstance(ks, (list, tuple)) else [ks]
         offset = self.bias * steps_in
-        x_max = (steps_in if k_max is None else k_max) * self.gain
-        worst = int(self.synapse.abs_sums(weight).max(initial=0)) * int(x_max) + int(np.abs(offset).max(initial=0))
+        x_max = steps_in if k_max is None else k_max
+        worst = int(self.abs_sums(weights).max(initial=0)) * int(x_max) + int(np.abs(offset).max(initial=0))
         dtype = exact_dtype(worst + 1)
-        V = self.synapse.apply(x, dtype, weight)
+        V = self.stage.apply([k.astype(dtype, copy=False) for k in ks], dtype, weights)
         V += per_channel(offset, V.ndim).astype(dtype)
         return V if exact_float else V.astype(np.int64, copy=False)
 
     def geometry(self):
-        """What noise draws need (hwtune.device_noise.Geometry): the weight shape, unshared over output
-        positions for a convolution, the neurons, whether the layer spikes."""
-        return Geometry(weight_shape=self.weight.shape + tuple(self.out_shape[1:]), neurons=self.n_out,
-                        hidden=not self.readout)
+        """What noise draws need (hwtune.device_noise.Geometry): each leaf's weight shape, unshared over
+        output positions for a convolution, the neurons, whether the layer spikes."""
+        return Geometry(weight_shapes=tuple(leaf.weight.shape + tuple(self.out_shape[1:]) for leaf in self.leaves()),
+                        neurons=self.n_out, hidden=not self.readout)
 
 
 def per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
@@ -263,7 +270,7 @@ def dense_layer(name: str, weight, bias, slope, window_steps, readout: bool, log
 
 @dataclass
 class Artifact:
-    """A deployable integer TTFS network: hidden layers then exactly one read-out (last).
+    """A deployable integer TTFS network: a graph of layers, listed in topological order, the read-out last.
 
     input_shape: shape of one sample; input_steps: T_0; synaptic_delay: d (steps); weight_bits,
     membrane_bits: signed register widths of the target; overflow: what the target does when u or v
@@ -293,6 +300,7 @@ class Artifact:
         _require(readouts == [self.layers[-1].name] and len(readouts) == 1,
                  f"artifact: exactly one read-out layer, the last one, is required; read-outs: {short(readouts)}")
         self._check_graph()
+        self.timing = numerics.Timing(self.window_steps, self.synaptic_delay, self.sources())
 
     def edges(self) -> list[tuple[str, ...]]:
         """Each layer's inputs: its own ``inputs``, else the layer listed before it (the sample for the
@@ -300,19 +308,27 @@ class Artifact:
         return [layer.inputs if layer.inputs is not None else ((self.layers[i - 1].name,) if i else (INPUT,))
                 for i, layer in enumerate(self.layers)]
 
+    def sources(self) -> list[tuple[int, ...]]:
+        """Each layer's inputs as node indices: 0 the sample, n the n-th layer (1-based), the order of
+        activations in a RunResult (the graph's one topological order)."""
+        index = {INPUT: 0, **{layer.name: n + 1 for n, layer in enumerate(self.layers)}}
+        return [tuple(index[name] for name in inputs) for inputs in self.edges()]
+
     def _check_graph(self) -> None:
         """Check the edges: each names the sample or an earlier layer (topological order, hence no
         cycle), shapes agree along it, and every layer but the read-out feeds another (no dead end)."""
         shapes, consumed = {INPUT: self.input_shape}, set()
         for layer, inputs in zip(self.layers, self.edges()):
-            for source in inputs:
+            _require(len(inputs) == layer.arity, f"layer {layer.name!r}: takes {layer.arity} input(s), the artifact "
+                                                 f"gives it {len(inputs)}")
+            for source, in_shape in zip(inputs, layer.in_shapes):
                 _require(source in shapes, f"layer {layer.name!r}: input {source!r} is not the sample ({INPUT!r}) or a "
                                            "layer listed before it")
                 shape, consumed = shapes[source], consumed | {source}
                 # a layer reads its input in (C, H, W) order: a flat in_shape takes any shape of that size
-                if layer.in_shape != shape and not (len(layer.in_shape) == 1 and layer.n_in == math.prod(shape)):
+                if in_shape != shape and not (len(in_shape) == 1 and math.prod(in_shape) == math.prod(shape)):
                     given = "the input" if source == INPUT else f"layer {source!r}"
-                    raise ArtifactError(f"layer {layer.name!r}: takes shape {layer.in_shape} ({layer.n_in} inputs) "
+                    raise ArtifactError(f"layer {layer.name!r}: takes shape {in_shape} ({math.prod(in_shape)} inputs) "
                                         f"but {given} gives shape {shape} ({math.prod(shape)} outputs)")
             shapes[layer.name] = layer.out_shape
         unused = [name for name in (INPUT, *(l.name for l in self.hidden)) if name not in consumed]
@@ -337,19 +353,28 @@ class Artifact:
 
     @property
     def schedule(self) -> list[int]:
-        """Firing-phase starts F_0..F_{N+1} (steps); layer n integrates in [F_{n-1} + d, F_n)."""
-        return numerics.schedule(self.window_steps, self.synaptic_delay)
+        """Firing-phase starts F_0..F_{N+1} (steps) of the sample and every layer (numerics.Timing)."""
+        return list(self.timing.starts)
 
     @property
     def latency_steps(self) -> int:
-        """Steps from the first input step to the read-out: F_{N+1} = sum_n (T_n + d)."""
-        return self.schedule[-1]
+        """Steps from the first input step to the read-out: F_{N+1}."""
+        return self.timing.latency
 
     def state_bounds(self) -> list[np.ndarray]:
         """Worst-case |u|, |v|, theta per output channel of each layer (numerics.state_bound)."""
-        steps = self.window_steps
-        return [numerics.state_bound(l.abs_sums(), l.bias, steps[i], l.slope, 0 if l.readout else l.window_steps)
-                for i, l in enumerate(self.layers)]
+        return [numerics.state_bound(l.abs_sums(), l.bias, self.timing.steps_in(n), l.slope,
+                                     0 if l.readout else l.window_steps)
+                for n, l in enumerate(self.layers)]
+
+    def fan_out(self) -> list[np.ndarray]:
+        """Synaptic events of one spike of each neuron of the sample and of every hidden layer (one flat
+        array per node, in RunResult order): the sum over every stage that reads it."""
+        fans = [np.zeros(self.n_in, dtype=np.int64)] + [np.zeros(l.n_out, dtype=np.int64) for l in self.hidden]
+        for layer, sources in zip(self.layers, self.sources()):
+            for p, fan in zip(sources, layer.fan_out()):
+                fans[p] += fan
+        return fans
 
     def input_activations(self, k0) -> np.ndarray:
         """Validate input activations (B, n_in) or (B, *input_shape), integer-valued in [0, T_0].
@@ -382,18 +407,19 @@ class Artifact:
             "synaptic_delay": self.synaptic_delay, "weight_bits": self.weight_bits,
             "membrane_bits": self.membrane_bits, "overflow": self.overflow,
             "schedule": self.schedule, "meta": self.meta,
-            "layers": [{"name": l.name, "inputs": list(inputs), "in_shape": list(l.in_shape),
-                        "ops": [op.to_json() for op in l.ops],
-                        "synapse": l.synapse.to_json(), "window_steps": l.window_steps,
+            "layers": [{"name": l.name, "inputs": list(inputs), **l.stage.to_json(), "window_steps": l.window_steps,
                         "readout": l.readout, "logit_scale": l.logit_scale}
                        for l, inputs in zip(self.layers, self.edges())],
         }
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The array part of the on-disk format: layer{i}.weight / .bias / .slope."""
+        """The array part of the on-disk format: layer{i}.weight (then .weight.1, .weight.2, ... for a
+        layer with several synapses, in leaf order), layer{i}.bias, layer{i}.slope."""
         out = {}
         for i, l in enumerate(self.layers):
-            out[f"layer{i}.weight"], out[f"layer{i}.bias"] = l.weight, l.bias
+            for b, leaf in enumerate(l.leaves()):
+                out[weight_key(i, b)] = leaf.weight
+            out[f"layer{i}.bias"] = l.bias
             if l.slope is not None:
                 out[f"layer{i}.slope"] = l.slope
         return out
@@ -423,9 +449,9 @@ class Artifact:
         jpath, apath = path / JSON_FILE, path / ARRAYS_FILE
         _require(path.is_dir(), f"{path}: no such artifact directory")
         doc = _read_json(jpath)
-        keys = [(f"layer{i}.{part}") for i, d in enumerate(doc["layers"])
-                for part in (("weight", "bias") if d["readout"] else ("weight", "bias", "slope"))]
         with _open_npz(apath) as npz:
+            keys = [key for i, d in enumerate(doc["layers"]) for key in
+                    (*_weight_keys(i, npz.files), f"layer{i}.bias", *(() if d["readout"] else (f"layer{i}.slope",)))]
             arrays = {key: _npz_array(npz, apath, key) for key in keys}
         try:
             layers = [_layer_from_json(i, d, arrays, doc["version"]) for i, d in enumerate(doc["layers"])]
@@ -439,31 +465,47 @@ class Artifact:
             raise ArtifactError(f"{jpath}: {e}") from e
 
 
+def weight_key(i: int, b: int) -> str:
+    """The array name of leaf synapse b of layer i."""
+    return f"layer{i}.weight" + (f".{b}" if b else "")
+
+
+def _weight_keys(i: int, present) -> list[str]:
+    """The weight arrays of layer i the file holds: layer{i}.weight, then .weight.1, .weight.2, ..."""
+    keys = [weight_key(i, 0)]
+    while weight_key(i, len(keys)) in present:
+        keys.append(weight_key(i, len(keys)))
+    return keys
+
+
 def _layer_from_json(i: int, d: dict, arrays: dict, version: int) -> ArtifactLayer:
     where = f"layer {d['name']!r}"
-    weight = _int_array(arrays[f"layer{i}.weight"], where, "weight")
+    weights = [_int_array(arrays[key], where, "weight") for key in _weight_keys(i, arrays)]
+    fields = dict(name=d["name"], bias=arrays[f"layer{i}.bias"], slope=arrays.get(f"layer{i}.slope"),
+                  window_steps=d["window_steps"], readout=d["readout"], logit_scale=d["logit_scale"],
+                  inputs=d["inputs"] if version >= 3 else None)
     if version == 1:           # hwtune 0.1: every layer a dense matrix over the flat activations
-        _require(weight.ndim == 2 and list(d["shape"]) == list(weight.shape),
-                 f"{where}: shape {short(d['shape'])} does not match the weight {list(weight.shape)}")
-        synapse, ops, in_shape = Dense(weight=weight), (), None
-    else:
-        try:
-            synapse = synapse_from_json(d["synapse"], weight)
-            ops = tuple(op_from_json(op) for op in d["ops"])
-        except OpError as e:
-            raise ArtifactError(f"{where}: {e}") from None
-        in_shape = _shape(d["in_shape"], where, "in_shape")
-    return ArtifactLayer(name=d["name"], synapse=synapse, bias=arrays[f"layer{i}.bias"],
-                         slope=arrays.get(f"layer{i}.slope"), window_steps=d["window_steps"], readout=d["readout"],
-                         logit_scale=d["logit_scale"], ops=ops, in_shape=in_shape,
-                         inputs=d["inputs"] if version >= 3 else None)
+        _require(weights[0].ndim == 2 and list(d["shape"]) == list(weights[0].shape),
+                 f"{where}: shape {short(d['shape'])} does not match the weight {list(weights[0].shape)}")
+        return ArtifactLayer(synapse=Dense(weight=weights[0]), **fields)
+    taken = iter(weights)
+    try:
+        stage = Stage.from_json(d, lambda: next(taken))
+    except StopIteration:
+        raise ArtifactError(f"{where}: its synapses need more weight arrays than the {len(weights)} stored") from None
+    except OpError as e:
+        raise ArtifactError(f"{where}: {e}") from None
+    _require(next(taken, None) is None, f"{where}: {len(weights)} weight arrays stored, its synapses take "
+                                        f"{len(stage.leaves())}")
+    return ArtifactLayer(synapse=stage.synapse, ops=stage.ops, in_shapes=stage.in_shapes, shift=stage.shift, **fields)
 
 
 _TOP_KEYS = ("format", "version", "input_shape", "input_steps", "synaptic_delay", "weight_bits",
              "membrane_bits", "overflow", "meta", "layers")
 _LAYER_KEYS = {1: ("name", "shape", "window_steps", "readout", "logit_scale"),
                2: ("name", "in_shape", "ops", "synapse", "window_steps", "readout", "logit_scale"),
-               3: ("name", "inputs", "in_shape", "ops", "synapse", "window_steps", "readout", "logit_scale")}
+               3: ("name", "inputs", "in_shape", "ops", "synapse", "window_steps", "readout", "logit_scale"),
+               4: ("name", "inputs", "ops", "synapse", "window_steps", "readout", "logit_scale")}
 
 
 def _read_json(jpath: Path) -> dict:
@@ -545,8 +587,8 @@ def weight_violations(artifact: Artifact) -> list[str]:
     """Weights outside the signed ``weight_bits`` range, one line per offending neuron or channel."""
     lo, hi = numerics.signed_range(artifact.weight_bits)
     out = []
-    for layer in artifact.layers:
-        q = layer.weight.reshape(layer.synapse.out_channels, -1)
+    for layer, leaf in ((layer, leaf) for layer in artifact.layers for leaf in layer.leaves()):
+        q = leaf.weight.reshape(leaf.out_channels, -1)
         bad = (q < lo) | (q > hi)
         for i in np.flatnonzero(bad.any(axis=1)):
             j = int(np.flatnonzero(bad[i])[0])

@@ -45,7 +45,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "train": ("train a TTFS net from scratch (exact spike-time gradient), or a ReLU net to convert",
               "hwtune train --arch fc --dataset fashion-mnist --epochs 10 -o runs/fc2"),
     "convert": ("convert a trained ReLU net (an hwtune model, or a torch module:function returning an "
-                "nn.Sequential plus --weights) to the exactly equivalent TTFS net",
+                "nn.Module, residual and branching nets included, plus --weights) to the exactly equivalent TTFS net",
                 "hwtune convert mypackage.models:make_net --weights net.safetensors --dataset fashion-mnist"),
     "evaluate": ("accuracy, spikes per neuron and latency of a model",
                  "hwtune evaluate runs/fc2 --samples 1000 --json"),
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = add("convert")
-    p.add_argument("model", help="hwtune ReLU model directory, or module:function returning a torch nn.Sequential")
+    p.add_argument("model", help="hwtune ReLU model directory, or module:function returning a torch nn.Module")
     p.add_argument("--weights", help="safetensors state dict of the module:function model")
     p.add_argument("--margin", type=_positive_float, default=1.5,
                    help="window = margin x the layer's largest activation on the training set (default: 1.5)")
@@ -302,7 +302,7 @@ def _cmd_train(args) -> int:
 
 
 def _load_torch_factory(spec: str, weights: str | None):
-    """nn.Sequential from 'module:function' (imported from the working directory) and a safetensors file."""
+    """The torch module of 'module:function' (imported from the working directory) with a safetensors file's weights."""
     import importlib
 
     from safetensors import SafetensorError
@@ -331,18 +331,18 @@ def _load_torch_factory(spec: str, weights: str | None):
 
 
 def _call_factory(spec: str, factory):
-    """``factory()``, which must return a torch nn.Sequential (HwtuneError naming ``spec`` otherwise)."""
+    """``factory()``, which must return a torch nn.Module (HwtuneError naming ``spec`` otherwise)."""
     import torch
 
-    need = "a function that takes no arguments and returns a torch nn.Sequential"
+    need = "a function that takes no arguments and returns a torch nn.Module"
     if not callable(factory):
         raise HwtuneError(f"{spec}: is a {type(factory).__name__}, not {need}")
     try:
         model = factory()
     except TypeError as e:
         raise HwtuneError(f"{spec}: calling it with no arguments failed ({e}); give {need}") from None
-    if not isinstance(model, torch.nn.Sequential):
-        raise HwtuneError(f"{spec}: returned {type(model).__name__} {short(model, 60)}, not an nn.Sequential; "
+    if not isinstance(model, torch.nn.Module):
+        raise HwtuneError(f"{spec}: returned {type(model).__name__} {short(model, 60)}, not an nn.Module; "
                           f"give {need}")
     return model
 

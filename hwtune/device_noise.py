@@ -57,10 +57,11 @@ class NoiseSpec(Settings):
 
 @dataclass(frozen=True)
 class Geometry:
-    """What the draws of one layer need: its synapse's weight shape, unshared over the output
-    positions for a convolution (C_out, C_in, K, K, H_o, W_o), and its number of neurons."""
+    """What the draws of one layer need: the weight shape of each of its synapses (a join has one per
+    branch), unshared over the output positions for a convolution (C_out, C_in, K, K, H_o, W_o), its
+    number of neurons and whether it spikes."""
 
-    weight_shape: tuple
+    weight_shapes: tuple
     neurons: int
     hidden: bool
 
@@ -72,8 +73,9 @@ def rng(stream: int, seed: int, index: int = 0) -> np.random.Generator:
 
 @dataclass
 class Device:
-    """One device instance: per layer, the weight-mismatch factors' standard normals (unshared
-    weight shape, or None) and, per hidden layer, the threshold-mismatch normals (neurons,) or None."""
+    """One device instance: per layer, the weight-mismatch factors' standard normals (a list with one
+    array of unshared weight shape per synapse, or None) and, per hidden layer, the threshold-mismatch
+    normals (neurons,) or None."""
 
     spec: NoiseSpec
     weight_eps: list
@@ -81,11 +83,12 @@ class Device:
 
     @classmethod
     def draw(cls, spec: NoiseSpec, layers: list[Geometry], generator: np.random.Generator) -> "Device":
-        """Layer by layer: weight normals (if weight_mismatch), then threshold normals (hidden
-        layers, if threshold_mismatch). The same order for every user of the draws."""
+        """Layer by layer: weight normals of each synapse (if weight_mismatch), then threshold normals
+        (hidden layers, if threshold_mismatch). The same order for every user of the draws."""
         weights, thresholds = [], []
         for g in layers:
-            weights.append(generator.standard_normal(g.weight_shape) if spec.weight_mismatch else None)
+            weights.append([generator.standard_normal(shape) for shape in g.weight_shapes]
+                           if spec.weight_mismatch else None)
             thresholds.append(generator.standard_normal(g.neurons) if spec.threshold_mismatch and g.hidden else None)
         return cls(spec, weights, thresholds)
 

@@ -10,9 +10,10 @@ format's range), then checks that brevitas quantizes the stored float weights to
 integers; a difference names the layer, the weight and both values. Directories are written
 atomically; loading validates every field and tensor (finite values included) and names what is wrong.
 
-Format versions: 3 names layer kinds as hwtune.layers does (conv2d, sumpool); 2 named them conv,
-avgpool (read as their kinds) and records the target as a full spec; 1 (hwtune 0.1) recorded its
-name only, which is read as the shipped target of that name.
+Format versions: 4 may give the architecture's nodes names and inputs (a graph: hwtune.graph); 3
+names layer kinds as hwtune.layers does (conv2d, sumpool); 2 named them conv, avgpool (read as
+their kinds) and records the target as a full spec; 1 (hwtune 0.1) recorded its name only, which is
+read as the shipped target of that name.
 """
 from __future__ import annotations
 
@@ -24,12 +25,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from hwtune.architectures import ArchError, output_shapes
-from hwtune.architectures import n_hidden as hidden_layers
+from hwtune import graph
 from hwtune.atomic import atomic_directory
 from hwtune.configs import MAX_LAYER_ENTRIES
 from hwtune.errors import HwtuneError, OutputError, short
-from hwtune.layers import is_weighted, kind_of
+from hwtune.layers import ArchError
 from hwtune.numerics import (BIAS_BITS, DEFAULT_BIAS_BITS, DEFAULT_SCALE_EXPONENTS, MAX_STEPS, SCALE_EXPONENTS,
                              SYNAPTIC_DELAY, WEIGHT_BITS)
 from hwtune.safepaths import regular_file
@@ -37,8 +37,8 @@ from hwtune.ttfs.net import TTFSNet
 from hwtune.ttfs.quant import QuantSpec, weight_mantissa
 
 FORMAT = "hwtune-model"
-VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 TENSORS = "model.safetensors"
 CONFIG = "hwtune.json"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -129,11 +129,11 @@ def _read_config(path: Path) -> dict:
                                                       for n in shape)):
         _fail(file, f"input_shape must be a list of positive integers, got {short(shape)}")
     try:
-        shapes = output_shapes(config["arch"], tuple(shape))
+        net_graph = graph.read(config["arch"], tuple(shape))
     except ArchError as e:
         _fail(file, f"invalid architecture: {e}")
-    _check_sizes(file, config["arch"], [tuple(shape), *shapes])
-    n_hidden = hidden_layers(config["arch"])
+    _check_sizes(file, net_graph, tuple(shape))
+    n_hidden = net_graph.n_hidden
     windows = config["windows"]
     if not (isinstance(windows, list) and len(windows) == n_hidden
             and all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w > 0
@@ -146,14 +146,14 @@ def _read_config(path: Path) -> dict:
     return config
 
 
-def _check_sizes(file: Path, arch: list[dict], shapes: list[tuple]) -> None:
-    """Refuse layers with more than MAX_LAYER_ENTRIES neurons or weights before any is allocated."""
-    for i, (layer, shape) in enumerate(zip([{"kind": "input"}, *arch], shapes)):
-        weights = kind_of(layer).spec_weights(layer) if i and is_weighted(layer) else 0
-        for what, n in (("neurons", math.prod(shape)), ("weights", weights)):
-            if n > MAX_LAYER_ENTRIES:
-                where = "the input" if i == 0 else f"layer {i - 1} ({layer['kind']})"
-                _fail(file, f"{where} has {n:,} {what}, more than hwtune's limit of {MAX_LAYER_ENTRIES:,}")
+def _check_sizes(file: Path, net_graph, input_shape: tuple) -> None:
+    """Refuse nodes with more than MAX_LAYER_ENTRIES values or weights before any is allocated."""
+    for what, where, n in [("neurons", "the input", math.prod(input_shape))] + \
+            [("neurons", f"layer {node.index} ({node.spec['kind']})", math.prod(node.shape)) for node in net_graph.nodes] + \
+            [("weights", f"layer {i} ({net_graph.nodes[i].spec['kind']})",
+              net_graph.nodes[i].cls.spec_weights(net_graph.nodes[i].spec)) for i in net_graph.synapses]:
+        if n > MAX_LAYER_ENTRIES:
+            _fail(file, f"{where} has {n:,} {what}, more than hwtune's limit of {MAX_LAYER_ENTRIES:,}")
 
 
 def _check_quant(file: Path, quant, n_hidden: int) -> None:
@@ -240,7 +240,7 @@ def _stored_integers(file: Path, tensors: dict, net: TTFSNet, spec: QuantSpec) -
     stored = {}
     for n in range(len(net.synapses)):
         key = f"int.{n}.weight"
-        where = f"tensor {key!r} (layer {n}, {net.segment(n)[1]['kind']})"
+        where = f"tensor {key!r} (layer {n}, {net.synapse_spec(n)['kind']})"
         if key not in tensors:
             _fail(file, f"missing {where}: a model with integer weights stores its mantissas")
         q = tensors[key]
@@ -264,7 +264,7 @@ def _check_against_brevitas(file: Path, stored: dict[str, torch.Tensor], net: TT
         differ = (stored[key] != q.to(torch.int64)).nonzero()
         if len(differ):
             index = tuple(differ[0].tolist())
-            _fail(file, f"layer {n} ({net.segment(n)[1]['kind']}): stored integer weight {list(index)} is "
+            _fail(file, f"layer {n} ({net.synapse_spec(n)['kind']}): stored integer weight {list(index)} is "
                         f"{int(stored[key][index])} but brevitas {brevitas.__version__} quantizes the stored float "
                         f"weight to {int(q[index])} ({len(differ)} of {q.numel()} differ): the file was edited, or "
                         "written with a brevitas that rounds differently")

@@ -33,7 +33,6 @@ import math
 from dataclasses import asdict, dataclass
 
 from hwtune.artifact import Artifact, ArtifactError, ArtifactLayer
-from hwtune.connectivity import folded_pool
 from hwtune.target import ChipSection
 
 
@@ -73,17 +72,16 @@ def _refuse_axons(layer: ArtifactLayer, chip: ChipSection, axons: int, what: str
 
 
 def _shared_kernel_layer(layer: ArtifactLayer, chip: ChipSection, weight_bits: int) -> LayerMap:
-    c_out, h_o, w_o = layer.synapse.output_shape()
-    kernel_bits = layer.synapse.kernel_bits(weight_bits, folded_pool(layer))
+    c_out, h_o, w_o = layer.out_shape
+    kernel_bits = layer.stage.kernel_bits(weight_bits)
     channels = min(c_out, chip.synaptic_memory_bits // kernel_bits, chip.neurons_per_core)
     if channels < 1:
         _fail(layer, "chip.synaptic_memory_bits", f"the kernel of one output channel needs {kernel_bits} bits, more "
                                                   f"than a core's {chip.synaptic_memory_bits}")
-    pool = folded_pool(layer)
 
     def fit_positions(channels: int) -> tuple[int, int]:
         return _fit_axons(chip, min(h_o * w_o, chip.neurons_per_core // channels),
-                          lambda p: layer.synapse.tile_inputs(p, channels, pool, layer.n_in))
+                          lambda p: layer.stage.tile_inputs(p, channels))
 
     # fewer positions first; where one position still reads too much, fewer channels (a grouped conv's
     # channels of one group read only that group's inputs)
@@ -92,8 +90,13 @@ def _shared_kernel_layer(layer: ArtifactLayer, chip: ChipSection, weight_bits: i
     _refuse_axons(layer, chip, axons, "one output position of one channel reads" if channels == 1 else
                   f"one output position of {channels} channels reads")
     cores = math.ceil(c_out / channels) * math.ceil(h_o * w_o / positions)
-    return LayerMap(layer.name, layer.synapse.kind, layer.n_out, cores, channels * positions, int(layer.fan_out().sum()),
+    return LayerMap(layer.name, layer.synapse.kind, layer.n_out, cores, channels * positions, _synapses(layer),
                     cores * channels * kernel_bits, int(layer.fan_in().max()), axons, "shared kernels")
+
+
+def _synapses(layer: ArtifactLayer) -> int:
+    """Nonzero synapses of a layer, every input's (through pooling: one per presynaptic neuron and weight)."""
+    return int(sum(fan.sum() for fan in layer.fan_out()))
 
 
 def _explicit_layer(layer: ArtifactLayer, chip: ChipSection, clock_rows: int = 0, built_as: str = "") -> LayerMap:
@@ -105,10 +108,9 @@ def _explicit_layer(layer: ArtifactLayer, chip: ChipSection, clock_rows: int = 0
     if per_core < 1:
         _fail(layer, "chip.synaptic_memory_bits", f"one neuron's {fan_in} synapses need {per_neuron} bits, more than "
                                                   f"a core's {chip.synaptic_memory_bits}")
-    per_core, axons = _fit_axons(chip, per_core,
-                                 lambda n: layer.synapse.core_inputs(n, folded_pool(layer), layer.n_in) + clock_rows)
+    per_core, axons = _fit_axons(chip, per_core, lambda n: layer.stage.core_inputs(n) + clock_rows)
     _refuse_axons(layer, chip, axons, "its neurons read")
-    synapses = int(layer.fan_out().sum()) + layer.n_out * clock_rows
+    synapses = _synapses(layer) + layer.n_out * clock_rows
     return LayerMap(layer.name, layer.synapse.kind, layer.n_out, math.ceil(layer.n_out / per_core), per_core, synapses,
                     synapses * chip.synapse_bits, fan_in, axons,
                     "explicit synapses" + (f" ({built_as})" if built_as else ""))

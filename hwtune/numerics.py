@@ -177,16 +177,69 @@ def slope(delta_out: float, scale, delta_in: float):
     return np.maximum(1, np.round(delta_out / (np.asarray(scale, dtype=np.float64) * delta_in))).astype(np.int64)
 
 
+@dataclass(frozen=True)
+class Timing:
+    """When each node of a feed-forward graph of TTFS layers works, in global steps of one sample.
+
+    window_steps: [T_0 (the input), T_1..T_N (the hidden layers)]; delay: the synaptic delay d;
+    sources: for each layer n = 1..N+1 (0-based index n - 1; the read-out last), the nodes it reads
+    (0: the input, m: layer m), default a chain (layer n reads node n - 1). Node p fires in
+    [F_p, F_p + T_p), F_0 = 0; layer n fires from
+
+        F_n = max_{p in sources_n} (F_p + T_p) + d
+
+    (d steps after the last of its inputs' windows has ended; a chain: F_n = F_{n-1} + T_{n-1} + d)
+    and integrates on the T = max_p T_p steps before F_n. A spike of activation k of input p is
+    emitted on F_p + T_p - k and arrives d + D_np steps later, D_np = F_n - d - (F_p + T_p) >= 0 (0
+    for the last input to end): on F_n - k, so it counts on exactly k integration steps. The last
+    start F_{N+1} is the latency; the read-out's v holds its logit there.
+    """
+
+    window_steps: tuple
+    delay: int
+    sources: tuple | None = None
+
+    def __post_init__(self):
+        windows = tuple(int(t) for t in self.window_steps)
+        sources = self.sources
+        if sources is None:
+            sources = tuple((n,) for n in range(len(windows)))
+        sources = tuple(tuple(int(p) for p in s) for s in sources)
+        if len(sources) != len(windows) or any(not s or min(s) < 0 or max(s) > n for n, s in enumerate(sources)):
+            raise ValueError(f"sources must list, for each of the {len(windows)} layers, earlier nodes; got {sources}")
+        starts = [0]
+        for s in sources:
+            starts.append(max(starts[p] + windows[p] for p in s) + self.delay)
+        object.__setattr__(self, "window_steps", windows)
+        object.__setattr__(self, "sources", sources)
+        object.__setattr__(self, "starts", tuple(starts))
+
+    @property
+    def latency(self) -> int:
+        """F_{N+1}: steps from the first input step to the read-out."""
+        return self.starts[-1]
+
+    def steps_in(self, n: int) -> int:
+        """Integration steps T of layer n (0-based): the longest window among its inputs."""
+        return max(self.window_steps[p] for p in self.sources[n])
+
+    def integration(self, n: int) -> range:
+        """Global steps on which layer n (0-based) integrates: the T steps before its firing start."""
+        fire = self.starts[n + 1]
+        return range(fire - self.steps_in(n), fire)
+
+    def arrival_delay(self, n: int, p: int) -> int:
+        """D: steps beyond the synaptic delay that spikes of node p wait before they reach layer n (0-based)."""
+        return self.starts[n + 1] - self.delay - self.starts[p] - self.window_steps[p]
+
+
 def schedule(window_steps: list[int], delay: int) -> list[int]:
-    """Firing-phase start steps F_0..F_{N+1}: F_0 = 0, F_n = F_{n-1} + d + T_{n-1}.
+    """Firing-phase start steps F_0..F_{N+1} of a chain (:class:`Timing`): F_0 = 0, F_n = F_{n-1} + d + T_{n-1}.
 
     ``window_steps`` = [T_0, T_1, ..., T_N] (input and hidden layers); the last entry of the
     result is the read-out step of the output layer = total latency in steps.
     """
-    starts = [0]
-    for steps in window_steps:
-        starts.append(starts[-1] + delay + steps)
-    return starts
+    return list(Timing(window_steps, delay).starts)
 
 
 def membrane_bound(abs_sum, beta, steps_in: int) -> np.ndarray:
@@ -248,12 +301,21 @@ def lava_weights(q: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
     """Weights and weight_exp for Lava's Dense so that its a_in equals sum_j q_ij exactly.
 
     Lava keeps ``(w >> (9 - bits)) << (9 - bits)`` of the mixed-sign weight clipped to
-    [-256, 255] and then applies ``a >> -weight_exp``; w = q << (9 - bits) survives both.
+    [-256, 255] and then applies ``a >> -weight_exp``; w = q << (9 - bits) survives both. Integers
+    beyond ``bits`` bits that share a factor 2^e (a join's branch scaled to the layer's unit) are
+    held as q / 2^e with weight_exp raised by e: the smallest e that makes them fit.
     """
     if not 1 <= bits <= LAVA_WEIGHT_BITS:
         raise ValueError(f"Lava Dense holds 1..{LAVA_WEIGHT_BITS} weight bits, got {bits}")
+    q = np.asarray(q, dtype=np.int64)
+    lo, hi = signed_range(bits)
+    exp = 0
+    while q.size and (q.min() < lo or q.max() > hi):
+        if np.any(q % 2):
+            raise ValueError(f"weights in [{q.min()}, {q.max()}] do not fit {bits} signed bits times a power of two")
+        q, exp = q // 2, exp + 1
     shift = LAVA_WEIGHT_RANGE_BITS - bits
-    return (np.asarray(q, dtype=np.int64) << shift), -shift
+    return q << shift, exp - shift
 
 
 #: :func:`weight_digits`' base: 2^DIGIT_BITS, what an 8-bit Lava weight holds in [0, base) and (-base, base).
@@ -276,12 +338,6 @@ def weight_digits(values):
         high[:, r] = np.clip(rest, -high_max, high_max)
         rest = rest - high[:, r]
     return low, high
-
-
-def integration_steps(schedule: list[int], n: int, delay: int) -> range:
-    """Global steps on which layer n (0-based: artifact layer n) integrates its input: from the
-    input's firing start F_n plus the delay d to its own firing start F_{n+1} (see :func:`schedule`)."""
-    return range(schedule[n] + delay, schedule[n + 1])
 
 
 def from_lava_state(v):
@@ -354,7 +410,7 @@ def stock_clock(pos, neg, beta, steps_in: int, integration: range, sigma=None, s
     k = :func:`fire` (V, sigma, T'); the derivation: docs/design.md, "Loihi 2 mapping".
 
     Per neuron (int64 arrays): pos, neg = sum_j max(+-q_ij, 0); beta: per-step bias; steps_in: T;
-    integration: :func:`integration_steps`, R .. F - 1. An input of activation k arrives on step
+    integration: :meth:`Timing.integration`, R .. F - 1. An input of activation k arrives on step
     R + T - k (k = 0: on F), so on F every input has arrived and u = sum_j q_ij + beta. sigma, steps_out:
     slope and T' of a hidden layer; None, 0: the read-out, whose v holds V from F - 1 on and never spikes.
     With V while integrating in [lo, hi] (``guard``, default the worst case :func:`membrane_bound`):

@@ -164,7 +164,7 @@ def train_model(cfg: TrainConfig, data: Dataset, seed: int = 0, train_samples: i
     if cfg.network == "relu":
         report["history"] = train(relu, data.train_x, data.train_y, cfg, seed, desc="train relu")
         with torch.no_grad():
-            for src, dst in zip([m for m in relu if hasattr(m, "weight")], net.synapses):
+            for src, dst in zip(relu.synapses, net.synapses):
                 dst.weight.copy_(src.weight)
                 dst.bias.copy_(src.bias)
     else:
@@ -191,8 +191,9 @@ def train_model(cfg: TrainConfig, data: Dataset, seed: int = 0, train_samples: i
 
 def convert_model(relu: torch.nn.Module, data: Dataset, margin: float = 1.5, seed: int = 0,
                   info: dict | None = None) -> tuple[TTFSNet, dict]:
-    """A ReLU nn.Sequential -> the exactly equivalent TTFS net, windows margin x layer maxima on
-    the training set; checks prediction agreement on the test set."""
+    """A ReLU torch module (anything torch.fx traces to supported ops: hwtune.ttfs.convert) -> the
+    exactly equivalent TTFS net, windows margin x layer maxima on the training set; checks prediction
+    agreement on the test set."""
     relu = relu.eval()
     dtype = next(relu.parameters()).dtype
     data = cast(data, dtype)
@@ -208,7 +209,7 @@ def convert_model(relu: torch.nn.Module, data: Dataset, margin: float = 1.5, see
     return ttfs, record
 
 
-def relu_of(net: TTFSNet) -> torch.nn.Sequential:
+def relu_of(net: TTFSNet) -> torch.nn.Module:
     """The ReLU net stored in an hwtune model directory trained with ``network relu``."""
     if net.info.get("network") != "relu":
         raise HwtuneError("convert expects a ReLU model (trained with `hwtune train --network relu`) or a "

@@ -84,7 +84,9 @@ def random_conv_artifact(rng: np.random.Generator, input_shape: tuple, plan: lis
             q = rng.integers(lo, hi + 1, size=(item[1], shape[0])) * (rng.random((item[1], shape[0])) < density)
             synapse = Dense(weight=q)
         readout = n == n_layers - 1
-        gain = math.prod(op.gain for op in pending)
+        gain, op_in = 1, in_shape
+        for op in pending:
+            gain, op_in = gain * op.gain_on(op_in), op.output_shape(op_in)
         fan = q[0].size * gain
         v_typ = np.sqrt(fan * density * (hi ** 2 / 3) * (steps[n] ** 2 / 6)) + 1
         beta_unit = max(1, int(0.5 * v_typ / steps[n]))

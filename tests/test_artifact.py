@@ -249,10 +249,10 @@ def test_conv_artifact_round_trips_with_its_graph(tmp_path):
     kinds = [(type(l.synapse).__name__, [type(op).__name__ for op in l.ops]) for l in a.layers]
     assert kinds == [("Conv2d", []), ("Conv2d", ["SumPool"]), ("Dense", ["Flatten"]), ("Dense", [])]
     assert [l.out_shape for l in a.layers] == [(4, 9, 7), (5, 2, 2), (6,), (3,)]
-    assert a.layers[1].gain == 4 and a.layers[1].bias.shape == (5,)
+    assert a.layers[1].stage.gain == 4 and a.layers[1].bias.shape == (5,)
     a.save(tmp_path / "c")
     doc = json.loads((tmp_path / "c" / JSON_FILE).read_text())
-    assert doc["version"] == 3 and doc["layers"][1]["ops"] == [{"kind": "sumpool", "kernel": 2}]
+    assert doc["version"] == 4 and doc["layers"][1]["ops"] == [{"kind": "sumpool", "kernel": 2}]
     assert [d["inputs"] for d in doc["layers"]] == [["input"], ["conv2d1"], ["conv2d2"], ["dense3"]]
     assert doc["layers"][1]["synapse"] == {"kind": "conv2d", "in_shape": [4, 4, 3], "out_channels": 5, "kernel": 3,
                                            "stride": 2, "padding": 1}
@@ -376,9 +376,8 @@ def test_hwtune_01_artifacts_still_load(tmp_path):
 @pytest.mark.parametrize("synapse", ["dense", "conv2d"])
 def test_two_sum_poolings_fold_into_one_block_sum(synapse):
     """Two sum poolings before a synapse (kernels 2 and 2 on a 9 x 11 map, floor mode: 4 x 5, then
-    2 x 2) are one 4 x 4 block sum in the explicit matrix (hwtune.connectivity) and in the mapper's
+    2 x 2) are one 4 x 4 block sum in the explicit matrix (hwtune.layers.stage) and in the mapper's
     kernel: matrix @ k equals q applied to block sums taken here with numpy, and equals the layer's V."""
-    from hwtune.connectivity import folded_pool, layer_matrix
     rng = np.random.default_rng(5)
     k = rng.integers(0, 7, size=(4, 2, 9, 11))
     blocks = k[:, :, :8, :8].reshape(4, 2, 2, 4, 2, 4).sum(axis=(3, 5))            # (B, 2, 2, 2)
@@ -391,23 +390,22 @@ def test_two_sum_poolings_fold_into_one_block_sum(synapse):
         expected = blocks.reshape(4, 8) @ q.reshape(3, 8).T
     layer = ArtifactLayer(name="out", synapse=syn, bias=np.zeros(3, dtype=np.int64), slope=None, window_steps=None,
                           readout=True, ops=ops, in_shape=(2, 9, 11))
-    assert folded_pool(layer) == 4
-    m = layer_matrix(layer)
+    assert layer.stage.gain == 16
+    m = layer.stage.matrix()
     assert np.array_equal(m @ k.reshape(4, -1).T, expected.T)
     assert np.array_equal(layer.potential(k.reshape(4, -1), 6).reshape(4, -1), expected)
     if synapse == "conv2d":
-        assert syn.kernel_bits(4, folded_pool(layer)) == 2 * (2 * 4) ** 2 * 4     # C_in (K p)^2 bits
+        assert layer.stage.kernel_bits(4) == 2 * (2 * 4) ** 2 * 4     # C_in (K p)^2 bits
 
 
 def test_fan_out_through_pooling_equals_the_explicit_matrix():
     """Synaptic events per presynaptic spike (ArtifactLayer.fan_out) = nonzeros of its column in
-    the explicit synapse matrix (hwtune.connectivity), pooling and borders included."""
-    from hwtune.connectivity import layer_matrix
+    the explicit synapse matrix (hwtune.layers.stage), pooling and borders included."""
     a = conv_artifact(seed=3)
     for layer in a.layers:
-        m = layer_matrix(layer)
+        m = layer.stage.matrix()
         columns = np.count_nonzero(m, axis=0) if isinstance(m, np.ndarray) else np.diff(m.tocsc().indptr)
-        assert np.array_equal(layer.fan_out(), columns), layer.name
+        assert np.array_equal(layer.fan_out()[0], columns), layer.name
         rows = np.count_nonzero(m, axis=1) if isinstance(m, np.ndarray) else np.diff(m.indptr)
         assert layer.fan_in().max() >= rows.max(), layer.name      # fan_in: an interior neuron's
         if layer.name in ("conv2d1", "dense3", "dense4"):               # layers that have interior neurons

@@ -54,7 +54,7 @@ def _cases():
         ("empty batch", lambda m: hwtune.emulate(m[1], X[:0]), ValueError, "non-empty batch"),
         ("wrong shape", lambda m: hwtune.emulate(m[1], torch.rand(2, 1, 28, 28)), ValueError, "the net takes"),
         ("device cuda", lambda m: hwtune.quantize(m[0], "digits", device="cuda"), ValueError, "device = 'cuda'"),
-        ("relu not sequential", lambda m: hwtune.convert(m[0], "digits"), TypeError, "nn.Sequential"),
+        ("relu is a ttfs net", lambda m: hwtune.convert(m[0], "digits"), TypeError, "a TTFSNet is converted already"),
         ("load_dataset seed", lambda m: hwtune.load_dataset("digits", seed=2 ** 40), ValueError,
          "seed = 1099511627776 must be an integer in [0, 4294967295]"),
     ]
@@ -269,25 +269,28 @@ def test_passes_refuse_a_relu_model(made):
 
 
 @pytest.mark.parametrize("spec", ["os:getcwd", "json:loads", "os:sep"])
-def test_convert_factory_must_return_a_sequential(tmp_path, spec, capsys):
+def test_convert_factory_must_return_a_module(tmp_path, spec, capsys):
     assert main(["convert", spec, "--weights", str(tmp_path / "w.safetensors"), "--dataset", "digits",
                  "-o", str(tmp_path / "o")]) == 3
-    assert "nn.Sequential" in capsys.readouterr().err
+    assert "nn.Module" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("module,message", [
     (torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
-                         torch.nn.Linear(36, 10)), "module 2 (MaxPool2d): max pooling"),
+                         torch.nn.Linear(36, 10)), "traced op '_2' (MaxPool2d, module '2'): max pooling"),
     (torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding="same"), torch.nn.ReLU(), torch.nn.Flatten(),
                          torch.nn.Linear(256, 10)), "padding='same' is not supported"),
-    (torch.nn.Module(), "a Module cannot be converted: convert takes an nn.Sequential"),
+    (torch.nn.Module(), "torch.fx cannot trace the Module"),
+    (torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2)),
+     "traced op '_1' (Tanh, module '1'): a Tanh module cannot be converted to TTFS"),
 ])
 def test_convert_refusals_say_what_is_accepted(module, message):
     from hwtune.architectures import ArchError
-    from hwtune.ttfs.convert import parse_sequential
+    from hwtune.ttfs.convert import parse_module
     with pytest.raises(ArchError) as e:
-        parse_sequential(module)
+        parse_module(module)
     assert message in str(e.value)
+    assert "padding" in message or "a torch module that torch.fx traces" in str(e.value)   # what is accepted
 
 
 def test_lookalike_target_file_is_refused(tmp_path):

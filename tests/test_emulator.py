@@ -309,13 +309,12 @@ def test_conv_stepped_equals_fast(seed, delay, levels):
 
 def test_conv_fast_equals_python_integers():
     """The im2col convolution in float32/float64 equals the convolution in Python integers."""
-    from hwtune.connectivity import layer_matrix
     for seed in range(5):
         a, k0 = random_conv_case(seed)
         r = emulate(a, k0)
         k = k0.astype(object)
         for n, layer in enumerate(a.layers):
-            m = layer_matrix(layer)
+            m = layer.stage.matrix()
             m = m.toarray() if hasattr(m, "toarray") else m
             V = k.dot(m.astype(object).T) + np.repeat(layer.bias, layer.n_out // len(layer.bias)).astype(object) * \
                 a.window_steps[n]

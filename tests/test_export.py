@@ -10,7 +10,6 @@ import torch
 from hwtune.artifact import Artifact, ArtifactError
 from hwtune.backends.emulator import emulate
 from hwtune.configs import TrainConfig
-from hwtune.connectivity import layer_matrix
 from hwtune.exporter import to_artifact
 from hwtune.numerics import WeightFormat
 from hwtune.target import load_target
@@ -37,10 +36,11 @@ def conv_net(digits):
 def probed_matrix(net: TTFSNet, n: int, in_shape: tuple) -> np.ndarray:
     """The oracle: the integer map k_{n-1} -> V_n of the torch net, read off with unit vectors."""
     n_in = int(np.prod(in_shape))
+    source = net.layers[n].sources[0]
     with torch.no_grad():
-        zero = net.segment_potential(n, torch.zeros((1, *in_shape), dtype=torch.float64))[0].reshape(-1)
+        zero = net.layer_potential(n, {source: torch.zeros((1, *in_shape), dtype=torch.float64)})[0].reshape(-1)
         basis = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *in_shape)
-        V = net.segment_potential(n, basis)[0].reshape(n_in, -1) - zero
+        V = net.layer_potential(n, {source: basis})[0].reshape(n_in, -1) - zero
     return V.T.round().to(torch.int64).numpy(), zero.numpy()
 
 
@@ -55,7 +55,7 @@ def test_exported_kernels_equal_the_probed_integer_map(conv_net, arch, scale):
     artifact = to_artifact(net, load_target("emulator"))
     for n, layer in enumerate(artifact.layers):
         m, zero = probed_matrix(net, n, layer.in_shape)
-        exported = layer_matrix(layer)
+        exported = layer.stage.matrix()
         exported = exported.toarray() if hasattr(exported, "toarray") else exported
         assert np.array_equal(exported, m), layer.name
         per_neuron_bias = np.repeat(layer.bias, layer.n_out // len(layer.bias)) * steps[n]

@@ -7,13 +7,13 @@ import dataclasses
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 import torch.nn as nn
 
 from hwtune.backends.emulator import emulate
-from hwtune.connectivity import layer_matrix
 from hwtune.exporter import to_artifact
-from hwtune.layers import Conv2d, conv2d, synapse_from_json
+from hwtune.layers import Conv2d, Stage, SumPool, conv2d, synapse_from_json
 from hwtune.mapper import map_layers
 from hwtune.numerics import WeightFormat
 from hwtune.target import load_target
@@ -35,10 +35,10 @@ def test_grouped_conv_equals_torch_and_its_matrix(c_in, c_out, g, k, s, p, monke
         assert np.array_equal(conv.apply(x, dtype), ref)
     per_position = np.broadcast_to(q[..., None, None], q.shape + ref.shape[2:])
     assert np.array_equal(conv.apply(x, np.float64, per_position), ref)
-    matrix = conv.matrix(conv.in_shape)
+    matrix = conv.matrix()
     assert np.array_equal(matrix @ x.reshape(3, -1).T, ref.reshape(3, -1).T)
     assert np.array_equal(conv.fan_out().reshape(-1), (matrix != 0).sum(axis=0).A1)
-    again = synapse_from_json(conv.to_json(), q)
+    again = synapse_from_json(conv.to_json(), lambda: q)
     assert again.groups == g and np.array_equal(again.apply(x, np.int64), ref)
     layer = {"kind": "conv2d", "in": c_in, "out": c_out, "kernel": k, "padding": p, "stride": s, "groups": g}
     module = Conv2d.torch_synapse(layer, dtype=torch.float64)
@@ -93,7 +93,7 @@ def test_depthwise_separable_net_on_digits(digits):
     # mapper, on a chip that stores kernels (Loihi 2's stock build holds explicit synapses instead): 1 x 3 x 3
     sharing = dataclasses.replace(load_target("loihi2").chip, conv_weight_sharing=True)
     depthwise = map_layers(artifact, sharing)[1]
-    assert depthwise.synapses == layer_matrix(artifact.layers[1]).nnz
+    assert depthwise.synapses == artifact.layers[1].stage.matrix().nnz
     assert depthwise.cores == 1 and depthwise.memory_bits == 4 * (1 * 3 * 3) * 6          # not 4 x (4 x 3 x 3) x 6
 
 
@@ -118,15 +118,16 @@ def test_a_core_of_a_grouped_conv_reads_only_its_groups_inputs():
     test_the_inputs_a_core_reads_are_never_underestimated checks random convolutions by brute force."""
     conv = Conv2d(weight=np.ones((6, 2, 3, 3), dtype=np.int64), in_shape=(6, 8, 8), groups=3)
     n_in = 6 * 8 * 8
-    assert conv.tile_inputs(4, 1, 1, n_in) == 1 * 2 * 4 * 4            # 2 x 2 tile, one group: 2 input channels
-    assert conv.tile_inputs(4, 2, 1, n_in) == 2 * 2 * 4 * 4            # 2 channels may straddle 2 groups
-    assert conv.tile_inputs(4, 6, 1, n_in) == 3 * 2 * 4 * 4            # every group: all 6 input channels
-    assert conv.tile_inputs(5, 1, 1, n_in) == 2 * 5 * 4                # 3 x 2 tile (2 x 2 would hold only 4)
-    assert conv.tile_inputs(4, 1, 2, n_in) == 2 * 8 * 8                # a pooling 2 before it doubles each side
-    assert conv.core_inputs(1, 1, n_in) == 1 * 2 * 3 * 8               # one neuron: 3 input rows (full width)
-    assert conv.core_inputs(10, 1, n_in) == 2 * 8 * 8                  # 3 output rows, or 4 over 2 channels: 2 + 6 rows
-    assert conv.core_inputs(36, 1, n_in) == 2 * 2 * 8 * 8              # one channel's map may span 2 channels
-    assert conv.core_inputs(200, 1, n_in) == n_in                      # every channel
+    assert conv.tile_inputs(4, 1, n_in) == 1 * 2 * 4 * 4               # 2 x 2 tile, one group: 2 input channels
+    assert conv.tile_inputs(4, 2, n_in) == 2 * 2 * 4 * 4               # 2 channels may straddle 2 groups
+    assert conv.tile_inputs(4, 6, n_in) == 3 * 2 * 4 * 4               # every group: all 6 input channels
+    assert conv.tile_inputs(5, 1, n_in) == 2 * 5 * 4                   # 3 x 2 tile (2 x 2 would hold only 4)
+    pooled = Stage(conv, (SumPool(2),), ((6, 16, 16),))
+    assert pooled.tile_inputs(4, 1) == 2 * 8 * 8                       # a pooling 2 before it doubles each side
+    assert conv.core_inputs(1, n_in) == 1 * 2 * 3 * 8                  # one neuron: 3 input rows (full width)
+    assert conv.core_inputs(10, n_in) == 2 * 8 * 8                     # 3 output rows, or 4 over 2 channels: 2 + 6 rows
+    assert conv.core_inputs(36, n_in) == 2 * 2 * 8 * 8                 # one channel's map may span 2 channels
+    assert conv.core_inputs(200, n_in) == n_in                         # every channel
 
 
 def test_a_depthwise_conv_meets_an_axon_limit_with_fewer_channels_per_core():
@@ -142,7 +143,7 @@ def test_a_depthwise_conv_meets_an_axon_limit_with_fewer_channels_per_core():
     m = _shared_kernel_layer(layer, chip, 4)
     assert (m.axons_per_core, m.neurons_per_core, m.cores) == (36, 4, 2 * 36)
     tall = Conv2d(weight=np.ones((1, 1, 3, 3), dtype=np.int64), in_shape=(1, 14, 5))       # output 12 x 3
-    assert tall.tile_inputs(36, 1, 1, 70) == 14 * 5                    # the whole map: 12 x 3 outputs, all inputs
+    assert tall.tile_inputs(36, 1, 70) == 14 * 5                    # the whole map: 12 x 3 outputs, all inputs
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -159,12 +160,13 @@ def test_the_inputs_a_core_reads_are_never_underestimated(seed):
         h, w = int(rng.integers(max(1, k - 2 * p), 7)), int(rng.integers(max(1, k - 2 * p), 7))
         conv = Conv2d(weight=np.ones((c_out, c // g, k, k), dtype=np.int64), in_shape=(c, h, w), stride=s, padding=p,
                       groups=g)
-        matrix, n_in = conv.matrix((c, h * pool, w * pool), pool).tocsr(), c * h * w * pool ** 2
+        stage = Stage(conv, (SumPool(pool),) if pool > 1 else (), ((c, h * pool, w * pool),))
+        matrix, n_in = sp.csr_matrix(stage.matrix()), c * h * w * pool ** 2
         reads = lambda rows: len(np.unique(matrix[rows].indices))          # noqa: E731
         _, h_o, w_o = conv.output_shape()
         for n in range(1, matrix.shape[0] + 1):
             assert max(reads(list(range(i, i + n))) for i in range(matrix.shape[0] - n + 1)) <= \
-                conv.core_inputs(n, pool, n_in) <= n_in
+                stage.core_inputs(n) <= n_in
         for positions in range(1, h_o * w_o + 1):
             th = min(h_o, max(1, int(np.sqrt(positions))))
             tw = min(w_o, -(-positions // th))
@@ -175,4 +177,4 @@ def test_the_inputs_a_core_reads_are_never_underestimated(seed):
                                    for y in range(y0, y0 + th) for x in range(x0, x0 + tw)])
                             for c0 in range(c_out - channels + 1) for y0 in range(h_o - th + 1)
                             for x0 in range(w_o - tw + 1))
-                assert worst <= conv.tile_inputs(positions, channels, pool, n_in) <= n_in
+                assert worst <= stage.tile_inputs(positions, channels) <= n_in

@@ -111,7 +111,7 @@ def test_loihi2_maps_the_stock_build_of_a_conv_net():
     t = r["total"]
     assert t["neurons"] == 2 * 8 * 28 * 28 + 2 * 16 * 14 * 14 + 32 + 10
     assert [m["stored_as"] for m in r["layers"]] == ["explicit synapses (Sparse)"] * 5 + ["explicit synapses (Dense)"]
-    explicit = sum(int(layer.fan_out().sum()) for layer in a.layers)
+    explicit = sum(int(fan.sum()) for layer in a.layers for fan in layer.fan_out())
     clock = sum(layer.n_out * rows for layer, rows in zip(a.layers, build.clock_rows))
     assert t["synapses"] == explicit + clock and t["synaptic_events"] == t["synapses"]
     assert t["clock_inputs"] == sum(build.clock_rows) and all(3 <= rows <= 12 for rows in build.clock_rows)

@@ -57,12 +57,12 @@ def test_a_device_is_frozen_by_its_seed(quantized):
     a, b = (Device.draw(ALL, geometry, rng(EVAL, 7, 0)) for _ in range(2))
     c = Device.draw(ALL, geometry, rng(EVAL, 8, 0))
     for x, y, z in zip(a.weight_eps, b.weight_eps, c.weight_eps):
-        assert np.array_equal(x, y) and not np.array_equal(x, z)
-    if any(g.weight_shape[2:] != () and len(g.weight_shape) == 6 for g in geometry):   # conv: one kernel per position
-        conv = next(e for e in a.weight_eps if e.ndim == 6)
+        assert np.array_equal(x[0], y[0]) and not np.array_equal(x[0], z[0])
+    if any(len(g.weight_shapes[0]) == 6 for g in geometry):   # conv: one kernel per position
+        conv = next(e[0] for e in a.weight_eps if e[0].ndim == 6)
         assert not np.array_equal(conv[..., 0, 0], conv[..., 1, 1])
     train_device = Device.draw(ALL, geometry, rng(TRAIN, 7, 0))
-    assert not np.array_equal(train_device.weight_eps[0], a.weight_eps[0])   # evaluation devices are held out
+    assert not np.array_equal(train_device.weight_eps[0][0], a.weight_eps[0][0])   # evaluation devices are held out
 
 
 def test_training_draws_a_new_device_every_n_batches(quantized):
@@ -70,7 +70,7 @@ def test_training_draws_a_new_device_every_n_batches(quantized):
     seen = []
     for _ in range(5):
         state.begin(4)
-        seen.append(float(state.device.weight_eps[0].reshape(-1)[0]))
+        seen.append(float(state.device.weight_eps[0][0].reshape(-1)[0]))
     assert seen[0] == seen[1] != seen[2] == seen[3] != seen[4]
 
 

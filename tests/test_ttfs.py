@@ -52,7 +52,7 @@ def test_gradients_equal_relu(name):
     x, y = inputs(name), torch.randint(0, net.synapses[-1].weight.shape[0], (32,))
     nn.functional.cross_entropy(net(x), y).backward()
     nn.functional.cross_entropy(relu(x), y).backward()
-    relu_syn = [m for m in relu if isinstance(m, (nn.Linear, nn.Conv2d))]
+    relu_syn = list(relu.synapses)
     grad_norm = 0.0
     for a, b in zip(net.synapses, relu_syn):
         for pa, pb in ((a.weight, b.weight), (a.bias, b.bias)):
@@ -118,7 +118,7 @@ def test_silent_neurons_are_inf_and_count_as_zero():
     net, relu = random_pair("fc1", 0)
     x = inputs("fc1")
     times = net.spike_times(x)
-    hidden_relu = relu[:3](x)  # flatten, linear, relu
+    hidden_relu = torch.relu(relu.synapses[0](x.flatten(1)))  # flatten, linear, relu
     assert torch.equal(torch.isinf(times[1]), hidden_relu == 0)
     assert torch.equal(torch.isinf(times[0]), x.flatten(1) == 0) or torch.equal(torch.isinf(times[0]), x == 0)
     t_min, t_max = net.window_bounds()[0]
@@ -181,13 +181,15 @@ def test_conversion_rejects_unsupported():
         from_relu(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.BatchNorm1d(3), nn.Linear(3, 2)), torch.rand(5, 4))
     with pytest.raises(ArchError, match="Sigmoid"):
         from_relu(nn.Sequential(nn.Linear(4, 3), nn.Sigmoid(), nn.Linear(3, 2)), torch.rand(5, 4))
-    with pytest.raises(ArchError, match="must not be followed by a ReLU"):
+    with pytest.raises(ArchError, match="the read-out is a synapse without one"):
         from_relu(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2), nn.ReLU()), torch.rand(5, 4))
+    with pytest.raises(ArchError, match="before its ReLU: a TTFS layer spikes only through one"):
+        from_relu(nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)), torch.rand(5, 4))
 
 
 def test_relu_twin_structure_matches_arch():
     arch = vgg((1, 8, 8), [4, "P", 6], [10], 3)
     model = relu_twin(arch)
-    assert sum(isinstance(m, nn.ReLU) for m in model) == 3
+    assert len(model.graph.layers) == 4 and len(model.synapses) == 4       # 3 ReLU layers and the read-out
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 3)
     assert math.prod((6, 4, 4)) == arch[-2]["in"]

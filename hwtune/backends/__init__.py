@@ -50,7 +50,7 @@ class RunResult:
     """What a backend observed for a batch of B samples.
 
     activations: [k_0, k_1, ..., k_N], integers (B, n): input and hidden activations in steps
-    (k = 0: silent), neurons in (C, H, W) order. potentials: [V_1, ..., V_{N+1}], integers (B, n):
+    (k = 0: silent), neurons in (C, H, W) order, layers in the artifact's (topological) order. potentials: [V_1, ..., V_{N+1}], integers (B, n):
     each layer's membrane at the end of its integration window (potential units); the last one is
     the logits. int64, or int32 where every register fits it (the emulator's fast mode).
     """
@@ -102,8 +102,8 @@ class RunResult:
 
     def synaptic_events(self) -> np.ndarray:
         """Synaptic events per sample (B,): each emitted spike (inputs included) counts once per
-        nonzero synapse leaving its neuron, through pooling (ArtifactLayer.fan_out)."""
+        nonzero synapse leaving its neuron, through pooling, to every layer that reads it (Artifact.fan_out)."""
         events = np.zeros(len(self.logits), dtype=np.int64)
-        for k, layer in zip(self.activations, self.artifact.layers):
-            events += (k > 0).astype(np.int64) @ layer.fan_out()
+        for k, fan in zip(self.activations, self.artifact.fan_out()):
+            events += (k > 0).astype(np.int64) @ fan
         return events

@@ -82,14 +82,14 @@ class _Draws:
     def __init__(self, artifact: Artifact, spec: NoiseSpec, device: Device | None, trial: Trial | None):
         self.artifact, self.spec, self.device, self.trial = artifact, spec, device, trial
 
-    def weight(self, n: int) -> np.ndarray | None:
+    def weights(self, n: int) -> list | None:
+        """The device's weights of each leaf synapse of layer n (None without weight mismatch)."""
         if self.device is None or self.device.weight_eps[n] is None:
             return None
-        q = self.artifact.layers[n].weight
-        eps = self.device.weight_eps[n]
         lo, hi = numerics.signed_range(self.artifact.weight_bits)
-        return numerics.mismatch(q.reshape(q.shape + (1,) * (eps.ndim - q.ndim)), eps, self.spec.weight_mismatch,
-                                 lo, hi).astype(np.int64)
+        return [numerics.mismatch(leaf.weight.reshape(leaf.weight.shape + (1,) * (eps.ndim - leaf.weight.ndim)), eps,
+                                  self.spec.weight_mismatch, lo, hi).astype(np.int64)
+                for leaf, eps in zip(self.artifact.layers[n].leaves(), self.device.weight_eps[n])]
 
     def threshold_offset(self, n: int, V: np.ndarray, slope: np.ndarray, steps: int) -> np.ndarray | None:
         shift = None
@@ -149,28 +149,29 @@ def _refuse(found: list[str], what: str, advice: str = "") -> None:
 
 
 def _fast(artifact: Artifact, k0: np.ndarray, draws: _Draws | None):
-    """Closed form, layer by layer: V = q * ops(k) + beta T_{n-1} (exact), k = numerics.fire(V, sigma, T_n).
-    V and k stay in V's exact type (float32 for Loihi-sized registers, ArtifactLayer.potential) from
-    layer to layer; the returned activations and potentials are integers (:func:`_result_type`)."""
+    """Closed form, layer by layer in the graph's order: V = stage(k of its inputs) + beta T (exact),
+    k = numerics.fire(V, sigma, T_n). V and k stay in V's exact type (float32 for Loihi-sized
+    registers, ArtifactLayer.potential) from layer to layer; the returned activations and potentials
+    are integers (:func:`_result_type`)."""
     _refuse(membrane_violations(artifact), "fast mode needs an artifact whose registers cannot overflow, but ",
             "; use mode='stepped', which checks every step")
-    steps = artifact.window_steps
-    batch = len(k0)
+    timing, batch = artifact.timing, len(k0)
     integers = _result_type(artifact)
-    k, activations, potentials = k0, [k0], []
-    for n, layer in enumerate(artifact.layers):
-        weight = draws.weight(n) if draws is not None else None
-        V = layer.potential(k, steps[n], weight=weight, exact_float=True)
+    exact, activations, potentials = [k0], [k0], []      # exact: every node's activations in V's type
+    for n, (layer, sources) in enumerate(zip(artifact.layers, timing.sources)):
+        weights = draws.weights(n) if draws is not None else None
+        V = layer.potential([exact[p] for p in sources], timing.steps_in(n), weights=weights, exact_float=True)
         potentials.append(V.reshape(batch, -1).astype(integers))
         if layer.readout:
             break
         offset = draws.threshold_offset(n, V, layer.slope, layer.window_steps) if draws is not None else None
-        if weight is not None or offset is not None:
+        if weights is not None or offset is not None:
             _check_noisy_registers(artifact, layer, V, offset)
         fired = V if offset is None else V - offset
         k = numerics.fire(fired, _slope(layer.slope, V.ndim), layer.window_steps).reshape(batch, -1)
         if draws is not None:
             k = draws.spikes(n, k, layer.window_steps)
+        exact.append(k)
         activations.append(k.astype(integers))
     return activations, potentials
 
@@ -239,47 +240,52 @@ def _check_headroom(artifact: Artifact) -> None:
 
 
 def _stepped(artifact: Artifact, k0: np.ndarray, draws: _Draws | None):
-    """Time-stepped reference, layer after layer: a layer's neurons advance one global step at a
-    time through their integration and firing windows, fed by the previous layer's spikes d steps
-    after emission. The net is feed-forward and each layer only listens during its own window, so
-    this equals advancing all layers together; it also lets jitter move a spike before the
-    threshold crossing that caused it. Device noise: mismatched weights in the synaptic input,
-    threshold offsets added to theta, jitter and deletion applied to the emitted spikes."""
+    """Time-stepped reference, layer after layer in the graph's order: a layer's neurons advance one
+    global step at a time through their integration and firing windows, fed by the spikes of each of
+    its inputs d + D steps after emission (numerics.Timing: D aligns the inputs, so a spike of
+    activation k arrives k steps before the firing start). The net is feed-forward and each layer only
+    listens during its own window, so this equals advancing all layers together; it also lets jitter
+    move a spike before the threshold crossing that caused it. Device noise: mismatched weights in the
+    synaptic input, threshold offsets added to theta, jitter and deletion applied to the emitted spikes."""
     _check_headroom(artifact)
-    F, T, d = artifact.schedule, artifact.window_steps, artifact.synaptic_delay
+    timing, d = artifact.timing, artifact.synaptic_delay
+    F, T = timing.starts, timing.window_steps
     batch = len(k0)
-    emitted = numerics.emission_step(k0, F[0], T[0])
+    emitted = [numerics.emission_step(k0, F[0], T[0])]            # every node's spike step (-1: silent)
     activations, potentials = [k0], []
-    for n, layer in enumerate(artifact.layers):
+    for n, (layer, sources) in enumerate(zip(artifact.layers, timing.sources)):
         fit = _Registers(artifact, layer.name)
         beta = per_channel(layer.bias, len(layer.out_shape) + 1)
         u = np.zeros((batch, *layer.out_shape), dtype=np.int64)
         v = np.zeros_like(u)
-        weight = draws.weight(n) if draws is not None else None
-        for t in numerics.integration_steps(F, n, d):
-            a_in = layer.potential((emitted == t - d).astype(np.int64), 0, k_max=1, weight=weight)  # sum q of arrivals
+        weights = draws.weights(n) if draws is not None else None
+        lags = [d + timing.arrival_delay(n, p) for p in sources]
+        for t in timing.integration(n):
+            arrivals = [(emitted[p] == t - lag).astype(np.int64) for p, lag in zip(sources, lags)]
+            a_in = layer.potential(arrivals, 0, k_max=1, weights=weights)             # sum q of the arrivals
             u, v = numerics.integrate(u, v, a_in, beta)
             u, v = fit(u.reshape(batch, -1), "current u", t).reshape(u.shape), \
                 fit(v.reshape(batch, -1), "potential v", t).reshape(v.shape)
         potentials.append(v.reshape(batch, -1))
         if layer.readout:
             break
+        start = F[n + 1]
         sigma = np.broadcast_to(per_channel(layer.slope, u.ndim), u.shape).reshape(batch, -1)
         theta = numerics.threshold(sigma, layer.window_steps)
         offset = draws.threshold_offset(n, v, layer.slope, layer.window_steps) if draws is not None else None
         if offset is not None:
             theta = theta + offset.reshape(batch, -1)
-        theta = fit(theta, "threshold theta", F[n + 1])
+        theta = fit(theta, "threshold theta", start)
         v = v.reshape(batch, -1)
         fired = np.zeros(v.shape, dtype=bool)
         spike_at = np.full(v.shape, -1, dtype=np.int64)
-        for t in range(F[n + 1], F[n + 1] + layer.window_steps):
+        for t in range(start, start + layer.window_steps):
             v, spike, fired = numerics.fire_step(v, fired, sigma, theta)
             v = fit(v, "potential v", t)
             spike_at[spike] = t
-        k = np.where(spike_at >= 0, numerics.step_of(spike_at - F[n + 1], layer.window_steps), 0)
+        k = np.where(spike_at >= 0, numerics.step_of(spike_at - start, layer.window_steps), 0)
         if draws is not None:
             k = draws.spikes(n, k, layer.window_steps)
         activations.append(k)
-        emitted = numerics.emission_step(k, F[n + 1], T[n + 1])
+        emitted.append(numerics.emission_step(k, start, layer.window_steps))
     return activations, potentials

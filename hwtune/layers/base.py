@@ -1,23 +1,30 @@
-"""What every layer kind shares: the class contract, the errors, the exact-dtype rule.
+"""The contract every layer kind fulfils (abstract bases), the errors, the exact-dtype rule.
 
-A layer kind (:class:`LayerKind`) is one class that owns everything hwtune does with that kind of
-layer, so that adding a kind means adding one module (and its registration, hwtune.layers):
+A layer kind is one class in one module of this package that owns everything hwtune does with
+that kind of node; hwtune.layers finds it by itself, so adding a kind means adding one module and
+its tests. Nodes of an architecture graph (hwtune.architectures) are dicts ``{"kind": NAME, ...}``
+with optional ``name`` and ``inputs``; a kind declares how many inputs it takes (``arity``: 1, or
+None for two or more) and what it does:
 
-- **architecture** (class methods on the layer's dict, e.g. ``{"kind": "conv2d", "in": 1, ...}``):
-  ``check_spec`` (keys and ranges), ``spec_output_shape`` (shape of one sample after it),
-  ``relu_module`` (the torch module of the ReLU twin), ``spec_from_torch`` (the dict of a torch
-  module, for conversion);
-- **torch forward** of the TTFS net: ``torch_apply`` (a synapse on float or integer-valued
-  activations; a shape op on spike times or on integer activations);
-- **integers** (instances, numpy only: the deployable artifact never imports torch): ``apply``,
-  ``output_shape``, ``gain``; a synapse also its fan-in / fan-out / |q| sums;
-- **connectivity** (``matrix``: the explicit synapse matrix, what hwtune.backends.lava builds its
-  Dense / Sparse process from; a shape op's ``folded_pool`` and ``keeps_map``), **mapper cost** (``shares_kernels``,
-  ``tile_inputs``, ``core_inputs``, ``kernel_bits``: hwtune.mapper) and **JSON** (``to_json`` / ``from_json``).
+- :class:`ShapeOp` (flatten, pooling, concat): activations -> activations, no weights, no neurons;
+  in an artifact they are the ops of a :class:`~hwtune.layers.stage.Stage`, folded into the synapse
+  after them (``gain``, ``matrix``, ``fan_out_in``).
+- :class:`Synapse` (dense, conv2d): activations -> potential, integer weight mantissas q. A synapse
+  node of the architecture is followed by spiking neurons (ReLU in the twin) unless it feeds a
+  potential join or is the read-out.
+- a **potential join** (``sums_potentials``, e.g. add): potentials of its inputs -> their sum; an
+  input that is an activation enters through an identity synapse. In an artifact it is a Synapse
+  whose branches are stages.
 
-Layouts follow torch: (C, H, W) channel-major, flattened in that order.
+Every kind has, as class methods on its architecture dict: ``check_spec`` (keys and ranges),
+``spec_output_shape`` (shape of one sample after it, given its inputs' shapes), ``spec_from_torch``
+(the dict of a torch module or function, for conversion); and as instance methods, the torch
+forward (``torch_apply``), the integer rule (``apply``), connectivity (``matrix``), mapper costs and
+JSON (``to_json`` / ``from_json``). Layouts follow torch: (C, H, W) channel-major, flattened in that order.
 """
 from __future__ import annotations
+
+from abc import ABC, abstractmethod
 
 import numpy as np
 
@@ -47,7 +54,7 @@ class OpError(ValueError):
 
 
 class ArchError(HwtuneError, ValueError):
-    """An architecture list that cannot be built."""
+    """An architecture that cannot be built."""
 
 
 def is_count(value, lo: int) -> bool:
@@ -55,25 +62,33 @@ def is_count(value, lo: int) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= lo
 
 
-class LayerKind:
+class LayerKind(ABC):
     """Base of the layer kinds (see the module docstring for the contract).
 
     kind: the one name of the kind (architecture dicts, artifact JSON, mapper tables); aliases:
-    older names still read (hwtune model files of format 1-2); weighted: a synapse (dense, conv),
-    followed by a spiking layer or the read-out; keys: integer keys of the architecture dict ->
-    (smallest value, default or None when required); torch_types: names of the ``torch.nn``
-    modules conversion reads as this kind; not_in_artifact: why an integer artifact cannot hold
-    this kind ("" when it can); reshapes_only: see below.
+    older names still read (hwtune model files of format 1-2); arity: inputs a node takes (None: two
+    or more); weighted: a synapse node holding a torch weight module; sums_potentials: a join of
+    potentials (add); keys: integer keys of the architecture dict -> (smallest value, default or
+    None when required); torch_types: names of the ``torch.nn`` modules conversion reads as this
+    kind; torch_functions: the callables (``operator.add``, ``torch.cat``...) and tensor methods
+    conversion reads as this kind, by name; not_in_artifact: why an integer artifact cannot hold
+    this kind ("" when it can); reshapes_only: the kind moves no value (flatten), so it may follow
+    the read-out; name_prefix: how artifact layers made by a node of this kind are named.
     """
 
     kind: str = ""
     aliases: tuple[str, ...] = ()
+    arity: int | None = 1
     weighted = False
+    sums_potentials = False
     keys: dict[str, tuple[int, int | None]] = {}
     torch_types: tuple[str, ...] = ()
+    torch_functions: tuple[str, ...] = ()
     not_in_artifact = ""
-    #: The kind only reshapes (flatten): it moves no value, so it may follow the read-out.
     reshapes_only = False
+    name_prefix = ""
+    #: Whether an architecture may hold the kind as a node (an identity synapse is made by a join).
+    in_architecture = True
 
     @classmethod
     def spec(cls, layer: dict, key: str) -> int:
@@ -89,9 +104,26 @@ class LayerKind:
                 raise ArchError(f"layer {i} ({cls.kind}): {key} = {value!r} must be an integer >= {lo}")
 
     @classmethod
-    def spec_output_shape(cls, i: int, layer: dict, shape: tuple) -> tuple:
-        """Shape of one sample after layer ``i`` given its input ``shape`` (ArchError when it does not fit)."""
-        raise NotImplementedError
+    @abstractmethod
+    def spec_output_shape(cls, i: int, layer: dict, *shapes: tuple) -> tuple:
+        """Shape of one sample after layer ``i`` given its inputs' ``shapes`` (ArchError when it does not fit)."""
+
+    @classmethod
+    def join(cls, stages: list) -> "Synapse":
+        """The artifact synapse of a join of potentials (``sums_potentials``) adding ``stages``."""
+        raise OpError(f"{cls.kind} is not a join of potentials")
+
+    @classmethod
+    def spec_from_torch(cls, module, where: str) -> dict:
+        """The architecture dict of a torch module of one of ``torch_types`` (conversion; ``where``
+        names the traced op in errors)."""
+        return {"kind": cls.kind}
+
+    @classmethod
+    def spec_from_function(cls, where: str, args: tuple, kwargs: dict) -> dict:
+        """The architecture dict of a traced call of one of ``torch_functions`` with ``args`` (the
+        tensors among them are torch.fx nodes) and ``kwargs`` (conversion; ArchError naming ``where``)."""
+        return {"kind": cls.kind}
 
     @classmethod
     def needs_map(cls, i: int, shape: tuple) -> tuple[int, int, int]:
@@ -100,19 +132,11 @@ class LayerKind:
             raise ArchError(f"layer {i} ({cls.kind}): needs (channels, height, width) input, gets shape {shape}")
         return shape
 
-    @classmethod
-    def spec_from_torch(cls, module, i: int) -> dict:
-        """The architecture dict of a torch module of one of ``torch_types`` (conversion)."""
-        raise NotImplementedError
-
 
 class ShapeOp(LayerKind):
-    """A kind without weights between two synapses (pooling, flatten); instances are the ops of
-    an artifact layer and of a TTFS net's segments, built by :meth:`from_spec`."""
+    """A kind without weights between spiking layers and synapses (pooling, flatten, concat):
+    instances are the ops of a stage, built by :meth:`from_spec`."""
 
-    gain = 1
-    #: Side p of the p x p block sum the op folds into the next synapse's connectivity (1: none).
-    folded_pool = 1
     #: Whether the op's output is still a (C, H, W) map (what a convolution takes).
     keeps_map = True
 
@@ -120,18 +144,36 @@ class ShapeOp(LayerKind):
     def from_spec(cls, layer: dict) -> "ShapeOp":
         return cls(**{key: cls.spec(layer, key) for key in cls.keys})
 
-    def relu_module(self):
-        """The torch module of the ReLU twin."""
-        raise NotImplementedError
+    @abstractmethod
+    def output_shape(self, *in_shapes: tuple) -> tuple:
+        """Shape of one sample after the op (OpError when its inputs do not fit)."""
 
-    def torch_apply(self, t, on_times: bool):
-        """The op in the TTFS net's torch forward: on spike times (float net) or on integer
-        activations k (quantized net)."""
-        raise NotImplementedError
+    def gain_on(self, *in_shapes: tuple) -> int:
+        """The most input activation units one output value holds on these inputs (a sum pooling: the
+        k^2 it sums; the factor every worst-case bound is multiplied by)."""
+        return 1
 
-    def fan_out_in(self, fan_out: np.ndarray, in_shape: tuple) -> np.ndarray:
-        """A per-output fan-out mapped back to this op's inputs (in_shape)."""
-        raise NotImplementedError
+    @abstractmethod
+    def apply(self, *xs: np.ndarray) -> np.ndarray:
+        """The op on integer activations (B, *in_shape) in their type."""
+
+    @abstractmethod
+    def torch_apply(self, *xs, integer: bool = False):
+        """The op in torch on float activations (the TTFS net and its ReLU twin) or, ``integer``, on
+        integer activations k (the quantized net; a pooling then sums instead of averaging)."""
+
+    @abstractmethod
+    def matrix(self, *in_shapes: tuple):
+        """The op as a scipy sparse matrix (outputs, inputs of every input stacked): what it folds
+        into the synapse after it (hwtune.layers.stage)."""
+
+    @abstractmethod
+    def fan_out_in(self, fan_out: np.ndarray, *in_shapes: tuple) -> list[np.ndarray]:
+        """A per-output fan-out (out_shape) mapped back to each input (one array per input)."""
+
+    def with_shifts(self, shifts: list[int]) -> "ShapeOp":
+        """A join op that scales input p by 2^shifts[p] (its inputs' time grids differ by powers of two)."""
+        raise OpError(f"{self.kind} joins no inputs")
 
     def to_json(self) -> dict:
         return {"kind": self.kind, **{key: int(getattr(self, key)) for key in self.keys}}
@@ -144,51 +186,102 @@ class ShapeOp(LayerKind):
 
 
 class Synapse(LayerKind):
-    """A weighted kind: instances hold the integer weight mantissas q of an artifact layer.
+    """A kind whose instances turn activations into potentials with integer weight mantissas q.
 
-    shares_kernels: the mapper may store its weights once per kernel (a convolution); name_prefix:
-    how exported layers of this kind are named (``{prefix}{n}``); brevitas_type: the name of its
-    quantized torch module in ``brevitas.nn``.
+    shares_kernels: the mapper may store its weights once per kernel (a convolution);
+    brevitas_type: the name of its quantized torch module in ``brevitas.nn``.
     """
 
     weighted = True
     shares_kernels = False
-    name_prefix = ""
     brevitas_type = ""
-    weight: np.ndarray
+    #: Inputs an instance takes (a join of stages: all of its branches' inputs).
+    n_inputs = 1
 
+    # ---- architecture and torch
     @classmethod
     def torch_synapse(cls, layer: dict, module_type=None, **kwargs):
         """The torch module holding (W, b) of this layer: ``module_type`` (default the plain torch
         one; hwtune.ttfs.quant passes the brevitas one) built with the layer's sizes and ``kwargs``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{cls.kind} holds no torch weights")
 
     @classmethod
     def spec_weights(cls, layer: dict) -> int:
         """How many weights the architecture layer ``layer`` holds (size checks before allocation)."""
-        raise NotImplementedError
+        return 0
 
     @classmethod
     def torch_apply(cls, module, x, weight, bias):
         """The synapse on x in torch with ``weight`` (the module's, its mantissas, or a device
         instance's: a convolution may get one kernel per output position)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{cls.kind} has no torch forward of its own")
 
     @classmethod
     def from_spec(cls, layer: dict, weight: np.ndarray, in_shape: tuple) -> "Synapse":
         """The integer synapse of architecture layer ``layer`` with mantissas ``weight`` on input ``in_shape``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{cls.kind} is not built from an architecture layer")
 
+    # ---- integers
     @property
+    @abstractmethod
     def out_channels(self) -> int:
-        return self.weight.shape[0]
+        """Output channels (dense: neurons); bias and slope are one per channel."""
 
-    def tile_inputs(self, positions: int, channels: int, pool: int, n_in: int) -> int:
+    @abstractmethod
+    def input_shape(self) -> tuple:
+        """The shape of one sample it takes."""
+
+    @abstractmethod
+    def output_shape(self, in_shape: tuple | None = None) -> tuple:
+        """The shape of one sample it gives (OpError when ``in_shape`` is not its input)."""
+
+    @abstractmethod
+    def apply(self, x: np.ndarray, dtype, weight=None) -> np.ndarray:
+        """The potentials (B, *out_shape) in ``dtype``, exact when :func:`exact_dtype` of the worst
+        case (:meth:`abs_sums` x max |x|) chose it; ``weight``: a device instance's weights."""
+
+    @abstractmethod
+    def abs_sums(self, weight=None) -> np.ndarray:
+        """sum |q| over each output channel's inputs (C_out,), int64: the bound of every neuron of it."""
+
+    @abstractmethod
+    def fan_in(self) -> np.ndarray:
+        """Nonzero weights of an interior neuron of each output channel (C_out,)."""
+
+    @abstractmethod
+    def fan_out(self) -> np.ndarray:
+        """Nonzero weights leaving each input (input_shape): synaptic events per input spike."""
+
+    @abstractmethod
+    def matrix(self):
+        """The explicit synapse matrix (n_out, n_in), dense array or scipy CSR: what hwtune.backends.lava
+        builds its Dense / Sparse process from."""
+
+    def leaves(self) -> list["Synapse"]:
+        """The synapses holding weights (a join: its branches'; else itself)."""
+        return [self]
+
+    # ---- mapper cost (hwtune.mapper)
+    def kernel_bits(self, weight_bits: int) -> int:
+        """Bits of one output channel's weights stored once (kinds with ``shares_kernels``)."""
+        raise NotImplementedError(f"{self.kind} is not stored as shared kernels")
+
+    def tile_inputs(self, positions: int, channels: int, n_in: int) -> int:
         """Inputs (axons) read by a core holding ``positions`` output positions of ``channels``
-        output channels, stored as shared kernels (hwtune.mapper; kinds with ``shares_kernels``)."""
-        raise NotImplementedError
+        output channels, stored as shared kernels (kinds with ``shares_kernels``); at most ``n_in``."""
+        raise NotImplementedError(f"{self.kind} is not stored as shared kernels")
 
-    def core_inputs(self, neurons: int, pool: int, n_in: int) -> int:
-        """Inputs read by a core holding ``neurons`` consecutive neurons stored as explicit synapses
-        (hwtune.mapper); here every input of the layer (``n_in``)."""
+    def core_inputs(self, neurons: int, n_in: int) -> int:
+        """Inputs read by a core holding ``neurons`` consecutive neurons stored as explicit synapses;
+        here every input of the synapse (``n_in``)."""
         return n_in
+
+    # ---- JSON
+    @abstractmethod
+    def to_json(self) -> dict:
+        """The synapse's settings (its weights go to the artifact's arrays, one per leaf)."""
+
+    @classmethod
+    @abstractmethod
+    def from_json(cls, d: dict, take) -> "Synapse":
+        """The synapse of :meth:`to_json`'s object, ``take()`` giving its next weight array (leaf order)."""

@@ -73,13 +73,15 @@ class Conv2d(Synapse):
         return layer["in"] // cls.spec(layer, "groups") * layer["out"] * layer["kernel"] ** 2
 
     @classmethod
-    def spec_from_torch(cls, module, i: int) -> dict:
+    def spec_from_torch(cls, module, where: str) -> dict:
         m = module
         if isinstance(m.padding, str):
-            raise ArchError(f"module {i} (Conv2d): padding={m.padding!r} is not supported: give the padding as an "
+            raise ArchError(f"{where} (Conv2d): padding={m.padding!r} is not supported: give the padding as an "
                             "integer (padding='same' is kernel_size // 2 for an odd kernel and stride 1)")
-        if m.dilation not in ((1, 1), 1) or len(set(m.stride)) != 1 or len(set(m.padding)) != 1:
-            raise ArchError(f"module {i} (Conv2d): only dilation=1, square stride/padding supported")
+        if m.dilation not in ((1, 1), 1) or len(set(m.stride)) != 1 or len(set(m.padding)) != 1 \
+                or len(set(m.kernel_size)) != 1 or m.padding_mode != "zeros":
+            raise ArchError(f"{where} (Conv2d): only square kernels, dilation=1, square stride/padding and zero "
+                            "padding are supported")
         return {"kind": cls.kind, "in": m.in_channels, "out": m.out_channels, "kernel": m.kernel_size[0],
                 "padding": m.padding[0], "stride": m.stride[0], **({"groups": m.groups} if m.groups != 1 else {})}
 
@@ -111,6 +113,10 @@ class Conv2d(Synapse):
                    padding=cls.spec(layer, "padding"), groups=cls.spec(layer, "groups"))
 
     # ---- integers
+    @property
+    def out_channels(self) -> int:
+        return self.weight.shape[0]
+
     @property
     def kernel(self) -> int:
         return self.weight.shape[2]
@@ -187,37 +193,35 @@ class Conv2d(Synapse):
         return fan[:, p:p + h, p:p + w]
 
     # ---- connectivity and mapper cost
-    def matrix(self, in_shape: tuple, pool: int = 1) -> sp.csr_matrix:
-        """The synapse matrix (C_out H_o W_o, C H W) on the layer's input ``in_shape``, a sum pooling
-        ``pool`` folded in, the convolution unrolled (Lava Sparse)."""
+    def matrix(self) -> sp.csr_matrix:
+        """The synapse matrix (C_out H_o W_o, C H W), the convolution unrolled (Lava Sparse)."""
         if self.groups == 1:
-            return conv_csr(self.weight, in_shape, self.stride, self.padding, pool)
-        c, h, w = in_shape
+            return conv_csr(self.weight, self.in_shape, self.stride, self.padding)
+        c, h, w = self.in_shape
         g = self.groups
-        blocks = [conv_csr(q, (c // g, h, w), self.stride, self.padding, pool)
+        blocks = [conv_csr(q, (c // g, h, w), self.stride, self.padding)
                   for q in self.weight.reshape(g, -1, *self.weight.shape[1:])]
         return sp.block_diag(blocks, format="csr")
 
-    def kernel_bits(self, weight_bits: int, pool: int) -> int:
-        """Bits of one output channel's kernel stored once (a pooling p folded in: K p per side)."""
-        return self.weight[0].shape[0] * (self.kernel * pool) ** 2 * weight_bits
+    def kernel_bits(self, weight_bits: int) -> int:
+        """Bits of one output channel's kernel stored once: C_in / g K^2 weights."""
+        return self.weight[0].size * weight_bits
 
     def _groups_read(self, channels: int) -> int:
         """Groups that ``channels`` consecutive output channels belong to: at most
         ceil((channels - 1) / (C_out / g)) + 1, wherever they start."""
         return min(self.groups, -(-(channels - 1) // (self.out_channels // self.groups)) + 1)
 
-    def _inputs(self, groups: int, rows: int, columns: int, pool: int, n_in: int) -> int:
-        """Inputs (before pooling) in ``rows`` x ``columns`` of the (pooled) input map of the C_in / g
-        input channels of ``groups`` groups (rows summed over the groups where they differ); at most
-        ``n_in``, the layer's inputs."""
-        return min(n_in, groups * (self.in_shape[0] // self.groups) * rows * pool * columns * pool)
+    def _inputs(self, groups: int, rows: int, columns: int, n_in: int) -> int:
+        """Inputs in ``rows`` x ``columns`` of the input map of the C_in / g input channels of ``groups``
+        groups (rows summed over the groups where they differ); at most ``n_in``."""
+        return min(n_in, groups * (self.in_shape[0] // self.groups) * rows * columns)
 
     def _span(self, outputs: int) -> int:
         """Input rows (or columns) that ``outputs`` adjacent output rows (or columns) read: (n - 1) s + K."""
         return (outputs - 1) * self.stride + self.kernel
 
-    def tile_inputs(self, positions: int, channels: int, pool: int, n_in: int) -> int:
+    def tile_inputs(self, positions: int, channels: int, n_in: int) -> int:
         """Inputs read by a core holding a tile of ``positions`` output positions of ``channels``
         consecutive output channels, kernels shared: th x tw >= positions (th = isqrt(p), tw = ceil(p / th),
         clipped to the map, th grown to ceil(p / tw))."""
@@ -226,9 +230,9 @@ class Conv2d(Synapse):
         tw = min(w_o, -(-positions // th))
         th = min(h_o, -(-positions // tw))
         _, h, w = self.in_shape
-        return self._inputs(self._groups_read(channels), min(h, self._span(th)), min(w, self._span(tw)), pool, n_in)
+        return self._inputs(self._groups_read(channels), min(h, self._span(th)), min(w, self._span(tw)), n_in)
 
-    def core_inputs(self, neurons: int, pool: int, n_in: int) -> int:
+    def core_inputs(self, neurons: int, n_in: int) -> int:
         """Inputs read by a core holding ``neurons`` consecutive neurons in channel-major order
         (explicit synapses), wherever the block starts. n >= H_o W_o neurons cover whole maps of the
         ceil((n - 1) / (H_o W_o)) + 1 channels they touch. Fewer are whole-width strips of output
@@ -240,11 +244,11 @@ class Conv2d(Synapse):
         per_channel = h_o * w_o
         channels = min(c_out, -(-(neurons - 1) // per_channel) + 1)
         if neurons >= per_channel:
-            return self._inputs(self._groups_read(channels), h, w, pool, n_in)
+            return self._inputs(self._groups_read(channels), h, w, n_in)
         rows = -(-(neurons - 1) // w_o) + 1
         if channels == 1:
-            return self._inputs(1, min(h, self._span(rows)), w, pool, n_in)
-        return self._inputs(1, min(self._span(rows) + self.kernel, self._groups_read(2) * h), w, pool, n_in)
+            return self._inputs(1, min(h, self._span(rows)), w, n_in)
+        return self._inputs(1, min(self._span(rows) + self.kernel, self._groups_read(2) * h), w, n_in)
 
     # ---- JSON
     def to_json(self) -> dict:
@@ -253,7 +257,8 @@ class Conv2d(Synapse):
                 **({"groups": self.groups} if self.groups != 1 else {})}
 
     @classmethod
-    def from_json(cls, d: dict, weight: np.ndarray) -> "Conv2d":
+    def from_json(cls, d: dict, take) -> "Conv2d":
+        weight = take()
         in_shape = d.get("in_shape")
         if not (isinstance(in_shape, list) and len(in_shape) == 3
                 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in in_shape)):
@@ -268,22 +273,13 @@ class Conv2d(Synapse):
 
 # ---- explicit connectivity (scipy CSR) ------------------------------------------------------------
 
-def _axis_taps(n_in: int, k: int, stride: int, pad: int, pool: int):
-    """One spatial axis: for each output o and slot j = (tap, pool offset) in [0, k * pool), the
-    input coordinate (before pooling), the kernel tap and whether it is valid.
-
-    Returns n_out, idx (n_out, k*pool), tap (k*pool,), valid (n_out, k*pool); for fixed o the
-    valid input coordinates increase with j.
-    """
-    n_pooled = n_in // pool
-    n_out = (n_pooled + 2 * pad - k) // stride + 1
-    o = np.arange(n_out)[:, None, None]
-    tap = np.arange(k)[None, :, None]
-    off = np.arange(pool)[None, None, :]
-    pooled = o * stride - pad + tap                     # coordinate on the pooled grid
-    valid = np.broadcast_to((pooled >= 0) & (pooled < n_pooled), (n_out, k, pool)).reshape(n_out, k * pool)
-    idx = (pooled * pool + off).reshape(n_out, k * pool)
-    return n_out, idx, np.repeat(np.arange(k), pool), valid
+def _axis_taps(n_in: int, k: int, stride: int, pad: int):
+    """One spatial axis: for each output o and tap j in [0, k), the input coordinate, the tap and
+    whether it is valid. Returns n_out, idx (n_out, k), tap (k,), valid (n_out, k); for fixed o the
+    valid input coordinates increase with j."""
+    n_out = (n_in + 2 * pad - k) // stride + 1
+    idx = np.arange(n_out)[:, None] * stride - pad + np.arange(k)[None, :]
+    return n_out, idx, np.arange(k), (idx >= 0) & (idx < n_in)
 
 
 def _ragged_arange(counts: np.ndarray) -> np.ndarray:
@@ -293,17 +289,16 @@ def _ragged_arange(counts: np.ndarray) -> np.ndarray:
     return np.arange(counts.sum(), dtype=np.int64) - np.repeat(ends - counts, counts)
 
 
-def conv_csr(q: np.ndarray, in_shape: tuple, stride: int = 1, padding: int = 0, pool: int = 1) -> sp.csr_matrix:
-    """CSR (C_out*H_o*W_o, C_in*H*W) of [sum pool (kernel = stride = ``pool``, floor)] then the
-    cross-correlation with q (C_out, C_in, K, K), stride, zero padding (torch conv2d). Zero weights
-    are left out. Rows are the layer's neurons, columns the previous layer's, both channel-major,
+def conv_csr(q: np.ndarray, in_shape: tuple, stride: int = 1, padding: int = 0) -> sp.csr_matrix:
+    """CSR (C_out*H_o*W_o, C_in*H*W) of the cross-correlation with q (C_out, C_in, K, K), stride, zero
+    padding (torch conv2d). Zero weights are left out. Rows are the layer's neurons, columns the previous layer's, both channel-major,
     so that ``matrix @ k.ravel()`` equals the layer on k; built vectorised (no Python loop over
     output positions) and directly in canonical CSR order."""
     q = np.asarray(q)
     cout, cin, kh, kw = q.shape
     _, h, w = in_shape
-    ho, yy, ty, vy = _axis_taps(h, kh, stride, padding, pool)
-    wo, xx, tx, vx = _axis_taps(w, kw, stride, padding, pool)
+    ho, yy, ty, vy = _axis_taps(h, kh, stride, padding)
+    wo, xx, tx, vx = _axis_taps(w, kw, stride, padding)
     valid = vy[:, None, :, None] & vx[None, :, None, :]                        # (Ho, Wo, Ly, Lx)
     pix = np.broadcast_to(yy[:, None, :, None] * w + xx[None, :, None, :], valid.shape)[valid]
     tap = np.broadcast_to((ty[:, None] * kw + tx[None, :])[None, None], valid.shape)[valid]

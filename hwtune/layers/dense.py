@@ -6,7 +6,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwtune.layers.base import ArchError, OpError, Synapse
-from hwtune.layers.conv2d import conv_csr
 
 
 @dataclass
@@ -34,7 +33,7 @@ class Dense(Synapse):
         return layer["in"] * layer["out"]
 
     @classmethod
-    def spec_from_torch(cls, module, i: int) -> dict:
+    def spec_from_torch(cls, module, where: str) -> dict:
         return {"kind": cls.kind, "in": module.in_features, "out": module.out_features}
 
     @classmethod
@@ -52,6 +51,10 @@ class Dense(Synapse):
         return cls(weight=weight)
 
     # ---- integers
+    @property
+    def out_channels(self) -> int:
+        return self.weight.shape[0]
+
     def input_shape(self) -> tuple:
         return (self.weight.shape[1],)
 
@@ -79,21 +82,17 @@ class Dense(Synapse):
         return np.count_nonzero(self.weight, axis=0)
 
     # ---- connectivity and mapper cost
-    def matrix(self, in_shape: tuple, pool: int = 1):
-        """The synapse matrix (n_out, n_in) on the layer's input ``in_shape``: q itself on unpooled
-        inputs (Lava Dense), else a CSR with a sum pooling ``pool`` folded in (Lava Sparse)."""
-        if pool == 1:
-            return self.weight
-        c, h, w = in_shape
-        kernel = self.weight.reshape(self.out_channels, c, h // pool, w // pool)   # over the pooled map
-        return conv_csr(kernel, in_shape, pool=pool)
+    def matrix(self) -> np.ndarray:
+        """The synapse matrix (n_out, n_in): q itself (Lava Dense)."""
+        return self.weight
 
     # ---- JSON
     def to_json(self) -> dict:
         return {"kind": self.kind, "in": int(self.weight.shape[1]), "out": int(self.weight.shape[0])}
 
     @classmethod
-    def from_json(cls, d: dict, weight: np.ndarray) -> "Dense":
+    def from_json(cls, d: dict, take) -> "Dense":
+        weight = take()
         if weight.ndim != 2 or [d.get("out"), d.get("in")] != list(weight.shape):
             raise OpError(f"dense {{in: {d.get('in')}, out: {d.get('out')}}} does not match the weight shape "
                           f"{weight.shape}")

@@ -5,16 +5,19 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
-from hwtune.layers.base import ShapeOp
+from hwtune.layers.base import ArchError, ShapeOp
 
 
 @dataclass(frozen=True)
 class Flatten(ShapeOp):
-    """(C, H, W) -> (C*H*W,), channel-major (torch's flatten); torch: nn.Flatten."""
+    """(C, H, W) -> (C*H*W,), channel-major (torch's flatten); torch: nn.Flatten, torch.flatten,
+    Tensor.flatten / view / reshape to (B, -1)."""
 
     kind = "flatten"
     torch_types = ("Flatten",)
+    torch_functions = ("flatten", "view", "reshape")
     keeps_map = False
     reshapes_only = True
 
@@ -22,16 +25,8 @@ class Flatten(ShapeOp):
     def spec_output_shape(cls, i: int, layer: dict, shape: tuple) -> tuple:
         return (math.prod(shape),)
 
-    @classmethod
-    def spec_from_torch(cls, module, i: int) -> dict:
-        return {"kind": cls.kind}
-
-    def relu_module(self):
-        import torch.nn as nn
-        return nn.Flatten()
-
-    def torch_apply(self, t, on_times: bool):
-        return t.flatten(1)
+    def torch_apply(self, x, integer: bool = False):
+        return x.flatten(1)
 
     def output_shape(self, in_shape: tuple) -> tuple:
         return (math.prod(in_shape),)
@@ -39,5 +34,8 @@ class Flatten(ShapeOp):
     def apply(self, x: np.ndarray) -> np.ndarray:
         return x.reshape(len(x), -1)
 
-    def fan_out_in(self, fan_out: np.ndarray, in_shape: tuple) -> np.ndarray:
-        return fan_out.reshape(in_shape)
+    def matrix(self, in_shape: tuple):
+        return sp.identity(math.prod(in_shape), dtype=np.int64, format="csr")
+
+    def fan_out_in(self, fan_out: np.ndarray, in_shape: tuple) -> list[np.ndarray]:
+        return [fan_out.reshape(in_shape)]

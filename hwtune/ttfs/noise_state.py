@@ -39,11 +39,11 @@ class NoiseState:
             self._tensors[key] = torch.as_tensor(array, dtype=torch.float64, device=like.device)
         return self._tensors[key]
 
-    def weight_factor(self, n: int, like: torch.Tensor) -> torch.Tensor | None:
-        """1 + weight_mismatch x eps of synapse n (unshared weight shape), or None."""
+    def weight_factor(self, n: int, b: int, like: torch.Tensor) -> torch.Tensor | None:
+        """1 + weight_mismatch x eps of branch b of layer n (unshared weight shape), or None."""
         if self.device is None or self.device.weight_eps[n] is None:
             return None
-        return 1 + self.spec.weight_mismatch * self._tensor(("w", n), self.device.weight_eps[n], like)
+        return 1 + self.spec.weight_mismatch * self._tensor(("w", n, b), self.device.weight_eps[n][b], like)
 
     def threshold_shift(self, h: int, like: torch.Tensor) -> torch.Tensor | None:
         """Spike shift (fractions of the window) from the threshold offsets of hidden layer h:

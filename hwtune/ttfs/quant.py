@@ -47,13 +47,15 @@ class QuantSpec:
         return cls(steps=[int(s) for s in d["steps"]], weights=w, delay=int(d.get("delay", 1)))
 
 
-def quant_synapse(layer: dict, syn: nn.Module, fmt: WeightFormat, readout: bool) -> nn.Module:
+def quant_synapse(layer: dict, syn: nn.Module, fmt: WeightFormat, per_layer: bool) -> nn.Module:
     """The brevitas module (QuantLinear, QuantConv2d: the kind's ``brevitas_type``) with power-of-two
     scale holding the same (W, b) as ``syn``, the synapse of architecture layer ``layer``.
 
-    The read-out always uses one scale per layer (its logits are compared across neurons).
+    ``per_layer``: one scale per layer whatever the format says: the read-out's (its logits are
+    compared across neurons) and a join's branches' (their units must be powers of two apart in
+    every channel alike, hwtune.ttfs.net).
     """
-    per_channel = fmt.scale == "per-channel" and not readout
+    per_channel = fmt.scale == "per-channel" and not per_layer
     quantizer = Int8WeightPerChannelFixedPoint if per_channel else Int8WeightPerTensorFixedPoint
     kind = kind_of(layer)
     new = kind.torch_synapse(layer, getattr(brevitas.nn, kind.brevitas_type), bias=True, weight_quant=quantizer,

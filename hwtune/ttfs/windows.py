@@ -61,10 +61,13 @@ def layer_quantiles(net, x: torch.Tensor, q: float, batch_size: int | None = Non
 
 
 def set_windows(net, lengths: list[float], floor: float = 1e-3) -> None:
-    """Set hidden windows L_n (tau_c), at least ``floor`` so a dead layer keeps a valid window."""
+    """Set hidden windows L_n (tau_c), at least ``floor`` so a dead layer keeps a valid window; on a
+    time grid, the windows of joined layers are then aligned (TTFSNet.align_windows)."""
     if len(lengths) != net.n_hidden:
         raise ValueError(f"need {net.n_hidden} window lengths, got {len(lengths)}")
     net.windows.copy_(torch.tensor([max(float(v), floor) for v in lengths], dtype=torch.float64))
+    if net.quant is not None:
+        net.align_windows()
 
 
 def fit_windows(net, x: torch.Tensor, q: float) -> None:

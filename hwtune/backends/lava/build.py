@@ -32,7 +32,6 @@ import scipy.sparse as sp
 
 from hwtune import numerics
 from hwtune.artifact import Artifact, ArtifactError, raise_violations, weight_violations
-from hwtune.connectivity import layer_matrix
 from hwtune.layers import OpError
 
 #: Lava's du for a current that does not decay (decay du + ds_offset = 0).
@@ -47,14 +46,17 @@ GUARD_MARGIN = 2
 class StockLayer:
     """Integer parameters of one layer's stock build (weight units; steps inside the sample period).
 
-    matrix: q (n_out, n_in), array or CSR. steps_out: T_n (0: read-out). reset: R, the first
-    integration step; fire_start: F_n, its first firing step (spikes at F_n + m, m = 0..T_n); the
-    read-out's v holds V from F_{N+1} - 1 on. threshold: H (vth). clock: step -> change of u per
-    neuron on that step (the clock's Dense weights).
+    matrix: the layer's synapse matrix q (n_out, all inputs stacked), array or CSR. inputs: per
+    input, (node it reads: 0 the sample, m layer m; its columns of ``matrix`` as a slice; the delay in
+    steps from a spike to its arrival, d + D: numerics.Timing). steps_out: T_n (0: read-out). reset:
+    R, the first integration step; fire_start: F_n, its first firing step (spikes at F_n + m,
+    m = 0..T_n); the read-out's v holds V from F_{N+1} - 1 on. threshold: H (vth). clock: step ->
+    change of u per neuron on that step (the clock's Dense weights).
     """
 
     name: str
     matrix: ty.Any
+    inputs: ty.List[ty.Tuple[int, slice, int]]
     steps_out: int
     reset: int
     fire_start: int
@@ -68,6 +70,10 @@ class StockLayer:
     @property
     def n_out(self) -> int:
         return self.matrix.shape[0]
+
+    def input_matrices(self) -> ty.List[ty.Tuple[int, ty.Any, int]]:
+        """(node, its block of the synapse matrix, delay) per input: one synapse process each."""
+        return [(node, self.matrix[:, columns], delay) for node, columns, delay in self.inputs]
 
 
 def _row_sums(matrix) -> ty.Tuple[np.ndarray, np.ndarray]:
@@ -87,9 +93,9 @@ def period_steps(artifact: Artifact) -> int:
     return numerics.power_of_two_above(artifact.latency_steps)
 
 
-def _layer_plan(layer, q, steps_in: int, integration: range,
+def _layer_plan(layer, q, inputs, steps_in: int, integration: range,
                 guard: ty.Optional[ty.Tuple[int, int]]) -> ty.Tuple[StockLayer, ty.List[str]]:
-    """The plan of one layer that integrates on the steps ``integration`` (numerics.integration_steps:
+    """The plan of one layer that integrates on the steps ``integration`` (numerics.Timing.integration:
     R .. F_n - 1), and the register violations found (the clock: numerics.stock_clock). Every register
     bound is a worst case over all inputs; only the guard L and the kick K may be sized for ``guard`` = (smallest V after
     integration, largest V while integrating), a calibrated range (:func:`calibrate`): an input
@@ -113,7 +119,11 @@ def _layer_plan(layer, q, steps_in: int, integration: range,
         for i in np.flatnonzero(need > numerics.LAVA_A_IN_MAX)[:3]:
             problems.append(f"{where} neuron {i}: a_in on step {step} reaches {need[i]} > {numerics.LAVA_A_IN_MAX} "
                             f"({numerics.LAVA_A_IN_BITS} bits)")
-    return StockLayer(name=layer.name, matrix=q, steps_out=steps_out, reset=integration.start,
+    for node, _, delay in inputs:
+        if delay > numerics.SYNAPTIC_DELAY[1]:
+            problems.append(f"{where}: spikes of {'the input' if node == 0 else f'layer {node}'} need a delay of "
+                            f"{delay} steps, more than the {numerics.SYNAPTIC_DELAY[1]} a Loihi 2 synapse holds")
+    return StockLayer(name=layer.name, matrix=q, inputs=inputs, steps_out=steps_out, reset=integration.start,
                       fire_start=integration.stop, threshold=stock.threshold, clock=stock.clock), problems
 
 
@@ -129,16 +139,17 @@ def plan(artifact: Artifact) -> ty.List[StockLayer]:
                             f"value ({numerics.LAVA_STATE_BITS} bits, {numerics.LAVA_ACT_SHIFT} of them below the "
                             f"weight unit), so the artifact's narrower {artifact.membrane_bits}-bit "
                             f"{artifact.overflow} semantics cannot be reproduced; export for a target with overflow: error")
-    guards = _guards(artifact)
+    guards, timing = _guards(artifact), artifact.timing
     layers, problems = [], []
-    for n, layer in enumerate(artifact.layers):
+    for n, (layer, sources) in enumerate(zip(artifact.layers, timing.sources)):
         try:
-            q = layer_matrix(layer)
+            q = layer.stage.matrix()
         except OpError as e:
-            raise ArtifactError(str(e)) from None
-        stock, found = _layer_plan(layer, q, artifact.window_steps[n],
-                                   numerics.integration_steps(artifact.schedule, n, artifact.synaptic_delay),
-                                   guards.get(layer.name))
+            raise ArtifactError(f"layer {layer.name!r}: {e}") from None
+        ends = np.cumsum([0, *layer.stage.n_in])
+        inputs = [(p, slice(int(a), int(b)), artifact.synaptic_delay + timing.arrival_delay(n, p))
+                  for p, a, b in zip(sources, ends[:-1], ends[1:])]
+        stock, found = _layer_plan(layer, q, inputs, timing.steps_in(n), timing.integration(n), guards.get(layer.name))
         layers.append(stock)
         problems += found
     if problems:
@@ -164,16 +175,19 @@ def _guards(artifact: Artifact) -> ty.Dict[str, ty.Tuple[int, int]]:
 def potential_ranges(artifact: Artifact, k0: np.ndarray, batch: int = 256) -> ty.Dict[str, ty.Tuple[int, int]]:
     """Per hidden layer, over the samples k0 (B, n_in): the smallest V after integration and the
     largest V on any integration step, V(s) = sum_j q_ij max(0, k_j - (T - s)) + beta_i s after
-    s = 1..T steps (an input with activation k arrives T - k steps into the window)."""
+    s = 1..T steps (an input with activation k arrives T - k steps into the window, whichever layer
+    it comes from: numerics.Timing)."""
     from hwtune.backends.emulator import emulate
 
+    timing = artifact.timing
     ranges = {layer.name: (0, 0) for layer in artifact.hidden}
     for start in range(0, len(k0), batch):
         activations = emulate(artifact, k0[start:start + batch]).activations
-        for layer, k, steps in zip(artifact.hidden, activations, artifact.window_steps):
+        for n, (layer, sources) in enumerate(zip(artifact.hidden, timing.sources)):
             lo, hi = ranges[layer.name]
+            steps = timing.steps_in(n)
             for s in range(1, steps + 1):
-                V = layer.potential(numerics.counted_steps(k, steps, s), s)
+                V = layer.potential([numerics.counted_steps(activations[p], steps, s) for p in sources], s)
                 hi = max(hi, int(V.max()))
             ranges[layer.name] = (min(lo, int(V.min())), hi)
     return ranges
@@ -230,7 +244,7 @@ def costs(artifact: Artifact):
 
     layers, period = plan(artifact), period_steps(artifact)
     rows = [sum(len(raster) for raster, _, _ in clock_rasters(layer, period)) for layer in layers]
-    processes = [_process_name(layer.matrix, artifact.synaptic_delay) for layer in layers]
+    processes = [" + ".join(_process_name(m, delay) for _, m, delay in layer.input_matrices()) for layer in layers]
     return Build(clock_rows=rows, processes=processes, source="Lava stock build: every neuron spikes once per sample",
                  period_steps=period)
 
@@ -299,14 +313,16 @@ def build_network(artifact: Artifact, k0) -> LavaNetwork:
     layers = plan(artifact)
     k0 = artifact.input_activations(k0)
     injector = Injector(shape=(artifact.n_in,))
-    processes, extractors, source = [injector], [], injector.out_port
+    processes, extractors, spikes = [injector], [], [injector.out_port]     # spikes: every node's out port
     for layer in layers:
         neuron = LIFReset(shape=(layer.n_out,), du=PERFECT_INTEGRATOR_DU, dv=0, vth=layer.threshold,
                           reset_interval=period, reset_offset=(layer.reset + 1) % period, name=layer.name)
-        synapse = _synapse(layer.matrix, artifact.weight_bits, delay=artifact.synaptic_delay)
-        source.connect(synapse.s_in)
-        synapse.a_out.connect(neuron.a_in)
-        processes += [synapse, neuron]
+        for node, matrix, delay in layer.input_matrices():
+            synapse = _synapse(matrix, artifact.weight_bits, delay=delay)
+            spikes[node].connect(synapse.s_in)
+            synapse.a_out.connect(neuron.a_in)
+            processes.append(synapse)
+        processes.append(neuron)
         for raster, weights, scale in clock_rasters(layer, period):
             clock, clock_synapse = RingBuffer(data=raster), _synapse(weights, scale_exp=scale)
             clock.s_out.connect(clock_synapse.s_in)
@@ -317,7 +333,7 @@ def build_network(artifact: Artifact, k0) -> LavaNetwork:
             neuron.s_out.connect(extractor.in_port)
             extractors.append(extractor)
             processes.append(extractor)
-            source = neuron.s_out
+            spikes.append(neuron.s_out)
     monitor = Monitor()
     monitor.probe(target=neuron.v, num_steps=period * len(k0))
     processes.append(monitor)
