@@ -6,9 +6,10 @@ listed before (the sample for the first); ``name`` defaults to the kind and the 
 (``conv2d3``). Each node's kind (hwtune.layers) says what flows out of it:
 
 - a synapse (dense, conv2d) or a join of potentials (add) gives a **potential**: the ReLU net's
-  pre-activation. A potential that feeds anything but a join spikes: it is a **layer** (a ReLU in
-  the twin, TTFS neurons in the spiking net); one that feeds joins only is summed into them; the
-  read-out is the last potential, which may only be followed by reshapes (flatten);
+  pre-activation. A potential that feeds anything but joins spikes: it is a **layer** (a ReLU in
+  the twin, TTFS neurons in the spiking net), and every node it feeds, a join too, reads its
+  activation; one that feeds joins only is summed into them before any ReLU; the read-out is the
+  last potential, which may only be followed by reshapes (flatten);
 - a shape op (flatten, pooling, concat) gives **activations**: of the sample, of layers, or of
   shape ops on them.
 
@@ -198,13 +199,10 @@ def _layers(nodes: list[Node], input_shape) -> tuple:
                             for name in node.inputs), ())
         joins = [c for c in consumers[node.name] if c.cls.sums_potentials]
         others = [c for c in consumers[node.name] if not c.cls.sums_potentials]
-        if joins and others:
-            raise ArchError(f"layer {node.index} ({node.name}): feeds a join ({joins[0].name}) and {others[0].name}: "
-                            "a potential is either summed into a join or spikes, not both")
-        if joins:
+        if joins and not others and node is not readout:
             sums[node.name] = branches
             continue
-        if not others and node is not readout:
+        if not joins and not others and node is not readout:
             raise ArchError(f"layer {node.index} ({node.name}) feeds no layer: every layer but the read-out must")
         layers.append(Layer(node.name, node.index, branches, node.shape, node.cls.name_prefix, "name" in node.spec))
         activations[node.name] = ((len(layers),), ())

@@ -64,6 +64,8 @@ class _Reader:
         self.params: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.values: dict = {}            # fx node -> (arch node name, "potential" | "activation")
         self.synapse_of: dict = {}        # arch name of a synapse node -> its index in params
+        self.summed: set = set()          # potentials an add sums before their ReLU
+        self.spiking: set = set()         # potentials a ReLU makes spike
 
     def where(self, node) -> str:
         module = f", module {node.target!r}" if node.op == "call_module" else ""
@@ -164,7 +166,9 @@ class _Reader:
             self.params.append((module.weight.detach().clone(), bias.detach().clone()))
             self.values[node] = (name, "potential")
         elif cls.sums_potentials:
-            self.values[node] = (self.add(node, spec, [self.value(node, a)[0] for a in args]), "potential")
+            names = [self.value(node, a) for a in args]
+            self.summed |= {name for name, state in names if state == "potential"}
+            self.values[node] = (self.add(node, spec, [name for name, _ in names]), "potential")
         else:
             states = {self.value(node, a)[1] for a in args}
             if states == {"potential"} and cls.reshapes_only:     # a reshape of the read-out
@@ -176,6 +180,7 @@ class _Reader:
         name, state = self.value(node, node.args[0])
         if state != "potential" or name not in self.synapse_of and not self._is_join(name):
             self.refuse(node, f"a ReLU on {name!r}: it must directly follow a Linear/Conv2d (or its batch norm) or an add")
+        self.spiking.add(name)
         self.values[node] = (name, "activation")
 
     def _is_join(self, name: str) -> bool:
@@ -207,6 +212,10 @@ def parse_module(model: nn.Module) -> tuple[list[dict], list[tuple[torch.Tensor,
                         f"convert takes {ACCEPTED}") from None
     reader = _Reader(model)
     reader.read(traced)
+    both = sorted(reader.summed & reader.spiking)
+    if both:
+        raise ArchError(f"{both[0]!r}: its output is added before its ReLU and used after it: a TTFS layer's "
+                        "pre-activation exists only inside its neurons. Accepted: " + ACCEPTED)
     arch = reader.architecture()
     graph.read(arch)
     return arch, reader.params
