@@ -5,11 +5,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwtune import numerics
-from hwtune.artifact import Artifact, dense_layer
+from hwtune.artifact import Artifact, ArtifactLayer, dense_layer
 from random_artifacts import random_artifact
 from hwtune.backends import RunResult
 from hwtune.backends.emulator import EmulatorError, MembraneOverflowError, emulate
-from hwtune.layers import exact_dtype
+from hwtune.layers import Dense, exact_dtype
 
 
 def golden_artifact(**changes) -> Artifact:
@@ -356,3 +356,23 @@ def test_register_and_emission_rules_by_hand():
     assert numerics.wrap(np.array([128, -129, 255, 256, -1]), 8).tolist() == [-128, 127, -1, 0, -1]
     # window starting at step 10, T = 4: k = 4 spikes at 10, k = 1 at 13, k = 0 never (-1)
     assert numerics.emission_step(np.array([0, 1, 4]), 10, 4).tolist() == [-1, 13, 10]
+
+
+def test_stepped_mode_never_takes_a_silent_input_for_a_late_arrival():
+    """A read-out adding a dense synapse of the sample to one of a hidden layer: the sample's spikes wait
+    d + D steps, so t - (d + D) passes -1, the step the emulator marks silent inputs with; silent
+    inputs must still count nothing (fast == stepped)."""
+    from hwtune.layers import Stage
+    from hwtune.layers.add import Add
+    rng = np.random.default_rng(3)
+    hidden = dense_layer("h", rng.integers(-3, 4, (3, 4)), np.zeros(3, dtype=np.int64), np.ones(3, dtype=np.int64), 5,
+                         readout=False)
+    join = Add(branches=(Stage(Dense(weight=rng.integers(-3, 4, (2, 3)))), Stage(Dense(weight=rng.integers(-3, 4, (2, 4))))))
+    out = ArtifactLayer(name="out", synapse=join, bias=np.zeros(2, dtype=np.int64), slope=None, window_steps=None,
+                        readout=True, in_shapes=((3,), (4,)), inputs=("h", "input"))
+    a = Artifact(layers=[hidden, out], input_shape=(4,), input_steps=3, synaptic_delay=2, weight_bits=3,
+                 membrane_bits=16)
+    assert a.timing.arrival_delay(1, 0) - 1 > 0              # the sample's spikes arrive late
+    k0 = np.array([[0, 0, 0, 0], [3, 0, 1, 0], [0, 2, 0, 0]])
+    assert_results_equal(emulate(a, k0, "fast"), emulate(a, k0, "stepped"))
+    assert np.array_equal(emulate(a, k0, "stepped").logits[0], np.zeros(2))   # no input spike: V = 0

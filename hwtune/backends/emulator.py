@@ -261,7 +261,7 @@ def _stepped(artifact: Artifact, k0: np.ndarray, draws: _Draws | None):
         weights = draws.weights(n) if draws is not None else None
         lags = [d + timing.arrival_delay(n, p) for p in sources]
         for t in timing.integration(n):
-            arrivals = [(emitted[p] == t - lag).astype(np.int64) for p, lag in zip(sources, lags)]
+            arrivals = [((emitted[p] == t - lag) & (emitted[p] >= 0)).astype(np.int64) for p, lag in zip(sources, lags)]
             a_in = layer.potential(arrivals, 0, k_max=1, weights=weights)             # sum q of the arrivals
             u, v = numerics.integrate(u, v, a_in, beta)
             u, v = fit(u.reshape(batch, -1), "current u", t).reshape(u.shape), \
