@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from hwtune.ttfs import TTFSNet, fc, from_relu, relu_twin, to_relu, vgg
+from hwtune.ttfs import TTFSNet, fc, from_relu, preset, relu_twin, to_relu, vgg
 from hwtune.architectures import ArchError
 
 ARCHS = {
@@ -193,3 +193,19 @@ def test_relu_twin_structure_matches_arch():
     assert len(model.graph.layers) == 4 and len(model.synapses) == 4       # 3 ReLU layers and the read-out
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 3)
     assert math.prod((6, 4, 4)) == arch[-2]["in"]
+
+
+def test_gradients_equal_relu_where_a_pre_activation_is_exactly_zero(digits):
+    """Zero biases and zero-padded convolutions over blank image borders make many pre-activations
+    exactly 0, where ReLU's gradient is 0: the TTFS net's must be too (a clamp of t_max - z would
+    pass it on)."""
+    torch.manual_seed(0)
+    net = TTFSNet(preset("vgg-small", (1, 8, 8), 10), (1, 8, 8), dtype=torch.float64)
+    relu = to_relu(net)
+    x, y = digits.train_x[:64].double(), digits.train_y[:64]
+    assert any(bool((z == 0).any()) for z in [net.synapses[0](x)])                      # the case is not vacuous
+    for model in (net, relu):
+        nn.functional.cross_entropy(model(x), y).backward()
+    for a, b in zip(net.synapses, relu.synapses):
+        assert (a.weight.grad - b.weight.grad).abs().max() < 1e-9
+        assert (a.bias.grad - b.bias.grad).abs().max() < 1e-9          # zero-region neurons add to the bias's

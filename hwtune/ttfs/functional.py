@@ -19,8 +19,7 @@ def spike_time(z: torch.Tensor, t_min: float, t_max: float, saturate: bool = Fal
     ``saturate``: a spike due before the window opens (z > t_max - t_min) fires at t_min
     (hardware-faithful clipping used by the latency pass; gradient 0 when clipped).
     """
-    t = t_max - z
-    t = torch.clamp(t, max=t_max)
+    t = t_max - torch.relu(z)   # == clamp(t_max - z, max=t_max), with ReLU's gradient 0 at z = 0 (not clamp's 1)
     if saturate:
         t = torch.clamp(t, min=t_min)
     return t
