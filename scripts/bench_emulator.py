@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,9 +29,7 @@ from hwtune.layers import Conv2d, Flatten
 from hwtune.atomic import atomic_write_text
 from hwtune.backends.emulator import emulate
 from hwtune.provenance import provenance
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from random_artifacts import random_artifact  # noqa: E402  (tests/random_artifacts.py: the test fixtures)
+from hwtune.random_artifacts import random_artifact
 
 GOAL_EMULATOR_OVER_TORCH = 3.0     # emulator time over torch float32 time, at most
 
