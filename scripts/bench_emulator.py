@@ -5,14 +5,14 @@ average pooling, flatten, linear, ReLU; a random 4-bit 784-340-10 by default, wh
 Loihi 2 build accepts) are timed interleaved on the same inputs, in the same batches, on the same
 number of threads (``--threads``, 1 by default: torch's and numpy's BLAS alike), so machine load
 hits both alike; the ratio of medians, that of the fastest runs and that of the CPU times are
-reported. The fast mode runs on the engine it picks by itself (hwtune.layers.engine: torch's
-kernels where importable) and, timed alongside, on the numpy engine (a torch-free install:
-numpy's BLAS). Inputs: the test images of the artifact's dataset when it records one, else random
-pixels. Lava runs its best case: many samples back to back in one long run (start-up and read-back
-included). Every backend's outputs are compared with the fast mode's. Output: a table on stdout
-and a JSON file (versions, seed, sizes, threads, the CPU and the kernels each side ran: numpy's
-BLAS as threadpoolctl reports it, torch's BLAS, oneDNN and vector ISA, the kernel-choosing
-environment variables; every timing).
+reported. The fast mode runs on the engine it picks by itself (hwtune.layers.engine: oneDNN's
+int8 kernels through torch where they are exact) and, timed alongside, on each slower exact engine
+(torch's float kernels; numpy's BLAS, what a torch-free install runs). Inputs: the test images of
+the artifact's dataset when it records one, else random pixels. Lava runs its best case: many
+samples back to back in one long run (start-up and read-back included). Every backend's outputs
+are compared with the fast mode's. Output: a table on stdout and a JSON file (versions, seed,
+sizes, threads, the CPU and the kernels each side ran: numpy's BLAS as threadpoolctl reports it,
+torch's BLAS, oneDNN and vector ISA, the kernel-choosing environment variables; every timing).
 
     python scripts/bench_emulator.py --seed 0 --samples 10000                       # a random 784-340-10
     python scripts/bench_emulator.py --artifact runs/fmnist-fc2-w4.loihi2 --lava-samples 50 \
@@ -180,17 +180,22 @@ def main(argv=None) -> dict:
     x = torch.from_numpy(u.astype(np.float32))
     net = float_net(artifact)
 
-    def fast_numpy(k):
-        with engine.forced("numpy"):
-            return emulate(artifact, k)
+    natural = engine.natural()
+    slower = engine.ENGINES[engine.ENGINES.index(natural) + 1:]   # the other exact engines, slower
+
+    def on(name):
+        def run(k):
+            with engine.forced(name):
+                return emulate(artifact, k)
+        return run
 
     runs = {"fast": lambda: batched(lambda k: emulate(artifact, k), k0, args.batch),
-            "fast_numpy": lambda: batched(fast_numpy, k0, args.batch),
+            **{f"fast_{name}": (lambda run=on(name): batched(run, k0, args.batch)) for name in slower},
             "torch": lambda: batched(net, x, args.batch)}
     times = {name: [] for name in runs}
     cpu = {name: [] for name in runs}
     with torch.no_grad():
-        emulate(artifact, k0[:100]), fast_numpy(k0[:100]), net(x[:100])     # warm-up
+        emulate(artifact, k0[:100]), [on(name)(k0[:100]) for name in slower], net(x[:100])     # warm-up
         for _ in range(args.repeats):
             for name, run in runs.items():
                 wall, used, _ = timed(run)
@@ -199,7 +204,8 @@ def main(argv=None) -> dict:
     n_step = min(args.stepped_samples, args.samples)
     times["stepped"], _, stepped = timed(lambda: emulate(artifact, k0[:n_step], mode="stepped"))
     fast = emulate(artifact, k0[:n_step])
-    checks = {"stepped_equals_fast": same(stepped, fast), "numpy_engine_equals_fast": same(fast_numpy(k0[:n_step]), fast)}
+    checks = {"stepped_equals_fast": same(stepped, fast),
+              **{f"{name}_engine_equals_fast": same(on(name)(k0[:n_step]), fast) for name in slower}}
     rates = {name: args.samples / statistics.median(times[name]) for name in runs}
     rates["stepped"] = n_step / times["stepped"]
     lava_info = {}
@@ -215,7 +221,8 @@ def main(argv=None) -> dict:
     ratios = {"emulator_over_torch_time": rates["torch"] / rates["fast"],
               "emulator_over_torch_time_best": min(times["fast"]) / min(times["torch"]),
               "emulator_over_torch_cpu_time": statistics.median(cpu["fast"]) / statistics.median(cpu["torch"]),
-              "numpy_engine_over_torch_time": rates["torch"] / rates["fast_numpy"]}
+              "engines_over_torch_time": {name: rates["torch"] / rates[run] for name, run in
+                                          ((natural, "fast"), *((name, f"fast_{name}") for name in slower))}}
     if "lava" in rates:
         ratios["emulator_over_lava_speed"] = rates["fast"] / rates["lava"]
     used = kernels()
@@ -226,14 +233,14 @@ def main(argv=None) -> dict:
           f"numpy BLAS {blas.get('internal_api')} {blas.get('version')} for {blas.get('architecture')}; torch "
           f"{used['torch']['blas']} + oneDNN, {used['torch']['cpu_capability']}; fast mode on {used['emulator_engine']}")
     print(f"{'backend':24s} {'samples/s':>12s}")
-    for name, label in (("fast", f"emulator fast ({used['emulator_engine']})"), ("fast_numpy", "emulator fast (numpy)"),
+    for name, label in (("fast", f"emulator fast ({natural})"), *((f"fast_{e}", f"emulator fast ({e})") for e in slower),
                         ("stepped", "emulator stepped"), ("lava", "lava (stock build)"), ("torch", "torch float32")):
         if name in rates:
             print(f"{label:24s} {rates[name]:12.1f}")
     print(f"emulator / torch time: {ratios['emulator_over_torch_time']:.2f} (medians), "
           f"{ratios['emulator_over_torch_time_best']:.2f} (fastest runs), {ratios['emulator_over_torch_cpu_time']:.2f} "
-          f"(CPU time)  (goal <= {GOAL_EMULATOR_OVER_TORCH}); numpy engine / torch: "
-          f"{ratios['numpy_engine_over_torch_time']:.2f}")
+          f"(CPU time)  (goal <= {GOAL_EMULATOR_OVER_TORCH}); each engine / torch: "
+          + ", ".join(f"{name} {ratio:.2f}" for name, ratio in ratios["engines_over_torch_time"].items()))
     if "emulator_over_lava_speed" in ratios:
         print(f"emulator / Lava speed: {ratios['emulator_over_lava_speed']:.0f}  (goal >= {args.goal_over_lava})")
     print("checks: " + ", ".join(f"{k}={v}" for k, v in checks.items()))

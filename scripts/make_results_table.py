@@ -280,13 +280,14 @@ def bench_rows(path: Path) -> list[tuple[str, str, str, str]]:
         net = "-".join(str(n) for n in b["net"]["sizes"]) if isinstance(b.get("net"), dict) else "?"
         command = f"`{emulator_environment(b)}{command.strip('`')}`"
         ratios = b["ratios"]
-        cpu = f" (CPU time {ratios['emulator_over_torch_cpu_time']:.2f})" if "emulator_over_torch_cpu_time" in ratios else ""
+        cpu = f" (CPU time {ratios['emulator_over_torch_cpu_time']:.2f})" \
+            if "emulator_over_torch_cpu_time" in ratios else ""
         rows = [(f"emulator / torch float32 time, {net}{emulator_kernels(b)}",
                  f"{ratios['emulator_over_torch_time']:.2f}{cpu}", f"<= {b['goals']['emulator_over_torch_time']}",
                  command)]
-        if "numpy_engine_over_torch_time" in ratios:
-            rows.append((f"emulator on numpy's kernels (an install without torch) / torch float32 time, {net}",
-                         f"{ratios['numpy_engine_over_torch_time']:.2f}", "none (the same integers)", command))
+        for engine, ratio in list((ratios.get("engines_over_torch_time") or {}).items())[1:]:
+            rows.append((f"emulator on the {engine} engine{' (an install without torch)' * (engine == 'numpy')} / "
+                         f"torch float32 time, {net}", f"{ratio:.2f}", "none (the same integers)", command))
         if "emulator_over_lava_speed" in b["ratios"]:
             rows.append((f"emulator / Lava speed, {net} ({b['lava']['samples']} Lava samples in one run)",
                          f"{b['ratios']['emulator_over_lava_speed']:.0f}", f">= {b['goals']['emulator_over_lava_speed']}",

@@ -32,15 +32,18 @@ def test_emulator_benchmark_default_net_runs_through_lava(tmp_path):
                          cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert result["checks"] == {"stepped_equals_fast": True, "numpy_engine_equals_fast": True, "lava_equals_fast": True}
+    assert result["checks"] == {"stepped_equals_fast": True, "torch_engine_equals_fast": True,
+                                "numpy_engine_equals_fast": True, "lava_equals_fast": True}
     assert result["net"]["sizes"] == [784, 340, 10] and result["net"]["weight_bits"] == 4
     kernels = result["kernels"]
-    assert kernels["emulator_engine"] == "torch"
-    assert kernels["numpy_blas"] and all(blas["architecture"] and blas["num_threads"] == 1 for blas in kernels["numpy_blas"])
+    assert kernels["emulator_engine"] == "torch-int8"
+    assert list(result["ratios"]["engines_over_torch_time"]) == ["torch-int8", "torch", "numpy"]
+    assert kernels["numpy_blas"] and all(blas["architecture"] and blas["num_threads"] == 1
+                                         for blas in kernels["numpy_blas"])
     assert kernels["torch"]["threads"] == 1 and kernels["torch"]["cpu_capability"] and kernels["torch"]["blas"]
     assert kernels["cpu"]["model_name"]
     assert set(result["ratios"]) >= {"emulator_over_torch_time", "emulator_over_torch_cpu_time",
-                                     "numpy_engine_over_torch_time", "emulator_over_lava_speed"}
+                                     "emulator_over_lava_speed"}
 
 
 def test_emulator_benchmark_refuses_a_net_lava_cannot_hold_before_timing(tmp_path):

@@ -140,7 +140,7 @@ class Conv2d(Synapse):
     def apply(self, x: np.ndarray, dtype, weight: np.ndarray | None = None) -> np.ndarray:
         """The convolution (B, C_out, H_o, W_o) computed and returned in ``dtype``, exact when
         :func:`exact_dtype` of the worst case (:meth:`abs_sums` x max |x|) chose it, on
-        hwtune.layers.engine's kernels: torch's conv2d where it runs, else im2col columns
+        hwtune.layers.engine's kernels: torch's (oneDNN int8 or float) where they run, else im2col columns
         (C_in K K, H_o W_o) per sample and one numpy matmul per sample, whose result is already
         channel-major; samples in chunks whose columns fit IM2COL_BYTES. ``weight`` (C_out, C_in,
         K, K, H_o, W_o): one kernel per output position instead of the shared one (a device

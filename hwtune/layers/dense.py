@@ -65,7 +65,7 @@ class Dense(Synapse):
         """sum_j q_ij x_j (B, n_out) computed and returned in ``dtype``, exact when :func:`exact_dtype`
         of the worst case (:meth:`abs_sums` x max |x|) chose it (on hwtune.layers.engine's kernels);
         ``weight``: a device instance's matrix."""
-        return engine.matmul(x, (self.weight if weight is None else weight).T, dtype)
+        return engine.dense(x, self.weight if weight is None else weight, dtype)
 
     def abs_sums(self, weight: np.ndarray | None = None) -> np.ndarray:
         """sum_j |q_ij| per output neuron (out,) (``weight``: a device instance's matrix instead of q)."""
