@@ -78,10 +78,12 @@ def fire(V, sigma, steps: int):
     emulator's exact types) gives the same integers as floor(V / sigma) with one correctly rounded
     division: if V / sigma is not an integer it lies at least 1/sigma from every integer, while
     rounding moves it by at most 2^-p |V| / sigma < 1/sigma, so the floor cannot change (and numpy's
-    float ``//`` is about 30x slower). The result is in V's float type.
+    float ``//`` is about 30x slower). sigma is divided in V's type (an int64 array would promote a
+    float32 V to float64, 3x slower): exact up to 2^p, and a larger sigma exceeds |V| rounded or
+    not, which leaves floor(V / sigma) in {-1, 0}. The result is in V's float type.
     """
     if isinstance(V, np.ndarray) and V.dtype.kind == "f":
-        k = np.divide(V, sigma)
+        k = np.divide(V, np.asarray(sigma, dtype=V.dtype))
         np.floor(k, out=k)
         return np.clip(k, 0, steps, out=k)
     return (V // sigma).clip(0, steps)

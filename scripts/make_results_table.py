@@ -278,8 +278,16 @@ def bench_rows(path: Path) -> list[tuple[str, str, str, str]]:
                  f"<= {b['goal']}", command)]
     if "ratios" in b:
         net = "-".join(str(n) for n in b["net"]["sizes"]) if isinstance(b.get("net"), dict) else "?"
-        rows = [(f"emulator / torch float32 time, {net}", f"{b['ratios']['emulator_over_torch_time']:.2f}",
-                 f"<= {b['goals']['emulator_over_torch_time']}", command)]
+        command = f"`{emulator_environment(b)}{command.strip('`')}`"
+        ratios = b["ratios"]
+        cpu = f" (CPU time {ratios['emulator_over_torch_cpu_time']:.2f})" \
+            if "emulator_over_torch_cpu_time" in ratios else ""
+        rows = [(f"emulator / torch float32 time, {net}{emulator_kernels(b)}",
+                 f"{ratios['emulator_over_torch_time']:.2f}{cpu}", f"<= {b['goals']['emulator_over_torch_time']}",
+                 command)]
+        for engine, ratio in list((ratios.get("engines_over_torch_time") or {}).items())[1:]:
+            rows.append((f"emulator on the {engine} engine{' (an install without torch)' * (engine == 'numpy')} / "
+                         f"torch float32 time, {net}", f"{ratio:.2f}", "none (the same integers)", command))
         if "emulator_over_lava_speed" in b["ratios"]:
             rows.append((f"emulator / Lava speed, {net} ({b['lava']['samples']} Lava samples in one run)",
                          f"{b['ratios']['emulator_over_lava_speed']:.0f}", f">= {b['goals']['emulator_over_lava_speed']}",
@@ -298,6 +306,25 @@ def bench_rows(path: Path) -> list[tuple[str, str, str, str]]:
         return [("`hwtune --help` start-up (x bare `python -c pass`)", f"{b['median_s']['hwtune --help']:.3f} s "
                  f"({b['ratio_to_bare_python']['hwtune --help']:.1f}x)", f"< {b['goal_s']} s", command)]
     return []
+
+
+def emulator_kernels(b: dict) -> str:
+    """What an emulator ratio was measured with (bench_emulator.py's ``kernels``): the CPU, the
+    fast mode's engine, numpy's BLAS and the CPU it took this one for, the threads; "" for older files."""
+    k = b.get("kernels")
+    if not isinstance(k, dict):
+        return ""
+    blas = (k.get("numpy_blas") or [{}])[0]
+    return (f" ({k['cpu'].get('model_name')} family {k['cpu'].get('family')} model {k['cpu'].get('model')}; "
+            f"fast mode on {k['emulator_engine']}, torch {k['torch']['blas']} + oneDNN {k['torch']['cpu_capability']}; "
+            f"numpy {blas.get('internal_api')} {blas.get('version')} for {blas.get('architecture')}; "
+            f"{k['torch']['threads']} thread(s) each)")
+
+
+def emulator_environment(b: dict) -> str:
+    """The kernel-choosing environment variables an emulator benchmark ran with, as a command prefix."""
+    env = (b.get("kernels") or {}).get("environment") or {}
+    return "".join(f"{name}={value} " for name, value in env.items() if not name.endswith("_THREADS"))
 
 
 def bench_table(paths: list[Path]) -> str:

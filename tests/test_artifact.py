@@ -11,7 +11,7 @@ import pytest
 from hwtune import artifact as art_mod
 from hwtune.artifact import (ARRAYS_FILE, JSON_FILE, Artifact, ArtifactError, ArtifactLayer, check, dense_layer,
                              violations)
-from random_artifacts import random_artifact, random_conv_artifact
+from hwtune.random_artifacts import random_artifact, random_conv_artifact
 from hwtune.layers import Conv2d, Dense, Flatten, SumPool
 from hwtune.atomic import MANIFEST
 

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from hwtune import numerics
 from hwtune.artifact import Artifact, ArtifactLayer, dense_layer
-from random_artifacts import random_artifact
+from hwtune.random_artifacts import random_artifact
 from hwtune.backends import RunResult
 from hwtune.backends.emulator import EmulatorError, MembraneOverflowError, emulate
 from hwtune.layers import Dense, exact_dtype
@@ -277,7 +277,7 @@ def test_the_emulator_refuses_what_the_hardware_refuses():
 def random_conv_case(seed: int, delay: int = 1, batch: int = 6):
     """A random conv net (1-2 conv layers with stride 1-2, padding 0-1, an optional 2x2 sum pool,
     a dense layer) on a random (C, H, W) input, per-neuron or per-layer slopes."""
-    from random_artifacts import random_conv_artifact
+    from hwtune.random_artifacts import random_conv_artifact
     rng = np.random.default_rng(seed)
     shape = (int(rng.integers(1, 4)), int(rng.integers(5, 10)), int(rng.integers(5, 10)))
     plan, h = [], min(shape[1:])

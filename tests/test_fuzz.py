@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from hwtune import io
 from hwtune.artifact import ARRAYS_FILE, JSON_FILE, Artifact, ArtifactError
-from random_artifacts import random_conv_artifact
+from hwtune.random_artifacts import random_conv_artifact
 from hwtune.recipes import RecipeError, parse_recipe
 from hwtune.sweep import parse_sweep
 from hwtune.target import TARGETS_DIR, TargetError, load_target, parse_target

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("lava")
 
 from hwtune.artifact import ArtifactError  # noqa: E402
-from random_artifacts import random_artifact  # noqa: E402
+from hwtune.random_artifacts import random_artifact  # noqa: E402
 from test_emulator import random_conv_case  # noqa: E402
 from hwtune.backends.emulator import emulate  # noqa: E402
 from hwtune.backends.lava import run_lava  # noqa: E402

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hwtune.artifact import Artifact, ArtifactError, ArtifactLayer, dense_layer
-from random_artifacts import random_conv_artifact
+from hwtune.random_artifacts import random_conv_artifact
 from hwtune.layers import Conv2d, Dense, Flatten, SumPool
 from hwtune.mapper import map_layers, resource_map, table
 from hwtune.target import ChipSection, load_target

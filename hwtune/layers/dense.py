@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hwtune.layers import engine
 from hwtune.layers.base import ArchError, OpError, Synapse
 
 
@@ -65,9 +66,9 @@ class Dense(Synapse):
 
     def apply(self, x: np.ndarray, dtype, weight: np.ndarray | None = None) -> np.ndarray:
         """sum_j q_ij x_j (B, n_out) computed and returned in ``dtype``, exact when :func:`exact_dtype`
-        of the worst case (:meth:`abs_sums` x max |x|) chose it; ``weight``: a device instance's matrix."""
-        weight = self.weight if weight is None else weight
-        return x.astype(dtype, copy=False) @ weight.T.astype(dtype)
+        of the worst case (:meth:`abs_sums` x max |x|) chose it (on hwtune.layers.engine's kernels);
+        ``weight``: a device instance's matrix."""
+        return engine.dense(x, self.weight if weight is None else weight, dtype)
 
     def abs_sums(self, weight: np.ndarray | None = None) -> np.ndarray:
         """sum_j |q_ij| per output neuron (out,) (``weight``: a device instance's matrix instead of q)."""

@@ -1,6 +1,7 @@
-"""Random integer artifacts for tests and benchmarks (no training involved): dense nets of given
-sizes, conv nets from a plan. Every one passes hwtune.artifact.check (the smallest membrane width
-that does unless one is given)."""
+"""Random integer artifacts (no training involved), for what does not depend on accuracy: the
+exactness tests and the speed benchmarks (scripts/bench_emulator.py). Dense nets of given sizes,
+conv nets from a plan; every one passes hwtune.artifact.check (the smallest membrane width that
+does unless one is given)."""
 from __future__ import annotations
 
 import math
