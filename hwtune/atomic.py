@@ -500,14 +500,15 @@ def shared_directory(path: str | os.PathLike, fmt: str, what: str = "sweep", leg
             raise OutputError(f"{where}: exists and is {kind}; refusing to write into it")
         manifest = read_manifest(path)
         if not marks(manifest, fmt, legacy) and set(os.listdir(path)) - {LOCK, MANIFEST}:
-            raise OutputError(f"{where}: is a directory holding files that are not an hwtune {what}; refusing to "
-                              "write into it (nothing was written)")
+            raise OutputError(f"{where}: is not a {what} directory (it holds files that are not an hwtune {what}'s, "
+                              "and no hwtune manifest marks it); refusing to write into it (nothing was written)")
         fd = _lock(path, what)
         try:
             manifest = read_manifest(path)
             if not marks(manifest, fmt, legacy):
                 if set(os.listdir(path)) - {LOCK, MANIFEST} or manifest is not None:
-                    raise OutputError(f"{where}: is not an hwtune {what} directory; refusing to write into it")
+                    raise OutputError(f"{where}: is not a {what} directory (no hwtune manifest marks it); refusing "
+                                      "to write into it")
                 write_json(path / MANIFEST, {"format": fmt, "files": []})
                 adopted = True
             elif "format" not in manifest:
