@@ -185,11 +185,9 @@ def _entries(root: Path) -> tuple[list[str], list[str]]:
 def foreign_files(path: Path) -> list[str]:
     """The files in the output directory ``path`` that its manifest (:data:`MANIFEST`, written with
     the output) does not list, and every link or other non-regular file (never hwtune's); all of
-    them when it has no readable manifest (not written by this hwtune)."""
-    try:
-        listed = set((read_manifest(path) or {"files": []})["files"])
-    except OutputError:
-        listed = set()
+    them when it has no manifest (not written by this hwtune). A manifest that is a link, a FIFO or
+    not a manifest is OutputError naming it (:func:`read_manifest`)."""
+    listed = set((read_manifest(path) or {"files": []})["files"])
     regular, other = _entries(path)
     return sorted([f for f in regular if f != MANIFEST and f not in listed] + other)
 
@@ -310,7 +308,10 @@ def _set_aside(tmp: Path, dest: Destination) -> Path:
     except FileNotFoundError:
         box.rmdir()
         _refuse(tmp, dest, "was removed while hwtune worked")
-    foreign = foreign_files(old) if _identity(old) == dest.found else None
+    try:
+        foreign = foreign_files(old) if _identity(old) == dest.found else None
+    except OutputError:
+        foreign = [MANIFEST]
     if foreign is None or foreign or _identity(old / dest.marker) is None:
         reason = ("was replaced by another directory while hwtune worked" if foreign is None else
                   f"files hwtune did not write appeared in it while hwtune worked ({_listing(foreign)})" if foreign
