@@ -19,24 +19,23 @@ task's ``threads`` CPUs. Every node needs hwtune installed (workers import the p
 A cluster address is checked before any work (:func:`check_reachable`): it must accept a TCP
 connection and answer an HTTP/2 handshake (Ray's GCS and client servers speak gRPC) within
 :data:`CONNECT_TIMEOUT` seconds each, so a port held by something else is refused at once instead
-of after Ray's minutes of retries. ``ray.init`` replaces the driver's SIGTERM handler; the
-executor puts hwtune's back (a SIGTERM stops the sweep like Ctrl-C, exit 130). A local instance
-the executor starts is watched by hwtune.watchdog, which stops all its processes when the driver
-ends, even by SIGKILL.
+of after Ray's minutes of retries. While Ray starts, stop signals are held back and ``ray.init``
+may not install its own SIGTERM handler (a SystemExit): a SIGTERM stops the sweep like Ctrl-C,
+exit 130. Before it starts a local instance, the driver starts hwtune.watchdog, which stops every
+process the driver started when the driver ends, even by SIGKILL.
 """
 from __future__ import annotations
 
-import signal
+import os
 import socket
 import subprocess
-import sys
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from hwtune.configs import parse_address
 from hwtune.errors import HwtuneError
+from hwtune.interrupts import sigint_deferred
 
 EXECUTORS = ("serial", "ray")
 
@@ -137,23 +136,20 @@ def ray(fn: Callable, shared: dict, items: list, threads: int, on_error: str, ad
     except ImportError:
         raise HwtuneError("the ray executor needs Ray: pip install 'hwtune[ray]'") from None
     started = not ray_module.is_initialized()
-    watchdog = None
-    if started:
-        handler = signal.getsignal(signal.SIGTERM)
-        try:
-            ray_module.init(address=address or "local", num_cpus=None if address else num_cpus,
-                            include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-        except ConnectionError as e:   # unreachable, or refused (the cluster's auth token: README "Scaling out")
-            reason = str(e.__cause__ or e).strip().splitlines()[-1]
-            raise HwtuneError(f"cannot connect to the Ray cluster at {address or 'a new local instance'}: {reason}") \
-                from None
-        finally:       # ray.init made SIGTERM a SystemExit: hwtune's handler stops the sweep (exit 130)
-            if threading.current_thread() is threading.main_thread() and handler is not None:
-                signal.signal(signal.SIGTERM, handler)
-        if not address:
-            watchdog = _watch_local_instance(ray_module)
-    pending = {}
+    watchdog, pending = None, {}
     try:
+        if started:
+            # a stop signal while Ray starts is held back till it has started (then it stops the sweep,
+            # exit 130, Ray shut down); Ray's own SIGTERM handler (a SystemExit) is kept out
+            with sigint_deferred(), _ray_leaves_sigterm_alone(ray_module):
+                watchdog = None if address else watchdog_of_this_process()
+                try:
+                    ray_module.init(address=address or "local", num_cpus=None if address else num_cpus,
+                                    include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+                except ConnectionError as e:   # unreachable, or refused (its auth token: README "Scaling out")
+                    reason = str(e.__cause__ or e).strip().splitlines()[-1]
+                    raise HwtuneError(f"cannot connect to the Ray cluster at {address or 'a new local instance'}: "
+                                      f"{reason}") from None
         shared_ref = ray_module.put(shared)
         task = ray_module.remote(num_cpus=threads)(_call)
         pending = {task.remote(fn, shared_ref, item, threads): item for item in items}
@@ -181,22 +177,27 @@ def ray(fn: Callable, shared: dict, items: list, threads: int, on_error: str, ad
                 watchdog.kill()
 
 
-def _watch_local_instance(ray_module) -> subprocess.Popen | None:
-    """Start hwtune.watchdog on the processes of the local Ray instance this driver just started
-    (Ray's record of them, else this process's children): they are stopped when the driver ends."""
-    from hwtune.watchdog import stat
+def watchdog_of_this_process():
+    """hwtune.watchdog on this process: what it starts from now on (a local Ray instance) is stopped
+    when it ends, even by SIGKILL; None where /proc is missing (not Linux)."""
+    from hwtune import watchdog
 
+    return watchdog.start() if watchdog.stat(os.getpid()) is not None else None
+
+
+@contextmanager
+def _ray_leaves_sigterm_alone(ray_module):
+    """``ray.init`` installs a SIGTERM handler that raises SystemExit: keep hwtune's (hwtune.interrupts)."""
+    utils = getattr(getattr(ray_module, "_private", None), "utils", None)
+    if utils is None or not hasattr(utils, "set_sigterm_handler"):
+        yield
+        return
+    original = utils.set_sigterm_handler
+    utils.set_sigterm_handler = lambda handler: None
     try:
-        pids = [info.process.pid for infos in ray_module._private.worker._global_node.all_processes.values()
-                for info in infos]
-    except AttributeError:
-        pids = []
-    roots = {pid: info[1] for pid in pids if (info := stat(pid)) is not None}
-    if not roots:
-        return None
-    return subprocess.Popen([sys.executable, "-m", "hwtune.watchdog", *(f"{p}:{s}" for p, s in roots.items())],
-                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+        yield
+    finally:
+        utils.set_sigterm_handler = original
 
 
 def run(executor: str, fn: Callable, shared: dict, items: list, threads: int = 1, on_error: str = "stop",
