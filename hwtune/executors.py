@@ -97,7 +97,7 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
     """Refuse (HwtuneError) a ``host:port`` or ``ray://host:port`` address (hwtune.configs.parse_address)
     whose port accepts no TCP connection within ``timeout`` seconds, or does not answer an HTTP/2
     client preface with a SETTINGS frame within ``timeout`` seconds more (not a gRPC server: not
-    Ray). 'auto' is left to Ray."""
+    Ray; skipped where ``RAY_USE_TLS`` is on: the handshake is then TLS's). 'auto' is left to Ray."""
     parsed = parse_address(address)
     if parsed is None:
         return
@@ -108,6 +108,8 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
         raise HwtuneError(f"cannot connect to the Ray cluster at {address}: {e.strerror or e} "
                           f"(nothing accepts connections there within {timeout:g} s)") from None
     with conn:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            return
         try:
             conn.settimeout(timeout)
             conn.sendall(_PREFACE)

@@ -17,19 +17,6 @@ from hwtune.data import DatasetError, read_idx
 from hwtune.sweep import sweep_directory
 
 
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    """(net, artifact, model dir, artifact dir) of a tiny quantized fc-small on digits."""
-    root = tmp_path_factory.mktemp("bad")
-    data = hwtune.load_dataset("digits")
-    net = hwtune.train(data, arch="fc-small", epochs=0.1, batch_size=64)
-    net, _ = hwtune.quantize(net, data, bits=4, steps=8, epochs=0)
-    hwtune.save(net, root / "m")
-    artifact = hwtune.export(net)
-    artifact.save(root / "a")
-    return net, artifact, root / "m", root / "a"
-
-
 X = torch.rand(3, 1, 8, 8)
 
 

@@ -24,17 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ["train", "--arch", "fc-small", "--epochs", "0.2", "--train-samples", "64", "-q"]
 
 
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    """(quantized net, model dir, artifact) of a tiny fc-small on digits."""
-    root = tmp_path_factory.mktemp("codes")
-    data = hwtune.load_dataset("digits")
-    net = hwtune.train(data, arch="fc-small", epochs=0.1, batch_size=64)
-    net, _ = hwtune.quantize(net, data, bits=4, steps=8, epochs=0)
-    hwtune.save(net, root / "m")
-    return net, root / "m", hwtune.export(net)
-
-
 def _hwtune(*argv, limit_bytes=None, **kwargs):
     def limit():
         if limit_bytes is not None:
@@ -67,7 +56,7 @@ def test_stdout_failing_after_the_output_was_written_says_so(tmp_path, monkeypat
 
 def test_a_file_size_limit_leaves_nothing_half_written(made, tmp_path):
     """``ulimit -f``: a write fails with EFBIG (Python ignores SIGXFSZ): exit 3, one line, no partial file."""
-    proc = _hwtune("export", str(made[1]), "-o", str(tmp_path / "a"), "-q", "--samples", "10", limit_bytes=4096,
+    proc = _hwtune("export", str(made[2]), "-o", str(tmp_path / "a"), "-q", "--samples", "10", limit_bytes=4096,
                    stderr=subprocess.PIPE, text=True)
     err = proc.communicate(timeout=300)[1]
     assert proc.returncode == 3 and "File too large" in err and "Traceback" not in err, err[-2000:]
@@ -101,7 +90,7 @@ def test_a_malformed_module_function_is_a_usage_error(spec, capsys):
 
 def test_a_huge_margin_is_refused_before_any_work(made, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["convert", str(made[1]), "--margin", "1e39", "-q"])
+        main(["convert", str(made[2]), "--margin", "1e39", "-q"])
     assert e.value.code == 2 and "argument --margin: 1e+39 must be a number in (0, 1000]" in capsys.readouterr().err
     relu = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     with pytest.raises(ValueError, match=r"margin = 1e\+39 must be a number in \(0, 1000\]"):
@@ -121,11 +110,11 @@ def test_execution_flags_that_would_be_ignored_or_fail_late_are_usage_errors(tmp
 
 
 def test_data_dir_that_would_be_ignored_is_refused(made, capsys):
-    assert main(["evaluate", str(made[1]), "--data-dir", "", "-q"]) == 2
+    assert main(["evaluate", str(made[2]), "--data-dir", "", "-q"]) == 2
     assert "data_dir = '' must be a directory path" in capsys.readouterr().err
-    assert main(["evaluate", str(made[1]), "--dataset", "digits", "--data-dir", "/nonexistent", "-q"]) == 2
+    assert main(["evaluate", str(made[2]), "--dataset", "digits", "--data-dir", "/nonexistent", "-q"]) == 2
     assert "dataset digits reads no data directory" in capsys.readouterr().err
-    assert main(["evaluate", str(made[1]), "--data-dir", "/nonexistent", "-q"]) == 3    # the model's digits
+    assert main(["evaluate", str(made[2]), "--data-dir", "/nonexistent", "-q"]) == 3    # the model's digits
     assert "digits reads no data directory" in capsys.readouterr().err
     with pytest.raises(ConfigError):
         DataConfig(dataset="x.npz", data_dir="/data")
@@ -174,7 +163,7 @@ def test_a_study_summary_without_optional_values_is_reported(tmp_path, edit):
 
 
 def test_api_flags_and_tensors_of_the_wrong_kind_are_refused(made, tmp_path):
-    net, model, artifact = made
+    net, artifact = made[0], made[1]
     hwtune.save(net, tmp_path / "m")
     with pytest.raises(TypeError, match="force = 'False' \\(str\\): expected True or False"):
         hwtune.save(net, tmp_path / "m", force="False")

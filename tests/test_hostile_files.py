@@ -201,17 +201,6 @@ def test_a_corrupt_idx_gzip_is_refused_naming_it(tmp_path):
 
 # ---- artifacts and models ----------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hostile")
-    data = hwtune.load_dataset("digits")
-    net = hwtune.train(data, arch="fc-small", epochs=0.1, batch_size=64)
-    net, _ = hwtune.quantize(net, data, bits=4, steps=8, epochs=0)
-    hwtune.save(net, root / "m")
-    hwtune.export(net).save(root / "a")
-    return root / "m", root / "a"
-
-
 def _copy(src: Path, dest: Path) -> Path:
     import shutil
     shutil.copytree(src, dest)
@@ -220,7 +209,7 @@ def _copy(src: Path, dest: Path) -> Path:
 
 @pytest.mark.parametrize("verb", ["emulate", "lava-run"])
 def test_artifact_members_without_npy_are_refused(made, tmp_path, capsys, verb):
-    art = _copy(made[1], tmp_path / "a")
+    art = _copy(made[3], tmp_path / "a")
     with np.load(art / ARRAYS_FILE) as npz:
         arrays = dict(npz)
     _zip(art / ARRAYS_FILE, [_stored(k, _npy(v)) for k, v in arrays.items()])     # "layer0.weight", no .npy
@@ -230,7 +219,7 @@ def test_artifact_members_without_npy_are_refused(made, tmp_path, capsys, verb):
 
 
 def test_an_artifact_weight_beyond_int64_is_refused(made, tmp_path):
-    art = _copy(made[1], tmp_path / "a")
+    art = _copy(made[3], tmp_path / "a")
     with np.load(art / ARRAYS_FILE) as npz:
         arrays = dict(npz)
     weight = arrays["layer0.weight"].astype(np.uint64)
@@ -330,7 +319,7 @@ def _finishes(call, fifos, seconds=30):
 
 def test_a_fifo_as_manifest_is_refused_at_once(made, tmp_path, capsys):
     from hwtune.atomic import MANIFEST
-    model = _copy(made[0], tmp_path / "m")
+    model = _copy(made[2], tmp_path / "m")
     (model / MANIFEST).unlink()
     os.mkfifo(model / MANIFEST)
     argv = ["train", "--arch", "fc-small", "--epochs", "0.1", "--force", "-o", str(model), "-q"]
@@ -346,7 +335,7 @@ def test_a_fifo_as_manifest_is_refused_at_once(made, tmp_path, capsys):
 
 def test_a_manifest_linked_to_dev_zero_is_refused(made, tmp_path):
     from hwtune.atomic import MANIFEST
-    model = _copy(made[0], tmp_path / "m")
+    model = _copy(made[2], tmp_path / "m")
     (model / MANIFEST).unlink()
     (model / MANIFEST).symlink_to("/dev/zero")
     result = _limited("hwtune.atomic", f"hwtune.atomic.check_output({str(model)!r}, 'hwtune.json', force=True)",

@@ -10,9 +10,9 @@ import pytest
 
 import hwtune
 from hwtune import atomic, io, recipes, workflow
-from hwtune.atomic import MANIFEST, OutputError, atomic_directory, check_output, remove_own
+from hwtune.atomic import MANIFEST, OutputError, atomic_directory, check_output
 from hwtune.cli import main
-from hwtune.sweep import FORMAT, POINTS, _append_point, read_points, sweep_directory
+from hwtune.sweep import POINTS, _append_point, read_points, sweep_directory
 
 TRAIN = ["train", "--arch", "fc-small", "--epochs", "0.2", "--train-samples", "64", "-q"]
 RECIPE = "recipes/robustness-ci.yaml"
@@ -115,6 +115,7 @@ def test_concurrent_writers_of_one_output_exactly_one_wins(tmp_path):
 
 
 def test_replacing_an_output_deletes_only_its_listed_files(tmp_path):
+    from hwtune.atomic import remove_own
     out = tmp_path / "o"
     with atomic_directory(out) as tmp:
         (tmp / "a.txt").write_text("a")
@@ -125,6 +126,7 @@ def test_replacing_an_output_deletes_only_its_listed_files(tmp_path):
 # ---- sweep directories ------------------------------------------------------------------------------
 
 def test_two_sweeps_entering_a_new_directory_at_once_never_delete_each_others_files(tmp_path):
+    from hwtune.sweep import FORMAT
     for run in range(10):
         out = tmp_path / f"s{run}"
         barrier, entered, refused, release = threading.Barrier(2), [], [], threading.Event()
