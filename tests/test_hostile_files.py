@@ -328,7 +328,10 @@ def test_a_fifo_as_manifest_is_refused_at_once(made, tmp_path, capsys):
     sweep = tmp_path / "s"
     sweep.mkdir()
     os.mkfifo(sweep / MANIFEST)
-    assert _finishes(lambda: main(["sweep", "recipes/robustness-ci.yaml", "--out", str(sweep), "-q"]),
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text("name: tiny\ndataset: digits\nmodel: {train: {arch: fc-small, epochs: 0.2}}\n"
+                      "grid: {bits: [4], steps: [8]}\n")
+    assert _finishes(lambda: main(["sweep", str(recipe), "--out", str(sweep), "-q"]),
                      [sweep / MANIFEST]) == (True, 3)
     assert _finishes(lambda: main(["report", str(sweep), "-q"]), [sweep / MANIFEST]) == (True, 3)
 
