@@ -36,8 +36,9 @@ EXIT_CODES = """exit codes:
   0    success
   1    a check or a floor failed (emulator != torch, Lava != emulator, a sweep floor); results were written
   2    usage error: unknown flag or bad flag value
-  3    bad input: unreadable or invalid model, artifact, recipe, target or dataset, or a refused output path
-  130  interrupted (Ctrl-C); no half-written output is left"""
+  3    bad input: unreadable, invalid or hostile model, artifact, recipe, target or dataset, your
+       module:function failing, a refused output path, or an output that could not be written
+  130  interrupted (Ctrl-C or SIGTERM); no half-written output is left"""
 #: OSErrors that are the user's environment, not a bug: reported in one line with exit code 3.
 _USER_OS_ERRORS = (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG,
                    errno.EFBIG, errno.EIO)
