@@ -613,7 +613,7 @@ def _cmd_sweep(args) -> int:
         if args.seed is not None:
             raise UsageError("a robustness study lists its seeds in the recipe (seeds: [...]); drop --seed")
         result = run_study(sweep, out=args.out, execution=execution)
-        report = write_report(result["out"])
+        report = write_report(result["out"], result["records"])
         broken = []
     else:
         result = run_sweep(sweep, seed=args.seed, out=args.out, execution=execution)

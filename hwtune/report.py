@@ -413,9 +413,9 @@ def write_study_report(out: Path) -> Path:
 
 def report(out: str | Path, records: list[dict] | None = None, title: str | None = None) -> Path:
     """Write the report of the sweep directory ``out`` (a grid sweep's or a robustness study's, by its
-    ``sweep.json``), holding the directory's lock; ``records``: the grid points to show (default:
-    every finished point). Refused: a directory no sweep wrote (hwtune.sweep.is_sweep_dir), one a
-    sweep is writing, one without finished points."""
+    ``sweep.json``), holding the directory's lock; ``records``: the points the sweep just finished
+    (the grid points shown; default: every finished point, and at least one). Refused: a directory
+    no sweep wrote (hwtune.sweep.is_sweep_dir), one a sweep is writing."""
     from hwtune.sweep import POINTS, is_sweep_dir, read_points
 
     out = Path(out)
@@ -423,9 +423,10 @@ def report(out: str | Path, records: list[dict] | None = None, title: str | None
         raise ReportInputError(f"{out}: not a sweep directory (no hwtune manifest marks it); hwtune reports only "
                                "directories `hwtune sweep` wrote")
     with exclusive_lock(out, "sweep or report"):
-        found = read_points(out)
-        if not found:
-            raise ReportInputError(f"{out / POINTS}: no finished points")
+        if records is None:
+            records = read_points(out)
+            if not records:
+                raise ReportInputError(f"{out / POINTS}: no finished points")
         if sweep_kind(out) == "robustness":
             return write_study_report(out)
-        return write_report(found if records is None else records, out, title or f"Sweep {out.name}")
+        return write_report(records, out, title or f"Sweep {out.name}")
