@@ -484,8 +484,8 @@ def shared_directory(path: str | os.PathLike, fmt: str, what: str = "sweep", leg
 
     ``path`` is new (created, with a manifest whose ``format`` is ``fmt``, by one rename that never
     replaces what appeared meanwhile), an empty directory (adopted), or a directory whose manifest
-    marks it (:func:`marks`); anything else (someone's files, a link) is refused before anything
-    is written, and so is a directory another process holds. When the block fails and ``keep()``
+    marks it (:func:`marks`); anything else (someone's files, even a lone file named like hwtune's
+    lock, a link) is refused before anything is written, and so is a directory another process holds. When the block fails and ``keep()``
     says nothing worth keeping was made (e.g. no finished point), what this run created is taken
     away again (:func:`remove_own` of its output directories, its manifest, its lock, the directory
     if it created it), under the lock: never a file it did not write.
@@ -499,17 +499,20 @@ def shared_directory(path: str | os.PathLike, fmt: str, what: str = "sweep", leg
         if found is None or not stat.S_ISDIR(found[2]):
             kind = "a symbolic link" if found and stat.S_ISLNK(found[2]) else "not a directory"
             raise OutputError(f"{where}: exists and is {kind}; refusing to write into it")
-        manifest = read_manifest(path)
-        if not marks(manifest, fmt, legacy) and set(os.listdir(path)) - {LOCK, MANIFEST}:
-            raise OutputError(f"{where}: is not a {what} directory (it holds files that are not an hwtune {what}'s, "
+        refused = OutputError(f"{where}: is not a {what} directory (it holds files that are not an hwtune {what}'s, "
                               "and no hwtune manifest marks it); refusing to write into it (nothing was written)")
+        entries = set(os.listdir(path))
+        if not marks(read_manifest(path), fmt, legacy) and entries:
+            if LOCK in entries and entries <= {LOCK, MANIFEST}:   # maybe another run adopting it right now
+                os.close(_lock(path, what))
+            raise refused
         fd = _lock(path, what)
         try:
             manifest = read_manifest(path)
             if not marks(manifest, fmt, legacy):
-                if set(os.listdir(path)) - {LOCK, MANIFEST} or manifest is not None:
-                    raise OutputError(f"{where}: is not a {what} directory (no hwtune manifest marks it); refusing "
-                                      "to write into it")
+                if set(os.listdir(path)) != {LOCK}:        # filled since it was found empty
+                    os.unlink(path / LOCK)                  # ours (it was empty), and held: no one else's
+                    raise refused
                 write_json(path / MANIFEST, {"format": fmt, "files": []})
                 adopted = True
             elif "format" not in manifest:

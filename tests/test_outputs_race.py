@@ -182,16 +182,17 @@ def test_a_sweep_that_loses_the_creation_race_leaves_the_winner_alone(tmp_path, 
         done.set()
 
 
-def test_a_users_directory_with_a_points_file_is_not_a_sweep_directory(tmp_path, capsys, recipe):
+@pytest.mark.parametrize("name", ["points.jsonl", ".lock"])
+def test_a_users_directory_with_a_sweeps_file_name_is_not_a_sweep_directory(tmp_path, capsys, recipe, name):
     mine = tmp_path / "U1"
     mine.mkdir()
-    (mine / "points.jsonl").write_text('{"id": "x"}\n{"id": "unfinished')
-    before = (mine / "points.jsonl").read_text()
+    (mine / name).write_text('{"id": "x"}\n{"id": "unfinished')
+    before = (mine / name).read_text()
     assert main(["sweep", str(recipe), "--out", str(mine), "-q"]) == 3
     assert "not an hwtune sweep" in capsys.readouterr().err
-    assert os.listdir(mine) == ["points.jsonl"] and (mine / "points.jsonl").read_text() == before
+    assert os.listdir(mine) == [name] and (mine / name).read_text() == before
     assert main(["report", str(mine), "-q"]) == 3
-    assert "not a sweep directory" in capsys.readouterr().err and os.listdir(mine) == ["points.jsonl"]
+    assert "not a sweep directory" in capsys.readouterr().err and os.listdir(mine) == [name]
 
 
 # ---- links and FIFOs inside outputs ----------------------------------------------------------------
