@@ -24,8 +24,8 @@ import torch
 from hwtune import api_args as args
 from hwtune import workflow
 from hwtune.artifact import Artifact
-from hwtune.settings import Rule, check_value, rule_of
-from hwtune.configs import SPLIT_SEED_RULE, DataConfig, DeployConfig, LatencyConfig, NoiseConfig, QuantizeConfig, TrainConfig
+from hwtune.settings import check_value, rule_of
+from hwtune.configs import MARGIN_RULE, SPLIT_SEED_RULE, DataConfig, DeployConfig, LatencyConfig, NoiseConfig, QuantizeConfig, TrainConfig
 from hwtune.data import Dataset
 from hwtune.data import load_dataset as _load_dataset
 from hwtune.target import TargetSpec
@@ -57,8 +57,8 @@ def save(net: TTFSNet, path: str | Path, force: bool = False) -> Path:
     from hwtune import io
     from hwtune.atomic import check_output
     args.model(net, paths=False)
-    check_output(args.path(path), io.CONFIG, force, what="model", flag="path")
-    return io.save(net, path)
+    return io.save(net, check_output(args.path(path), io.CONFIG, args.flag(force, "force"), what="model",
+                                     flag="path"))
 
 
 def train(data: Dataset | str, seed: int = 0, train_samples: int | None = None, **settings) -> TTFSNet:
@@ -71,7 +71,7 @@ def train(data: Dataset | str, seed: int = 0, train_samples: int | None = None, 
 def convert(relu: torch.nn.Module, data: Dataset | str, margin: float = 1.5) -> TTFSNet:
     """The TTFS net exactly equivalent to a trained ReLU torch module: an ``nn.Sequential`` or any module
     torch.fx traces to supported ops, residual and branching nets included (windows from ``data``)."""
-    margin = check_value(Rule("float", "window margin", gt=0), "margin", margin)
+    margin = check_value(MARGIN_RULE, "margin", margin)
     return workflow.convert_model(args.relu_module(relu), args.dataset(data), margin)[0]
 
 

@@ -32,6 +32,13 @@ def path(value, arg: str = "path") -> str | os.PathLike:
     return value
 
 
+def flag(value, arg: str) -> bool:
+    """A True/False argument (a string such as "False" is refused, not taken as true)."""
+    if not isinstance(value, bool):
+        _wrong(arg, value, "True or False")
+    return value
+
+
 def model(value, arg: str = "net", paths: bool = True):
     """A TTFSNet, or (``paths``) a model directory path, loaded and validated. ``save``, which
     writes the net, takes a TTFSNet only (``paths=False``)."""
@@ -95,8 +102,11 @@ def device(settings: dict) -> None:
 
 def pixels(value, arg: str = "x", shape: tuple | None = None) -> torch.Tensor:
     """Pixel intensities: a non-empty tensor or array of finite numbers in [0, 1] whose samples have
-    ``shape`` (or its number of values)."""
+    ``shape`` (or its number of values). A sparse tensor, or one without data (device 'meta'), is
+    refused by kind."""
     if isinstance(value, torch.Tensor):
+        if value.layout != torch.strided or value.is_meta:
+            _wrong(arg, value, "a dense tensor holding pixel intensities in [0, 1] (not sparse, not on device 'meta')")
         x = value.detach().cpu()
     elif isinstance(value, (np.ndarray, list, tuple)):
         try:

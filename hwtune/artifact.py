@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,12 +36,13 @@ import numpy as np
 
 from hwtune import numerics
 from hwtune.numerics import ARTIFACT_REGISTER_BITS, ARTIFACT_WEIGHT_BITS, MAX_STEPS, SYNAPTIC_DELAY
-from hwtune.atomic import atomic_directory
-from hwtune.configs import MAX_LAYER_ENTRIES
+from hwtune.atomic import Destination, atomic_directory
+from hwtune.configs import MAX_JSON_BYTES, MAX_LAYER_ENTRIES, MAX_MODEL_ENTRIES
 from hwtune.errors import HwtuneError, short
 from hwtune.layers import Dense, OpError, Stage, Synapse, exact_dtype
 from hwtune.device_noise import Geometry
-from hwtune.safepaths import UnsafeNameError, check_name, regular_file
+from hwtune.npzfile import open_npz
+from hwtune.safepaths import UnsafeNameError, check_name, read_file
 
 FORMAT = "hwtune-artifact"
 FORMAT_VERSION = 4
@@ -427,20 +426,20 @@ class Artifact:
     def save(self, path) -> Path:
         """Write the artifact directory atomically (hwtune.atomic): a complete directory or nothing.
 
-        An existing artifact at ``path`` is replaced; any other existing path is refused (the CLI
-        checks it earlier, hwtune.atomic.check_output).
+        ``path``: what hwtune.atomic.check_output returned (the CLI checks it before any work), or a
+        path, where an existing artifact is replaced and any other existing path refused.
         """
-        path = Path(path)
-        if path.exists() and not (path / JSON_FILE).is_file():
-            raise ArtifactError(f"{path}: exists and is not an artifact directory; refusing to overwrite it")
+        where = path.path if isinstance(path, Destination) else Path(path)
+        if not isinstance(path, Destination) and where.exists() and not (where / JSON_FILE).is_file():
+            raise ArtifactError(f"{where}: exists and is not an artifact directory; refusing to overwrite it")
         try:
             text = json.dumps(self.to_json(), indent=1, allow_nan=False)
         except (TypeError, ValueError) as e:
-            raise ArtifactError(f"{path / JSON_FILE}: meta is not JSON-serialisable ({e})") from e
+            raise ArtifactError(f"{where / JSON_FILE}: meta is not JSON-serialisable ({e})") from e
         with atomic_directory(path) as tmp:
             (tmp / JSON_FILE).write_text(text)
             np.savez(tmp / ARRAYS_FILE, **self.arrays())
-        return path
+        return where
 
     @classmethod
     def load(cls, path) -> "Artifact":
@@ -510,12 +509,10 @@ _LAYER_KEYS = {1: ("name", "shape", "window_steps", "readout", "logit_scale"),
 
 def _read_json(jpath: Path) -> dict:
     """Parse and check the JSON part (keys and scalar fields), naming ``jpath`` in every error."""
-    regular_file(jpath, ArtifactError)
+    text = read_file(jpath, ArtifactError, "artifact file", MAX_JSON_BYTES)
     try:
-        doc = json.loads(jpath.read_text())
-    except FileNotFoundError:
-        raise ArtifactError(f"{jpath}: file missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        doc = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ArtifactError(f"{jpath}: unreadable ({str(e)[:200]})") from e
     _require(isinstance(doc, dict), f"{jpath}: expected a JSON object")
     missing = [k for k in _TOP_KEYS if k not in doc]
@@ -542,43 +539,19 @@ def _read_json(jpath: Path) -> dict:
     return doc
 
 
-#: What numpy and zipfile raise on a damaged or hostile .npz (encrypted or unsupported zip entries
-#: raise RuntimeError / NotImplementedError).
-_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError)
-
-
 def _open_npz(apath: Path):
-    regular_file(apath, ArtifactError)
-    try:
-        return np.load(apath, allow_pickle=False)
-    except FileNotFoundError:
-        raise ArtifactError(f"{apath}: file missing") from None
-    except _NPZ_ERRORS as e:
-        raise ArtifactError(f"{apath}: unreadable ({str(e)[:200]})") from e
-
-
-def _npy_header(npz, apath: Path, key: str) -> None:
-    """Refuse an array whose .npy header claims more than MAX_LAYER_ENTRIES entries, or more data
-    than its zip member holds, before numpy allocates it."""
-    info = npz.zip.getinfo(f"{key}.npy")
-    with npz.zip.open(info) as f:
-        version = np.lib.format.read_magic(f)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read(f)
-        entries, stored = math.prod(shape), info.file_size - f.tell()
-    _require(entries <= MAX_LAYER_ENTRIES, f"{apath}: array {key!r} claims shape {shape} ({entries:,} entries), more "
-                                           f"than hwtune's limit of {MAX_LAYER_ENTRIES:,}")
-    _require(entries * dtype.itemsize == stored, f"{apath}: array {key!r} claims shape {shape} of {dtype} "
-                                                 f"({entries * dtype.itemsize:,} bytes) but holds {stored:,} bytes")
+    """The artifact's arrays (hwtune.npzfile: members, headers and sizes checked before any is
+    read; at most MAX_LAYER_ENTRIES values per array and MAX_MODEL_ENTRIES all arrays together)."""
+    return open_npz(apath, ArtifactError, 8 * MAX_MODEL_ENTRIES, MAX_LAYER_ENTRIES, MAX_MODEL_ENTRIES)
 
 
 def _npz_array(npz, apath: Path, key: str) -> np.ndarray:
-    _require(key in npz.files, f"{apath}: array {key!r} missing")
-    try:
-        _npy_header(npz, apath, key)
-        return npz[key]
-    except _NPZ_ERRORS as e:
-        raise ArtifactError(f"{apath}: array {key!r} unreadable ({str(e)[:200]})") from e
+    array = npz.read(key)
+    if array.dtype.kind == "u" and array.size and int(array.max()) > np.iinfo(np.int64).max:
+        index = tuple(int(i) for i in np.unravel_index(int(np.argmax(array)), array.shape))
+        raise ArtifactError(f"{apath}: array {key!r} holds {int(array.max())} at {list(index)}, beyond the int64 "
+                            "range hwtune computes in")
+    return array
 
 
 # ---- export-time hardware checks -------------------------------------------------------------

@@ -25,9 +25,9 @@ import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from hwtune import __version__, distributed, progress  # noqa: E402
-from hwtune.configs import (MAX_SEED, DataConfig, DeployConfig, ExecutionConfig, LatencyConfig, NoiseConfig,  # noqa: E402
-                            QuantizeConfig, TrainConfig)
-from hwtune.errors import HwtuneError, UsageError, short  # noqa: E402
+from hwtune.configs import (MARGIN_RULE, MAX_SEED, DataConfig, DeployConfig, ExecutionConfig, LatencyConfig,  # noqa: E402
+                            NoiseConfig, QuantizeConfig, TrainConfig)
+from hwtune.errors import HwtuneError, OutputError, UsageError, short  # noqa: E402
 from hwtune.interrupts import (ignore_stop_signals, install_stop_handlers, restore_handlers,  # noqa: E402
                                set_final_output, sigint_deferred)
 
@@ -36,10 +36,12 @@ EXIT_CODES = """exit codes:
   0    success
   1    a check or a floor failed (emulator != torch, Lava != emulator, a sweep floor); results were written
   2    usage error: unknown flag or bad flag value
-  3    bad input: unreadable or invalid model, artifact, recipe, target or dataset, or a refused output path
-  130  interrupted (Ctrl-C); no half-written output is left"""
+  3    bad input: unreadable, invalid or hostile model, artifact, recipe, target or dataset, your
+       module:function failing, a refused output path, or an output that could not be written
+  130  interrupted (Ctrl-C or SIGTERM); no half-written output is left"""
 #: OSErrors that are the user's environment, not a bug: reported in one line with exit code 3.
-_USER_OS_ERRORS = (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG)
+_USER_OS_ERRORS = (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG,
+                   errno.EFBIG, errno.EIO)
 
 VERBS: dict[str, tuple[str, str]] = {
     "train": ("train a TTFS net from scratch (exact spike-time gradient), or a ReLU net to convert",
@@ -147,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("convert")
     p.add_argument("model", help="hwtune ReLU model directory, or module:function returning a torch nn.Module")
     p.add_argument("--weights", help="safetensors state dict of the module:function model")
-    p.add_argument("--margin", type=_positive_float, default=1.5,
-                   help="window = margin x the layer's largest activation on the training set (default: 1.5)")
+    p.add_argument("--margin", type=_checked(MARGIN_RULE, "--margin"), default=1.5,
+                   help=f"{MARGIN_RULE.help}, {MARGIN_RULE.describe()} (default: 1.5)")
     _data_flags(p, train=False, samples=False)
     _add_out(p, "MODEL-ttfs")
     _add_common(p)
@@ -215,30 +217,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_float(text: str) -> float:
-    import math
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0")
-    return value
+def _checked(rule, flag: str):
+    """An argparse type: a number checked by ``rule`` (hwtune.settings.check_value)."""
+    from hwtune.errors import ConfigError
+    from hwtune.settings import check_value
+
+    def parse(text: str) -> float:
+        try:
+            return check_value(rule, flag, float(text))
+        except ValueError as e:      # float() or the rule (ConfigError is a ValueError)
+            message = str(e) if isinstance(e, ConfigError) else f"{text!r} is not a number"
+            raise argparse.ArgumentTypeError(message.replace(f"{flag} = ", "")) from None
+    return parse
 
 
 # ---- output ----------------------------------------------------------------------------------------
 
 def _emit(args, record: dict, lines: list[str]) -> None:
-    """``record`` as JSON on stdout with --json (lines to stderr), else ``lines`` on stdout."""
-    if args.json:
-        print(json.dumps(record, indent=2, default=str))
-        stream = sys.stderr
-        if args.quiet:
-            return
-    else:
-        stream = sys.stdout
-    for line in lines:
-        print(line, file=stream)
+    """``record`` as JSON on stdout with --json (lines to stderr), else ``lines`` on stdout.
+
+    A reader that closed the pipe early (``| head``) ends the printing quietly (the command's exit
+    code stands); stdout failing otherwise (a full disk) is an OutputError saying what was written."""
+    try:
+        if args.json:
+            print(json.dumps(record, indent=2, default=str))
+            stream = sys.stderr
+            if args.quiet:
+                sys.stdout.flush()
+                return
+        else:
+            stream = sys.stdout
+        for line in lines:
+            print(line, file=stream)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _drop_stdout()
+    except OSError as e:
+        _drop_stdout()
+        written = f"; {record['out']} was written and is complete" if record.get("out") else ""
+        raise OutputError(f"cannot write the result to stdout ({e.strerror or e}){written}") from None
+
+
+def _drop_stdout() -> None:
+    """Send what is left of stdout to /dev/null: it is gone, and the interpreter's final flush must
+    not fail again (a traceback or 'Exception ignored' at exit)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):    # not a real file (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _pct(x) -> str:
@@ -283,13 +312,13 @@ def _cmd_train(args) -> int:
     cfg, data_cfg = TrainConfig.from_args(args), DataConfig.from_args(args)
     dataset = data_cfg.dataset or "digits"
     out = args.out or f"runs/{cfg.arch}-{dataset}" + ("-relu" if cfg.network == "relu" else "")
-    check_output(out, io.CONFIG, args.force, what="model")
+    dest = check_output(out, io.CONFIG, args.force, what="model")
     set_final_output(out)
     data = workflow.load_data(None, data_cfg, default="digits")
     net, report = workflow.train_model(cfg, data, _seed_of(args), data_cfg.train_samples)
     if not distributed.is_main():      # torchrun: rank 0 writes and reports
         return EXIT_OK
-    io.save(net, out)
+    io.save(net, dest)
     lines = [f"train ({cfg.network}, {cfg.arch} on {dataset}): " + (
         _evaluation_line(report["evaluation"]) if cfg.network == "ttfs" else
         f"accuracy {_pct(report['evaluation']['accuracy'])}")]
@@ -306,9 +335,15 @@ def _load_torch_factory(spec: str, weights: str | None):
     import importlib
 
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
+
+    from hwtune.configs import MAX_MODEL_ENTRIES
+    from hwtune.safepaths import read_file
 
     module_name, _, func_name = spec.partition(":")
+    if not all(part.isidentifier() for part in [*module_name.split("."), func_name]):
+        raise UsageError(f"{spec}: expected MODULE:FUNCTION, a dotted module name and a function name "
+                         "(e.g. mypackage.models:make_net)")
     if not weights:
         raise UsageError(f"{spec}: a module:function model needs --weights FILE.safetensors")
     sys.path.insert(0, str(Path.cwd()))
@@ -316,12 +351,15 @@ def _load_torch_factory(spec: str, weights: str | None):
         factory = getattr(importlib.import_module(module_name), func_name)
     except (ImportError, AttributeError) as e:
         raise HwtuneError(f"{spec}: cannot import it ({e})") from None
+    except (Exception, SystemExit) as e:       # the user's module failed while it was imported
+        raise HwtuneError(f"{spec}: importing {module_name} raised {short(e, 200)}") from None
     finally:
         sys.path.pop(0)
     model = _call_factory(spec, factory)
+    data = read_file(weights, HwtuneError, "safetensors file", 8 * MAX_MODEL_ENTRIES)   # never a FIFO: no hang
     try:
-        state = load_file(weights)
-    except (FileNotFoundError, SafetensorError, OSError) as e:
+        state = load(data)
+    except (SafetensorError, OSError) as e:
         raise HwtuneError(f"{weights}: unreadable safetensors file ({e})") from None
     try:
         model.load_state_dict(state)
@@ -341,6 +379,8 @@ def _call_factory(spec: str, factory):
         model = factory()
     except TypeError as e:
         raise HwtuneError(f"{spec}: calling it with no arguments failed ({e}); give {need}") from None
+    except (Exception, SystemExit) as e:       # the user's function failed: the user's error, not hwtune's
+        raise HwtuneError(f"{spec}: raised {short(e, 200)}") from None
     if not isinstance(model, torch.nn.Module):
         raise HwtuneError(f"{spec}: returned {type(model).__name__} {short(model, 60)}, not an nn.Module; "
                           f"give {need}")
@@ -357,7 +397,7 @@ def _cmd_convert(args) -> int:
         raise HwtuneError(f"{args.model}: neither a model directory nor a module:function")
     out = args.out or (str(Path(args.model)).rstrip("/") + "-ttfs" if is_dir
                        else f"runs/{args.model.partition(':')[2]}-ttfs")
-    check_output(out, io.CONFIG, args.force, inputs=[args.model] if is_dir else [], what="model")
+    dest = check_output(out, io.CONFIG, args.force, inputs=[args.model] if is_dir else [], what="model")
     set_final_output(out)
     if is_dir:
         source = io.load(args.model)
@@ -368,7 +408,7 @@ def _cmd_convert(args) -> int:
         relu, info = _load_torch_factory(args.model, args.weights), {"network": "relu"}
         data = workflow.load_data(None, data_cfg)
     ttfs, record = workflow.convert_model(relu, data, args.margin, _seed_of(args), info)
-    io.save(ttfs, out)
+    io.save(ttfs, dest)
     _emit(args, {"out": out, **record},
           [f"convert: ReLU {_pct(record['relu_accuracy'])} -> TTFS {_pct(record['accuracy_after'])}, prediction "
            f"agreement {_pct(record['prediction_agreement'])}", f"wrote {out}"])
@@ -425,7 +465,7 @@ def _cmd_pass(args) -> int:
         raise UsageError("noise --eval-only writes no model: drop -o/--out and --force")
     out = _pass_out(args, cfg) if writes else None
     if writes:
-        check_output(out, io.CONFIG, args.force, inputs=[args.model], what="model")
+        dest = check_output(out, io.CONFIG, args.force, inputs=[args.model], what="model")
         set_final_output(out)
     net = io.load(args.model)
     target = workflow.resolve_target(net, args.target, args.command, may_change=args.command == "quantize")
@@ -437,7 +477,7 @@ def _cmd_pass(args) -> int:
         return EXIT_OK
     lines = _pass_lines(record)
     if writes:
-        io.save(net, out)
+        io.save(net, dest)
         lines.append(f"wrote {out}")
     _emit(args, {"out": out, **record}, lines)
     return EXIT_OK
@@ -453,11 +493,11 @@ def _cmd_export(args) -> int:
     net = io.load(args.model)
     spec = workflow.resolve_target(net, args.target, "export")
     out = _default_out(args, args.model, f".{spec.name}")
-    check_output(out, JSON_FILE, args.force, inputs=[args.model], what="artifact")
+    dest = check_output(out, JSON_FILE, args.force, inputs=[args.model], what="artifact")
     set_final_output(out)
     data = workflow.load_data(net, DataConfig.from_args(args)) if spec.chip is not None else None
     artifact = workflow.export_model(net, spec, source=str(args.model), data=data, samples=args.samples)
-    artifact.save(out)
+    artifact.save(dest)
     record = {"out": out, "target": spec.name, "layers": len(artifact.layers), "weight_bits": artifact.weight_bits,
               "window_steps": artifact.window_steps, "latency_steps": artifact.latency_steps,
               "resources": artifact.meta.get("resources")}
@@ -557,12 +597,15 @@ def _cmd_run(args) -> int:
 def _cmd_sweep(args) -> int:
     """A grid sweep or a robustness study (the recipe's ``kind``), on the executor the flags or the
     recipe name."""
-    from hwtune.report import write_report, write_study_report
+    from hwtune.report import report as write_report
     from hwtune.study import Study, load_sweep, run_study
     from hwtune.sweep import run_sweep
 
     sweep = load_sweep(args.recipe)
-    execution = ExecutionConfig.from_args(args, defaults=sweep.execution.to_dict())
+    defaults = sweep.execution.to_dict()
+    if args.executor == "serial":       # the recipe's Ray settings do not apply to a serial run asked for here
+        defaults.update(address=None, workers=None)
+    execution = ExecutionConfig.from_args(args, defaults=defaults)
     if execution.executor == "ray" and execution.address:   # before any work: Ray would retry for minutes
         from hwtune.executors import check_reachable
         check_reachable(execution.address)
@@ -570,11 +613,11 @@ def _cmd_sweep(args) -> int:
         if args.seed is not None:
             raise UsageError("a robustness study lists its seeds in the recipe (seeds: [...]); drop --seed")
         result = run_study(sweep, out=args.out, execution=execution)
-        report = write_study_report(result["out"])
+        report = write_report(result["out"], result["records"])
         broken = []
     else:
         result = run_sweep(sweep, seed=args.seed, out=args.out, execution=execution)
-        report = write_report(result["records"], result["out"], f"Sweep {sweep.name} ({sweep.path})")
+        report = write_report(result["out"], result["records"], f"Sweep {sweep.name} ({sweep.path})")
         broken = result["broken_floors"]
     for line in broken:
         print(f"BROKEN FLOOR: {line}", file=sys.stderr)
@@ -587,16 +630,11 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from hwtune.report import sweep_kind, write_report, write_study_report
+    from hwtune.report import report
     from hwtune.sweep import read_points
 
-    out = Path(args.sweep_dir)
-    records = read_points(out)
-    if not records:
-        raise HwtuneError(f"{out / 'points.jsonl'}: no finished points")
-    kind = sweep_kind(out)
-    path = write_study_report(out) if kind == "robustness" else write_report(records, out, f"Sweep {out.name}")
-    _emit(args, {"report": str(path), "points": len(records)}, [f"wrote {path}"])
+    path = report(args.sweep_dir)
+    _emit(args, {"report": str(path), "points": len(read_points(Path(args.sweep_dir)))}, [f"wrote {path}"])
     return EXIT_OK
 
 
@@ -678,6 +716,9 @@ def _run(args) -> int:
     except HwtuneError as e:   # expected: the message names the file, key, layer or limit
         print(f"hwtune {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:      # stdout's reader went away before the command printed anything
+        _drop_stdout()
+        return EXIT_OK
     except OSError as e:
         if e.errno not in _USER_OS_ERRORS:
             raise

@@ -5,6 +5,7 @@ Torch-free, so that ``hwtune --help`` starts fast.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -23,9 +24,19 @@ DEVICES = ("cpu", "cuda", "auto")
 #: before anything is allocated: 2**26 = 67 M (512 MiB as int64), about 9 x the synapses one Loihi 2
 #: chip stores (128 cores x 1 Mbit / 18 bits = 7.5 M).
 MAX_LAYER_ENTRIES = 2 ** 26
+#: Most neurons and weights of all layers of a model or artifact together (4 full layers): a file of a
+#: few kB cannot make hwtune allocate 40 of them.
+MAX_MODEL_ENTRIES = 2 ** 28
+#: Largest JSON file hwtune reads (a model's hwtune.json, an artifact's artifact.json, a sweep.json).
+MAX_JSON_BYTES = 2 ** 26
+#: Most values of all arrays of an .npz dataset together (2 GiB as float32 tensors), and its most classes.
+MAX_DATASET_ENTRIES = 2 ** 29
+MAX_CLASSES = 2 ** 16
 #: Largest seed (the CLI's --seed, recipes, studies, the API's seed arguments): torch's 64-bit generator seed.
 MAX_SEED = 2 ** 63 - 1
 SEED_RULE = Rule("int", "random seed", lo=0, hi=MAX_SEED)
+#: convert's window margin: window = margin x the layer's largest activation on the training set.
+MARGIN_RULE = Rule("float", "window = margin x the layer's largest activation on the training set", gt=0, hi=1000)
 #: Largest seed of the digits train/test split (scikit-learn's random_state is 32-bit).
 MAX_SPLIT_SEED = 2 ** 32 - 1
 SPLIT_SEED_RULE = Rule("int", "seed of the digits train/test split", lo=0, hi=MAX_SPLIT_SEED)
@@ -49,6 +60,16 @@ class DataConfig(Settings):
 
     def check(self) -> None:
         check_dataset_name(self.dataset)
+        check_data_dir(self.dataset, self.data_dir)
+
+
+def check_data_dir(dataset: str | None, data_dir: str | None, key: str = "data_dir") -> None:
+    """A data directory is a non-empty path, given only for a dataset read from one (not digits or an .npz)."""
+    if data_dir is not None and not data_dir.strip():
+        raise ConfigError(f"{key} = {data_dir!r} must be a directory path (leave it out for the default)")
+    if data_dir is not None and dataset is not None and (dataset == "digits" or dataset.endswith(".npz")):
+        raise ConfigError(f"{key} = {data_dir!r}: dataset {dataset} reads no data directory (it applies to "
+                          f"{', '.join(d for d in DATASETS if d != 'digits')})")
 
 
 def check_dataset_name(name: str | None, key: str = "dataset") -> None:
@@ -195,6 +216,33 @@ class ExecutionConfig(Settings):
                            "threads", lo=1, hi=1024)
     on_error: str = setting("stop", "str", "a failing point stops the sweep, or is reported and skipped",
                             choices=("stop", "continue"))
+
+    def check(self) -> None:
+        if self.address is not None:
+            parse_address(self.address)
+        if self.executor == "serial" and (self.address is not None or self.workers is not None):
+            given = " and ".join(k for k in ("address", "workers") if getattr(self, k) is not None)
+            raise ConfigError(f"executor = 'serial' runs the points in this process, where {given} (the ray "
+                              "executor's) would be ignored: drop it, or choose executor ray")
+        if self.address is not None and self.workers is not None:
+            raise ConfigError("workers sizes a new local Ray instance; with address the cluster's own CPUs run the "
+                              "points: give one of them")
+
+
+#: A Ray cluster address: ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT`` (HOST a name, an IPv4 address or
+#: an [IPv6] address in brackets; PORT 1..65535).
+ADDRESS_RULE = "auto, HOST:PORT or ray://HOST:PORT (PORT in 1..65535)"
+_ADDRESS = re.compile(r"(?:ray://)?(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})")
+
+
+def parse_address(address: str) -> tuple[str, int] | None:
+    """(host, port) of a Ray address (:data:`ADDRESS_RULE`), None for ``auto``; ConfigError otherwise."""
+    if address == "auto":
+        return None
+    match = _ADDRESS.fullmatch(address)
+    if match is None or not 1 <= int(match["port"]) <= 65535:
+        raise ConfigError(f"address = {address!r} must be {ADDRESS_RULE}")
+    return match["host"].strip("[]"), int(match["port"])
 
 
 PASS_CONFIGS = {c.pass_name: c for c in (QuantizeConfig, NoiseConfig, LatencyConfig)}

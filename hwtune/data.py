@@ -13,23 +13,30 @@ T0 - k0 with k0 = ``hwtune.numerics.encode_input(u, T0)`` (integer).
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import json
 import math
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hwtune.configs import DATASETS, MAX_SPLIT_SEED
-from hwtune.errors import HwtuneError, short
+from hwtune.configs import DATASETS, MAX_CLASSES, MAX_DATASET_ENTRIES, MAX_SPLIT_SEED, check_data_dir
+from hwtune.errors import ConfigError, HwtuneError, short
+from hwtune.npzfile import open_npz
+from hwtune.safepaths import open_regular
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
 _IDX_MAGIC = {0x00000801: 1, 0x00000803: 3}  # unsigned-byte labels (1-D) and images (3-D)
+#: Most bytes the arrays of an .npz dataset may declare together (its zip members, uncompressed).
+MAX_NPZ_BYTES = 2 ** 31
 
 
 class DatasetError(HwtuneError, ValueError):
@@ -80,30 +87,45 @@ class Dataset:
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (raw or gzip) of unsigned bytes, checking magic, dimensions and size."""
+    """Read an IDX file (raw or gzip) of unsigned bytes, checking magic, dimensions and size; the
+    data (decompressed: a gzip bomb stops there) is read only up to the size its header claims,
+    which must be at most MAX_DATASET_ENTRIES bytes. A FIFO or device is refused, never opened."""
     path = Path(path)
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        fd = open_regular(path, DatasetError, "IDX file")
     except FileNotFoundError:
         raise DatasetError(f"{path}: file not found") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DatasetError(f"{path}: corrupt gzip data ({e})") from None
-    if len(raw) < 8:
-        raise DatasetError(f"{path}: {len(raw)} bytes, too short for an IDX header")
-    magic = int.from_bytes(raw[:4], "big")
+    with os.fdopen(fd, "rb") as raw_file:
+        try:
+            with (gzip.GzipFile(fileobj=raw_file) if path.suffix == ".gz" else contextlib.nullcontext(raw_file)) as f:
+                return _read_idx(path, f)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DatasetError(f"{path}: corrupt gzip data ({e})") from None
+
+
+def _read_idx(path: Path, f) -> np.ndarray:
+    head = f.read(8)
+    if len(head) < 8:
+        raise DatasetError(f"{path}: {len(head)} bytes, too short for an IDX header")
+    magic = int.from_bytes(head[:4], "big")
     if magic not in _IDX_MAGIC:
         raise DatasetError(f"{path}: bad IDX magic number 0x{magic:08x} (expected 0x00000801 or 0x00000803)")
     ndim = _IDX_MAGIC[magic]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DatasetError(f"{path}: truncated header ({len(raw)} bytes, need {header})")
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims_raw = head[4:] + f.read(4 * ndim - 4)
+    if len(dims_raw) < 4 * ndim:
+        raise DatasetError(f"{path}: truncated header ({4 + len(dims_raw)} bytes, need {4 + 4 * ndim})")
+    dims = [int.from_bytes(dims_raw[4 * i: 4 + 4 * i], "big") for i in range(ndim)]
     expected = math.prod(dims)          # Python ints: a header claiming 2^66 bytes must not wrap to 0
-    found = len(raw) - header
-    if found != expected:
+    if expected > MAX_DATASET_ENTRIES:
+        raise DatasetError(f"{path}: the header claims dims {dims} ({expected:,} bytes of data), more than hwtune's "
+                           f"limit of {MAX_DATASET_ENTRIES:,}")
+    data = f.read(expected)
+    extra = len(f.read(1))
+    if len(data) != expected or extra:
+        found = f"{len(data):,}" if not extra else f"more than {expected:,}"
         raise DatasetError(f"{path}: the header claims dims {dims} ({expected:,} bytes of data), the file holds "
-                           f"{found:,}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+                           f"{found}")
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 def _find(directory: Path, stem: str) -> Path:
@@ -115,7 +137,22 @@ def _find(directory: Path, stem: str) -> Path:
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    with os.fdopen(open_regular(path, DatasetError, "dataset file"), "rb") as f:
+        for block in iter(lambda: f.read(2 ** 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(ds: Dataset) -> str:
+    """sha256 of a dataset's content: of its files' sha256 where its meta records them (Fashion-MNIST,
+    an .npz), else of its tensors and its digits split."""
+    digest = hashlib.sha256(json.dumps({"name": ds.meta.get("name"), "split_seed": ds.meta.get("split_seed"),
+                                        "sha256": ds.meta.get("sha256")}, sort_keys=True).encode())
+    if "sha256" not in ds.meta:
+        for t in (ds.train_x, ds.train_y, ds.test_x, ds.test_y):
+            digest.update(t.contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _load_fashion(data_dir: str | None) -> Dataset:
@@ -197,8 +234,8 @@ def _npz_images(path: Path, key: str, x: np.ndarray) -> torch.Tensor:
         x = x[:, None, None, :]
     elif x.ndim == 3:
         x = x[:, None]
-    if x.ndim != 4 or len(x) == 0:
-        raise DatasetError(f"{path}: {key} must hold (N, H, W), (N, C, H, W) or (N, D) images, N >= 1; "
+    if x.ndim != 4 or 0 in x.shape:
+        raise DatasetError(f"{path}: {key} must hold (N, H, W), (N, C, H, W) or (N, D) images, N >= 1 and every size >= 1; "
                            f"got shape {x.shape}")
     if x.dtype == np.uint8:
         return torch.from_numpy(x.astype(np.float32) / 255.0)
@@ -210,19 +247,16 @@ def _npz_images(path: Path, key: str, x: np.ndarray) -> torch.Tensor:
 
 
 def load_npz(path: str | Path) -> Dataset:
-    """A user's dataset from an .npz file holding ``x_train, y_train, x_test, y_test`` (module docstring)."""
+    """A user's dataset from an .npz file holding ``x_train, y_train, x_test, y_test`` (module
+    docstring), read by hwtune.npzfile: at most MAX_NPZ_BYTES declared, MAX_DATASET_ENTRIES values
+    and MAX_CLASSES classes."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in NPZ_KEYS if k not in f.files]
-            if missing:
-                raise DatasetError(f"{path}: missing array(s) {', '.join(missing)}; an .npz dataset holds "
-                                   f"{', '.join(NPZ_KEYS)} (found: {', '.join(f.files) or 'none'})")
-            arrays = {k: f[k] for k in NPZ_KEYS}
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found") from None
-    except (OSError, ValueError, EOFError) as e:   # not a zip / npy, or pickled objects
-        raise DatasetError(f"{path}: not a readable .npz file of arrays ({str(e)[:200]})") from None
+    with open_npz(path, DatasetError, MAX_NPZ_BYTES, MAX_DATASET_ENTRIES) as f:
+        missing = [k for k in NPZ_KEYS if k not in f.files]
+        if missing:
+            raise DatasetError(f"{path}: missing array(s) {', '.join(missing)}; an .npz dataset holds "
+                               f"{', '.join(NPZ_KEYS)} (found: {', '.join(f.files) or 'none'})")
+        arrays = {k: f.read(k) for k in NPZ_KEYS}
     parts = []
     for split in ("train", "test"):
         x = _npz_images(path, f"x_{split}", arrays[f"x_{split}"])
@@ -232,6 +266,9 @@ def load_npz(path: str | Path) -> Dataset:
                                f"got {y.dtype} of shape {y.shape}")
         if y.min() < 0:
             raise DatasetError(f"{path}: y_{split}: label {int(y.min())} is negative (labels are 0..K-1)")
+        if y.max() >= MAX_CLASSES:
+            raise DatasetError(f"{path}: y_{split}: label {int(y.max())} of sample {int(np.argmax(y))} makes more "
+                               f"than hwtune's limit of {MAX_CLASSES:,} classes (labels are 0..K-1)")
         parts += [x, torch.from_numpy(y.astype(np.int64))]
     if parts[0].shape[1:] != parts[2].shape[1:]:
         raise DatasetError(f"{path}: x_train samples have shape {tuple(parts[0].shape[1:])}, x_test samples "
@@ -244,7 +281,12 @@ def load_npz(path: str | Path) -> Dataset:
 
 def load_dataset(name: str, data_dir: str | None = None, split_seed: int = 0) -> Dataset:
     """Train/test tensors and metadata of a dataset by name, or of a user's ``.npz`` file (see the
-    module docstring)."""
+    module docstring). An empty ``data_dir``, or one given for data that reads no directory (digits,
+    an .npz), is refused (hwtune.configs.check_data_dir)."""
+    try:
+        check_data_dir(name, data_dir)
+    except ConfigError as e:
+        raise DatasetError(str(e)) from None
     if is_npz(name):
         return load_npz(name)
     if name == "digits":

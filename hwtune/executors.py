@@ -15,14 +15,27 @@ Everything a point does runs where the point runs, Lava's spike-for-spike check
 models from the worker process like it does from the driver (tests/test_executors.py checks the
 CI sweep's Lava results under Ray against the serial run). Lava's processes are not counted in a
 task's ``threads`` CPUs. Every node needs hwtune installed (workers import the point function).
+
+A cluster address is checked before any work (:func:`check_reachable`): it must accept a TCP
+connection and answer an HTTP/2 handshake (Ray's GCS and client servers speak gRPC) within
+:data:`CONNECT_TIMEOUT` seconds each, so a port held by something else is refused at once instead
+of after Ray's minutes of retries. While Ray starts, stop signals are held back and ``ray.init``
+may not install its own SIGTERM handler (a SystemExit): a SIGTERM stops the sweep like Ctrl-C,
+exit 130. Before it starts a local instance, the driver starts hwtune.watchdog, which stops every
+process the driver started when the driver ends, even by SIGKILL.
 """
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from hwtune.configs import parse_address
 from hwtune.errors import HwtuneError
+from hwtune.interrupts import sigint_deferred
 
 EXECUTORS = ("serial", "ray")
 
@@ -72,23 +85,48 @@ def serial(fn: Callable, shared: dict, items: list, threads: int, on_error: str)
             yield item, PointFailed(item, str(e))
 
 
-#: Seconds a Ray cluster's head gets to accept a TCP connection (Ray itself retries for minutes).
+#: Seconds a Ray cluster's head gets to accept a TCP connection, then to answer the HTTP/2 handshake
+#: (Ray itself retries for minutes).
 CONNECT_TIMEOUT = 5.0
+#: The HTTP/2 client connection preface and an empty SETTINGS frame (RFC 9113, 3.4 and 6.5).
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_SETTINGS = 4
 
 
 def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
-    """Refuse (HwtuneError) a ``host:port`` or ``ray://host:port`` address whose port accepts no TCP
-    connection within ``timeout`` seconds ('auto' and other forms are left to Ray)."""
-    import socket
-
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    """Refuse (HwtuneError) a ``host:port`` or ``ray://host:port`` address (hwtune.configs.parse_address)
+    whose port accepts no TCP connection within ``timeout`` seconds, or does not answer an HTTP/2
+    client preface with a SETTINGS frame within ``timeout`` seconds more (not a gRPC server: not
+    Ray; skipped where ``RAY_USE_TLS`` is on: the handshake is then TLS's). 'auto' is left to Ray."""
+    parsed = parse_address(address)
+    if parsed is None:
         return
+    host, port = parsed
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        conn = socket.create_connection((host, port), timeout=timeout)
     except OSError as e:
         raise HwtuneError(f"cannot connect to the Ray cluster at {address}: {e.strerror or e} "
                           f"(nothing accepts connections there within {timeout:g} s)") from None
+    with conn:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            return
+        try:
+            conn.settimeout(timeout)
+            conn.sendall(_PREFACE)
+            header = b""
+            while len(header) < 9:
+                chunk = conn.recv(9 - len(header))
+                if not chunk:
+                    break
+                header += chunk
+        except OSError as e:
+            header = b""
+            reason = e.strerror or str(e) or "no answer"
+        else:
+            reason = "it closed the connection" if len(header) < 9 else "it answered, but not in HTTP/2"
+    if len(header) < 9 or header[3] != _SETTINGS:
+        raise HwtuneError(f"cannot connect to the Ray cluster at {address}: something accepts connections there but "
+                          f"does not speak Ray's protocol (gRPC over HTTP/2: {reason} within {timeout:g} s)")
 
 
 def ray(fn: Callable, shared: dict, items: list, threads: int, on_error: str, address: str | None = None,
@@ -100,16 +138,20 @@ def ray(fn: Callable, shared: dict, items: list, threads: int, on_error: str, ad
     except ImportError:
         raise HwtuneError("the ray executor needs Ray: pip install 'hwtune[ray]'") from None
     started = not ray_module.is_initialized()
-    if started:
-        try:
-            ray_module.init(address=address or "local", num_cpus=None if address else num_cpus,
-                            include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-        except ConnectionError as e:   # unreachable, or refused (the cluster's auth token: README "Scaling out")
-            reason = str(e.__cause__ or e).strip().splitlines()[-1]
-            raise HwtuneError(f"cannot connect to the Ray cluster at {address or 'a new local instance'}: {reason}") \
-                from None
-    pending = {}
+    watchdog, pending = None, {}
     try:
+        if started:
+            # a stop signal while Ray starts is held back till it has started (then it stops the sweep,
+            # exit 130, Ray shut down); Ray's own SIGTERM handler (a SystemExit) is kept out
+            with sigint_deferred(), _ray_leaves_sigterm_alone(ray_module):
+                watchdog = None if address else watchdog_of_this_process()
+                try:
+                    ray_module.init(address=address or "local", num_cpus=None if address else num_cpus,
+                                    include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+                except ConnectionError as e:   # unreachable, or refused (its auth token: README "Scaling out")
+                    reason = str(e.__cause__ or e).strip().splitlines()[-1]
+                    raise HwtuneError(f"cannot connect to the Ray cluster at {address or 'a new local instance'}: "
+                                      f"{reason}") from None
         shared_ref = ray_module.put(shared)
         task = ray_module.remote(num_cpus=threads)(_call)
         pending = {task.remote(fn, shared_ref, item, threads): item for item in items}
@@ -130,6 +172,34 @@ def ray(fn: Callable, shared: dict, items: list, threads: int, on_error: str, ad
             ray_module.cancel(ref, force=True)
         if started:
             ray_module.shutdown()
+        if watchdog is not None:     # what ray.shutdown left (its agents) goes too
+            try:
+                watchdog.communicate(b"stop", timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                watchdog.kill()
+
+
+def watchdog_of_this_process():
+    """hwtune.watchdog on this process: what it starts from now on (a local Ray instance) is stopped
+    when it ends, even by SIGKILL; None where /proc is missing (not Linux)."""
+    from hwtune import watchdog
+
+    return watchdog.start() if watchdog.stat(os.getpid()) is not None else None
+
+
+@contextmanager
+def _ray_leaves_sigterm_alone(ray_module):
+    """``ray.init`` installs a SIGTERM handler that raises SystemExit: keep hwtune's (hwtune.interrupts)."""
+    utils = getattr(getattr(ray_module, "_private", None), "utils", None)
+    if utils is None or not hasattr(utils, "set_sigterm_handler"):
+        yield
+        return
+    original = utils.set_sigterm_handler
+    utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        utils.set_sigterm_handler = original
 
 
 def run(executor: str, fn: Callable, shared: dict, items: list, threads: int = 1, on_error: str = "stop",

@@ -17,8 +17,10 @@ read as the shipped target of that name.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -26,13 +28,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from hwtune import graph
-from hwtune.atomic import atomic_directory
-from hwtune.configs import MAX_LAYER_ENTRIES
+from hwtune.atomic import Destination, atomic_directory
+from hwtune.configs import MAX_JSON_BYTES, MAX_LAYER_ENTRIES, MAX_MODEL_ENTRIES
 from hwtune.errors import HwtuneError, OutputError, short
 from hwtune.layers import ArchError
 from hwtune.numerics import (BIAS_BITS, DEFAULT_BIAS_BITS, DEFAULT_SCALE_EXPONENTS, MAX_STEPS, SCALE_EXPONENTS,
                              SYNAPTIC_DELAY, WEIGHT_BITS)
-from hwtune.safepaths import regular_file
+from hwtune.safepaths import open_regular, read_file, regular_file
 from hwtune.ttfs.net import TTFSNet
 from hwtune.ttfs.quant import QuantSpec, weight_mantissa
 
@@ -60,9 +62,10 @@ def integer_weights(net: TTFSNet) -> dict[str, torch.Tensor]:
         return {f"int.{n}.weight": weight_mantissa(syn)[0].round().to(dtype) for n, syn in enumerate(net.synapses)}
 
 
-def save(net: TTFSNet, path: str | Path) -> Path:
-    """Write ``net`` to the directory ``path`` atomically (the caller has checked the path with
-    hwtune.atomic.check_output). Refuses non-finite parameters."""
+def save(net: TTFSNet, path: str | Path | Destination) -> Path:
+    """Write ``net`` to the directory ``path`` atomically: ``path`` is what hwtune.atomic.check_output
+    returned (committed only onto what it found there), or a path (a new one, or an earlier hwtune
+    output). Refuses non-finite parameters."""
     tensors = {}
     for n, syn in enumerate(net.synapses):
         tensors[f"synapses.{n}.weight"] = syn.weight.detach().contiguous()
@@ -70,7 +73,8 @@ def save(net: TTFSNet, path: str | Path) -> Path:
     tensors["windows"] = net.windows.detach().contiguous()
     for key, t in tensors.items():
         if not torch.isfinite(t).all():
-            raise ModelFileError(f"{path}: refusing to save a model whose {key!r} holds NaN or infinite values")
+            raise ModelFileError(f"{getattr(path, 'path', path)}: refusing to save a model whose {key!r} holds NaN "
+                                 "or infinite values")
     tensors.update(integer_weights(net))
     config = {
         "format": FORMAT, "version": VERSION,
@@ -80,14 +84,32 @@ def save(net: TTFSNet, path: str | Path) -> Path:
         "quant": None if net.quant is None else net.quant.to_dict(),
         **net.info,
     }
-    path = Path(path)
+    where = path.path if isinstance(path, Destination) else Path(path)
     with atomic_directory(path) as tmp:
         try:
             save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp / TENSORS))
         except SafetensorError as e:   # not an OSError: a full disk, a quota, an I/O error
-            raise OutputError(f"{path}: cannot write {TENSORS} ({e}); nothing was written") from None
+            raise OutputError(f"{where}: cannot write {TENSORS} ({e}); nothing was written") from None
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, allow_nan=False) + "\n")
-    return path
+    return where
+
+
+#: The keys of ``hwtune.json`` a model computes with (:func:`fingerprint`): not its history or provenance.
+_COMPUTES_WITH = ("arch", "input_shape", "dtype", "windows", "saturate", "quant", "target", "dataset")
+
+
+def fingerprint(path: str | Path) -> str:
+    """sha256 of what a model directory computes with: its tensor file and the keys of its
+    ``hwtune.json`` that the forward pass, the target and the data depend on (not its history,
+    provenance or timestamps: a model retrained to the same weights has the same fingerprint)."""
+    path = Path(path)
+    config = _read_config(path)
+    digest = hashlib.sha256(json.dumps({k: config.get(k) for k in _COMPUTES_WITH}, sort_keys=True).encode())
+    fd = open_regular(path / TENSORS, ModelFileError, "tensor file")
+    with os.fdopen(fd, "rb") as f:
+        for block in iter(lambda: f.read(2 ** 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _fail(file: Path, message: str):
@@ -98,12 +120,10 @@ def _read_config(path: Path) -> dict:
     file = path / CONFIG
     if not path.is_dir():
         _fail(path, f"not a model directory (expected {CONFIG} and {TENSORS} inside)")
-    regular_file(file, ModelFileError, "model file")
+    text = read_file(file, ModelFileError, "model file", MAX_JSON_BYTES)
     try:
-        config = json.loads(file.read_text())
-    except FileNotFoundError:
-        _fail(file, "missing")
-    except (OSError, UnicodeDecodeError) as e:
+        config = json.loads(text)
+    except UnicodeDecodeError as e:
         _fail(file, f"unreadable ({e})")
     except (json.JSONDecodeError, RecursionError) as e:
         _fail(file, f"not valid JSON ({str(e)[:200]})")
@@ -147,13 +167,19 @@ def _read_config(path: Path) -> dict:
 
 
 def _check_sizes(file: Path, net_graph, input_shape: tuple) -> None:
-    """Refuse nodes with more than MAX_LAYER_ENTRIES values or weights before any is allocated."""
-    for what, where, n in [("neurons", "the input", math.prod(input_shape))] + \
-            [("neurons", f"layer {node.index} ({node.spec['kind']})", math.prod(node.shape)) for node in net_graph.nodes] + \
-            [("weights", f"layer {i} ({net_graph.nodes[i].spec['kind']})",
-              net_graph.nodes[i].cls.spec_weights(net_graph.nodes[i].spec)) for i in net_graph.synapses]:
+    """Refuse nodes with more than MAX_LAYER_ENTRIES values or weights, and nets with more than
+    MAX_MODEL_ENTRIES of them all together, before any is allocated."""
+    counts = [("neurons", "the input", math.prod(input_shape))] + \
+        [("neurons", f"layer {node.index} ({node.spec['kind']})", math.prod(node.shape)) for node in net_graph.nodes] + \
+        [("weights", f"layer {i} ({net_graph.nodes[i].spec['kind']})",
+          net_graph.nodes[i].cls.spec_weights(net_graph.nodes[i].spec)) for i in net_graph.synapses]
+    for what, where, n in counts:
         if n > MAX_LAYER_ENTRIES:
             _fail(file, f"{where} has {n:,} {what}, more than hwtune's limit of {MAX_LAYER_ENTRIES:,}")
+    total = sum(n for _, _, n in counts)
+    if total > MAX_MODEL_ENTRIES:
+        _fail(file, f"the net's {len(net_graph.nodes)} nodes have {total:,} neurons and weights together, more than "
+                    f"hwtune's limit of {MAX_MODEL_ENTRIES:,}")
 
 
 def _check_quant(file: Path, quant, n_hidden: int) -> None:

@@ -31,7 +31,7 @@ from hwtune.architectures import preset
 from hwtune.bundled import find_recipe
 from hwtune.settings import Settings, check_value, setting
 from hwtune.configs import (DATASET_SHAPES, DATASETS, MAX_SEED, MAX_SPLIT_SEED, PASS_CONFIGS, DataConfig, DeployConfig,
-                            TrainConfig, check_dataset_name)
+                            TrainConfig, check_data_dir, check_dataset_name)
 from hwtune.errors import ConfigError, HwtuneError, short
 from hwtune.safepaths import check_name
 from hwtune.target import TargetError, TargetSpec, load_target, model_differences, target_from_record
@@ -52,6 +52,7 @@ class DatasetSection(Settings):
 
     def check(self) -> None:
         check_dataset_name(self.name, "name")
+        check_data_dir(self.name, self.data_dir)
 
     def sample_shape(self) -> tuple[int, ...]:
         """(C, H, W) of one sample (an .npz file is read for it)."""
@@ -78,6 +79,8 @@ class PipelineHeader(Settings):
 
     def check(self) -> None:
         check_name(self.name, "name")        # the default output directory is runs/NAME
+        if self.out is not None and not self.out.strip():
+            raise ConfigError(f"out = {self.out!r} must be a directory path (leave it out for runs/{self.name})")
 
 
 @dataclass
@@ -270,9 +273,9 @@ def run_recipe(recipe: Recipe, seed: int | None = None, out: str | Path | None =
     if seed is not None:
         recipe.seed = check_value(PipelineHeader.__dataclass_fields__["seed"].metadata["rule"], "seed", seed)
     out = Path(out) if out is not None else recipe.out
-    check_output(out, RESULTS, force, inputs=[recipe.load] if recipe.load else [], what="recipe run")
+    dest = check_output(out, RESULTS, force, inputs=[recipe.load] if recipe.load else [], what="recipe run")
     data = load_dataset(recipe.dataset, data_dir=recipe.data.data_dir, split_seed=recipe.data.split_seed)
-    with atomic_directory(out) as tmp:
+    with atomic_directory(dest) as tmp:
         net, report = base_model(recipe, data)
         stages = [{"stage": "train" if report else "load", **workflow.evaluate_model(net, data, recipe.data.samples)}]
         io.save(net, tmp / "00-model")

@@ -6,10 +6,16 @@ instances as error bars on noisy points, integer ticks on bits and steps. Robust
 (hwtune.study): per study, each arm's accuracy vs the noise level, mean over seeds with the
 standard deviation over seeds as error bars (an arm is one recipe evaluated at every level, so
 its points are joined), and the table of losses and recoveries at every level.
+
+:func:`report` writes either into a sweep directory (one whose manifest marks it, hwtune.sweep),
+holding its lock; every file it writes is claimed in the manifest first (only the plots it draws)
+and replaced by a rename, never through a link.
 """
 from __future__ import annotations
 
+import io
 import json
+import math
 import textwrap
 from pathlib import Path
 
@@ -18,11 +24,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from hwtune.atomic import atomic_write_text, claim  # noqa: E402
+from hwtune.atomic import atomic_write_bytes, claim, exclusive_lock  # noqa: E402
+from hwtune.configs import MAX_JSON_BYTES  # noqa: E402
 from hwtune.settings import check_value, rule_of  # noqa: E402
 from hwtune.errors import ConfigError, HwtuneError, short  # noqa: E402
 from hwtune.device_noise import NoiseSpec  # noqa: E402
-from hwtune.safepaths import check_name, inside, regular_file  # noqa: E402
+from hwtune.safepaths import check_name, inside, read_file  # noqa: E402
 
 #: Number (not bool), for the checks of the files a report reads.
 _NUM = (int, float)
@@ -33,13 +40,16 @@ class ReportInputError(HwtuneError, ValueError):
 
 
 def _need(mapping: dict, key: str, types, where: str, optional: bool = False):
-    """``mapping[key]`` if it has one of ``types`` (a bool is not a number), else ReportInputError."""
+    """``mapping[key]`` if it has one of ``types`` (a bool is not a number, a number is finite), else
+    ReportInputError."""
     value = mapping.get(key)
     if optional and value is None:
         return None
     types = types if isinstance(types, tuple) else (types,)
     if not (key in mapping and isinstance(value, types) and (bool in types or not isinstance(value, bool))):
         raise ReportInputError(f"{where}: {key!r} missing or not a {_type_name(types)} (got {short(value)})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ReportInputError(f"{where}: {key!r} is {value}, not a finite number")
     return value
 
 
@@ -73,14 +83,21 @@ _ROW_NUMBERS = ("level", "plain", "plain_std", "control", "control_std", "noise-
                 "plain_loss", "control_loss", "recovered", "recovered_std")
 
 
+def _read_summary(out: Path):
+    """The parsed ``sweep.json`` of a sweep directory (a regular file, not a link, of at most
+    MAX_JSON_BYTES); ReportInputError naming it."""
+    file = Path(out) / "sweep.json"
+    try:
+        return json.loads(read_file(file, ReportInputError, "sweep summary", MAX_JSON_BYTES, follow=False))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ReportInputError(f"{file}: not valid JSON ({str(e)[:200]})") from None
+
+
 def read_study_summary(out: Path) -> dict:
     """The ``sweep.json`` of a robustness study, checked for every key its report reads (study names
     must be safe file names: they name the plots); ReportInputError naming the file and key."""
-    file = regular_file(Path(out) / "sweep.json", ReportInputError, "sweep summary")
-    try:
-        summary = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise ReportInputError(f"{file}: not valid JSON ({str(e)[:200]})") from None
+    file = Path(out) / "sweep.json"
+    summary = _read_summary(out)
     if not isinstance(summary, dict):
         raise ReportInputError(f"{file}: expected a JSON object, got {type(summary).__name__}")
     for key in ("name", "sweep", "base", "dataset", "target"):
@@ -135,11 +152,7 @@ def sweep_kind(out: Path) -> str:
     file = Path(out) / "sweep.json"
     if not file.exists() and not file.is_symlink():
         return "grid"
-    regular_file(file, ReportInputError, "sweep summary")
-    try:
-        summary = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise ReportInputError(f"{file}: not valid JSON ({str(e)[:200]})") from None
+    summary = _read_summary(out)
     if not isinstance(summary, dict) or summary.get("kind", "grid") not in ("grid", "robustness"):
         raise ReportInputError(f"{file}: expected a JSON object whose kind is 'grid' or 'robustness'")
     return summary.get("kind", "grid")
@@ -184,8 +197,17 @@ def _label(group: str, value) -> str:
     return f"{value}-bit weights" if group == "bits" else f"{group} {value}"
 
 
-def _figure(records, x_axis, fixed, group, title, xlabel, path: Path, integer_x=False, log_x=False) -> Path | str:
-    """The PNG ``path``, or why it was not drawn (fewer than two ``x_axis`` values at ``fixed``)."""
+def _png(fig) -> bytes:
+    """The figure as PNG bytes (written by the caller with a rename: never half a file, never
+    through a link)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _figure(records, x_axis, fixed, group, title, xlabel, integer_x=False, log_x=False) -> bytes | str:
+    """The PNG, or why it was not drawn (fewer than two ``x_axis`` values at ``fixed``)."""
     series = _points(records, x_axis, fixed, group)
     xs_all = sorted({x for pts in series.values() for x, _ in pts})
     where = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in fixed.items())
@@ -215,9 +237,7 @@ def _figure(records, x_axis, fixed, group, title, xlabel, path: Path, integer_x=
         ax.minorticks_off()
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _png(fig)
 
 
 #: The plots of a grid sweep's report.
@@ -234,22 +254,30 @@ def _most_common(records, axis):
     return max(set(values), key=values.count)
 
 
-def make_plots(records: list[dict], out: Path) -> tuple[list[Path], list[str]]:
-    """PNG plots of a grid sweep's records into ``out``; returns the files written and, for each
-    plot not drawn, why."""
+def make_plots(records: list[dict]) -> tuple[dict[str, bytes], list[str]]:
+    """PNG plots of a grid sweep's records: {file name: PNG} of those drawn and, for each plot not
+    drawn, why."""
     if not records:
-        return [], ["no finished points: nothing plotted"]
+        return {}, ["no finished points: nothing plotted"]
     steps, bits = max(r["steps"] for r in records), _most_common(records, "bits")
     clean = {"jitter": 0.0, "weight_mismatch": 0.0}
-    made = [
+    made = dict(zip(PLOTS, [
         _figure(records, "bits", {**clean, "steps": steps}, "finetune", "accuracy vs weight bits", "weight bits",
-                out / PLOTS[0], integer_x=True),
+                integer_x=True),
         _figure(records, "steps", {**clean, "finetune": True}, "bits", "accuracy vs steps per window (latency)",
-                "steps per window", out / PLOTS[1], integer_x=True, log_x=True),
+                "steps per window", integer_x=True, log_x=True),
         _figure(records, "jitter", {"steps": steps, "bits": bits, "weight_mismatch": 0.0}, "finetune",
-                "accuracy vs spike-time jitter", _axis_label("jitter"), out / PLOTS[2]),
-    ]
-    return [p for p in made if isinstance(p, Path)], [p for p in made if isinstance(p, str)]
+                "accuracy vs spike-time jitter", _axis_label("jitter")),
+    ]))
+    return {n: p for n, p in made.items() if isinstance(p, bytes)}, [p for p in made.values() if isinstance(p, str)]
+
+
+def _write_files(out: Path, files: dict[str, bytes]) -> None:
+    """Claim every file in the directory's manifest (refusing someone's file or a link there), then
+    write each by a rename."""
+    claim(out, list(files))
+    for name, data in files.items():
+        atomic_write_bytes(inside(out, name), data)
 
 
 _PERCENT = {"accuracy_torch", "accuracy_emulator", "torch_emulator_agreement"}
@@ -275,8 +303,7 @@ def _cell(record: dict, column: str) -> str:
 def write_report(records: list[dict], out: Path, title: str) -> Path:
     """``report.md`` of a grid sweep with the plots and one row per point; returns its path."""
     check_grid_records(records, Path(out) / "points.jsonl")
-    claim(out, ["report.md", *PLOTS])
-    plots, not_plotted = make_plots(records, out)
+    plots, not_plotted = make_plots(records)
     cols = ["bits", "steps", "jitter", "weight_mismatch", "finetune", "accuracy_torch", "accuracy_emulator",
             "torch_emulator_agreement", "spikes_per_hidden_neuron", "synaptic_events_per_sample", "latency_steps",
             "backend_identical"]
@@ -288,15 +315,14 @@ def write_report(records: list[dict], out: Path, title: str) -> Path:
                   "noisy point was fine-tuned under its own noise level (its row's jitter and weight mismatch) "
                   "after the quantize fine-tuning. '–': not measured (agreement and backend: noiseless points only).",
                   ""]
-    lines += [f"![{p.stem}]({p.name})" for p in plots] + [""]
+    lines += [f"![{Path(name).stem}]({name})" for name in plots] + [""]
     lines += [f"- {why}" for why in not_plotted] + ([""] if not_plotted else [])
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in sorted(records, key=lambda r: tuple(r[c] for c in ("bits", "steps", "jitter", "weight_mismatch",
                                                                 "finetune"))):
         lines.append("| " + " | ".join(_cell(r, c) for c in cols) + " |")
-    path = out / "report.md"
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
+    _write_files(out, {"report.md": ("\n".join(lines) + "\n").encode(), **plots})
+    return out / "report.md"
 
 
 # ---- robustness studies ---------------------------------------------------------------------------
@@ -306,7 +332,7 @@ def _trained_at(study: dict) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in study["train"].items() if v)
 
 
-def _study_figure(summary: dict, study: dict, rows: list[dict], path: Path) -> Path:
+def _study_figure(summary: dict, study: dict, rows: list[dict]) -> bytes:
     fig, ax = _new_figure()
     xs = [r["level"] for r in rows]
     for i, arm in enumerate(("plain", "control", "noise-aware")):
@@ -322,9 +348,7 @@ def _study_figure(summary: dict, study: dict, rows: list[dict], path: Path) -> P
                f"of {summary['devices']} held-out devices", 8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _png(fig)
 
 
 def _pct(x) -> str:
@@ -339,7 +363,7 @@ def write_study_report(out: Path) -> Path:
     """``report.md`` of a robustness study directory (its ``sweep.json``): per study a plot and the
     table of every level; returns its path."""
     summary = read_study_summary(out)
-    claim(out, ["report.md", *(_study_plot(s["name"]) for s in summary["studies"])])
+    plots = {}
     lines = [f"# Robustness study {summary['name']} ({summary['sweep']})", "",
              f"Base model {summary['base']} on {summary['dataset']}, target {summary['target']}; plain = quantize "
              f"{json.dumps(summary['quantize'])}; control and noise-aware add the same fine-tuning budget "
@@ -365,8 +389,9 @@ def write_study_report(out: Path) -> Path:
         rows = summary["summaries"].get(study["name"], [])
         if not rows:
             continue
-        plot = _study_figure(summary, study, rows, inside(out, _study_plot(study["name"]), "study name"))
-        scales = summary.get("window_scales", {}).get(study["name"])
+        plot = Path(_study_plot(study["name"]))
+        plots[plot.name] = _study_figure(summary, study, rows)
+        scales = (summary.get("window_scales") or {}).get(study["name"])
         chosen = ([f"Window scales chosen (seed: control, noise-aware): " + "; ".join(
             f"{c['seed']}: {c['control']:.2g}, {c['noise-aware']:.2g}" for c in scales) + ".", ""] if scales else [])
         lines += [f"## {study['name']} (noise-aware arm trained at {_trained_at(study)})", "", *chosen,
@@ -374,7 +399,7 @@ def write_study_report(out: Path) -> Path:
                   f"| {study['axis'].replace('_', ' ')} | plain | control | noise-aware | plain loss | control loss | "
                   "recovered | ratio | > 2 std |", "|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
-            ratio = "–" if r["recovery_ratio"] is None else f"{r['recovery_ratio']:.2f}"
+            ratio = "–" if r.get("recovery_ratio") is None else f"{r['recovery_ratio']:.2f}"
             lines.append(f"| {r['level']:g} | {_pct(r['plain'])} ± {_pct(r['plain_std'])} | {_pct(r['control'])} ± "
                          f"{_pct(r['control_std'])} | {_pct(r['noise-aware'])} ± {_pct(r['noise-aware_std'])} | "
                          f"{_pct(r['plain_loss'])} | {_pct(r['control_loss'])} | {_pct(r['recovered'])} ± "
@@ -382,6 +407,26 @@ def write_study_report(out: Path) -> Path:
         lines.append("")
     if summary.get("failures"):
         lines += ["Failed points: " + "; ".join(f"{f['id']} ({f['error']})" for f in summary["failures"]), ""]
-    path = out / "report.md"
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
+    _write_files(out, {"report.md": ("\n".join(lines) + "\n").encode(), **plots})
+    return out / "report.md"
+
+
+def report(out: str | Path, records: list[dict] | None = None, title: str | None = None) -> Path:
+    """Write the report of the sweep directory ``out`` (a grid sweep's or a robustness study's, by its
+    ``sweep.json``), holding the directory's lock; ``records``: the points the sweep just finished
+    (the grid points shown; default: every finished point, and at least one). Refused: a directory
+    no sweep wrote (hwtune.sweep.is_sweep_dir), one a sweep is writing."""
+    from hwtune.sweep import POINTS, is_sweep_dir, read_points
+
+    out = Path(out)
+    if not is_sweep_dir(out):
+        raise ReportInputError(f"{out}: not a sweep directory (no hwtune manifest marks it); hwtune reports only "
+                               "directories `hwtune sweep` wrote")
+    with exclusive_lock(out, "sweep or report"):
+        if records is None:
+            records = read_points(out)
+            if not records:
+                raise ReportInputError(f"{out / POINTS}: no finished points")
+        if sweep_kind(out) == "robustness":
+            return write_study_report(out)
+        return write_report(records, out, title or f"Sweep {out.name}")

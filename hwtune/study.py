@@ -45,7 +45,7 @@ from hwtune.errors import ConfigError, short
 from hwtune.recipes import PipelineSpec, RecipeError, check_pass, parse_pipeline, split_keys
 from hwtune.safepaths import check_name
 from hwtune.settings import check_value, rule_of
-from hwtune.sweep import (POINTS, SUMMARY, base_dir, base_settings, parse_sweep, read_points, run_points, running,
+from hwtune.sweep import (POINTS, SUMMARY, base_dir, base_settings, current_records, parse_sweep, run_points, running,
                           settings_hash)
 from hwtune.yamlfile import read_yaml
 
@@ -168,11 +168,11 @@ def run_study(study: Study, out=None, execution: ExecutionConfig | None = None) 
     from hwtune.atomic import write_json
     from hwtune.provenance import provenance
 
-    with running(study, out, execution) as (out, execution, data, base):
+    with running(study, out, execution) as (out, execution, data, base, inputs):
         ids = [point_id(study, seed) for seed in study.seeds]
         failures = run_points(out, _seed_point, {"study": study, "base": base, "data": data}, study.seeds, ids,
-                              execution, f"study {study.name}")
-        records = [r for r in read_points(out) if r["id"] in set(ids)]
+                              execution, f"study {study.name}", inputs)
+        records = current_records(out, ids, inputs)
         summaries = {s.name: summarize(records, s.name) for s in study.studies} if records else {}
         summary = {"sweep": study.path, "kind": "robustness", "name": study.name, "target": study.target.name,
                    "dataset": study.dataset, "command": f"hwtune sweep {study.path} --out {out}",

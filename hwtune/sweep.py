@@ -24,8 +24,15 @@ instances, on the torch model and on the emulator with the same draws (they must
 values obey the same rules as the pass settings (hwtune.configs). Finished points are appended to ``points.jsonl`` at once (one
 writer per directory: a lock), keyed by a hash of their settings, the seed and everything else
 their result depends on (base model, dataset, target, data subsets, fine-tuning settings), so a
-rerun resumes and a changed recipe never reuses stale points. A trained base model is cached per
-model settings, dataset and seed (``out/base-<hash>``): another ``--seed`` trains its own.
+rerun resumes and a changed recipe never reuses stale points. Each point also records the sha256
+fingerprints of its inputs' content (:func:`input_fingerprints`: the base model's files, the target
+spec, the data): a point whose inputs changed since it ran (a ``load:`` model retrained, a target
+file edited, the data replaced) runs again, and its new record supersedes the old one. A trained
+base model is cached per model settings, dataset and seed (``out/base-<hash>``): another ``--seed``
+trains its own.
+
+A sweep directory is one whose manifest (hwtune.atomic.MANIFEST) says ``format: hwtune-sweep``
+(:data:`FORMAT`); nothing in it is a link or a FIFO hwtune would follow or block on.
 """
 from __future__ import annotations
 
@@ -35,7 +42,6 @@ import hashlib
 import itertools
 import json
 import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +52,7 @@ from hwtune.device_noise import NoiseSpec
 from hwtune.numerics import MAX_STEPS
 from hwtune.errors import ConfigError, HwtuneError, short
 from hwtune.recipes import PipelineHeader, PipelineSpec, RecipeError, parse_pipeline, split_keys
-from hwtune.safepaths import regular_file
+from hwtune.safepaths import open_regular, read_file
 from hwtune.target import TargetError
 
 #: Sweep axes and their rules: the pass and noise settings they set (bits: an integer, no 'float' here).
@@ -61,6 +67,10 @@ _DEFAULTS = {"weight_mismatch": 0.0, "finetune": False, "jitter": 0.0}
 _OWN_KEYS = {"kind", "finetune", "grid", "points", "floors", "backend_samples", "devices", "execution"}
 METRICS = ("accuracy_torch", "accuracy_emulator", "accuracy_float", "spikes_per_hidden_neuron")
 POINTS, SUMMARY = "points.jsonl", "sweep.json"
+#: The ``format`` of a sweep directory's manifest: what makes a directory a sweep's (never a file name).
+FORMAT = "hwtune-sweep"
+#: Largest points file hwtune reads (a record is about 1 kB).
+MAX_POINTS_BYTES = 2 ** 28
 
 
 @dataclass
@@ -200,20 +210,21 @@ def parse_sweep(data: object, path: str) -> Sweep:
 
 
 def read_points(out: Path) -> list[dict]:
-    """Finished points of a sweep directory (``points.jsonl``), in the order they finished.
+    """Finished points of a sweep directory (``points.jsonl``), in the order they finished; a later
+    record of an id supersedes an earlier one (the point ran again after its inputs changed).
 
     An unfinished last line (an append cut short: no newline after it) is left out with a warning;
-    any other line that is not a JSON object is an error naming the file and line."""
+    any other line that is not a JSON object is an error naming the file and line. A points file
+    that is a link, a FIFO or larger than :data:`MAX_POINTS_BYTES` is refused."""
     file = Path(out) / POINTS
     if not file.exists() and not file.is_symlink():
         return []
-    regular_file(file, HwtuneError, "points file")
     try:
-        text = file.read_text()
-    except (OSError, UnicodeDecodeError) as e:
+        text = read_file(file, HwtuneError, "points file", MAX_POINTS_BYTES, follow=False).decode()
+    except UnicodeDecodeError as e:
         raise HwtuneError(f"{file}: unreadable ({e})") from None
     lines = text.splitlines()
-    records = []
+    records = {}
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -226,8 +237,9 @@ def read_points(out: Path) -> list[dict]:
             raise HwtuneError(f"{file}: line {n} is not a JSON record ({str(e)[:100]})") from None
         if not (isinstance(record, dict) and isinstance(record.get("id"), str)):
             raise HwtuneError(f"{file}: line {n} is not a point record (a JSON object with an 'id')")
-        records.append(record)
-    return records
+        records.pop(record["id"], None)
+        records[record["id"]] = record
+    return list(records.values())
 
 
 def _drop_unfinished_line(out: Path) -> None:
@@ -235,7 +247,8 @@ def _drop_unfinished_line(out: Path) -> None:
     from hwtune.atomic import atomic_write_text
 
     file = out / POINTS
-    text = file.read_text() if file.exists() else ""
+    text = read_file(file, HwtuneError, "points file", MAX_POINTS_BYTES, follow=False).decode(errors="replace") \
+        if file.exists() or file.is_symlink() else ""
     if text and not text.endswith("\n"):
         atomic_write_text(file, text[:text.rfind("\n") + 1])
 
@@ -250,7 +263,9 @@ CSV_COLUMNS = ["id", *AXES, *METRICS, "torch_emulator_agreement", "synaptic_even
 def _append_point(out: Path, record: dict) -> None:
     from hwtune.atomic import atomic_write_text
 
-    with open(out / POINTS, "a") as f:
+    fd = open_regular(out / POINTS, HwtuneError, "points file", follow=False,
+                      flags=os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    with os.fdopen(fd, "a") as f:
         f.write(json.dumps(record, default=str) + "\n")
         f.flush()
         os.fsync(f.fileno())
@@ -293,7 +308,11 @@ def base_model(sweep: Sweep, data):
         io.save(net, path)
         return net
     net = io.load(path)
-    workflow.check_data(net, data)
+    try:
+        workflow.check_data(net, data)
+    except HwtuneError as e:
+        raise HwtuneError(f"{path}: {e}" + (" (the sweep's cached base model: remove it, or sweep into a new --out, "
+                                            "to train it again)" if sweep.train is not None else "")) from None
     workflow.check_split(net, data)
     if net.info.get("network", "ttfs") != "ttfs" or net.quant is not None:
         raise HwtuneError(f"{path}: a sweep starts from a float TTFS model; this one is "
@@ -344,48 +363,74 @@ def run_point(sweep: Sweep, base, point: dict, ctx, float_accuracy: float) -> di
     return record
 
 
-def _is_sweep_dir(path: Path) -> bool:
-    """A directory a sweep wrote: its summary, points or lock file is there."""
-    return any((path / name).exists() for name in (SUMMARY, POINTS, ".lock"))
+#: Files only a sweep writes: a manifest of an hwtune before sweeps recorded their format that lists
+#: one of them marks a sweep directory (hwtune.atomic.marks).
+LEGACY_MARKS = (SUMMARY, "points.csv")
 
 
-def check_sweep_dir(out: Path) -> None:
-    """``out`` must be new, empty, or a sweep directory (resumed); never someone's files."""
-    if out.is_symlink() or (out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_sweep_dir(out)))):
-        raise HwtuneError(f"--out {out}: exists and is not a sweep directory; refusing to write into it")
+def is_sweep_dir(path: Path) -> bool:
+    """Whether ``path`` is a directory a sweep wrote: its manifest marks it (:data:`FORMAT`)."""
+    from hwtune.atomic import marks, read_manifest
+
+    return path.is_dir() and not path.is_symlink() and marks(read_manifest(path), FORMAT, LEGACY_MARKS)
 
 
 @contextlib.contextmanager
-def sweep_directory(out: Path):
-    """Check ``out`` (:func:`check_sweep_dir`) and hold its lock for the block. A directory this
-    run created is removed again when the block fails (a full disk, Ctrl-C) before any point
-    finished: nothing but a lock and half a base model would be left."""
-    from hwtune.atomic import claim, exclusive_lock
+def sweep_directory(out: Path, what: str = "sweep"):
+    """Hold the sweep directory ``out`` for the block (hwtune.atomic.shared_directory): new, empty,
+    or one a sweep wrote (resumed), never someone's files, one writer at a time. When the block
+    fails (a full disk, Ctrl-C) before any point finished, what this run created is taken away."""
+    from hwtune.atomic import claim, shared_directory
 
-    check_sweep_dir(out)
-    created, was_empty = not out.exists(), out.is_dir() and not any(out.iterdir())
-    try:
+    with shared_directory(out, FORMAT, what, LEGACY_MARKS, keep=lambda: (out / POINTS).exists()):
         claim(out, REWRITTEN)
-        with exclusive_lock(out):
-            yield out
-    except BaseException:
-        if (created or was_empty) and not (out / POINTS).exists():
-            for child in out.iterdir() if was_empty else ():
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-            if created:
-                shutil.rmtree(out, ignore_errors=True)
-        raise
+        yield out
+
+
+def input_fingerprints(spec, data) -> dict:
+    """sha256 of the content of everything a sweep's points read besides their settings: the base
+    model's files (hwtune.io.fingerprint), the target spec (a target file edited under the same
+    name changes it) and the data (hwtune.data.fingerprint)."""
+    from hwtune import io
+    from hwtune.data import fingerprint
+
+    target = hashlib.sha256(json.dumps(spec.target.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+    return {"base_model": io.fingerprint(base_dir(spec)), "target": target, "data": fingerprint(data)}
+
+
+def changed_inputs(record: dict, inputs: dict) -> list[str]:
+    """The inputs whose fingerprint differs between a finished point and now (all of them for a
+    record without fingerprints, made by an hwtune before 0.4)."""
+    recorded = record.get("inputs")
+    if not isinstance(recorded, dict):
+        return list(inputs)
+    return [name for name, value in inputs.items() if recorded.get(name) != value]
+
+
+def current_records(out: Path, ids: list[str], inputs: dict) -> list[dict]:
+    """The finished points of ``ids`` in ``out`` made from the current ``inputs``."""
+    wanted = set(ids)
+    return [r for r in read_points(out) if r["id"] in wanted and not changed_inputs(r, inputs)]
 
 
 def run_points(out: Path, fn, shared: dict, items: list, ids: list[str], execution: ExecutionConfig,
-               desc: str) -> list[dict]:
-    """Run the items whose id has no record in ``out`` yet (through ``execution``'s executor) and
-    append each record as it arrives; returns the failures (id, item, error) of ``on_error: continue``."""
+               desc: str, inputs: dict | None = None) -> list[dict]:
+    """Run the items that have no record in ``out`` made from ``inputs`` (:func:`input_fingerprints`)
+    yet, through ``execution``'s executor, and append each record, with ``inputs``, as it arrives;
+    returns the failures (id, item, error) of ``on_error: continue``."""
     from hwtune import executors, progress
 
+    inputs = inputs or {}
     _drop_unfinished_line(out)
-    done = {r["id"] for r in read_points(out)}
-    todo = [(item, i) for item, i in zip(items, ids) if i not in done]
+    done = {r["id"]: r for r in read_points(out)}
+    todo = []
+    for item, i in zip(items, ids):
+        changed = changed_inputs(done[i], inputs) if i in done else None
+        if changed:
+            progress.log(f"sweep: point {i} {item} ran on other inputs ({', '.join(changed).replace('_', ' ')} "
+                         "changed since): running it again")
+        if changed is None or changed:
+            todo.append((item, i))
     if len(todo) < len(items):
         progress.log(f"sweep: skipped {len(items) - len(todo)} finished point(s) found in {out / POINTS}")
     id_of = {repr(item): i for item, i in todo}
@@ -397,15 +442,15 @@ def run_points(out: Path, fn, shared: dict, items: list, ids: list[str], executi
             progress.log(f"sweep: point {id_of[repr(item)]} {item} failed: {record.error}")
             failures.append({"id": id_of[repr(item)], "item": item, "error": record.error})
         else:
-            _append_point(out, record)
+            _append_point(out, {**record, "inputs": inputs})
     return failures
 
 
 @contextlib.contextmanager
 def running(spec, out, execution: ExecutionConfig | None):
-    """(out, execution, data, base model) of a sweep's or study's run, yielded inside its locked output
-    directory (:func:`sweep_directory`) with ``execution.threads`` torch threads (the driver's work too:
-    results depend on it); ``out`` and ``execution`` default to the spec's."""
+    """(out, execution, data, base model, input fingerprints) of a sweep's or study's run, yielded
+    inside its locked output directory (:func:`sweep_directory`) with ``execution.threads`` torch
+    threads (the driver's work too: results depend on it); ``out`` and ``execution`` default to the spec's."""
     from hwtune.data import load_dataset
     from hwtune.executors import torch_threads
 
@@ -414,7 +459,8 @@ def running(spec, out, execution: ExecutionConfig | None):
     out, execution = spec.out, execution or spec.execution
     with sweep_directory(out), torch_threads(execution.threads):
         data = load_dataset(spec.dataset, data_dir=spec.data.data_dir, split_seed=spec.data.split_seed)
-        yield out, execution, data, base_model(spec, data)
+        base = base_model(spec, data)
+        yield out, execution, data, base, input_fingerprints(spec, data)
 
 
 def _grid_point(shared: dict, point: dict) -> dict:
@@ -435,14 +481,13 @@ def run_sweep(sweep: Sweep, seed: int | None = None, out: str | Path | None = No
 
     if seed is not None:
         sweep.seed = check_value(rule_of(PipelineHeader, "seed"), "seed", seed)
-    with running(sweep, out, execution) as (out, execution, data, base):
+    with running(sweep, out, execution) as (out, execution, data, base, inputs):
         ctx = PassContext.for_net(base, data, sweep.target, sweep.seed, sweep.data.train_samples, sweep.data.samples)
         float_accuracy = ctx.evaluate(base)["accuracy"]
         shared = {"sweep": sweep, "base": base, "ctx": ctx, "float_accuracy": float_accuracy}
-        failures = run_points(out, _grid_point, shared, sweep.points, [point_id(sweep, p) for p in sweep.points],
-                              execution, f"sweep {sweep.name}")
-        wanted = {point_id(sweep, p) for p in sweep.points}
-        records = [r for r in read_points(out) if r["id"] in wanted]
+        ids = [point_id(sweep, p) for p in sweep.points]
+        failures = run_points(out, _grid_point, shared, sweep.points, ids, execution, f"sweep {sweep.name}", inputs)
+        records = current_records(out, ids, inputs)
         summary = {"sweep": sweep.path, "kind": "grid", "name": sweep.name, "target": sweep.target.name,
                    "dataset": sweep.dataset, "command": f"hwtune sweep {sweep.path} --seed {sweep.seed} --out {out}",
                    "model": {"load": str(sweep.load)} if sweep.load else {"train": sweep.train.to_dict()},

@@ -37,6 +37,18 @@ def eval_batch(geometry) -> int:
     return max(1, min(EVAL_BATCH, EVAL_BYTES // (8 * max(1, widest))))
 
 
+def check_batches(n: int, batch_size: int) -> None:
+    """Under torchrun every batch is split among the processes (hwtune.distributed.shard): refuse a
+    batch size, or a last batch of the ``n`` samples, that leaves a process no sample."""
+    ranks = distributed.world_size()
+    last = n % batch_size or batch_size
+    if ranks > 1 and min(batch_size, last, n) < ranks:
+        which = f"batch_size = {batch_size}" if min(batch_size, n) < ranks else \
+            f"the last batch ({n} samples in batches of {batch_size} leave {last})"
+        raise ConfigError(f"{which}: under torchrun each of the {ranks} processes needs at least one sample of every "
+                          f"batch; choose a batch size of at least {ranks} that leaves no smaller last batch")
+
+
 def resolve_device(name: str) -> torch.device:
     """'cpu', 'cuda' (refused when no GPU is visible) or 'auto' (cuda when present). Under torchrun
     each process of a node takes its own GPU: cuda:LOCAL_RANK (hwtune.distributed)."""
@@ -69,6 +81,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     Under torchrun (hwtune.distributed) every rank draws the same global batches and trains on its
     slice of each, through DistributedDataParallel: the result equals one process on the same
     global batches (up to float summation order)."""
+    check_batches(len(x), cfg.batch_size)
     gen = torch.Generator().manual_seed(seed)
     device = resolve_device(cfg.device)
     model.to(device)

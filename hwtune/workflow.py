@@ -15,8 +15,8 @@ import torch
 from hwtune import numerics, progress
 from hwtune.artifact import Artifact, ArtifactError
 from hwtune.configs import DataConfig, DeployConfig, TrainConfig
-from hwtune.data import Dataset, load_dataset
-from hwtune.errors import HwtuneError
+from hwtune.data import Dataset, DatasetError, load_dataset
+from hwtune.errors import ConfigError, HwtuneError
 from hwtune.exporter import to_artifact
 from hwtune.provenance import provenance
 from hwtune.target import TargetError, TargetSpec, load_target, model_differences, target_from_record
@@ -80,8 +80,24 @@ def check_split(net: TTFSNet, data: Dataset) -> None:
                           f"dataset: {{name: digits, split_seed: {split}}}")
 
 
+def check_recorded_files(recorded: dict, data: Dataset) -> None:
+    """Refuse data whose files are not the ones a model or artifact records (same dataset, a file of
+    the same name, another sha256): e.g. an .npz changed since the model was trained on it."""
+    then, now = recorded.get("sha256"), data.meta.get("sha256")
+    if not (isinstance(then, dict) and isinstance(now, dict)) or recorded.get("name") != data.meta.get("name"):
+        return
+    changed = [name for name in sorted(set(then) & set(now)) if then[name] != now[name]]
+    if changed:
+        source = data.meta.get("source", "")
+        raise DatasetError(f"{source}: the data changed since the model was trained on it: {changed[0]} has sha256 "
+                           f"{now[changed[0]][:16]}..., the model records {str(then[changed[0]])[:16]}... "
+                           f"({len(changed)} file(s) differ); restore the data or train the model again")
+
+
 def check_data(net: TTFSNet, data: Dataset) -> None:
-    """Refuse data whose sample shape or class count does not fit the model, naming what it was trained on."""
+    """Refuse data whose sample shape or class count does not fit the model, naming what it was trained
+    on, or whose files changed since (:func:`check_recorded_files`)."""
+    check_recorded_files(net.info.get("dataset", {}), data)
     trained_on = net.info.get("dataset", {}).get("name", "unknown data")
     shape = tuple(data.meta["shape"])
     if shape != tuple(net.input_shape):
@@ -94,7 +110,10 @@ def check_data(net: TTFSNet, data: Dataset) -> None:
 
 
 def check_artifact_data(artifact: Artifact, data: Dataset) -> None:
-    """Refuse data whose samples or classes do not fit an artifact (its input shape, its read-out)."""
+    """Refuse data whose samples or classes do not fit an artifact (its input shape, its read-out),
+    or whose files changed since its model was trained on them."""
+    recorded = artifact.meta.get("dataset")
+    check_recorded_files(recorded if isinstance(recorded, dict) else {}, data)
     shape = tuple(data.meta["shape"])
     if math.prod(shape) != artifact.n_in:
         raise HwtuneError(f"the artifact takes inputs of shape {artifact.input_shape} ({artifact.n_in} values); "
@@ -198,6 +217,9 @@ def convert_model(relu: torch.nn.Module, data: Dataset, margin: float = 1.5, see
     dtype = next(relu.parameters()).dtype
     data = cast(data, dtype)
     ttfs = from_relu(relu, data.train_x, margin=margin)
+    if not torch.isfinite(ttfs.windows).all():
+        raise ConfigError(f"margin = {margin:g} times the layers' largest activations {ttfs.windows.tolist()} is not "
+                          f"a finite {ttfs.dtype} window: choose a smaller margin")
     check_data(ttfs, data)
     p_relu, p_ttfs = predict(relu, data.test_x), predict(ttfs, data.test_x)
     ttfs.info = {**(info or {}), "network": "ttfs", "dataset": data.meta}

@@ -1,10 +1,13 @@
 """Reading the project's YAML files (targets, recipes, sweeps) safely, with errors that name the file.
 
-Only plain data (a ``yaml.SafeLoader`` that also refuses a key given twice in one mapping: YAML
-would silently keep the last). Hostile files are refused before they can cost memory or block:
-anything but a regular file (a FIFO), files over :data:`MAX_BYTES`, more than
-:data:`MAX_ALIASES` aliases, or a document that expands to more than :data:`MAX_VALUES` values
-(an "anchor bomb" is small on disk but huge once expanded).
+Only plain data (a ``yaml.SafeLoader`` that also refuses a key given twice in one mapping, which
+YAML would silently resolve to the last, and a key that is a list or mapping; merge keys ``<<: *a``
+work as YAML defines them). Hostile files are refused before they can cost memory, time or block:
+anything but a regular file (a FIFO), files over :data:`MAX_BYTES`, lists and mappings nested more
+than :data:`MAX_DEPTH` deep (counted on the parser's event stream, which stops there: the parser
+would otherwise spend minutes on a 1 MB file nested 500,000 deep), more than :data:`MAX_ALIASES`
+aliases, or a document that expands to more than :data:`MAX_VALUES` values (an "anchor bomb" is
+small on disk but huge once expanded).
 """
 from __future__ import annotations
 
@@ -12,11 +15,12 @@ from pathlib import Path
 
 import yaml
 
-from hwtune.safepaths import regular_file
+from hwtune.safepaths import read_file
 
 MAX_BYTES = 1_000_000
 MAX_ALIASES = 100
 MAX_VALUES = 100_000
+MAX_DEPTH = 64
 
 
 def expanded_size(value, limit: int = MAX_VALUES) -> int:
@@ -34,39 +38,61 @@ def expanded_size(value, limit: int = MAX_VALUES) -> int:
     return count
 
 
+_MERGE = "tag:yaml.org,2002:merge"
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader refusing duplicate keys in a mapping (a ConstructorError naming the line)."""
+    """SafeLoader refusing a key given twice in a mapping and a key that is a list or mapping (a
+    ConstructorError naming the line); merge keys (``<<``) are resolved as YAML defines them (the
+    mapping's own keys override merged ones)."""
 
     def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark, f"found the key {key!r} twice",
-                    key_node.start_mark)
-            seen.add(key)
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE:
+                    continue
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark, "found a key that is a list or a mapping "
+                        "(keys are plain names)", key_node.start_mark)
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark, f"found the key {key!r} twice",
+                        key_node.start_mark)
+                seen.add(key)
+            self.flatten_mapping(node)
         return super().construct_mapping(node, deep=deep)
+
+
+def _check_events(text: str, path: Path, error: type[Exception]) -> None:
+    """Refuse nesting beyond MAX_DEPTH and more than MAX_ALIASES aliases, stopping at the first
+    event beyond either (before the parser's cost grows with the depth)."""
+    depth = aliases = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise error(f"{path}: lists and mappings nested more than {MAX_DEPTH} deep (line "
+                            f"{event.start_mark.line + 1}); refusing it")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise error(f"{path}: more than {MAX_ALIASES} YAML aliases; refusing a possible anchor bomb")
 
 
 def read_yaml(path: str | Path, error: type[Exception], what: str) -> object:
     """Parsed YAML of ``path``; a missing, unreadable, malformed or hostile file raises ``error`` naming it."""
-    path = regular_file(path, error, f"{what} file")
+    path = Path(path)
     try:
-        if path.stat().st_size > MAX_BYTES:
-            raise error(f"{path}: {what} file is larger than {MAX_BYTES} bytes")
-        text = path.read_text()
-    except FileNotFoundError:
-        raise error(f"{path}: {what} file not found") from None
-    except IsADirectoryError:
-        raise error(f"{path}: is a directory, expected a {what} file") from None
-    except (OSError, UnicodeDecodeError) as e:
+        text = read_file(path, error, f"{what} file", MAX_BYTES).decode()
+    except UnicodeDecodeError as e:
         raise error(f"{path}: {what} file unreadable ({e})") from None
     try:
-        aliases = sum(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader))
-        if aliases > MAX_ALIASES:
-            raise error(f"{path}: {aliases} YAML aliases (more than {MAX_ALIASES}); refusing a possible "
-                        "anchor bomb")
+        _check_events(text, path, error)
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         raise error(f"{path}: not valid YAML ({str(e)[:300]})") from None

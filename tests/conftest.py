@@ -14,6 +14,21 @@ def digits():
 
 
 @pytest.fixture(scope="session")
+def made(tmp_path_factory):
+    """(net, artifact, model dir, artifact dir) of a tiny 4-bit fc-small on digits, made once per session."""
+    import hwtune
+
+    root = tmp_path_factory.mktemp("made")
+    data = hwtune.load_dataset("digits")
+    net = hwtune.train(data, arch="fc-small", epochs=0.1, batch_size=64)
+    net, _ = hwtune.quantize(net, data, bits=4, steps=8, epochs=0)
+    hwtune.save(net, root / "m")
+    artifact = hwtune.export(net)
+    artifact.save(root / "a")
+    return net, artifact, root / "m", root / "a"
+
+
+@pytest.fixture(scope="session")
 def ci_sweep(tmp_path_factory):
     """(exit code, directory) of the CI sweep (recipes/robustness-ci.yaml) run serially, once per
     session: tests/test_sweep.py checks it, tests/test_executors.py compares other executors with it."""

@@ -120,8 +120,8 @@ def rewrite_arrays(path, edit):
 
 
 @pytest.mark.parametrize("damage, file, pattern", [
-    (lambda p: (p / JSON_FILE).unlink(), JSON_FILE, "file missing"),
-    (lambda p: (p / ARRAYS_FILE).unlink(), ARRAYS_FILE, "file missing"),
+    (lambda p: (p / JSON_FILE).unlink(), JSON_FILE, "not found"),
+    (lambda p: (p / ARRAYS_FILE).unlink(), ARRAYS_FILE, "not found"),
     (lambda p: (p / JSON_FILE).write_text("{not json"), JSON_FILE, "unreadable"),
     (lambda p: (p / ARRAYS_FILE).write_bytes(b"garbage"), ARRAYS_FILE, "unreadable"),
     (lambda p: rewrite_json(p, lambda d: d.pop("input_steps")), JSON_FILE, r"missing keys \['input_steps'\]"),

@@ -14,19 +14,7 @@ from hwtune import io
 from hwtune.artifact import ARRAYS_FILE, JSON_FILE, Artifact, ArtifactError
 from hwtune.cli import main
 from hwtune.data import DatasetError, read_idx
-
-
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    """(net, artifact, model dir, artifact dir) of a tiny quantized fc-small on digits."""
-    root = tmp_path_factory.mktemp("bad")
-    data = hwtune.load_dataset("digits")
-    net = hwtune.train(data, arch="fc-small", epochs=0.1, batch_size=64)
-    net, _ = hwtune.quantize(net, data, bits=4, steps=8, epochs=0)
-    hwtune.save(net, root / "m")
-    artifact = hwtune.export(net)
-    artifact.save(root / "a")
-    return net, artifact, root / "m", root / "a"
+from hwtune.sweep import sweep_directory
 
 
 X = torch.rand(3, 1, 8, 8)
@@ -97,7 +85,8 @@ def _study_dir(path, name):
                "target": "loihi2", "quantize": {}, "finetune": {"epochs": 1, "lr": 0.001}, "seeds": [0],
                "devices": 1, "studies": [{"name": name, "train": {"jitter": 0.1}, "axis": "jitter"}],
                "summaries": {name: [row, {**row, "level": 0.1}]}}
-    path.mkdir(parents=True)
+    with sweep_directory(path):         # a sweep directory as hwtune makes one (manifest, lock)
+        pass
     (path / "sweep.json").write_text(json.dumps(summary))
     (path / "points.jsonl").write_text('{"id": "a"}\n')
     return summary
@@ -143,6 +132,8 @@ def test_unreadable_sweep_json_is_named(tmp_path, text, capsys):
 
 
 def test_grid_point_missing_a_key_is_named(tmp_path, capsys):
+    with sweep_directory(tmp_path):
+        pass
     (tmp_path / "points.jsonl").write_text(json.dumps({"id": "p", "bits": 4, "jitter": 0.0}) + "\n")
     assert main(["report", str(tmp_path)]) == 3
     assert "point 1 ('p'): steps" in capsys.readouterr().err and not (tmp_path / "report.md").exists()

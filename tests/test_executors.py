@@ -100,14 +100,13 @@ def test_killed_ray_driver_leaves_nothing_and_the_rerun_resumes(ci_sweep, ray_cl
             time.sleep(0.2)
         ray_processes = _descendants(driver.pid)
     finally:
-        with contextlib.suppress(ProcessLookupError):      # the driver, GCS and raylet: its process group
-            os.killpg(driver.pid, signal.SIGKILL)
+        driver.kill()                                       # the driver alone (issue 31: its group, before)
         driver.wait()
     assert len(ray_processes) >= 4                          # GCS, raylet, agents, workers (and Lava's)
-    deadline = time.monotonic() + 30                        # the workers (process groups of their own) follow
+    deadline = time.monotonic() + 15                        # Ray's agents outlived it by 60-120 s: the watchdog
     while _alive(ray_processes) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _alive(ray_processes)
+    assert not _alive(ray_processes), [Path(f"/proc/{p}/cmdline").read_text()[:80] for p in _alive(ray_processes)]
     finished = len(read_points(out))
     assert 1 <= finished < 8
     capsys.readouterr()
@@ -185,3 +184,134 @@ def test_an_unreachable_ray_address_fails_within_seconds_naming_it_before_any_wo
     assert time.monotonic() - start < 20
     assert "cannot connect to the Ray cluster at 127.0.0.1:1" in capsys.readouterr().err
     assert not out.exists()
+
+
+# ---- issue 31: addresses, signals and processes of a Ray sweep ---------------------------------------
+
+TINY = ("name: tiny\ndataset: digits\ntarget: loihi2\nmodel: {train: {arch: fc-small, epochs: 0.3}}\ntrain_samples: 64\n"
+        "samples: 60\nfinetune: {epochs: 3, lr: 0.001}\ngrid: {bits: [4, 6, 8], steps: [8, 16], finetune: [true]}\n")
+
+
+@contextlib.contextmanager
+def _listener(reply: bytes | None):
+    """A loopback TCP port that accepts connections and answers ``reply`` (None: says nothing)."""
+    import socket
+    import threading
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held, stop = [], threading.Event()
+
+    def serve():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            held.append(conn)
+            if reply is not None:
+                conn.sendall(reply)
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+@pytest.mark.parametrize("reply", [None, b"HTTP/1.0 400 Bad Request\r\n\r\n"], ids=["silent", "http1"])
+def test_a_listener_that_is_not_ray_is_refused_within_seconds(reply):
+    with _listener(reply) as port:
+        start = time.monotonic()
+        with pytest.raises(HwtuneError, match=f"cannot connect to the Ray cluster at 127.0.0.1:{port}: something "
+                                              "accepts connections there but does not speak Ray's protocol"):
+            executors.check_reachable(f"127.0.0.1:{port}")
+        assert time.monotonic() - start < 2 * executors.CONNECT_TIMEOUT + 1
+
+
+def test_a_sweep_given_a_listener_that_is_not_ray_stops_before_any_work(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    with _listener(None) as port:
+        start = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "hwtune.cli", "sweep", str(tmp_path / "tiny.yaml"), "--executor",
+                                 "ray", "--address", f"127.0.0.1:{port}", "--out", str(tmp_path / "s"), "-q"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 3 and "does not speak Ray's protocol" in result.stderr, result.stderr[-2000:]
+    assert time.monotonic() - start < 60 and not (tmp_path / "s").exists()
+
+
+def _ray_driver(tmp_path: Path) -> tuple[subprocess.Popen, set[int]]:
+    """A tiny Ray sweep (a local instance of 1 CPU), returned once its raylet and agents run, with its
+    processes (every descendant of the driver: GCS, raylet, agents, workers, the watchdog)."""
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    log = open(tmp_path / "driver.log", "w")
+    driver = subprocess.Popen([sys.executable, "-m", "hwtune.cli", "sweep", str(tmp_path / "tiny.yaml"), "--executor",
+                               "ray", "--workers", "1", "--out", str(tmp_path / "s"), "-q"], cwd=ROOT, stdout=log,
+                              stderr=log, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        below = _descendants(driver.pid)
+        names = {Path(f"/proc/{pid}/cmdline").read_text(errors="replace").split("\0")[0] for pid in _alive(below)}
+        if any("DashboardAgent" in n for n in names) and any(n.endswith("raylet") for n in names):
+            return driver, below
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "Ray did not start in time"
+        time.sleep(0.2)
+
+
+def test_sigterm_stops_a_ray_sweep_with_exit_130(tmp_path):
+    driver, processes = _ray_driver(tmp_path)
+    driver.send_signal(signal.SIGTERM)
+    assert driver.wait(timeout=120) == 130, (tmp_path / "driver.log").read_text()[-3000:]
+    assert "Traceback" not in (tmp_path / "driver.log").read_text()
+    deadline = time.monotonic() + 30
+    while _alive(processes) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(processes)
+
+
+def test_the_watchdog_kills_the_drivers_ray_processes_and_nothing_else():
+    """hwtune.watchdog: Ray processes the driver starts after it (a child whose command line names Ray,
+    and all below it, even once orphaned) die with the driver; a child the driver had before lives."""
+    from hwtune.watchdog import stat
+    ray_like = "import subprocess, time; subprocess.Popen(['sleep', '120']); time.sleep(120)  # ray"
+    driver = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time\n"
+                               "subprocess.Popen(['sleep', '121'])\n"          # the driver's own, before the watchdog
+                               "sys.stdin.readline()\n"
+                               f"subprocess.Popen([sys.executable, '-c', {ray_like!r}])\n"
+                               "time.sleep(120)\n"], stdin=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not _descendants(driver.pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    own, = _descendants(driver.pid)
+    watchdog = subprocess.Popen([sys.executable, "-m", "hwtune.watchdog", f"{driver.pid}:{stat(driver.pid)[1]}"],
+                                stdin=subprocess.PIPE, start_new_session=True)
+    time.sleep(1.0)
+    driver.stdin.write(b"go\n")
+    driver.stdin.flush()
+    while len(_descendants(driver.pid)) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    ray_child = next(pid for pid in _descendants(driver.pid) if _state_and_parent(pid)[1] == driver.pid and pid != own)
+    grandchild, = _descendants(ray_child)
+    time.sleep(1.5)                          # recorded
+    os.kill(ray_child, signal.SIGKILL)       # the grandchild is an orphan now: no longer below the driver
+    time.sleep(1.0)
+    driver.kill()
+    driver.wait()
+    watchdog.stdin.close()                   # the pipe from the driver ends (here the test holds it)
+    try:
+        assert watchdog.wait(timeout=30) == 0
+        deadline = time.monotonic() + 10
+        while _alive({grandchild}) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive({grandchild}) and _alive({own})
+    finally:
+        for pid in _alive({own, grandchild}):
+            os.kill(pid, signal.SIGKILL)

@@ -10,6 +10,7 @@ from hwtune import io
 from hwtune.artifact import JSON_FILE
 from hwtune.atomic import MANIFEST
 from hwtune.cli import main
+from hwtune.sweep import FORMAT
 
 TRAIN = ["train", "--arch", "fc-small", "--epochs", "1", "--train-samples", "64", "-q"]
 
@@ -58,10 +59,12 @@ def test_force_refuses_an_earlier_model_into_which_someone_put_a_file(model, tmp
 
 @pytest.fixture
 def sweep_dir_with_my_files(tmp_path):
+    """A sweep directory (its manifest marks it) into which someone put a report and a points.csv."""
     out = tmp_path / "sweep"
     out.mkdir()
     for name in ("points.jsonl", "sweep.json"):
         shutil.copy(f"docs/results/robustness-ci/{name}", out / name)
+    (out / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": ["sweep.json"]}))
     (out / "report.md").write_text("my report")
     (out / "points.csv").write_text("my,points")
     return out

@@ -125,8 +125,8 @@ def test_report_and_results_table_regenerate_from_the_sweep_dir(ci_sweep, tmp_pa
 
 def test_one_sweep_per_directory(tmp_path, capsys):
     """A second sweep into a directory another sweep is writing is refused at once (lock file)."""
-    from hwtune.atomic import exclusive_lock
-    with exclusive_lock(tmp_path / "busy"):
+    from hwtune.sweep import sweep_directory
+    with sweep_directory(tmp_path / "busy"):
         assert main(["sweep", RECIPE, "--out", str(tmp_path / "busy")]) == 3
     assert "another sweep is writing there" in capsys.readouterr().err
     (tmp_path / "mine").mkdir()
