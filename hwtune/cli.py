@@ -640,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
             ignore_stop_signals()
         else:
             restore_handlers(previous)
+        distributed.shutdown()     # torchrun: leave the process group on every way out (its threads abort at exit)
     if program and code == EXIT_INTERRUPTED:
         _exit_interrupted()
     return code
