@@ -25,7 +25,7 @@ import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from hwtune import __version__, distributed, progress  # noqa: E402
-from hwtune.configs import (MAX_SEED, DataConfig, DeployConfig, ExecutionConfig, LatencyConfig, NoiseConfig,  # noqa: E402
+from hwtune.configs import (EXPORT_SAMPLES, MAX_SEED, DataConfig, DeployConfig, ExecutionConfig, LatencyConfig, NoiseConfig,  # noqa: E402
                             QuantizeConfig, TrainConfig)
 from hwtune.errors import HwtuneError, UsageError, short  # noqa: E402
 from hwtune.interrupts import (ignore_stop_signals, install_stop_handlers, restore_handlers,  # noqa: E402
@@ -172,9 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export")
     p.add_argument("model", help="quantized model directory")
     _add_target(p, "export")
-    p.add_argument("--samples", type=_positive_int, default=1000,
-                   help="test samples the emulator runs to count synaptic events for the chip's energy estimate "
-                        "[samples] (default: 1000)")
+    p.add_argument("--samples", type=_positive_int, default=EXPORT_SAMPLES,
+                   help="samples the export reads: the first N training samples size Loihi 2's guards, the first N "
+                        f"test samples count synaptic events for a chip's energy estimate [samples] (default: "
+                        f"{EXPORT_SAMPLES})")
     _data_flags(p, train=False, samples=False)
     _add_out(p, "MODEL.TARGET")
     _add_common(p, seed=False)
@@ -455,12 +456,11 @@ def _cmd_export(args) -> int:
     out = _default_out(args, args.model, f".{spec.name}")
     check_output(out, JSON_FILE, args.force, inputs=[args.model], what="artifact")
     set_final_output(out)
-    data = workflow.load_data(net, DataConfig.from_args(args)) if spec.chip is not None else None
-    artifact = workflow.export_model(net, spec, source=str(args.model), data=data, samples=args.samples)
+    artifact = workflow.export_for_target(net, spec, DataConfig.from_args(args), args.samples, source=str(args.model))
     artifact.save(out)
     record = {"out": out, "target": spec.name, "layers": len(artifact.layers), "weight_bits": artifact.weight_bits,
               "window_steps": artifact.window_steps, "latency_steps": artifact.latency_steps,
-              "resources": artifact.meta.get("resources")}
+              "data": artifact.meta.get("data"), "resources": artifact.meta.get("resources")}
     lines = [f"export for {spec.name}: {len(artifact.layers)} layers, {artifact.weight_bits}-bit weights, "
              f"windows {artifact.window_steps} steps, latency {artifact.latency_steps} steps"]
     if "resources" in artifact.meta:
@@ -479,7 +479,7 @@ def _deployable(args):
     if (Path(args.model) / io.CONFIG).exists():
         net = io.load(args.model)
         data = workflow.load_data(net, data_cfg)
-        return workflow.export_model(net, args.target, source=str(args.model), data=data), net, data
+        return workflow.export_for_target(net, args.target, data, source=str(args.model)), net, data
     artifact = Artifact.load(args.model)
     if args.target:
         workflow.check_artifact_target(artifact, args.target)
