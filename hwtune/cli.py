@@ -283,7 +283,7 @@ def _cmd_train(args) -> int:
 
     cfg, data_cfg = TrainConfig.from_args(args), DataConfig.from_args(args)
     dataset = data_cfg.dataset or "digits"
-    out = args.out or f"runs/{cfg.arch}-{dataset}" + ("-relu" if cfg.network == "relu" else "")
+    out = args.out or f"runs/{cfg.arch}-{Path(dataset).stem}" + ("-relu" if cfg.network == "relu" else "")
     check_output(out, io.CONFIG, args.force, what="model")
     set_final_output(out)
     data = workflow.load_data(None, data_cfg, default="digits")
@@ -323,12 +323,26 @@ def _load_torch_factory(spec: str, weights: str | None):
     try:
         state = load_file(weights)
     except (FileNotFoundError, SafetensorError, OSError) as e:
-        raise HwtuneError(f"{weights}: unreadable safetensors file ({e})") from None
+        raise HwtuneError(f"{weights}: unreadable safetensors file ({e}){_torch_pickle_hint(weights)}") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise HwtuneError(f"{weights}: does not fit {spec} ({str(e)[:300]})") from None
     return model
+
+
+def _torch_pickle_hint(weights: str) -> str:
+    """What to do when --weights is a torch.save file (a zip archive or a bare pickle), else ''."""
+    try:
+        with open(weights, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return ""
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":
+        return ""
+    return ("; it is a torch.save file (.pt), which hwtune does not unpickle: convert your state dict once with "
+            "`python -c \"import torch; from safetensors.torch import save_file; "
+            f"save_file(torch.load('{weights}'), 'net.safetensors')\"` and pass --weights net.safetensors")
 
 
 def _call_factory(spec: str, factory):

@@ -279,6 +279,11 @@ def test_convert_a_users_torch_model(tmp_path, monkeypatch, capsys):
     assert "needs --weights" in capsys.readouterr().err
     assert main(["convert", "usernet:nothing", "--weights", "w.safetensors", "--dataset", "digits", "-o", "y"]) == 3
     assert "cannot import it" in capsys.readouterr().err
+    torch.save(model.state_dict(), tmp_path / "w.pt")            # a state dict as torch users keep them
+    assert main(["convert", "usernet:make", "--weights", "w.pt", "--dataset", "digits", "-o", "z"]) == 3
+    said = capsys.readouterr().err
+    assert "w.pt: unreadable safetensors file" in said and "it is a torch.save file (.pt)" in said
+    assert "save_file(torch.load('w.pt'), 'net.safetensors')" in said and not (tmp_path / "z").exists()
 
 
 def test_settings_drive_the_cli():
