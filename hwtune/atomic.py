@@ -85,7 +85,7 @@ def check_output(path: str | os.PathLike, marker: str, force: bool = False, inpu
         raise OutputError(f"{flag} {path}: is a directory holding files that are not an hwtune {what}; "
                           "refusing to replace it (nothing was written)")
     if not force:
-        raise OutputError(f"{flag} {path}: an {what} exists there; pass --force to replace it")
+        raise OutputError(f"{flag} {path}: an hwtune {what} exists there; pass --force to replace it")
     foreign = foreign_files(path)
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")

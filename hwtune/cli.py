@@ -124,13 +124,43 @@ def _data_flags(p: argparse.ArgumentParser, train: bool = True, samples: bool = 
     DataConfig.add_arguments(p, exclude=exclude)
 
 
+def _did_you_mean(word: str, known) -> str:
+    """' (did you mean X?)' for the closest of ``known`` to ``word`` (flags compared without their
+    dashes, which every flag shares), else ''."""
+    import difflib
+    names = {k.lstrip("-"): k for k in known}
+    close = difflib.get_close_matches(word.lstrip("-"), list(names), n=1, cutoff=0.6)
+    return f" (did you mean {names[close[0]]}?)" if close else ""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that answers an unknown verb or flag with the closest known one. Abbreviations are
+    off (``--bit`` is never taken for ``--bits``), so a typo is a usage error that says what was meant."""
+
+    verbs: dict = {}      # verb -> its parser (build_parser fills it in)
+
+    def parse_args(self, args=None, namespace=None):
+        args, verbs = sys.argv[1:] if args is None else list(args), self.verbs
+        if args and not args[0].startswith("-") and args[0] not in verbs:
+            self.error(f"unknown verb {args[0]!r}{_did_you_mean(args[0], verbs)}; the verbs: {', '.join(verbs)}")
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            verb = verbs[parsed.command]
+            flags = [o for a in verb._actions for o in a.option_strings]
+            unknown = [e for e in extras if e.startswith("-")]
+            hint = _did_you_mean(unknown[0].split("=", 1)[0], flags) if unknown else ""
+            verb.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hwtune", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES, allow_abbrev=False,
         description="Make trained time-to-first-spike SNNs deployable: train or convert, run hardware passes "
                     "(quantize, noise, latency), export to Lava (Loihi 2) or the bit-accurate emulator.")
     parser.add_argument("--version", action="version", version=f"hwtune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
+    parser.verbs = sub.choices
 
     def add(name):
         text, example = VERBS[name]

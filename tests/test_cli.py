@@ -90,6 +90,20 @@ def test_usage_errors_exit_2_and_name_the_flag(capsys):
         assert message in capsys.readouterr().err, argv
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["quantise", "m"], "hwtune: error: unknown verb 'quantise' (did you mean quantize?); the verbs: train,"),
+    (["quantize", "m", "--bit", "4"], "hwtune quantize: error: unrecognized arguments: --bit 4 (did you mean --bits?)"),
+    (["quantize", "m", "--bit=4"], "unrecognized arguments: --bit=4 (did you mean --bits?)"),
+    (["lava-run", "m", "--sample", "4"], "unrecognized arguments: --sample 4 (did you mean --samples?)"),
+    (["export", "m", "--frobnicate"], "unrecognized arguments: --frobnicate\n"),
+])
+def test_an_unknown_verb_or_flag_gets_the_closest_known_one(argv, message, capsys):
+    """No abbreviations (--bit is never silently --bits), and a typo says what was meant."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     """train -> quantize (loihi2) as the README card types them, outputs at their defaults."""
@@ -175,7 +189,7 @@ def test_outputs_never_replace_inputs_or_someones_files(chain, monkeypatch, caps
             (["train", "-o", "afile"], "exists and is a file"),
             (["train", "-o", "afile/sub"], "is a file, not a directory"),
             (["train", "-o", "."], "working directory"),
-            (["quantize", "runs/fc2", "--bits", "4"], "pass --force to replace it"),
+            (["quantize", "runs/fc2", "--bits", "4"], "runs/fc2-w4: an hwtune model exists there; pass --force"),
             (["export", "runs/fc2-w4", "-o", "mine"], "not an hwtune artifact")):
         assert main(argv + ["-q"]) == 3, argv
         assert message in capsys.readouterr().err, argv
