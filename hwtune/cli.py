@@ -625,19 +625,26 @@ def _cmd_sweep(args) -> int:
     for failure in result["failures"]:
         print(f"FAILED POINT {failure['id']}: {failure['error']}", file=sys.stderr)
     lines = [f"sweep: {len(result['records'])} points in {result['out'] / 'points.jsonl'}; report {report}"]
+    if result.get("floors"):
+        lines.append(f"floors: {result['floors_held']} of {result['floors']} held" +
+                     ("" if result["floors_held"] == result["floors"] else " (BROKEN FLOOR lines above)"))
     _emit(args, {"out": str(result["out"]), "points": len(result["records"]), "report": str(report),
-                 "broken_floors": broken, "failures": result["failures"]}, lines)
+                 "broken_floors": broken, "floors": result.get("floors", 0), "floors_held": result.get("floors_held", 0),
+                 "failures": result["failures"]}, lines)
     return EXIT_CHECK_FAILED if broken or result["failures"] else EXIT_OK
 
 
 def _cmd_report(args) -> int:
     from hwtune.report import sweep_kind, write_report, write_study_report
-    from hwtune.sweep import read_points
+    from hwtune.sweep import POINTS, SUMMARY, read_points
 
     out = Path(args.sweep_dir)
+    if not any((out / name).exists() for name in (POINTS, SUMMARY)):
+        raise HwtuneError(f"{out}: not a sweep directory (it holds no {POINTS} or {SUMMARY}); give the output "
+                          "directory of `hwtune sweep`")
     records = read_points(out)
     if not records:
-        raise HwtuneError(f"{out / 'points.jsonl'}: no finished points")
+        raise HwtuneError(f"{out / POINTS}: no finished points")
     kind = sweep_kind(out)
     path = write_study_report(out) if kind == "robustness" else write_report(records, out, f"Sweep {out.name}")
     _emit(args, {"report": str(path), "points": len(records)}, [f"wrote {path}"])
