@@ -282,19 +282,7 @@ def _evaluation_line(r: dict) -> str:
             f"{r['latency_tau']:.3g} tau_c")
     if "latency_steps" in r:
         line += f" = {r['latency_steps']} steps (windows {r['window_steps']} steps)"
-    return line
-
-
-def _pass_lines(record: dict) -> list[str]:
-    lines = [f"{record['pass']}: accuracy {_pct(record['accuracy_before'])} -> {_pct(record['accuracy_after'])}"
-             f" on target {record['target']}"]
-    if "accuracy_quantized" in record:
-        lines.append(f"  quantized, before fine-tuning: {_pct(record['accuracy_quantized'])}")
-    if "noisy_accuracy_before" in record:
-        lines.append(f"  under noise: {_pct(record['noisy_accuracy_before'])} -> {_pct(record['noisy_accuracy_after'])}")
-    if "latency_steps" in record:
-        lines.append(f"  latency {record['latency_steps']} steps (windows {record['window_steps']} steps)")
-    return lines
+    return line + " (tau_c: the input window's length, the model's unit of time)"
 
 
 # ---- verbs -------------------------------------------------------------------------------------------
@@ -462,7 +450,7 @@ def _pass_out(args, cfg) -> str:
 def _cmd_pass(args) -> int:
     from hwtune import io, workflow
     from hwtune.atomic import check_output
-    from hwtune.passes import PassContext, run_pass
+    from hwtune.passes import PassContext, record_lines, run_pass
 
     cfg = _PASS_CONFIGS[args.command].from_args(args)
     writes = not getattr(cfg, "eval_only", False)
@@ -480,7 +468,7 @@ def _cmd_pass(args) -> int:
     net, record = run_pass(net, cfg, ctx)
     if not distributed.is_main():      # torchrun: rank 0 writes and reports
         return EXIT_OK
-    lines = _pass_lines(record)
+    lines = record_lines(record)
     if writes:
         io.save(net, out)
         lines.append(f"wrote {out}")
@@ -574,7 +562,10 @@ def _cmd_lava_run(args) -> int:
     for i, (a, b, c) in enumerate(zip(result["backend_predictions"], result["emulator_predictions"],
                                       result["spikes_per_sample"])):
         lines.append(f"{i:6d} {int(data.test_y[i]):5d} {a:5d} {b:8d} {c:6d}")
-    lines += [f"ran on {'a Loihi 2 board' if args.hardware else 'Lava simulator'}: "
+    lines += [f"spikes: hidden neurons (of {sum(layer.n_out for layer in artifact.hidden)}) that fired inside "
+              "their window (on Loihi 2 a silent neuron spikes once after it, which is not counted); lava, "
+              "emulator: the predicted class",
+              f"ran on {'a Loihi 2 board' if args.hardware else 'Lava simulator'}: "
               + ", ".join(m.rsplit(".", 1)[1] for m in result["process_models"]),
               f"most spikes of one neuron in one sample: {result['max_spikes_per_neuron']}",
               f"Lava == emulator spike for spike on {result['identical_spike_for_spike']}/{result['samples']} samples"]
@@ -583,12 +574,14 @@ def _cmd_lava_run(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    from hwtune.passes import record_lines
     from hwtune.recipes import load_recipe, run_recipe
 
     recipe = load_recipe(args.recipe)
     set_final_output(args.out if args.out is not None else recipe.out)
     results = run_recipe(recipe, seed=args.seed, out=args.out, force=args.force)
-    lines = [f"{s['stage']}: accuracy {_pct(s.get('accuracy_after', s.get('accuracy')))}" for s in results["stages"]]
+    lines = [line for s in results["stages"] for line in
+             (record_lines(s) if "pass" in s else [f"{s['stage']}: accuracy {_pct(s['accuracy'])}"])]
     lines += results.get("summary", [])
     if "resources" in results:
         from hwtune import mapper

@@ -104,6 +104,24 @@ def run_pass(net: TTFSNet, config, ctx: PassContext) -> tuple[TTFSNet, dict]:
     return net, record
 
 
+def record_lines(record: dict) -> list[str]:
+    """A pass record for people: clean accuracy before -> after, and what the pass is for (under
+    noise: the noise and the held-out devices, before -> after; the grid it ran on)."""
+    def pct(x) -> str:
+        return "–" if x is None else f"{100 * x:.2f} %"
+    lines = [f"{record['pass']}: accuracy {pct(record['accuracy_before'])} -> {pct(record['accuracy_after'])}"
+             f" on target {record['target']}"]
+    if "accuracy_quantized" in record:
+        lines.append(f"  quantized, before fine-tuning: {pct(record['accuracy_quantized'])}")
+    if "noisy_accuracy_before" in record:
+        levels = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in record["noise"].items() if v) or "none"
+        lines.append(f"  under noise ({levels}; mean over {record['devices']} held-out device instances): "
+                     f"{pct(record['noisy_accuracy_before'])} -> {pct(record['noisy_accuracy_after'])}")
+    if "latency_steps" in record:
+        lines.append(f"  latency {record['latency_steps']} steps (windows {record['window_steps']} steps)")
+    return lines
+
+
 def time_grid(net: TTFSNet, target: TargetSpec, steps=None, input_steps: int | None = None,
               where: str = "") -> list[int]:
     """Window steps [T_0 (input), T_1..T_N]: ``steps`` is one int for every hidden layer or a

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from hwtune import numerics
+from hwtune import numerics, progress
 from hwtune.artifact import Artifact, ArtifactError, raise_violations, weight_violations
 from hwtune.connectivity import layer_matrix
 from hwtune.layers import OpError
@@ -168,7 +168,7 @@ def potential_ranges(artifact: Artifact, k0: np.ndarray, batch: int = 256) -> ty
     from hwtune.backends.emulator import emulate
 
     ranges = {layer.name: (0, 0) for layer in artifact.hidden}
-    for start in range(0, len(k0), batch):
+    for start in progress.bar(range(0, len(k0), batch), desc="calibrate Lava guards", unit="batch"):
         activations = emulate(artifact, k0[start:start + batch]).activations
         for layer, k, steps in zip(artifact.hidden, activations, artifact.window_steps):
             lo, hi = ranges[layer.name]
