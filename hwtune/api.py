@@ -129,6 +129,13 @@ def export(net: TTFSNet, target: str | TargetSpec | None = None, data: Dataset |
     return workflow.export_for_target(net, target, data, samples, source)
 
 
+def info(path: str | Path) -> dict:
+    """What a model or artifact directory holds (``hwtune info --json``): what it is, its layers, data,
+    target, passes and their records, accuracy and size."""
+    from hwtune.describe import describe
+    return describe(args.path(path))
+
+
 def _inputs(artifact: Artifact, x) -> np.ndarray:
     return workflow.encoded_inputs(args.pixels(x, "x", artifact.input_shape), artifact.input_steps)
 

@@ -66,6 +66,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "sweep": ("robustness sweep over bits, steps, jitter, weight noise; resumable; checks floors",
               "hwtune sweep recipes/robustness-ci.yaml"),
     "report": ("plots and Markdown report of a sweep directory", "hwtune report runs/robustness-ci"),
+    "info": ("what a model or artifact directory holds: its layers, data, target, passes and their records, "
+             "accuracy, size", "hwtune info runs/fc2-w4"),
     "targets": ("list the hardware targets and their aliases", "hwtune targets"),
 }
 
@@ -239,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("report")
     p.add_argument("sweep_dir", help="sweep output directory (holding points.jsonl)")
+    _add_common(p, seed=False)
+
+    p = add("info")
+    p.add_argument("path", help="model directory or artifact directory")
     _add_common(p, seed=False)
 
     p = add("targets")
@@ -644,6 +650,14 @@ def _cmd_report(args) -> int:
     return EXIT_OK
 
 
+def _cmd_info(args) -> int:
+    from hwtune.describe import describe, lines
+
+    record = describe(args.path)
+    _emit(args, record, lines(record))
+    return EXIT_OK
+
+
 def _cmd_targets(args) -> int:
     from hwtune.target import list_targets
 
@@ -660,7 +674,7 @@ def _cmd_targets(args) -> int:
 _COMMANDS = {"train": _cmd_train, "convert": _cmd_convert, "evaluate": _cmd_evaluate, "quantize": _cmd_pass,
              "noise": _cmd_pass, "latency": _cmd_pass, "export": _cmd_export, "emulate": _cmd_emulate,
              "lava-run": _cmd_lava_run, "run": _cmd_run, "sweep": _cmd_sweep, "report": _cmd_report,
-             "targets": _cmd_targets}
+             "info": _cmd_info, "targets": _cmd_targets}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -300,6 +300,44 @@ def test_convert_a_users_torch_model(tmp_path, monkeypatch, capsys):
     assert "save_file(torch.load('w.pt'), 'net.safetensors')" in said and not (tmp_path / "z").exists()
 
 
+def test_info_says_what_a_model_or_artifact_holds(chain, tmp_path, monkeypatch, capsys):
+    """hwtune info: what it is, layers, data, target, passes with their records, accuracy, size; the
+    same record from --json and from hwtune.info."""
+    import numpy as np
+
+    import hwtune
+    monkeypatch.chdir(chain)
+    model = json.loads((chain / "runs/fc2-w4" / io.CONFIG).read_text())
+    assert main(["info", "runs/fc2-w4"]) == 0
+    text = capsys.readouterr().out
+    quantize = model["history"][-1]
+    for expected in ("runs/fc2-w4: hwtune model, quantized TTFS net (fc-small)",
+                     "layers: input (1, 8, 8) -> (64,) -> (64,) -> (10,)", "trained on: digits, 10 classes",
+                     "target: loihi2", f"accuracy: {100 * quantize['accuracy_after']:.2f} %", "passes: 1",
+                     f"quantize: accuracy {100 * quantize['accuracy_before']:.2f} % -> "
+                     f"{100 * quantize['accuracy_after']:.2f} % on target loihi2", "bits 4, steps 10",
+                     "size: 4,736 weights (4,810 parameters), 2.37 kB as 4-bit integers"):
+        assert expected in text, (expected, text)
+    assert main(["info", "runs/fc2-w4", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record == json.loads(json.dumps(hwtune.info("runs/fc2-w4")))           # the API gives the same
+    assert record["kind"] == "model" and record["weight_bits"] == 4 and record["passes"][0]["config"]["bits"] == 4
+    assert main(["export", "runs/fc2-w4", "-o", str(tmp_path / "a"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "a"), "--json"]) == 0
+    art = json.loads(capsys.readouterr().out)
+    with np.load(tmp_path / "a/arrays.npz") as arrays:
+        nonzero = sum(int(np.count_nonzero(arrays[k])) for k in arrays.files if k.endswith("weight"))
+    assert art["kind"] == "artifact" and art["target"] == "loihi2" and art["source"] == "runs/fc2-w4"
+    assert [layer["neurons"] for layer in art["layers"]] == [64, 10] and art["size"]["synapses"] == nonzero
+    assert art["data"]["uses"] and art["resources"]["cores"] == 2
+    assert main(["info", str(tmp_path / "a")]) == 0
+    assert "export used the stock Loihi 2 neurons' guards sized for the potentials of digits train[:1000]" in \
+        capsys.readouterr().out
+    assert main(["info", str(tmp_path)]) == 3
+    assert "neither a model directory (hwtune.json inside) nor an artifact directory" in capsys.readouterr().err
+
+
 def test_settings_drive_the_cli():
     """Every TrainConfig / QuantizeConfig setting that has a flag is on its verb, with its rule."""
     for verb, cfg in (("train", TrainConfig), ("quantize", QuantizeConfig)):
