@@ -389,6 +389,7 @@ def _call_factory(spec: str, factory):
 def _cmd_convert(args) -> int:
     from hwtune import io, workflow
     from hwtune.atomic import check_output
+    from hwtune.passes import record_lines
 
     data_cfg = DataConfig.from_args(args)
     is_dir = Path(args.model).is_dir()
@@ -408,9 +409,7 @@ def _cmd_convert(args) -> int:
         data = workflow.load_data(None, data_cfg)
     ttfs, record = workflow.convert_model(relu, data, args.margin, _seed_of(args), info)
     io.save(ttfs, out)
-    _emit(args, {"out": out, **record},
-          [f"convert: ReLU {_pct(record['relu_accuracy'])} -> TTFS {_pct(record['accuracy_after'])}, prediction "
-           f"agreement {_pct(record['prediction_agreement'])}", f"wrote {out}"])
+    _emit(args, {"out": out, **record}, record_lines(record) + [f"wrote {out}"])
     return EXIT_OK
 
 

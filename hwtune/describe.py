@@ -103,7 +103,7 @@ def lines(record: dict) -> list[str]:
     from hwtune.passes import record_lines
 
     data = record["dataset"]
-    where = f"{data.get('name', 'unknown data')}" + (f" ({data['source']})" if data.get("name") == "npz" else "")
+    where = data.get("source", "npz") if data.get("name") == "npz" else data.get("name", "unknown data")
     size = record["size"]
     if record["kind"] == "model":
         out = [f"{record['path']}: hwtune model, {'quantized ' if record['quantized'] else 'float '}"
@@ -116,12 +116,12 @@ def lines(record: dict) -> list[str]:
         if record["quantized"]:
             out.append(f"  grid: {record.get('weight_bits') or 'float'}-bit weights, windows {record['window_steps']} "
                        f"steps, latency {record['latency_steps']} steps")
-        out.append(f"  accuracy: {_pct(record['accuracy'])} (test set, last step below)")
+        out.append(f"  accuracy: {_pct(record['accuracy'])} (test set, after the last pass below)")
         out.append(f"  passes: {len(record['passes'])}" + ("" if record["passes"] else " (as trained)"))
         for p in record["passes"]:
-            settings = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in p.get("config", {}).items()
-                                 if v is not None and v is not False)
-            out += ["    " + line for line in record_lines(p)] + [f"      settings: {settings}"]
+            config = p.get("config") if isinstance(p.get("config"), dict) else {}
+            settings = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in config.items() if v is not None and v is not False)
+            out += ["    " + line for line in record_lines(p)] + ([f"      settings: {settings}"] if settings else [])
         out.append(f"  size: {size['weights']:,} weights ({size['parameters']:,} parameters)"
                    + (f", {size['weight_bits_total'] / 8e3:.3g} kB as {record['weight_bits']}-bit integers"
                       if "weight_bits_total" in size else "") + f"; {_size(size['disk_bytes'])} on disk")
