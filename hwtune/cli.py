@@ -684,6 +684,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     args = parser.parse_args(argv)
+    was_quiet = progress.quiet()
     progress.set_quiet(args.quiet)
     # SIGTERM stops like Ctrl-C; a second signal does not cut the clean-up short. Once the outcome is
     # decided, the process (argv None: the hwtune command) ignores both till it exits, so a late signal
@@ -698,6 +699,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             restore_handlers(previous)
         distributed.shutdown()     # torchrun: leave the process group on every way out (its threads abort at exit)
+        progress.set_quiet(was_quiet)      # -q is this command's: a caller in Python keeps its own setting
     if program and code == EXIT_INTERRUPTED:
         _exit_interrupted()
     return code
