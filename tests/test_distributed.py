@@ -16,14 +16,27 @@ from hwtune import distributed
 HERE = Path(__file__).resolve().parent
 
 
+def torchrun(*args: str, timeout: float = 1200) -> tuple[int, str]:
+    """(exit code, stderr) of ``torchrun --standalone --nproc_per_node 2 ARGS``. Past ``timeout`` it is
+    stopped with SIGTERM, which torchrun passes on to its workers: SIGKILL (subprocess.run's timeout)
+    left them running, each in its own session, waiting for ever for a peer or a store that was gone."""
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2",
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(HERE.parent)})
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        _, err = proc.communicate(timeout=120)
+        pytest.fail(f"torchrun ran past {timeout} s; stopped with its workers: {err[-2000:]}")
+    return proc.returncode, err
+
+
 @pytest.mark.parametrize("arch", ["fc-small", "vgg-small"])
 def test_ddp_equals_one_process(tmp_path, arch):
-    torchrun = Path(sys.executable).parent / "torchrun"
-    res = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(HERE / "ddp_worker.py"),
-                          str(tmp_path), arch], capture_output=True, text=True, timeout=600,
-                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(HERE.parent)})
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "terminate called" not in res.stderr, res.stderr[-3000:]
+    code, err = torchrun(str(HERE / "ddp_worker.py"), str(tmp_path), arch)
+    assert code == 0, err[-3000:]
+    assert "terminate called" not in err, err[-3000:]
     sys.path.insert(0, str(HERE))
     try:
         from ddp_worker import make
