@@ -14,7 +14,8 @@ STAMP := $(VENV)/.installed
 env: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
-	@test -n "$(PYTHON310)" || { echo "error: Python 3.10 not found (lava-nc 0.10.0 needs it); set PYTHON310=/path/to/python3.10" >&2; exit 1; }
+	@test -n "$(PYTHON310)" || { echo "error: hwtune needs Python 3.10 (lava-nc 0.10.0 imports only on 3.10) and none was found: install one (e.g. pyenv install 3.10) or set PYTHON310=/path/to/python3.10" >&2; exit 1; }
+	@test ! -e $(PY) || $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null || { echo "error: hwtune needs Python 3.10, but $(VENV) holds another Python: remove it (make clean) and run make again" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON310) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'   # the versions that made the committed numbers

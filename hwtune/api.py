@@ -16,6 +16,7 @@ and leave the net they were given as it was.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from hwtune import api_args as args
 from hwtune import workflow
 from hwtune.artifact import Artifact
 from hwtune.settings import check_value, rule_of
-from hwtune.configs import MARGIN_RULE, SPLIT_SEED_RULE, DataConfig, DeployConfig, LatencyConfig, NoiseConfig, QuantizeConfig, TrainConfig
+from hwtune.configs import EXPORT_SAMPLES, MARGIN_RULE, SPLIT_SEED_RULE, DataConfig, DeployConfig, LatencyConfig, NoiseConfig, QuantizeConfig, TrainConfig
 from hwtune.data import Dataset
 from hwtune.data import load_dataset as _load_dataset
 from hwtune.target import TargetSpec
@@ -112,9 +113,28 @@ def evaluate(net: TTFSNet, data: Dataset | str, samples: int | None = None) -> d
     return workflow.evaluate_model(net, data, samples)
 
 
-def export(net: TTFSNet, target: str | TargetSpec | None = None) -> Artifact:
-    """The integer artifact of a quantized net for its target (another target is refused)."""
-    return workflow.export_model(args.model(net), target)
+def export(net: TTFSNet, target: str | TargetSpec | None = None, data: Dataset | str | None = None,
+           samples: int | None = EXPORT_SAMPLES) -> Artifact:
+    """The integer artifact of a quantized net for its target (another target is refused), as
+    ``hwtune export`` makes it: where the target needs data (Loihi 2 sizes its neurons' guards for
+    the potentials of the first ``samples`` training samples; a chip's energy estimate counts events
+    on test samples), ``data`` or else the model's own dataset and split is used, logged and
+    recorded in ``artifact.meta["data"]``."""
+    samples = args.samples(samples)
+    source = str(net) if isinstance(net, (str, os.PathLike)) else ""      # what the CLI records
+    net = args.model(net)
+    if isinstance(data, str):       # a name: loaded with the model's split, as --dataset NAME is
+        data = DataConfig(dataset=check_value(rule_of(DataConfig, "dataset"), "data", data))
+    elif data is not None:
+        data = args.dataset(data)
+    return workflow.export_for_target(net, target, data, samples, source)
+
+
+def info(path: str | Path) -> dict:
+    """What a model or artifact directory holds (``hwtune info --json``): what it is, its layers, data,
+    target, passes and their records, accuracy and size."""
+    from hwtune.describe import describe
+    return describe(args.path(path))
 
 
 def _inputs(artifact: Artifact, x) -> np.ndarray:

@@ -159,7 +159,7 @@ def check_output(path: str | os.PathLike, marker: str, force: bool = False, inpu
         raise OutputError(f"{where}: is a directory holding files that are not an hwtune {what}; "
                           "refusing to replace it (nothing was written)")
     if not force:
-        raise OutputError(f"{where}: an {what} exists there; pass --force to replace it")
+        raise OutputError(f"{where}: an hwtune {what} exists there; pass --force to replace it")
     foreign = foreign_files(path)
     if foreign:
         raise OutputError(f"{where}: holds files hwtune did not write ({_listing(foreign)}); refusing to replace "

@@ -25,8 +25,8 @@ import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from hwtune import __version__, distributed, progress  # noqa: E402
-from hwtune.configs import (MARGIN_RULE, MAX_SEED, DataConfig, DeployConfig, ExecutionConfig, LatencyConfig,  # noqa: E402
-                            NoiseConfig, QuantizeConfig, TrainConfig)
+from hwtune.configs import (EXPORT_SAMPLES, MARGIN_RULE, MAX_SEED, DataConfig, DeployConfig, ExecutionConfig,  # noqa: E402
+                            LatencyConfig, NoiseConfig, QuantizeConfig, TrainConfig)
 from hwtune.errors import HwtuneError, OutputError, UsageError, short  # noqa: E402
 from hwtune.interrupts import (ignore_stop_signals, install_stop_handlers, restore_handlers,  # noqa: E402
                                set_final_output, sigint_deferred)
@@ -68,6 +68,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "sweep": ("robustness sweep over bits, steps, jitter, weight noise; resumable; checks floors",
               "hwtune sweep recipes/robustness-ci.yaml"),
     "report": ("plots and Markdown report of a sweep directory", "hwtune report runs/robustness-ci"),
+    "info": ("what a model or artifact directory holds: its layers, data, target, passes and their records, "
+             "accuracy, size", "hwtune info runs/fc2-w4"),
     "targets": ("list the hardware targets and their aliases", "hwtune targets"),
 }
 
@@ -126,13 +128,43 @@ def _data_flags(p: argparse.ArgumentParser, train: bool = True, samples: bool = 
     DataConfig.add_arguments(p, exclude=exclude)
 
 
+def _did_you_mean(word: str, known) -> str:
+    """' (did you mean X?)' for the closest of ``known`` to ``word`` (flags compared without their
+    dashes, which every flag shares), else ''."""
+    import difflib
+    names = {k.lstrip("-"): k for k in known}
+    close = difflib.get_close_matches(word.lstrip("-"), list(names), n=1, cutoff=0.6)
+    return f" (did you mean {names[close[0]]}?)" if close else ""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that answers an unknown verb or flag with the closest known one. Abbreviations are
+    off (``--bit`` is never taken for ``--bits``), so a typo is a usage error that says what was meant."""
+
+    verbs: dict = {}      # verb -> its parser (build_parser fills it in)
+
+    def parse_args(self, args=None, namespace=None):
+        args, verbs = sys.argv[1:] if args is None else list(args), self.verbs
+        if args and not args[0].startswith("-") and args[0] not in verbs:
+            self.error(f"unknown verb {args[0]!r}{_did_you_mean(args[0], verbs)}; the verbs: {', '.join(verbs)}")
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            verb = verbs[parsed.command]
+            flags = [o for a in verb._actions for o in a.option_strings]
+            unknown = [e for e in extras if e.startswith("-")]
+            hint = _did_you_mean(unknown[0].split("=", 1)[0], flags) if unknown else ""
+            verb.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hwtune", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES, allow_abbrev=False,
         description="Make trained time-to-first-spike SNNs deployable: train or convert, run hardware passes "
                     "(quantize, noise, latency), export to Lava (Loihi 2) or the bit-accurate emulator.")
     parser.add_argument("--version", action="version", version=f"hwtune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
+    parser.verbs = sub.choices
 
     def add(name):
         text, example = VERBS[name]
@@ -174,9 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export")
     p.add_argument("model", help="quantized model directory")
     _add_target(p, "export")
-    p.add_argument("--samples", type=_positive_int, default=1000,
-                   help="test samples the emulator runs to count synaptic events for the chip's energy estimate "
-                        "[samples] (default: 1000)")
+    p.add_argument("--samples", type=_positive_int, default=EXPORT_SAMPLES,
+                   help="samples the export reads: the first N training samples size Loihi 2's guards, the first N "
+                        f"test samples count synaptic events for a chip's energy estimate [samples] (default: "
+                        f"{EXPORT_SAMPLES})")
     _data_flags(p, train=False, samples=False)
     _add_out(p, "MODEL.TARGET")
     _add_common(p, seed=False)
@@ -210,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("report")
     p.add_argument("sweep_dir", help="sweep output directory (holding points.jsonl)")
+    _add_common(p, seed=False)
+
+    p = add("info")
+    p.add_argument("path", help="model directory or artifact directory")
     _add_common(p, seed=False)
 
     p = add("targets")
@@ -280,19 +317,7 @@ def _evaluation_line(r: dict) -> str:
             f"{r['latency_tau']:.3g} tau_c")
     if "latency_steps" in r:
         line += f" = {r['latency_steps']} steps (windows {r['window_steps']} steps)"
-    return line
-
-
-def _pass_lines(record: dict) -> list[str]:
-    lines = [f"{record['pass']}: accuracy {_pct(record['accuracy_before'])} -> {_pct(record['accuracy_after'])}"
-             f" on target {record['target']}"]
-    if "accuracy_quantized" in record:
-        lines.append(f"  quantized, before fine-tuning: {_pct(record['accuracy_quantized'])}")
-    if "noisy_accuracy_before" in record:
-        lines.append(f"  under noise: {_pct(record['noisy_accuracy_before'])} -> {_pct(record['noisy_accuracy_after'])}")
-    if "latency_steps" in record:
-        lines.append(f"  latency {record['latency_steps']} steps (windows {record['window_steps']} steps)")
-    return lines
+    return line + " (tau_c: the input window's length, the model's unit of time)"
 
 
 # ---- verbs -------------------------------------------------------------------------------------------
@@ -311,7 +336,7 @@ def _cmd_train(args) -> int:
 
     cfg, data_cfg = TrainConfig.from_args(args), DataConfig.from_args(args)
     dataset = data_cfg.dataset or "digits"
-    out = args.out or f"runs/{cfg.arch}-{dataset}" + ("-relu" if cfg.network == "relu" else "")
+    out = args.out or f"runs/{cfg.arch}-{Path(dataset).stem}" + ("-relu" if cfg.network == "relu" else "")
     dest = check_output(out, io.CONFIG, args.force, what="model")
     set_final_output(out)
     data = workflow.load_data(None, data_cfg, default="digits")
@@ -360,12 +385,22 @@ def _load_torch_factory(spec: str, weights: str | None):
     try:
         state = load(data)
     except (SafetensorError, OSError) as e:
-        raise HwtuneError(f"{weights}: unreadable safetensors file ({e})") from None
+        raise HwtuneError(f"{weights}: unreadable safetensors file ({e}){_torch_pickle_hint(weights, data[:4])}") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise HwtuneError(f"{weights}: does not fit {spec} ({str(e)[:300]})") from None
     return model
+
+
+def _torch_pickle_hint(weights: str, head: bytes) -> str:
+    """What to do when --weights (whose first bytes are ``head``) is a torch.save file (a zip archive
+    or a bare pickle), else ''."""
+    if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":
+        return ""
+    return ("; it is a torch.save file (.pt), which hwtune does not unpickle: convert your state dict once with "
+            "`python -c \"import torch; from safetensors.torch import save_file; "
+            f"save_file(torch.load('{weights}'), 'net.safetensors')\"` and pass --weights net.safetensors")
 
 
 def _call_factory(spec: str, factory):
@@ -390,6 +425,7 @@ def _call_factory(spec: str, factory):
 def _cmd_convert(args) -> int:
     from hwtune import io, workflow
     from hwtune.atomic import check_output
+    from hwtune.passes import record_lines
 
     data_cfg = DataConfig.from_args(args)
     is_dir = Path(args.model).is_dir()
@@ -409,9 +445,7 @@ def _cmd_convert(args) -> int:
         data = workflow.load_data(None, data_cfg)
     ttfs, record = workflow.convert_model(relu, data, args.margin, _seed_of(args), info)
     io.save(ttfs, dest)
-    _emit(args, {"out": out, **record},
-          [f"convert: ReLU {_pct(record['relu_accuracy'])} -> TTFS {_pct(record['accuracy_after'])}, prediction "
-           f"agreement {_pct(record['prediction_agreement'])}", f"wrote {out}"])
+    _emit(args, {"out": out, **record}, record_lines(record) + [f"wrote {out}"])
     return EXIT_OK
 
 
@@ -457,7 +491,7 @@ def _pass_out(args, cfg) -> str:
 def _cmd_pass(args) -> int:
     from hwtune import io, workflow
     from hwtune.atomic import check_output
-    from hwtune.passes import PassContext, run_pass
+    from hwtune.passes import PassContext, record_lines, run_pass
 
     cfg = _PASS_CONFIGS[args.command].from_args(args)
     writes = not getattr(cfg, "eval_only", False)
@@ -475,7 +509,7 @@ def _cmd_pass(args) -> int:
     net, record = run_pass(net, cfg, ctx)
     if not distributed.is_main():      # torchrun: rank 0 writes and reports
         return EXIT_OK
-    lines = _pass_lines(record)
+    lines = record_lines(record)
     if writes:
         io.save(net, dest)
         lines.append(f"wrote {out}")
@@ -495,12 +529,11 @@ def _cmd_export(args) -> int:
     out = _default_out(args, args.model, f".{spec.name}")
     dest = check_output(out, JSON_FILE, args.force, inputs=[args.model], what="artifact")
     set_final_output(out)
-    data = workflow.load_data(net, DataConfig.from_args(args)) if spec.chip is not None else None
-    artifact = workflow.export_model(net, spec, source=str(args.model), data=data, samples=args.samples)
+    artifact = workflow.export_for_target(net, spec, DataConfig.from_args(args), args.samples, source=str(args.model))
     artifact.save(dest)
     record = {"out": out, "target": spec.name, "layers": len(artifact.layers), "weight_bits": artifact.weight_bits,
               "window_steps": artifact.window_steps, "latency_steps": artifact.latency_steps,
-              "resources": artifact.meta.get("resources")}
+              "data": artifact.meta.get("data"), "resources": artifact.meta.get("resources")}
     lines = [f"export for {spec.name}: {len(artifact.layers)} layers, {artifact.weight_bits}-bit weights, "
              f"windows {artifact.window_steps} steps, latency {artifact.latency_steps} steps"]
     if "resources" in artifact.meta:
@@ -519,7 +552,7 @@ def _deployable(args):
     if (Path(args.model) / io.CONFIG).exists():
         net = io.load(args.model)
         data = workflow.load_data(net, data_cfg)
-        return workflow.export_model(net, args.target, source=str(args.model), data=data), net, data
+        return workflow.export_for_target(net, args.target, data, source=str(args.model)), net, data
     artifact = Artifact.load(args.model)
     if args.target:
         workflow.check_artifact_target(artifact, args.target)
@@ -570,7 +603,10 @@ def _cmd_lava_run(args) -> int:
     for i, (a, b, c) in enumerate(zip(result["backend_predictions"], result["emulator_predictions"],
                                       result["spikes_per_sample"])):
         lines.append(f"{i:6d} {int(data.test_y[i]):5d} {a:5d} {b:8d} {c:6d}")
-    lines += [f"ran on {'a Loihi 2 board' if args.hardware else 'Lava simulator'}: "
+    lines += [f"spikes: hidden neurons (of {sum(layer.n_out for layer in artifact.hidden)}) that fired inside "
+              "their window (on Loihi 2 a silent neuron spikes once after it, which is not counted); lava, "
+              "emulator: the predicted class",
+              f"ran on {'a Loihi 2 board' if args.hardware else 'Lava simulator'}: "
               + ", ".join(m.rsplit(".", 1)[1] for m in result["process_models"]),
               f"most spikes of one neuron in one sample: {result['max_spikes_per_neuron']}",
               f"Lava == emulator spike for spike on {result['identical_spike_for_spike']}/{result['samples']} samples"]
@@ -579,12 +615,14 @@ def _cmd_lava_run(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    from hwtune.passes import record_lines
     from hwtune.recipes import load_recipe, run_recipe
 
     recipe = load_recipe(args.recipe)
     set_final_output(args.out if args.out is not None else recipe.out)
     results = run_recipe(recipe, seed=args.seed, out=args.out, force=args.force)
-    lines = [f"{s['stage']}: accuracy {_pct(s.get('accuracy_after', s.get('accuracy')))}" for s in results["stages"]]
+    lines = [line for s in results["stages"] for line in
+             (record_lines(s) if "pass" in s else [f"{s['stage']}: accuracy {_pct(s['accuracy'])}"])]
     lines += results.get("summary", [])
     if "resources" in results:
         from hwtune import mapper
@@ -624,8 +662,12 @@ def _cmd_sweep(args) -> int:
     for failure in result["failures"]:
         print(f"FAILED POINT {failure['id']}: {failure['error']}", file=sys.stderr)
     lines = [f"sweep: {len(result['records'])} points in {result['out'] / 'points.jsonl'}; report {report}"]
+    if result.get("floors"):
+        lines.append(f"floors: {result['floors_held']} of {result['floors']} held" +
+                     ("" if result["floors_held"] == result["floors"] else " (BROKEN FLOOR lines above)"))
     _emit(args, {"out": str(result["out"]), "points": len(result["records"]), "report": str(report),
-                 "broken_floors": broken, "failures": result["failures"]}, lines)
+                 "broken_floors": broken, "floors": result.get("floors", 0), "floors_held": result.get("floors_held", 0),
+                 "failures": result["failures"]}, lines)
     return EXIT_CHECK_FAILED if broken or result["failures"] else EXIT_OK
 
 
@@ -635,6 +677,14 @@ def _cmd_report(args) -> int:
 
     path = report(args.sweep_dir)
     _emit(args, {"report": str(path), "points": len(read_points(Path(args.sweep_dir)))}, [f"wrote {path}"])
+    return EXIT_OK
+
+
+def _cmd_info(args) -> int:
+    from hwtune.describe import describe, lines
+
+    record = describe(args.path)
+    _emit(args, record, lines(record))
     return EXIT_OK
 
 
@@ -654,7 +704,7 @@ def _cmd_targets(args) -> int:
 _COMMANDS = {"train": _cmd_train, "convert": _cmd_convert, "evaluate": _cmd_evaluate, "quantize": _cmd_pass,
              "noise": _cmd_pass, "latency": _cmd_pass, "export": _cmd_export, "emulate": _cmd_emulate,
              "lava-run": _cmd_lava_run, "run": _cmd_run, "sweep": _cmd_sweep, "report": _cmd_report,
-             "targets": _cmd_targets}
+             "info": _cmd_info, "targets": _cmd_targets}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -665,6 +715,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     args = parser.parse_args(argv)
+    was_quiet = progress.quiet()
     progress.set_quiet(args.quiet)
     # SIGTERM stops like Ctrl-C; a second signal does not cut the clean-up short. Once the outcome is
     # decided, the process (argv None: the hwtune command) ignores both till it exits, so a late signal
@@ -678,6 +729,8 @@ def main(argv: list[str] | None = None) -> int:
             ignore_stop_signals()
         else:
             restore_handlers(previous)
+        distributed.shutdown()     # torchrun: leave the process group on every way out (its threads abort at exit)
+        progress.set_quiet(was_quiet)      # -q is this command's: a caller in Python keeps its own setting
     if program and code == EXIT_INTERRUPTED:
         _exit_interrupted()
     return code

@@ -42,6 +42,11 @@ MAX_SPLIT_SEED = 2 ** 32 - 1
 SPLIT_SEED_RULE = Rule("int", "seed of the digits train/test split", lo=0, hi=MAX_SPLIT_SEED)
 
 
+#: Samples an export reads where its target needs data (hwtune.workflow.export_for_target): the first
+#: training samples size Loihi 2's guards, the first test samples count a chip's synaptic events.
+EXPORT_SAMPLES = 1000
+
+
 @dataclass(frozen=True)
 class DataConfig(Settings):
     """Which data a command reads, and how much of it."""

@@ -5,8 +5,9 @@
   ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``).
 - ``mnist``, ``cifar10``: through torchvision (needs the package and a network).
 - a user's own ``PATH.npz``: arrays ``x_train, y_train, x_test, y_test``; images (N, H, W),
-  (N, C, H, W) or flat (N, D), uint8 (0..255) or float in [0, 1]; labels integers 0..K-1
-  (:func:`load_npz`). A model trained on it records the file's path and sha256.
+  (N, C, H, W), channels-last (N, H, W, C) with C <= 4 < H (transposed, with a note) or flat
+  (N, D), uint8 (0..255) or float in [0, 1]; labels integers 0..K-1, every class with training
+  samples (:func:`load_npz`). A model trained on it records the file's path and sha256.
 
 Spike-time encoding happens in the model, once: u spikes at t = 1 - u (float) or at step
 T0 - k0 with k0 = ``hwtune.numerics.encode_input(u, T0)`` (integer).
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hwtune import progress
 from hwtune.configs import DATASETS, MAX_CLASSES, MAX_DATASET_ENTRIES, MAX_SPLIT_SEED, check_data_dir
 from hwtune.errors import ConfigError, HwtuneError, short
 from hwtune.npzfile import open_npz
@@ -229,13 +231,22 @@ def is_npz(name: str | None) -> bool:
     return isinstance(name, str) and name.endswith(".npz")
 
 
+#: Most channels of a channels-last image array (N, H, W, C): grey, grey + alpha, RGB, RGBA.
+CHANNELS_LAST_MAX = 4
+
+
 def _npz_images(path: Path, key: str, x: np.ndarray) -> torch.Tensor:
     if x.ndim == 2:
         x = x[:, None, None, :]
     elif x.ndim == 3:
         x = x[:, None]
+    elif x.ndim == 4 and x.shape[3] <= CHANNELS_LAST_MAX < x.shape[1]:
+        progress.log(f"note: {path}: {key} of shape {x.shape} read as channels-last (N, H, W, C): "
+                     f"{x.shape[3]} channel(s) of {x.shape[1]} x {x.shape[2]} pixels")
+        x = x.transpose(0, 3, 1, 2)
     if x.ndim != 4 or 0 in x.shape:
-        raise DatasetError(f"{path}: {key} must hold (N, H, W), (N, C, H, W) or (N, D) images, N >= 1 and every size >= 1; "
+        raise DatasetError(f"{path}: {key} must hold (N, H, W), (N, C, H, W) or (N, D) images, N >= 1 and every size "
+                           ">= 1; "
                            f"got shape {x.shape}")
     if x.dtype == np.uint8:
         return torch.from_numpy(x.astype(np.float32) / 255.0)
@@ -274,6 +285,12 @@ def load_npz(path: str | Path) -> Dataset:
         raise DatasetError(f"{path}: x_train samples have shape {tuple(parts[0].shape[1:])}, x_test samples "
                            f"{tuple(parts[2].shape[1:])}")
     n_classes = int(max(parts[1].max(), parts[3].max())) + 1
+    empty = sorted(set(range(n_classes)) - set(parts[1].unique().tolist()))
+    if empty:
+        hint = (f"; labels run 1..{n_classes - 1}, hwtune numbers classes from 0: store y - 1" if empty == [0] and
+                int(parts[3].min()) > 0 else "; classes are numbered 0..K-1, every one with training samples")
+        listed = ", ".join(str(c) for c in empty[:10]) + (", ..." if len(empty) > 10 else "")
+        raise DatasetError(f"{path}: y_train: class(es) {listed} of 0..{n_classes - 1} have no training sample{hint}")
     meta = {"name": "npz", "source": str(path.resolve()), "shape": list(parts[0].shape[1:]), "n_classes": n_classes,
             "classes": [str(i) for i in range(n_classes)], "sha256": {path.name: _sha256(path)}}
     return Dataset(*parts, meta)

@@ -6,10 +6,18 @@ GPUs), hwtune.training wraps the model in DistributedDataParallel and gives each
 slice of every global batch (so the averaged gradient is the single-process gradient of the whole
 batch), and only rank 0 writes outputs and talks (:func:`is_main`). Without torchrun (WORLD_SIZE
 unset or 1) nothing changes. torch is imported lazily: the CLI imports this module for --help.
+
+The group is left by :func:`shutdown` on every way out: the CLI calls it when a command ends
+(success, error, Ctrl-C, before its ``os._exit``), and :func:`init` registers it to run at the
+interpreter's exit (a script calling hwtune.train under torchrun). A group left to die with the
+process takes gloo's threads with it, which aborts a successful run ("terminate called without an
+active exception", SIGABRT).
 """
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 
 
 def world_size() -> int:
@@ -40,6 +48,15 @@ def init(device) -> None:
 
     if active() and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        atexit.register(shutdown)
+
+
+def shutdown() -> None:
+    """Leave the process group if this process joined one (its communication threads end here, not
+    at exit); does nothing otherwise, and never imports torch."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def shard(batch):

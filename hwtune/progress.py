@@ -19,10 +19,12 @@ def quiet() -> bool:
 
 
 def bar(iterable=None, total=None, desc: str = "", unit: str = "it"):
-    """A tqdm bar on stderr when it is a terminal and not quiet; a silent pass-through otherwise."""
+    """A tqdm bar on stderr when it is a terminal and not quiet; a silent pass-through otherwise
+    (``bar.disable`` says which). A bar of its own stays on the screen when done (what ran, how
+    long); one opened inside another (an evaluation inside a pass) is cleared."""
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, file=sys.stderr,
+    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=None, file=sys.stderr,
                 disable=_state["quiet"] or not sys.stderr.isatty(), dynamic_ncols=True)
 
 

@@ -267,7 +267,7 @@ def run_recipe(recipe: Recipe, seed: int | None = None, out: str | Path | None =
     from hwtune import io, progress, workflow
     from hwtune.atomic import atomic_directory, check_output, write_json
     from hwtune.data import load_dataset
-    from hwtune.passes import PassContext, run_pass
+    from hwtune.passes import PassContext, record_lines, run_pass
     from hwtune.provenance import provenance
 
     if seed is not None:
@@ -283,8 +283,7 @@ def run_recipe(recipe: Recipe, seed: int | None = None, out: str | Path | None =
                                   recipe.data.samples)
         for i, (name, config) in enumerate(recipe.passes, start=1):
             net, record = run_pass(net, config, ctx)
-            progress.log(f"{name}: accuracy {100 * record['accuracy_before']:.2f} % -> "
-                         f"{100 * record['accuracy_after']:.2f} %")
+            progress.log(record_lines(record)[0])
             io.save(net, tmp / f"{i:02d}-{name}")
             stages.append({"stage": name, **{k: v for k, v in record.items() if k not in ("finetune", "provenance")}})
         results = {"recipe": recipe.path, "name": recipe.name, "out": str(out), "target": recipe.target.name,

@@ -182,19 +182,22 @@ def _set_title(ax, text: str, fontsize: int) -> None:
     ax.set_title("\n".join(textwrap.fill(line, _TITLE_WIDTH) for line in text.split("\n")), fontsize=fontsize)
 
 
-def _points(records, x_axis, fixed, group):
-    """{group value: sorted [(x, record)]} of the records matching ``fixed``."""
+def _points(records, x_axis, fixed, group: tuple):
+    """{values of the ``group`` keys: sorted [(x, record)]} of the records matching ``fixed``."""
     out: dict = {}
     for r in records:
         if all(r.get(k) == v for k, v in fixed.items()):
-            out.setdefault(r[group], []).append((r[x_axis], r))
+            out.setdefault(tuple(r[k] for k in group), []).append((r[x_axis], r))
     return {g: sorted(v, key=lambda p: p[0]) for g, v in sorted(out.items())}
 
 
-def _label(group: str, value) -> str:
-    if group == "finetune":
-        return "fine-tuned" if value else "not fine-tuned"
-    return f"{value}-bit weights" if group == "bits" else f"{group} {value}"
+def _label(group: tuple, values: tuple) -> str:
+    """A series' legend, e.g. '4-bit weights, fine-tuned'."""
+    def one(key, value):
+        if key == "finetune":
+            return "fine-tuned" if value else "not fine-tuned"
+        return f"{value}-bit weights" if key == "bits" else f"{key} {value}"
+    return ", ".join(one(k, v) for k, v in zip(group, values))
 
 
 def _png(fig) -> bytes:
@@ -206,8 +209,9 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _figure(records, x_axis, fixed, group, title, xlabel, integer_x=False, log_x=False) -> bytes | str:
-    """The PNG, or why it was not drawn (fewer than two ``x_axis`` values at ``fixed``)."""
+def _figure(records, x_axis, fixed, group: tuple, title, xlabel, integer_x=False, log_x=False) -> bytes | str:
+    """The PNG: one series per value of the ``group`` keys, or why it was not drawn (fewer than two
+    ``x_axis`` values at ``fixed``)."""
     series = _points(records, x_axis, fixed, group)
     xs_all = sorted({x for pts in series.values() for x, _ in pts})
     where = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in fixed.items())
@@ -249,24 +253,19 @@ def _study_plot(name: str) -> str:
     return f"robustness_{name.replace(' ', '_')}.png"
 
 
-def _most_common(records, axis):
-    values = [r[axis] for r in records]
-    return max(set(values), key=values.count)
-
-
 def make_plots(records: list[dict]) -> tuple[dict[str, bytes], list[str]]:
     """PNG plots of a grid sweep's records: {file name: PNG} of those drawn and, for each plot not
     drawn, why."""
     if not records:
         return {}, ["no finished points: nothing plotted"]
-    steps, bits = max(r["steps"] for r in records), _most_common(records, "bits")
+    steps = max(r["steps"] for r in records)
     clean = {"jitter": 0.0, "weight_mismatch": 0.0}
     made = dict(zip(PLOTS, [
-        _figure(records, "bits", {**clean, "steps": steps}, "finetune", "accuracy vs weight bits", "weight bits",
+        _figure(records, "bits", {**clean, "steps": steps}, ("finetune",), "accuracy vs weight bits", "weight bits",
                 integer_x=True),
-        _figure(records, "steps", {**clean, "finetune": True}, "bits", "accuracy vs steps per window (latency)",
+        _figure(records, "steps", {**clean, "finetune": True}, ("bits",), "accuracy vs steps per window (latency)",
                 "steps per window", integer_x=True, log_x=True),
-        _figure(records, "jitter", {"steps": steps, "bits": bits, "weight_mismatch": 0.0}, "finetune",
+        _figure(records, "jitter", {"steps": steps, "weight_mismatch": 0.0}, ("bits", "finetune"),
                 "accuracy vs spike-time jitter", _axis_label("jitter")),
     ]))
     return {n: p for n, p in made.items() if isinstance(p, bytes)}, [p for p in made.values() if isinstance(p, str)]

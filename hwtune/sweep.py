@@ -276,19 +276,24 @@ def _append_point(out: Path, record: dict) -> None:
     atomic_write_text(out / "points.csv", "\n".join(lines) + "\n")
 
 
+def _breaks(floor: Floor, records: list[dict]) -> list[str]:
+    """How the finished points break ``floor``, as 'point: metric value < floor' lines (empty when it
+    holds); a floor that matches no finished point is broken."""
+    matches = [r for r in records if all(r.get(k) == v for k, v in floor.point.items())]
+    if not matches:
+        return [f"floor {floor.point} {floor.metric}: no finished point matches"]
+    return [f"point {floor.point} ({r['id']}): {floor.metric} = {r.get(floor.metric)} < floor {floor.threshold(r):.4f}"
+            for r in matches if r.get(floor.metric) is None or r[floor.metric] < floor.threshold(r)]
+
+
 def broken_floors(sweep: Sweep, records: list[dict]) -> list[str]:
-    """Every floor a finished point breaks, as 'point: metric value < floor' lines (empty when all hold);
-    a floor that matches no finished point counts as broken."""
-    broken = []
-    for floor in sweep.floors:
-        matches = [r for r in records if all(r.get(k) == v for k, v in floor.point.items())]
-        if not matches:
-            broken.append(f"floor {floor.point} {floor.metric}: no finished point matches")
-        for r in matches:
-            value, limit = r.get(floor.metric), floor.threshold(r)
-            if value is None or value < limit:
-                broken.append(f"point {floor.point} ({r['id']}): {floor.metric} = {value} < floor {limit:.4f}")
-    return broken
+    """Every floor a finished point breaks (:func:`_breaks`; empty when all hold)."""
+    return [line for floor in sweep.floors for line in _breaks(floor, records)]
+
+
+def floors_held(sweep: Sweep, records: list[dict]) -> int:
+    """How many of the sweep's floors every finished point holds."""
+    return sum(not _breaks(floor, records) for floor in sweep.floors)
 
 
 def base_dir(sweep: Sweep) -> Path:
@@ -493,6 +498,8 @@ def run_sweep(sweep: Sweep, seed: int | None = None, out: str | Path | None = No
                    "model": {"load": str(sweep.load)} if sweep.load else {"train": sweep.train.to_dict()},
                    "base": str(base_dir(sweep)), "float_accuracy": float_accuracy, "points": len(records),
                    "broken_floors": broken_floors(sweep, records), "failures": failures,
+                   "floors": len(sweep.floors), "floors_held": floors_held(sweep, records),
                    "execution": execution.to_dict(), "provenance": provenance(sweep.seed)}
         write_json(out / SUMMARY, summary)
-    return {"records": records, "broken_floors": summary["broken_floors"], "failures": failures, "out": out}
+    return {"records": records, "broken_floors": summary["broken_floors"], "failures": failures, "out": out,
+            "floors": summary["floors"], "floors_held": summary["floors_held"]}

@@ -22,6 +22,8 @@ from hwtune.errors import ConfigError
 from hwtune.ttfs.net import TTFSNet
 
 
+#: Steps between updates of the mean training loss of the epoch on the progress bar (reading it waits for the device).
+LOSS_EVERY = 10
 #: Most samples per evaluation batch, and the bytes one batch's per-neuron arrays may take.
 EVAL_BATCH = 1000
 EVAL_BYTES = 64 * 2 ** 20
@@ -115,6 +117,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
                     correct += (logits.detach().argmax(1) == yb).sum()
                     seen += len(yb)
                     step += 1
+                    if not bar.disable and (step % LOSS_EVERY == 0 or step == total_steps):
+                        bar.set_postfix(loss=f"{float(loss_sum) / max(seen, 1):.4f}", refresh=False)
                     bar.update(1)
                     raise_if_stopped()
                     if step >= total_steps:

@@ -14,7 +14,7 @@ import torch
 
 from hwtune import numerics, progress
 from hwtune.artifact import Artifact, ArtifactError
-from hwtune.configs import DataConfig, DeployConfig, TrainConfig
+from hwtune.configs import EXPORT_SAMPLES, DataConfig, DeployConfig, TrainConfig
 from hwtune.data import Dataset, DatasetError, load_dataset
 from hwtune.errors import ConfigError, HwtuneError
 from hwtune.exporter import to_artifact
@@ -44,7 +44,10 @@ def load_data(net: TTFSNet | None, data: DataConfig, default: str | None = None,
         recorded_name = recorded.get("source")
     name = data.dataset or recorded_name or default
     if not name:
-        raise HwtuneError("no dataset given and the model does not record one: pass --dataset")
+        raise HwtuneError("no dataset given and the model does not record one: pass --dataset (data= in Python)")
+    if name == "custom":
+        raise HwtuneError("the model was trained on a Dataset built in Python, which no name finds again: pass the "
+                          "data (--dataset PATH.npz; data= in Python)")
     split = model_split_seed(net, recorded)
     if data.split_seed is not None and split is not None and data.split_seed != split and \
             (data.dataset or recorded_name) == "digits":
@@ -244,13 +247,43 @@ def evaluate_model(net: TTFSNet, data: Dataset, samples: int | None = None) -> d
     return evaluate(net, data.test_x[:samples].to(net.dtype), data.test_y[:samples])
 
 
+def needs_data(spec: TargetSpec) -> bool:
+    """Whether exporting for ``spec`` reads data: a chip's energy estimate counts synaptic events on
+    test samples, and the Lava build sizes its guards for training samples (:func:`export_model`)."""
+    return spec.chip is not None or spec.backend == "lava"
+
+
+def data_label(data: Dataset) -> str:
+    """A dataset in a sentence: its name, or the path of a user's .npz file."""
+    return data.meta.get("source", "npz") if data.meta.get("name") == "npz" else data.meta.get("name", "custom")
+
+
+def export_for_target(net: TTFSNet, target: str | TargetSpec | None = None, data: Dataset | DataConfig | None = None,
+                      samples: int | None = EXPORT_SAMPLES, source: str = "") -> Artifact:
+    """What ``hwtune export`` and ``hwtune.export`` do, one path for both: the artifact of
+    :func:`export_model` with the data its target needs (:func:`needs_data`): ``data`` given as a
+    Dataset, else loaded as a DataConfig names it, by default the model's own data and split
+    (:func:`load_data`). Which data was used is logged and recorded in ``meta["data"]``."""
+    spec = resolve_target(net, target, "export")
+    if not needs_data(spec):
+        return export_model(net, spec, source=source, samples=samples)
+    if isinstance(data, Dataset):
+        check_data(net, data)
+    else:
+        data = load_data(net, data or DataConfig())
+    artifact = export_model(net, spec, source=source, data=data, samples=samples)
+    progress.log(f"export: {'; '.join(artifact.meta['data']['uses'])}")
+    return artifact
+
+
 def export_model(net: TTFSNet, target: str | TargetSpec | None = None, source: str = "",
-                 data: Dataset | None = None, samples: int | None = 1000) -> Artifact:
+                 data: Dataset | None = None, samples: int | None = EXPORT_SAMPLES) -> Artifact:
     """The integer artifact of a quantized net for the target it is prepared for (another target is
     refused by :func:`resolve_target`), with the target chip's resource map in ``meta["resources"]``
     (hwtune.mapper; a net the chip cannot hold is refused). With ``data``, the emulator counts the
     synaptic events of the first ``samples`` test samples for the energy estimate, and for the Lava
-    backend sizes the stock neuron's guards for the first ``samples`` training samples."""
+    backend sizes the stock neuron's guards for the first ``samples`` training samples; what it was
+    used for is recorded in ``meta["data"]``."""
     from hwtune import mapper
 
     spec = resolve_target(net, target, "export")
@@ -258,14 +291,21 @@ def export_model(net: TTFSNet, target: str | TargetSpec | None = None, source: s
         raise HwtuneError("export needs a model prepared for a target: run `hwtune quantize` first (in Python, "
                           "passes return the changed net: `net, record = hwtune.quantize(net, data)`)")
     artifact = to_artifact(net, spec, source=source)
+    uses = []
     build = _fit_lava(artifact, data, samples) if spec.backend == "lava" else None
+    if build is not None and data is not None:
+        from hwtune.backends.lava.build import GUARD_KEY
+        uses.append(f"the stock Loihi 2 neurons' guards sized for the potentials of {artifact.meta[GUARD_KEY]['source']}")
     if spec.chip is not None:
         events = None
         if data is not None and build is None:
             x, y = data.test_x[:samples], data.test_y[:samples]
             events = emulate_artifact(artifact, x, y)[0]["synaptic_events_per_sample"]
+            uses.append(f"synaptic events for the energy estimate counted on {data_label(data)} test[:{len(x)}]")
         artifact.meta["resources"] = mapper.resource_map(artifact, spec.chip, events, len(data.test_x[:samples])
                                                          if data is not None else None, build)
+    if uses:
+        artifact.meta["data"] = {"dataset": data_label(data), "split_seed": data.meta.get("split_seed"), "uses": uses}
     return artifact
 
 
@@ -277,7 +317,7 @@ def _fit_lava(artifact: Artifact, data: Dataset | None, samples: int | None):
 
     if data is not None:
         x = data.train_x[:samples]
-        calibrate(artifact, encoded_inputs(x, artifact.input_steps), f"{data.meta.get('name', 'custom')} train[:{len(x)}]")
+        calibrate(artifact, encoded_inputs(x, artifact.input_steps), f"{data_label(data)} train[:{len(x)}]")
     try:
         return costs(artifact)
     except ArtifactError as e:

@@ -90,6 +90,20 @@ def test_usage_errors_exit_2_and_name_the_flag(capsys):
         assert message in capsys.readouterr().err, argv
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["quantise", "m"], "hwtune: error: unknown verb 'quantise' (did you mean quantize?); the verbs: train,"),
+    (["quantize", "m", "--bit", "4"], "hwtune quantize: error: unrecognized arguments: --bit 4 (did you mean --bits?)"),
+    (["quantize", "m", "--bit=4"], "unrecognized arguments: --bit=4 (did you mean --bits?)"),
+    (["lava-run", "m", "--sample", "4"], "unrecognized arguments: --sample 4 (did you mean --samples?)"),
+    (["export", "m", "--frobnicate"], "unrecognized arguments: --frobnicate\n"),
+])
+def test_an_unknown_verb_or_flag_gets_the_closest_known_one(argv, message, capsys):
+    """No abbreviations (--bit is never silently --bits), and a typo says what was meant."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     """train -> quantize (loihi2) as the README card types them, outputs at their defaults."""
@@ -175,7 +189,7 @@ def test_outputs_never_replace_inputs_or_someones_files(chain, monkeypatch, caps
             (["train", "-o", "afile"], "exists and is a file"),
             (["train", "-o", "afile/sub"], "is a file, not a directory"),
             (["train", "-o", "."], "working directory"),
-            (["quantize", "runs/fc2", "--bits", "4"], "pass --force to replace it"),
+            (["quantize", "runs/fc2", "--bits", "4"], "runs/fc2-w4: an hwtune model exists there; pass --force"),
             (["export", "runs/fc2-w4", "-o", "mine"], "not an hwtune artifact")):
         assert main(argv + ["-q"]) == 3, argv
         assert message in capsys.readouterr().err, argv
@@ -279,6 +293,49 @@ def test_convert_a_users_torch_model(tmp_path, monkeypatch, capsys):
     assert "needs --weights" in capsys.readouterr().err
     assert main(["convert", "usernet:nothing", "--weights", "w.safetensors", "--dataset", "digits", "-o", "y"]) == 3
     assert "cannot import it" in capsys.readouterr().err
+    torch.save(model.state_dict(), tmp_path / "w.pt")            # a state dict as torch users keep them
+    assert main(["convert", "usernet:make", "--weights", "w.pt", "--dataset", "digits", "-o", "z"]) == 3
+    said = capsys.readouterr().err
+    assert "w.pt: unreadable safetensors file" in said and "it is a torch.save file (.pt)" in said
+    assert "save_file(torch.load('w.pt'), 'net.safetensors')" in said and not (tmp_path / "z").exists()
+
+
+def test_info_says_what_a_model_or_artifact_holds(chain, tmp_path, monkeypatch, capsys):
+    """hwtune info: what it is, layers, data, target, passes with their records, accuracy, size; the
+    same record from --json and from hwtune.info."""
+    import numpy as np
+
+    import hwtune
+    monkeypatch.chdir(chain)
+    model = json.loads((chain / "runs/fc2-w4" / io.CONFIG).read_text())
+    assert main(["info", "runs/fc2-w4"]) == 0
+    text = capsys.readouterr().out
+    quantize = model["history"][-1]
+    for expected in ("runs/fc2-w4: hwtune model, quantized TTFS net (fc-small)",
+                     "layers: input (1, 8, 8) -> (64,) -> (64,) -> (10,)", "trained on: digits, 10 classes",
+                     "target: loihi2", f"accuracy: {100 * quantize['accuracy_after']:.2f} %", "passes: 1",
+                     f"quantize: accuracy {100 * quantize['accuracy_before']:.2f} % -> "
+                     f"{100 * quantize['accuracy_after']:.2f} % on target loihi2", "bits 4, steps 10",
+                     "size: 4,736 weights (4,810 parameters), 2.37 kB as 4-bit integers"):
+        assert expected in text, (expected, text)
+    assert main(["info", "runs/fc2-w4", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record == json.loads(json.dumps(hwtune.info("runs/fc2-w4")))           # the API gives the same
+    assert record["kind"] == "model" and record["weight_bits"] == 4 and record["passes"][0]["config"]["bits"] == 4
+    assert main(["export", "runs/fc2-w4", "-o", str(tmp_path / "a"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "a"), "--json"]) == 0
+    art = json.loads(capsys.readouterr().out)
+    with np.load(tmp_path / "a/arrays.npz") as arrays:
+        nonzero = sum(int(np.count_nonzero(arrays[k])) for k in arrays.files if k.endswith("weight"))
+    assert art["kind"] == "artifact" and art["target"] == "loihi2" and art["source"] == "runs/fc2-w4"
+    assert [layer["neurons"] for layer in art["layers"]] == [64, 10] and art["size"]["synapses"] == nonzero
+    assert art["data"]["uses"] and art["resources"]["cores"] == 2
+    assert main(["info", str(tmp_path / "a")]) == 0
+    assert "export used the stock Loihi 2 neurons' guards sized for the potentials of digits train[:1000]" in \
+        capsys.readouterr().out
+    assert main(["info", str(tmp_path)]) == 3
+    assert "neither a model directory (hwtune.json inside) nor an artifact directory" in capsys.readouterr().err
 
 
 def test_settings_drive_the_cli():

@@ -147,6 +147,36 @@ def test_npz_errors_name_the_file_and_array(tmp_path, override, message):
     assert message in str(e.value) and "bad.npz" in str(e.value)
 
 
+def test_channels_last_images_are_read_as_such(tmp_path, capsys):
+    """(N, H, W, C) with a few channels, as PIL and TensorFlow store images: transposed, with a note
+    (it was read as 14 channels of 14 x 1 pixels and failed later with "in = 0")."""
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (40, 14, 14, 1), dtype=np.uint8)
+    rgb = rng.integers(0, 256, (12, 14, 14, 3), dtype=np.uint8)
+    write_npz(tmp_path / "grey.npz", x_train=x, x_test=x[:12])
+    write_npz(tmp_path / "rgb.npz", x_train=np.concatenate([rgb] * 4)[:40], x_test=rgb)
+    grey = load_dataset(str(tmp_path / "grey.npz"))
+    assert grey.train_x.shape == (40, 1, 14, 14) and grey.meta["shape"] == [1, 14, 14]
+    assert torch.equal(grey.train_x[5, 0], torch.from_numpy(x[5, :, :, 0].astype(np.float32) / 255))
+    assert "x_train of shape (40, 14, 14, 1) read as channels-last (N, H, W, C)" in capsys.readouterr().err
+    colour = load_dataset(str(tmp_path / "rgb.npz"))
+    assert colour.test_x.shape == (12, 3, 14, 14)
+    assert torch.equal(colour.test_x[2, 1], torch.from_numpy(rgb[2, :, :, 1].astype(np.float32) / 255))
+
+
+@pytest.mark.parametrize("y_train, y_test, message", [
+    (np.arange(40) % 3 + 1, np.arange(12) % 3 + 1, "class(es) 0 of 0..3 have no training sample; labels run 1..3, "
+                                                   "hwtune numbers classes from 0: store y - 1"),
+    (np.arange(40) % 2 * 2, np.arange(12) % 3, "class(es) 1 of 0..2 have no training sample"),
+])
+def test_labels_that_leave_a_class_empty_are_refused(tmp_path, y_train, y_test, message):
+    """Labels numbered from 1 made an empty class 0 that the net then learned never to predict."""
+    write_npz(tmp_path / "one.npz", y_train=y_train, y_test=y_test)
+    with pytest.raises(DatasetError) as e:
+        load_dataset(str(tmp_path / "one.npz"))
+    assert str(e.value).startswith(str(tmp_path / "one.npz")) and message in str(e.value)
+
+
 def test_npz_that_is_not_an_npz(tmp_path):
     (tmp_path / "x.npz").write_text("hello")
     with pytest.raises(DatasetError, match="x.npz: not a readable .npz file"):
@@ -155,7 +185,7 @@ def test_npz_that_is_not_an_npz(tmp_path):
         load_dataset(str(tmp_path / "missing.npz"))
 
 
-def test_train_and_evaluate_on_a_users_npz_from_the_cli(tmp_path, capsys):
+def test_train_and_evaluate_on_a_users_npz_from_the_cli(tmp_path, capsys, monkeypatch):
     import json
 
     from hwtune.cli import main
@@ -166,6 +196,9 @@ def test_train_and_evaluate_on_a_users_npz_from_the_cli(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(out), "--json", "-q"]) == 0      # the model finds its file again
     assert json.loads(capsys.readouterr().out)["n"] == 20
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--arch", "fc-small", "--epochs", "0.1", "--dataset", "mine.npz", "-q"]) == 0
+    assert (tmp_path / "runs/fc-small-mine" / "hwtune.json").exists()      # not runs/fc-small-mine.npz
     assert main(["train", "--dataset", "mine.csv", "-o", str(tmp_path / "x"), "-q"]) in (2, 3)
     assert "or a path to an .npz file" in capsys.readouterr().err
 

@@ -92,6 +92,10 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     assert (out / "artifact" / "artifact.json").exists() and results["failed_checks"] == []
     printed = capsys.readouterr().out
     assert "lava backend == emulator spike for spike on 20/20" in printed and "chips: 1 of at most 8" in printed
+    noise = results["stages"][2]           # the summary says what the noise pass is for: its gain under noise
+    assert (f"  under noise (jitter 0.3; mean over 5 held-out device instances): "
+            f"{100 * noise['noisy_accuracy_before']:.2f} % -> {100 * noise['noisy_accuracy_after']:.2f} %\n") in printed
+    assert noise["noisy_accuracy_after"] > noise["noisy_accuracy_before"] + 0.03
     total = results["resources"]["total"]          # the Loihi 2 map: one core per layer for a net this small
     assert total["cores"] == 2 and total["neurons"] == 64 + 10
     # the stock build: every neuron and clock input spikes once, so one event per synapse

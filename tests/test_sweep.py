@@ -39,8 +39,9 @@ def test_broken_floor_fails_the_command(ci_sweep, tmp_path, capsys):
     path.write_text(yaml.safe_dump(recipe))
     shutil.copytree(out, tmp_path / "copy")  # finished points: nothing is recomputed
     assert main(["sweep", str(path), "--out", str(tmp_path / "copy")]) == 1
-    err = capsys.readouterr().err
-    assert "BROKEN FLOOR" in err and "accuracy_torch" in err
+    said = capsys.readouterr()
+    assert "BROKEN FLOOR" in said.err and "accuracy_torch" in said.err
+    assert "floors: 2 of 3 held (BROKEN FLOOR lines above)" in said.out
     assert len(broken_floors(load_sweep(path), read_points(tmp_path / "copy"))) == 1
 
 
@@ -50,7 +51,8 @@ def test_rerun_resumes_without_recomputing(ci_sweep, capsys):
     partial = "\n".join(before.splitlines()[:5]) + "\n"   # as if interrupted after 5 points
     (out / "points.jsonl").write_text(partial)
     assert main(["sweep", RECIPE, "--out", str(out)]) == 0
-    assert "skipped 5 finished point(s)" in capsys.readouterr().err
+    said = capsys.readouterr()
+    assert "skipped 5 finished point(s)" in said.err and "floors: 3 of 3 held\n" in said.out
     after = (out / "points.jsonl").read_text().splitlines()
     assert after[:5] == partial.splitlines() and len(after) == 8
     assert sorted(json.loads(line)["id"] for line in after) == sorted(json.loads(line)["id"]
@@ -121,6 +123,14 @@ def test_report_and_results_table_regenerate_from_the_sweep_dir(ci_sweep, tmp_pa
     rows = [line for line in table.splitlines() if line.startswith("| digits | fc-small |")]
     assert [row.split(" | ")[5] for row in rows] == ["float", "8", "4"]
     assert "– ReLU acc: the base model was trained without the ReLU twin" in table
+
+
+def test_report_on_a_directory_no_sweep_wrote_says_so(tmp_path, capsys):
+    (tmp_path / "fc").mkdir()
+    (tmp_path / "fc" / "hwtune.json").write_text("{}")          # a model directory, say
+    assert main(["report", str(tmp_path / "fc")]) == 3
+    assert f"{tmp_path / 'fc'}: not a sweep directory (it holds no points.jsonl or sweep.json)" in \
+        capsys.readouterr().err
 
 
 def test_one_sweep_per_directory(tmp_path, capsys):

@@ -49,3 +49,16 @@ def test_wheel_installs_and_runs(tmp_path):
     assert "loihi2" in targets and "emulator" in targets
     run([str(venv / "bin/hwtune"), "run", "quickstart", "-o", "qs", "-q"], cwd=work, env=env)   # shipped, by name
     assert (work / "qs/artifact/artifact.json").exists() and (work / "qs/results.json").exists()
+
+
+def test_another_python_is_told_that_hwtune_needs_python_3_10(tmp_path):
+    """A build on Python 3.11 stops with "hwtune needs Python 3.10" (setup.py, before pip reaches
+    lava-nc), and make says the same when it finds no Python 3.10."""
+    import runpy
+    check = runpy.run_path(str(ROOT / "setup.py"), run_name="setup")["python_problem"]
+    assert check((3, 10, 13, "final", 0)) == ""
+    said = check((3, 11, 7, "final", 0))
+    assert said.startswith("hwtune needs Python 3.10 (lava-nc 0.10.0") and "this is Python 3.11.7" in said
+    res = subprocess.run(["make", "-C", str(ROOT), "env", "PYTHON310=", f"VENV={tmp_path / 'venv'}"],
+                         capture_output=True, text=True)
+    assert res.returncode != 0 and "error: hwtune needs Python 3.10" in res.stderr and not (tmp_path / "venv").exists()

@@ -104,6 +104,30 @@ def run_pass(net: TTFSNet, config, ctx: PassContext) -> tuple[TTFSNet, dict]:
     return net, record
 
 
+def record_lines(record: dict) -> list[str]:
+    """A pass record (or convert's) for people: accuracy before -> after, and what the pass is for
+    (under noise: the noise and the held-out devices, before -> after; the grid it ran on). A key
+    missing from a record read from a file shows as '–'."""
+    def pct(key) -> str:
+        x = record.get(key)
+        return f"{100 * x:.2f} %" if isinstance(x, (int, float)) else "–"
+    if record.get("pass") == "convert":
+        return [f"convert: ReLU {pct('relu_accuracy')} -> TTFS {pct('accuracy_after')}, prediction agreement "
+                f"{pct('prediction_agreement')}"]
+    lines = [f"{record.get('pass', '–')}: accuracy {pct('accuracy_before')} -> {pct('accuracy_after')} on target "
+             f"{record.get('target', '–')}"]
+    if "accuracy_quantized" in record:
+        lines.append(f"  quantized, before fine-tuning: {pct('accuracy_quantized')}")
+    if "noisy_accuracy_before" in record:
+        noise = record.get("noise") if isinstance(record.get("noise"), dict) else {}
+        levels = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in noise.items() if v) or "none"
+        lines.append(f"  under noise ({levels}; mean over {record.get('devices', '–')} held-out device instances): "
+                     f"{pct('noisy_accuracy_before')} -> {pct('noisy_accuracy_after')}")
+    if "latency_steps" in record:
+        lines.append(f"  latency {record['latency_steps']} steps (windows {record.get('window_steps')} steps)")
+    return lines
+
+
 def time_grid(net: TTFSNet, target: TargetSpec, steps=None, input_steps: int | None = None,
               where: str = "") -> list[int]:
     """Window steps [T_0 (input), T_1..T_N]: ``steps`` is one int for every hidden layer or a

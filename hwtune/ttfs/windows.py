@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from hwtune import progress
+
 #: Histogram bins per layer for quantile estimates: the estimate is within max / QUANTILE_BINS.
 QUANTILE_BINS = 65536
 
@@ -18,7 +20,7 @@ def _float_activations(net, x: torch.Tensor, batch_size: int | None):
 
     batch_size = batch_size or eval_batch(net.geometry())
     with net.conditions(quant=None, saturate=False, noise=None), torch.no_grad():
-        for i in range(0, len(x), batch_size):
+        for i in progress.bar(range(0, len(x), batch_size), desc="fit windows", unit="batch"):
             yield net.activations(x[i:i + batch_size])[1:]
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from hwtune import numerics
+from hwtune import numerics, progress
 from hwtune.artifact import Artifact, ArtifactError, raise_violations, weight_violations
 from hwtune.layers import OpError
 
@@ -181,7 +181,7 @@ def potential_ranges(artifact: Artifact, k0: np.ndarray, batch: int = 256) -> ty
 
     timing = artifact.timing
     ranges = {layer.name: (0, 0) for layer in artifact.hidden}
-    for start in range(0, len(k0), batch):
+    for start in progress.bar(range(0, len(k0), batch), desc="calibrate Lava guards", unit="batch"):
         activations = emulate(artifact, k0[start:start + batch]).activations
         for n, (layer, sources) in enumerate(zip(artifact.hidden, timing.sources)):
             lo, hi = ranges[layer.name]

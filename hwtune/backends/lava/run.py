@@ -26,7 +26,7 @@ from lava.magma.runtime.message_infrastructure.multiprocessing import SystemProc
 from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 from lava.proc.io.injector import Injector, PyLoihiInjectorModel
 
-from hwtune import numerics
+from hwtune import numerics, progress
 from hwtune.artifact import Artifact
 from hwtune.backends import RunResult
 from hwtune.backends.lava.build import build_network
@@ -190,8 +190,10 @@ def run_lava(artifact: Artifact, k0, hardware: bool = False) -> LavaResult:
     with tempfile.TemporaryDirectory(prefix="hwtune-lava-") as temp_dir:
         net = build_network(artifact, k0)
         total, anchor = net.total_steps, net.readout
+        progress.log(f"Lava: compiling {len(net.processes)} processes for {net.n_samples} sample(s) of {net.period} steps")
         spikes = [np.zeros((total, ex.in_port.shape[0]), dtype=bool) for ex in net.extractors]
-        with lava_runtime(anchor, temp_dir, run_config(hardware)):
+        with lava_runtime(anchor, temp_dir, run_config(hardware)), \
+                progress.bar(total=net.n_samples, desc="Lava" + (" (board)" if hardware else ""), unit="sample") as bar:
             anchor.run(condition=RunSteps(num_steps=total, blocking=False))
             for t in range(min(_AHEAD, total)):
                 net.injector.send(net.inputs(t))
@@ -200,6 +202,8 @@ def run_lava(artifact: Artifact, k0, hardware: bool = False) -> LavaResult:
                     net.injector.send(net.inputs(t + _AHEAD))
                 for extractor, record in zip(net.extractors, spikes):
                     record[t] = extractor.receive() != 0
+                if (t + 1) % net.period == 0:
+                    bar.update(1)
             anchor.wait()
             v = np.asarray(net.monitor.get_data()[anchor.name]["v"], dtype=np.int64)
         models = sorted({f"{p.model_class.__module__}.{p.model_class.__qualname__}" for p in net.processes})
