@@ -178,7 +178,7 @@ def _check_sizes(file: Path, net_graph, input_shape: tuple) -> None:
             _fail(file, f"{where} has {n:,} {what}, more than hwtune's limit of {MAX_LAYER_ENTRIES:,}")
     total = sum(n for _, _, n in counts)
     if total > MAX_MODEL_ENTRIES:
-        _fail(file, f"the net's {len(net_graph.nodes)} nodes have {total:,} neurons and weights together, more than "
+        _fail(file, f"the net's {len(net_graph.nodes)} layers have {total:,} neurons and weights together, more than "
                     f"hwtune's limit of {MAX_MODEL_ENTRIES:,}")
 
 

@@ -391,7 +391,7 @@ def write_study_report(out: Path) -> Path:
         plot = Path(_study_plot(study["name"]))
         plots[plot.name] = _study_figure(summary, study, rows)
         scales = (summary.get("window_scales") or {}).get(study["name"])
-        chosen = ([f"Window scales chosen (seed: control, noise-aware): " + "; ".join(
+        chosen = (["Window scales chosen (seed: control, noise-aware): " + "; ".join(
             f"{c['seed']}: {c['control']:.2g}, {c['noise-aware']:.2g}" for c in scales) + ".", ""] if scales else [])
         lines += [f"## {study['name']} (noise-aware arm trained at {_trained_at(study)})", "", *chosen,
                   f"![{plot.stem}]({plot.name})", "",

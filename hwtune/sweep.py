@@ -479,7 +479,6 @@ def run_sweep(sweep: Sweep, seed: int | None = None, out: str | Path | None = No
 
     ``out`` must be new, empty, or a sweep directory (resumed); one sweep writes there at a time.
     """
-    from hwtune import workflow
     from hwtune.atomic import write_json
     from hwtune.passes import PassContext
     from hwtune.provenance import provenance

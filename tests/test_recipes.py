@@ -52,7 +52,7 @@ def with_pass(name, **settings):
     (bad(dataset={"name": "digits", "split_seed": 2 ** 32}), "split_seed = 4294967296 must be an integer in [0, "
                                                                 "4294967295]"),
     (bad(model={"train": {"arch": "fc", "epochz": 3}}), "model.train: unknown setting(s) epochz"),
-    (bad(model={"train": {"arch": "resnet"}}), "model.train: arch = 'resnet' must be one of"),
+    (bad(model={"train": {"arch": "resnet50"}}), "model.train: arch = 'resnet50' must be one of"),
     (bad(model={"load": "/no/such/model"}), "model.load: /no/such/model: not a model directory"),
     (bad(model="fc"), "model must be {train: {settings}} or {load: DIR}"),
     (bad(passes="quantize"), "passes must be a list"),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from hwtune.layers.base import ArchError, ShapeOp
+from hwtune.layers.base import ShapeOp
 
 
 @dataclass(frozen=True)
