@@ -340,7 +340,7 @@ def _cmd_train(args) -> int:
     dest = check_output(out, io.CONFIG, args.force, what="model")
     set_final_output(out)
     data = workflow.load_data(None, data_cfg, default="digits")
-    net, report = workflow.train_model(cfg, data, _seed_of(args), data_cfg.train_samples)
+    net, report = workflow.train_model(cfg, data, _seed_of(args), data_cfg.train_samples, data_cfg.samples)
     if not distributed.is_main():      # torchrun: rank 0 writes and reports
         return EXIT_OK
     io.save(net, dest)

@@ -168,8 +168,10 @@ def check_artifact_target(artifact: Artifact, requested: str | TargetSpec) -> Ta
 
 # ---- model operations -------------------------------------------------------------------------
 
-def train_model(cfg: TrainConfig, data: Dataset, seed: int = 0, train_samples: int | None = None) -> tuple[TTFSNet, dict]:
-    """Train a TTFS net from scratch (or a ReLU net, stored in the same format) on ``data``.
+def train_model(cfg: TrainConfig, data: Dataset, seed: int = 0, train_samples: int | None = None,
+                samples: int | None = None) -> tuple[TTFSNet, dict]:
+    """Train a TTFS net from scratch (or a ReLU net, stored in the same format) on ``data`` (a seeded
+    subset of ``train_samples`` training samples), evaluated on the first ``samples`` test samples.
 
     ``cfg.twin``: also train the ReLU twin from the same initial weights on the same batches and
     report prediction agreement and the largest parameter difference (float64 for identity).
@@ -180,7 +182,8 @@ def train_model(cfg: TrainConfig, data: Dataset, seed: int = 0, train_samples: i
     torch.manual_seed(seed)
     shape, classes = tuple(data.meta["shape"]), data.meta["n_classes"]
     net = TTFSNet(preset(cfg.arch, shape, classes), shape, dtype=DTYPES[cfg.dtype])
-    data = cast(subset(data, n_train=train_samples, seed=seed) if train_samples else data, net.dtype)
+    data = cast(subset(data, n_train=train_samples, n_test=samples, seed=seed) if train_samples or samples else data,
+                net.dtype)
     report: dict = {}
     relu = to_relu(net) if cfg.twin or cfg.network == "relu" else None
     if cfg.network == "relu":

@@ -360,3 +360,10 @@ def test_bare_hwtune_lists_the_verbs(capsys):
     assert main([]) == 2
     err = capsys.readouterr().err
     assert all(f"    {verb}" in err for verb in VERBS), err
+
+
+def test_train_evaluates_on_the_samples_it_is_given(tmp_path, capsys):
+    """--samples N: train's evaluation reads the first N test samples (it read all of them)."""
+    assert main(["train", "--arch", "fc-small", "--epochs", "0.05", "--samples", "50", "-o", str(tmp_path / "m"),
+                 "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["evaluation"]["n"] == 50
