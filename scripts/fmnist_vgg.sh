@@ -4,7 +4,7 @@
 # with fine-tuning, conv-native export with the Loihi 2 resource map, the emulator on every test
 # image against the quantized torch model, Lava fixed_pt on 100 images spike for spike), the 8-bit
 # quantization (a quarter epoch of fine-tuning), then the
-# emulator, training-speed and peak-memory benchmarks on that net (bench/*-vgg*.json, bench/memory.json).
+# emulator, training-speed and peak-memory benchmarks on that net (bench/*-vgg.json, bench/memory.json).
 # Run from the repository root in the project env (make env; source .venv/bin/activate).
 set -euo pipefail
 mkdir -p runs
@@ -17,8 +17,5 @@ OMP_NUM_THREADS=1 hwtune quantize runs/fmnist-vgg --bits 8 --steps 16 --epochs 0
   > runs/fmnist-vgg-w8.json
 OMP_NUM_THREADS=1 python scripts/bench_emulator.py --artifact runs/fmnist-vgg-deploy/artifact --samples 2000 --lava-samples 10 \
   --repeats 5 --out bench/emulator-vgg.json
-# numpy's OpenBLAS as it runs on a CPU it does not recognise (an Intel Xeon of family 6, model 207)
-OMP_NUM_THREADS=1 OPENBLAS_CORETYPE=Prescott python scripts/bench_emulator.py --artifact runs/fmnist-vgg-deploy/artifact \
-  --samples 2000 --lava-samples 10 --repeats 5 --out bench/emulator-vgg-prescott.json
 OMP_NUM_THREADS=1 python scripts/bench_train.py --arch vgg --batch-size 64 --samples 6400 --repeats 3
 python scripts/bench_memory.py --model runs/fmnist-vgg --arch vgg --train-epochs 0.2 --train-samples 12000 --samples 2000
