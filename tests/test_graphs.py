@@ -16,8 +16,9 @@ from hwtune import graph
 #: layer would compare zeros with zeros); the i-th case has 2 + i % 7 weight bits and delay 1 + i % 3.
 SEEDS = [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 16, 17, 19, 20, 21, 23, 24, 27, 29, 30, 35]
 CASES = [(seed, 2 + i % 7, 1 + i % 3, "per-channel" if i % 4 == 3 else "per-layer") for i, seed in enumerate(SEEDS)]
-#: Graphs Lava runs (slow: a few samples each), together: every kind and skip.
-LAVA_SEEDS = [12, 21]
+#: Graphs Lava runs (slow, ~neurons x steps: two small ones, two samples each), together every kind and
+#: skip but the identity of a layer's own map, which resnet-small runs on Lava (tests/test_resnet_preset.py).
+LAVA_SEEDS = [21, 35]
 
 
 def graph_net(seed: int, n: int):
@@ -38,7 +39,8 @@ def test_the_cases_cover_every_kind_bits_and_delay():
                         "globalpool", "dense", "dense-skip", "skip of a shape op"}
     assert {bits for _, bits, _, _ in CASES} == set(range(2, 9)) and {d for _, _, d, _ in CASES} == {1, 2, 3}
     lava = set().union(*(random_graph(seed)[2] for seed in LAVA_SEEDS))
-    assert {"identity", "projection", "concat", "globalpool", "sumpool", "dense-skip"} <= lava
+    assert {"projection", "stride 2", "skip of a shape op", "concat", "concat of the sample", "globalpool", "sumpool",
+            "dense-skip"} <= lava
 
 
 def test_the_generator_is_seeded_and_every_case_is_a_graph():
@@ -64,7 +66,7 @@ def test_lava_runs_random_graphs_spike_for_spike(seed):
     pytest.importorskip("lava")
     from test_lava import assert_lava_matches_emulator
     from hwtune.workflow import encoded_inputs
-    net, x, _ = graph_net(seed, 3)
+    net, x, _ = graph_net(seed, 2)
     artifact = quantized_artifact(net, 4, 1 + seed % 3, seed=seed)
     _, emu = assert_lava_matches_emulator(artifact, encoded_inputs(x, artifact.input_steps))
     assert all((k > 0).any() for k in emu.activations[1:])
