@@ -38,7 +38,7 @@ def test_every_flag_has_help_and_settings_show_their_true_default():
         return " ".join(subparsers()[verb].format_help().split())
     text = flat("train")
     assert "(default: 0.0005)" in text and "(default: 8)" in text and "(default: the model's)" in text
-    assert "--arch {fc,fc-small,vgg,vgg-small}" in text and "784-340-10" not in text  # no wrong default shape
+    assert "--arch {fc,fc-small,vgg,vgg-small,resnet,resnet-small}" in text and "784-340-10" not in text  # no wrong default shape
     quant = flat("quantize")
     assert "[bits] (default: 8)" in quant and "--window-quantile" in quant and "--quantile" not in quant
     noise = flat("noise")
