@@ -30,7 +30,7 @@ equal the synapses. The figures' sources (and which are estimates) are in the ta
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from hwtune.artifact import Artifact, ArtifactError, ArtifactLayer
 from hwtune.target import ChipSection
@@ -39,7 +39,8 @@ from hwtune.target import ChipSection
 @dataclass
 class LayerMap:
     """Where one layer goes: neurons, cores, explicit synapses, synaptic memory (bits), the
-    largest fan-in and inputs per core, and how its synapses are stored."""
+    largest fan-in and inputs per core, how its synapses are stored, and the layers (or the
+    sample, ``input``) it receives: its edges in the artifact's graph."""
 
     name: str
     kind: str
@@ -51,6 +52,7 @@ class LayerMap:
     fan_in: int
     axons_per_core: int
     stored_as: str
+    inputs: list = field(default_factory=list)
 
 
 def _fail(layer: ArtifactLayer, resource: str, detail: str):
@@ -123,6 +125,8 @@ def map_layers(artifact: Artifact, chip: ChipSection, build: "Build | None" = No
             if layer.synapse.shares_kernels and chip.conv_weight_sharing and build is None
             else _explicit_layer(layer, chip, *((build.clock_rows[n], build.processes[n]) if build else ()))
             for n, layer in enumerate(artifact.layers)]
+    for m, inputs in zip(maps, artifact.edges()):
+        m.inputs = list(inputs)
     budget, used = chip.cores_per_chip * chip.max_chips, 0
     for m in maps:
         used += m.cores
@@ -193,10 +197,11 @@ def _joules(uj: float) -> str:
 def table(resources: dict) -> list[str]:
     """The resource map as text lines (the export prints them)."""
     lines = [f"{'layer':10s} {'kind':8s} {'neurons':>9s} {'cores':>6s} {'synapses':>10s} {'memory':>11s} "
-             f"{'fan-in':>7s} {'inputs/core':>11s}  stored as"]
+             f"{'fan-in':>7s} {'inputs/core':>11s}  {'stored as':22s}  inputs"]
     for m in resources["layers"]:
         lines.append(f"{m['name']:10s} {m['kind']:8s} {m['neurons']:9d} {m['cores']:6d} {_si(m['synapses']):>10s} "
-                     f"{_si(m['memory_bits']) + 'bit':>11s} {m['fan_in']:7d} {m['axons_per_core']:11d}  {m['stored_as']}")
+                     f"{_si(m['memory_bits']) + 'bit':>11s} {m['fan_in']:7d} {m['axons_per_core']:11d}  {m['stored_as']:22s}  "
+                     f"{', '.join(m.get('inputs', []))}")
     t, chip = resources["total"], resources["chip"]
     lines.append(f"{'total':10s} {'':8s} {t['neurons']:9d} {t['cores']:6d} {_si(t['synapses']):>10s} "
                  f"{_si(t['memory_bits']) + 'bit':>11s}")

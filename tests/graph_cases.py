@@ -75,3 +75,72 @@ def assert_torch_equals_emulator(net, artifact, x: torch.Tensor, stepped: int = 
         assert np.array_equal(a, b[:stepped])
     assert sum(int((k > 0).sum()) for k in fast.activations[1:]) > 0, "the net never spikes: a vacuous case"
     return fast
+
+
+def random_graph(seed: int) -> tuple[list[dict], tuple, set]:
+    """A seeded random architecture graph on a (C, 8, 8) sample: a 3x3 stem, two or three blocks drawn from
+    residual blocks (identity skip, or a 1x1 projection, stride 1 or 2), inception-style concatenations
+    (of the block's input and, on the sample's grid, the sample itself), sum pooling and plain convolutions,
+    then global pooling or a flatten, dense layers (some with an identity skip) and a dense read-out.
+    Returns (arch, input_shape, the features it has: block and tail names)."""
+    rng = np.random.default_rng(seed)
+    c_in = int(rng.integers(1, 3))
+    width = int(rng.integers(3, 6))
+    arch = [{"kind": "conv2d", "in": c_in, "out": width, "kernel": 3, "padding": 1, "name": "stem"}]
+    prev, channels, side, is_layer, features = "stem", width, 8, True, set()
+
+    def node(spec: dict, name: str, inputs: list) -> str:
+        arch.append({**spec, "name": name, "inputs": inputs})
+        return name
+
+    for b in range(int(rng.integers(2, 4))):
+        choices = ["identity", "projection", "conv"] + (["sumpool"] if side >= 4 else []) + \
+                  (["concat"] if is_layer else [])
+        block, name = str(rng.choice(choices)), f"b{b}"
+        features.add(block)
+        if block in ("identity", "projection"):
+            stride = 2 if block == "projection" and side >= 4 and rng.random() < 0.5 else 1
+            out = channels if block == "identity" else int(rng.integers(3, 7))
+            conv = {"kind": "conv2d", "kernel": 3, "padding": 1}
+            node({**conv, "in": channels, "out": out, "stride": stride}, f"{name}.conv1", [prev])
+            node({**conv, "in": out, "out": out}, f"{name}.conv2", [f"{name}.conv1"])
+            skip = prev
+            features |= set() if is_layer else {"skip of a shape op"}
+            if block == "projection":
+                skip = node({"kind": "conv2d", "in": channels, "out": out, "kernel": 1, "stride": stride},
+                            f"{name}.proj", [prev])
+            prev = node({"kind": "add"}, name, [f"{name}.conv2", skip])
+            features |= {"stride 2"} if stride == 2 else set()
+            channels, side, is_layer = out, side // stride, True
+        elif block == "concat":
+            a = int(rng.integers(2, 5))
+            node({"kind": "conv2d", "in": channels, "out": a, "kernel": 3, "padding": 1}, f"{name}.a", [prev])
+            joined = [f"{name}.a", prev] + (["input"] if side == 8 and rng.random() < 0.5 else [])
+            prev = node({"kind": "concat"}, name, joined)
+            features |= {"concat of the sample"} if "input" in joined else set()
+            channels, is_layer = a + channels + (c_in if "input" in joined else 0), False
+        elif block == "sumpool":
+            prev = node({"kind": "sumpool", "kernel": 2}, name, [prev])
+            side, is_layer = side // 2, False
+        else:
+            out = int(rng.integers(3, 7))
+            prev = node({"kind": "conv2d", "in": channels, "out": out, "kernel": 3, "padding": 1}, name, [prev])
+            channels, is_layer = out, True
+    if rng.random() < 0.5:
+        features.add("globalpool")
+        node({"kind": "globalpool"}, "pool", [prev])
+        n = channels
+    else:
+        n = channels * side * side
+    prev = node({"kind": "flatten"}, "flat", ["pool" if "globalpool" in features else prev])
+    tail = str(rng.choice(["dense", "dense-skip", "none"]))
+    if tail != "none":
+        features.add(tail)
+        hidden = int(rng.integers(4, 9))
+        prev = node({"kind": "dense", "in": n, "out": hidden}, "fc1", [prev])
+        if tail == "dense-skip":
+            node({"kind": "dense", "in": hidden, "out": hidden}, "fc2", [prev])
+            prev = node({"kind": "add"}, "fc", ["fc2", prev])
+        n = hidden
+    node({"kind": "dense", "in": n, "out": 3}, "out", [prev])
+    return arch, (c_in, 8, 8), features

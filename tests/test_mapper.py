@@ -115,3 +115,18 @@ def test_loihi2_maps_the_stock_build_of_a_conv_net():
     clock = sum(layer.n_out * rows for layer, rows in zip(a.layers, build.clock_rows))
     assert t["synapses"] == explicit + clock and t["synaptic_events"] == t["synapses"]
     assert t["clock_inputs"] == sum(build.clock_rows) and all(3 <= rows <= 12 for rows in build.clock_rows)
+
+def test_each_layer_row_names_its_inputs():
+    """The map is of the graph: a chain's rows read the layer before (the first the sample); a residual
+    net's join reads both its branches, in the JSON and the printed table."""
+    r = resource_map(net(), CHIP)
+    assert [m["inputs"] for m in r["layers"]] == [["input"], ["c1"], ["c2"], ["d3"]]
+    from graph_cases import pixels, quantized_artifact, random_graph, relu_net
+    from hwtune.ttfs.convert import from_relu
+    arch, shape, _ = random_graph(10)           # stem, block b0 (projection), block b1 (identity), dense
+    artifact = quantized_artifact(from_relu(relu_net(arch, shape, seed=0), pixels(shape, 8, seed=0)), 4, 1, seed=0)
+    rows = {m["name"]: m["inputs"] for m in resource_map(artifact, load_target("loihi2").chip)["layers"]}
+    assert rows["b0"] == ["b0.conv1", "stem"] and rows["b1"] == ["b1.conv1", "b0"] and rows["b1.conv1"] == ["b0"]
+    assert rows["stem"] == ["input"] and rows["fc1"] == ["b1"] and rows["out"] == ["fc1"]
+    line = next(line for line in table(resource_map(artifact, load_target("loihi2").chip)) if line.startswith("b1 "))
+    assert line.endswith("  b1.conv1, b0")
