@@ -195,15 +195,18 @@ def _joules(uj: float) -> str:
 
 
 def table(resources: dict) -> list[str]:
-    """The resource map as text lines (the export prints them)."""
-    lines = [f"{'layer':10s} {'kind':8s} {'neurons':>9s} {'cores':>6s} {'synapses':>10s} {'memory':>11s} "
-             f"{'fan-in':>7s} {'inputs/core':>11s}  {'stored as':22s}  inputs"]
+    """The resource map as text lines (the export prints them): a row per layer, its name column as
+    wide as the longest name, ending with the layer's inputs (the graph's edges)."""
+    w = max([10] + [len(m["name"]) for m in resources["layers"]])
+    stored = max([9] + [len(m["stored_as"]) for m in resources["layers"]])
+    lines = [f"{'layer':{w}s} {'kind':8s} {'neurons':>9s} {'cores':>6s} {'synapses':>10s} {'memory':>11s} "
+             f"{'fan-in':>7s} {'inputs/core':>11s}  {'stored as':{stored}s}  inputs"]
     for m in resources["layers"]:
-        lines.append(f"{m['name']:10s} {m['kind']:8s} {m['neurons']:9d} {m['cores']:6d} {_si(m['synapses']):>10s} "
-                     f"{_si(m['memory_bits']) + 'bit':>11s} {m['fan_in']:7d} {m['axons_per_core']:11d}  {m['stored_as']:22s}  "
-                     f"{', '.join(m.get('inputs', []))}")
+        lines.append(f"{m['name']:{w}s} {m['kind']:8s} {m['neurons']:9d} {m['cores']:6d} {_si(m['synapses']):>10s} "
+                     f"{_si(m['memory_bits']) + 'bit':>11s} {m['fan_in']:7d} {m['axons_per_core']:11d}  "
+                     f"{m['stored_as']:{stored}s}  {', '.join(m.get('inputs', []))}")
     t, chip = resources["total"], resources["chip"]
-    lines.append(f"{'total':10s} {'':8s} {t['neurons']:9d} {t['cores']:6d} {_si(t['synapses']):>10s} "
+    lines.append(f"{'total':{w}s} {'':8s} {t['neurons']:9d} {t['cores']:6d} {_si(t['synapses']):>10s} "
                  f"{_si(t['memory_bits']) + 'bit':>11s}")
     lines.append(f"chips: {t['chips']} of at most {chip['max_chips']} ({chip['cores_per_chip']} cores each); latency "
                  f"{t['latency_steps']} steps = {t['latency_us'] / 1000:.3g} ms at {chip['step_time_us']:g} us/step")
