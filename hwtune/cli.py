@@ -263,7 +263,8 @@ def _pass_lines(record: dict) -> list[str]:
         lines.append(f"  under noise: {_pct(record['noisy_accuracy_before'])} -> {_pct(record['noisy_accuracy_after'])}")
     if "latency_steps" in record:
         lines.append(f"  latency {record['latency_steps']} steps (windows {record['window_steps']} steps)")
-    return lines
+    from hwtune.passes.grid_costs import cost_lines
+    return lines + cost_lines(record.get("grid_costs"))
 
 
 # ---- verbs -------------------------------------------------------------------------------------------
@@ -440,6 +441,8 @@ def _cmd_pass(args) -> int:
         io.save(net, out)
         lines.append(f"wrote {out}")
     _emit(args, {"out": out, **record}, lines)
+    if record.get("warnings"):
+        print("warning: " + "\n".join(record["warnings"]), file=sys.stderr)
     return EXIT_OK
 
 

@@ -114,6 +114,9 @@ class QuantizeConfig(FinetuneOptions):
                                       optional=True, default_text="the model's, else the target's")
     window_quantile: float = setting(0.999, "float", "window length = this quantile of each layer's positive "
                                      "activations (only for a net without a time grid yet)", gt=0, hi=1)
+    report_samples: int = setting(1000, "int", "random training samples on which the pass measures what each "
+                                  "layer's time grid and weight grid cost alone (0 = no report)", "samples", lo=0,
+                                  hi=1_000_000)
 
     def check(self) -> None:
         if self.steps is not None and self.time_bits is not None:
@@ -140,6 +143,7 @@ class LatencyConfig(FinetuneOptions):
                                       optional=True, default_text="the model's, else the target's")
     window_quantile: float = setting(0.99, "float", "window length = this quantile of each layer's positive "
                                      "activations", gt=0, hi=1)
+    report_samples: int = like(QuantizeConfig, "report_samples", 1000)
 
 
 _TARGETS = "the target's (0 if it has no noise)"
