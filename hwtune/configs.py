@@ -19,6 +19,8 @@ DATASET_SHAPES = {"digits": (1, 8, 8), "fashion-mnist": (1, 28, 28), "mnist": (1
 DATASETS = tuple(DATASET_SHAPES)
 AUGMENTATIONS = ("none", "shift-flip")
 DEVICES = ("cpu", "cuda", "auto")
+#: Learning-rate schedules (hwtune.training.make_optimizer).
+SCHEDULES = ("decay", "cosine")
 #: Most weights, or neurons, one layer of a model or artifact read from a file may have, checked
 #: before anything is allocated: 2**26 = 67 M (512 MiB as int64), about 9 x the synapses one Loihi 2
 #: chip stores (128 cores x 1 Mbit / 18 bits = 7.5 M).
@@ -67,6 +69,10 @@ class FinetuneOptions(Settings):
     batch_size: int = setting(32, "int", "fine-tuning mini-batch size", "samples", lo=1, hi=1_000_000)
     device: str = setting("cpu", "str", "torch device of the fine-tuning (auto = cuda when present)",
                           choices=DEVICES)
+    schedule: str = setting("decay", "str", "learning-rate schedule: decay = x 0.9 per 5000 steps, cosine = "
+                            "from lr to 0 over the fine-tuning", choices=SCHEDULES)
+    distill: float = setting(0.0, "float", "weight a of distillation from the net as the pass got it: loss = "
+                             "(1 - a) cross-entropy + a KL(its softmax || the changed net's)", lo=0, hi=1)
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,7 @@ class TrainConfig(Settings):
     lr_decay: float = setting(0.9, "float", "learning-rate factor per decay_steps optimizer steps (continuous)",
                               gt=0, hi=1)
     decay_steps: int = setting(5000, "int", "optimizer steps per lr_decay factor", "steps", lo=1)
+    schedule: str = like(FinetuneOptions, "schedule", "decay", flag="")
     adam_eps: float = setting(1e-7, "float", "Adam epsilon", gt=0, hi=1, flag="")
     augment: str = setting("none", "str", "training-data augmentation: shift-flip = random shift by up to 2 px "
                            "and horizontal flip", choices=AUGMENTATIONS)
@@ -114,6 +121,9 @@ class QuantizeConfig(FinetuneOptions):
                                       optional=True, default_text="the model's, else the target's")
     window_quantile: float = setting(0.999, "float", "window length = this quantile of each layer's positive "
                                      "activations (only for a net without a time grid yet)", gt=0, hi=1)
+    window_search: bool = setting(False, "bool", "before fine-tuning, scale each hidden window in turn by the "
+                                  "best of 2^(1/2), 1, 2^(-1/2), ..., 1/4 (lowest cross-entropy on 2,000 training "
+                                  "samples)")
     report_samples: int = setting(1000, "int", "random training samples on which the pass measures what each "
                                   "layer's time grid and weight grid cost alone (0 = no report)", "samples", lo=0,
                                   hi=1_000_000)

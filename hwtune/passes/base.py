@@ -13,6 +13,7 @@ whole spec) by :func:`run_pass`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -40,6 +41,7 @@ class PassContext:
     seed: int = 0
     train_samples: int | None = None   # fine-tune on a random subset (None = all)
     samples: int | None = None         # evaluate on the first N test samples (None = all)
+    teacher: TTFSNet | None = None     # the net as the pass got it, for distillation (set by run_pass)
 
     @classmethod
     def for_net(cls, net: TTFSNet, data: Dataset, target: TargetSpec, seed: int = 0, train_samples: int | None = None,
@@ -53,6 +55,12 @@ class PassContext:
         d = subset(self.data, n_train=self.train_samples, seed=self.seed) if self.train_samples else self.data
         return d.train_x, d.train_y
 
+    def search_split(self, samples: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+        """``samples`` random samples of the training split (seeded): what searches and reports score on."""
+        x, y = self.train_split()
+        pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))[:samples]
+        return x[pick], y[pick]
+
     def test_split(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.data.test_x[:self.samples], self.data.test_y[:self.samples]
 
@@ -63,8 +71,9 @@ class PassContext:
         if options.epochs <= 0:
             return []
         cfg = TrainConfig(epochs=options.epochs, lr=options.lr, batch_size=options.batch_size,
-                          adaptive_windows=False, device=options.device)
-        return train(net, *self.train_split(), cfg, seed=self.seed, desc=desc)
+                          adaptive_windows=False, device=options.device, schedule=options.schedule)
+        return train(net, *self.train_split(), cfg, seed=self.seed, desc=desc,
+                     teacher=self.teacher if options.distill else None, distill=options.distill)
 
 
 _HANDLERS: dict[type, Callable[[TTFSNet, object, PassContext], dict]] = {}
@@ -94,6 +103,7 @@ def run_pass(net: TTFSNet, config, ctx: PassContext) -> tuple[TTFSNet, dict]:
         raise PassError(f"no pass registered for {type(config).__name__}")
     # the model stays on its target: only quantize may move it to another (re-quantizing it)
     resolve_target(net, ctx.target, config.pass_name, may_change=config.pass_name == "quantize")
+    ctx = dataclasses.replace(ctx, teacher=net if config.distill else None)   # the given net is never changed
     net = copy.deepcopy(net)
     torch.manual_seed(ctx.seed)
     record = {"pass": config.pass_name, "config": config.to_dict(), **handler(net, config, ctx),

@@ -27,7 +27,7 @@ import copy
 import torch
 
 from hwtune.numerics import MAX_STEPS
-from hwtune.training import eval_batch
+from hwtune.training import logits_of
 from hwtune.ttfs.net import TTFSNet
 from hwtune.ttfs.quant import QuantSpec
 
@@ -35,13 +35,6 @@ from hwtune.ttfs.quant import QuantSpec
 FINE_STEPS = MAX_STEPS
 #: Accuracy loss (points) above which a pass warns, and above which a row is named in the warning.
 WARN_POINTS = 1.0
-
-
-@torch.no_grad()
-def _logits(net: TTFSNet, x: torch.Tensor) -> torch.Tensor:
-    net.eval()
-    size = eval_batch(net.geometry())
-    return torch.cat([net(x[i:i + size]).double() for i in range(0, len(x), size)])
 
 
 def float_self(net: TTFSNet) -> TTFSNet:
@@ -85,36 +78,34 @@ def _score(logits: torch.Tensor, y: torch.Tensor, ref_logits: torch.Tensor, ref_
     return {"accuracy": accuracy, "loss_points": 100 * (ref_accuracy - accuracy), "logit_error": error}
 
 
-def grid_costs(net: TTFSNet, x: torch.Tensor, y: torch.Tensor, samples: int, seed: int) -> dict:
-    """What each grid of ``net`` (on a time grid) costs alone, on ``samples`` random samples of the
-    training data (x, y) drawn with ``seed``: see the module docstring. Rows: {"layer", "grid" ("time"
+def grid_costs(net: TTFSNet, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """What each grid of ``net`` (on a time grid) costs alone on (x, y) (the passes: random training
+    samples, PassContext.search_split): see the module docstring. Rows: {"layer", "grid" ("time"
     or "weights"), "setting", "accuracy", "loss_points", "logit_error"}, the input's time grid first,
     then each layer's time grid (hidden layers) and weight grid (layers with synapses, when the
     weights are quantized)."""
-    pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:samples]
-    x, y = x[pick], y[pick]
     ref = float_self(net)
-    ref_logits = _logits(ref, x)
+    ref_logits = logits_of(ref, x)
     ref_accuracy = float((ref_logits.argmax(1) == y).double().mean())
     spec, names = net.quant, ["input"] + [layer.name for layer in net.layers]
     rows = []
     for p in range(len(spec.steps)):
         rows.append({"layer": names[p], "grid": "time", "setting": f"{spec.steps[p]} steps",
-                     **_score(_logits(time_grid_only(net, ref, p), x), y, ref_logits, ref_accuracy)})
+                     **_score(logits_of(time_grid_only(net, ref, p), x), y, ref_logits, ref_accuracy)})
     if spec.weights is not None:
         for n, layer in enumerate(net.layers):
             if any(b.synapse is not None for b in layer.branches):
                 rows.append({"layer": layer.name, "grid": "weights", "setting": f"{spec.weights.bits} bits",
-                             **_score(_logits(weight_grid_only(net, ref, n), x), y, ref_logits, ref_accuracy)})
-    whole = _score(_logits(net, x), y, ref_logits, ref_accuracy)
-    return {"data": "training", "samples": len(x), "seed": seed, "float_accuracy": ref_accuracy,
+                             **_score(logits_of(weight_grid_only(net, ref, n), x), y, ref_logits, ref_accuracy)})
+    whole = _score(logits_of(net, x), y, ref_logits, ref_accuracy)
+    return {"data": "training", "samples": len(x), "float_accuracy": ref_accuracy,
             "quantized_accuracy": whole["accuracy"], "quantized_loss_points": whole["loss_points"],
             "quantized_logit_error": whole["logit_error"], "rows": rows}
 
 
 def measure(net: TTFSNet, ctx, samples: int) -> dict | None:
     """:func:`grid_costs` of a pass's net on ``samples`` of its context's training split (None for 0)."""
-    return grid_costs(net, *ctx.train_split(), samples, ctx.seed) if samples else None
+    return grid_costs(net, *ctx.search_split(samples)) if samples else None
 
 
 def _remedy(row: dict, net: TTFSNet) -> str:
