@@ -119,7 +119,7 @@ def _remedy(row: dict, net: TTFSNet) -> str:
     n = 1 + [layer.name for layer in net.layers].index(row["layer"])
     more = list(steps[1:])
     more[n - 1] *= 2
-    return f"more steps in its window (--steps {','.join(map(str, more))})"
+    return f"more steps in its window (--steps {','.join(map(str, more))}), or --window-search"
 
 
 def advice(costs: dict | None, net: TTFSNet, loss_points: float, pass_name: str) -> list[str]:
