@@ -50,8 +50,8 @@ def test_distillation_loss_mixes_cross_entropy_and_kl():
 def test_full_distillation_ignores_the_labels(net, digits):
     """distill = 1: fine-tuning follows the net as the pass got it, so shuffled labels change nothing;
     with distill = 0 they do."""
-    shuffled = dataclasses.replace(digits, train_y=digits.train_y[torch.randperm(len(digits.train_y),
-                                                                                 generator=torch.Generator().manual_seed(1))])
+    order = torch.randperm(len(digits.train_y), generator=torch.Generator().manual_seed(1))
+    shuffled = dataclasses.replace(digits, train_y=digits.train_y[order])
     settings = dict(bits=4, steps=16, epochs=0.5, lr=1e-3, report_samples=0)
     given = [p.clone() for p in net.state_dict().values()]
     a, _ = hwtune.quantize(net, digits, distill=1.0, **settings)
