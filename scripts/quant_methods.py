@@ -51,6 +51,7 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--target", help="target name or YAML (default: the model's, else loihi2)")
     p.add_argument("-o", "--out", help="JSON file of the results")
     a = p.parse_args()
     if a.model:
@@ -67,8 +68,8 @@ def main() -> None:
             for seed in a.seeds:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", QuantizationWarning)
-                    _, record = hwtune.quantize(net, data, bits=bits, steps=steps, epochs=a.epochs, lr=a.lr, seed=seed,
-                                                report_samples=0, **METHODS[method])
+                    _, record = hwtune.quantize(net, data, a.target, bits=bits, steps=steps, epochs=a.epochs, lr=a.lr,
+                                                seed=seed, report_samples=0, **METHODS[method])
                 accuracies.append(record["accuracy_after"])
             mean = statistics.fmean(accuracies)
             rows.append({"bits": bits, "steps": steps, "method": method, "accuracy": mean,
@@ -76,7 +77,7 @@ def main() -> None:
                          "loss_points": 100 * (float_accuracy - mean)})
             print(f"{bits} bits / {steps} steps  {method:<26} {100 * mean:6.2f} % +- {100 * rows[-1]['std']:.2f}  "
                   f"loss {rows[-1]['loss_points']:+.2f} points", flush=True)
-    result = {"model": a.model or "digits 64-32-16-10", "float_accuracy": float_accuracy, "epochs": a.epochs,
+    result = {"model": a.model or "digits 64-32-16-10", "target": a.target, "float_accuracy": float_accuracy, "epochs": a.epochs,
               "lr": a.lr, "seeds": a.seeds, "rows": rows}
     if a.out:
         with open(a.out, "w") as f:

@@ -8,18 +8,13 @@ import torch.nn.functional as F
 
 import hwtune
 from hwtune.errors import ConfigError
-from hwtune.training import TrainConfig, distillation_loss, logits_of, make_optimizer, train
-from hwtune.ttfs import TTFSNet, fc
+from hwtune.training import TrainConfig, distillation_loss, logits_of, make_optimizer
 from hwtune.ttfs.windows import SEARCH_SCALES, search_windows
 
 
 @pytest.fixture(scope="module")
-def net(digits):
-    torch.manual_seed(0)
-    net = TTFSNet(fc((1, 8, 8), [32, 16], 10), (1, 8, 8))
-    train(net, digits.train_x, digits.train_y, TrainConfig(epochs=8, lr=3e-3, batch_size=32))
-    net.info = {"dataset": digits.meta}
-    return net
+def net(digits_net):
+    return digits_net
 
 
 def test_cosine_schedule_goes_from_lr_to_zero():

@@ -9,18 +9,12 @@ from hwtune import io
 from hwtune.api import QuantizationWarning
 from hwtune.cli import main
 from hwtune.passes.grid_costs import FINE_STEPS, float_self, weight_grid_only
-from hwtune.training import TrainConfig, train
-from hwtune.ttfs import QuantSpec, TTFSNet, fc
+from hwtune.ttfs import QuantSpec
 
 
 @pytest.fixture(scope="module")
-def net(digits):
-    """A 64-32-16-10 TTFS net trained on the digits (float32)."""
-    torch.manual_seed(0)
-    net = TTFSNet(fc((1, 8, 8), [32, 16], 10), (1, 8, 8))
-    train(net, digits.train_x, digits.train_y, TrainConfig(epochs=8, lr=3e-3, batch_size=32))
-    net.info = {"dataset": digits.meta}
-    return net
+def net(digits_net):
+    return digits_net
 
 
 def _rows(record, grid):
