@@ -4,7 +4,7 @@ conv8-pool-conv16-pool-fc on Fashion-MNIST downsampled to 14 x 14 (2 x 2 means),
 images (the first 6,000 of the training set), all 10,000 test images, written as an .npz as a user
 would. The net is trained as a plain ReLU torch module (Adam, lr 1e-3, batch 64, 3 epochs, seed 0),
 saved as safetensors and converted with ``hwtune convert scripts.user_convnet:user_convnet``; then
-``quantize`` runs at 4 bits / 16 steps with 3 fine-tuning epochs, and the time grid alone
+``quantize`` runs at 4 bits / 16 steps with 3 fine-tuning epochs at lr 1e-4 (the issue's run), and the time grid alone
 (``--bits float --epochs 0``), as in the issue. Every hwtune step goes through the CLI; its --json
 records go to OUT/results.json.
 
@@ -100,7 +100,7 @@ def main() -> None:
         results["time_grid_only"] = hwtune("quantize", str(ttfs), "--bits", "float", "--steps", "16", "--epochs",
                                            "0", "-o", str(out / "ttfs-tfloat"), "--force")
     key = "w4_t16" + a.tag
-    results[key] = hwtune("quantize", str(ttfs), "--bits", "4", "--steps", "16", "--epochs", "3",
+    results[key] = hwtune("quantize", str(ttfs), "--bits", "4", "--steps", "16", "--epochs", "3", "--lr", "1e-4",
                           *shlex.split(a.quantize_args), "-o", str(out / f"ttfs-w4{a.tag}"), "--force")
     results_file.write_text(json.dumps(results, indent=2))
     print(f"ReLU {results.get('relu_accuracy')}, TTFS {results['convert']['accuracy_after']}, time grid only "
