@@ -90,7 +90,6 @@ class TrainConfig(Settings):
     lr_decay: float = setting(0.9, "float", "learning-rate factor per decay_steps optimizer steps (continuous)",
                               gt=0, hi=1)
     decay_steps: int = setting(5000, "int", "optimizer steps per lr_decay factor", "steps", lo=1)
-    schedule: str = like(FinetuneOptions, "schedule", "decay", flag="")
     adam_eps: float = setting(1e-7, "float", "Adam epsilon", gt=0, hi=1, flag="")
     augment: str = setting("none", "str", "training-data augmentation: shift-flip = random shift by up to 2 px "
                            "and horizontal flip", choices=AUGMENTATIONS)

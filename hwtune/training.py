@@ -56,11 +56,11 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int):
-    """Adam and its schedule: lr x lr_decay^(step / decay_steps) ("decay"), or lr (1 + cos(pi step /
-    total_steps)) / 2 ("cosine")."""
+def make_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int, schedule: str = "decay"):
+    """Adam and its schedule (hwtune.configs.SCHEDULES): lr x lr_decay^(step / decay_steps) ("decay"),
+    or lr (1 + cos(pi step / total_steps)) / 2 ("cosine")."""
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
-    if cfg.schedule == "cosine":
+    if schedule == "cosine":
         factor = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))  # noqa: E731
     else:
         factor = lambda step: cfg.lr_decay ** (step / cfg.decay_steps)  # noqa: E731
@@ -81,7 +81,8 @@ def distillation_loss(logits: torch.Tensor, y: torch.Tensor, teacher: nn.Module 
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, seed: int = 0,
-          desc: str = "train", teacher: nn.Module | None = None, distill: float = 0.0) -> list[dict]:
+          desc: str = "train", teacher: nn.Module | None = None, distill: float = 0.0,
+          schedule: str = "decay") -> list[dict]:
     """Train in place on ``cfg.device`` (the model is returned to the CPU afterwards); returns one
     record per epoch (mean loss, train accuracy, steps). Batches and augmentation draw from a
     generator seeded with ``seed``, so a run is reproducible by seed.
@@ -97,7 +98,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     is_ttfs = isinstance(model, TTFSNet)
     grow = is_ttfs and cfg.adaptive_windows and model.quant is None and not model.saturate
     total_steps = int(round(cfg.epochs * len(x) / cfg.batch_size))
-    opt, sched = make_optimizer(model, cfg, total_steps)
+    opt, sched = make_optimizer(model, cfg, total_steps, schedule)
     if teacher is not None:
         teacher.to(device).eval()
     history, step = [], 0

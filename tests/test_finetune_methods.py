@@ -19,7 +19,7 @@ def net(digits_net):
 
 def test_cosine_schedule_goes_from_lr_to_zero():
     model = torch.nn.Linear(2, 2)
-    opt, sched = make_optimizer(model, TrainConfig(lr=0.1, schedule="cosine"), total_steps=10)
+    opt, sched = make_optimizer(model, TrainConfig(lr=0.1), total_steps=10, schedule="cosine")
     lrs = []
     for _ in range(10):
         lrs.append(opt.param_groups[0]["lr"])

@@ -71,8 +71,8 @@ class PassContext:
         if options.epochs <= 0:
             return []
         cfg = TrainConfig(epochs=options.epochs, lr=options.lr, batch_size=options.batch_size,
-                          adaptive_windows=False, device=options.device, schedule=options.schedule)
-        return train(net, *self.train_split(), cfg, seed=self.seed, desc=desc,
+                          adaptive_windows=False, device=options.device)
+        return train(net, *self.train_split(), cfg, seed=self.seed, desc=desc, schedule=options.schedule,
                      teacher=self.teacher if options.distill else None, distill=options.distill)
 
 
