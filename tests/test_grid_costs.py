@@ -117,3 +117,28 @@ def test_latency_reports_too(net, digits):
 def test_report_samples_is_checked(net, digits):
     with pytest.raises(ValueError, match="report_samples"):
         hwtune.quantize(net, digits, report_samples=-1)
+
+
+@pytest.mark.parametrize("projection", [False, True])
+def test_weight_rows_hold_on_a_residual_join(projection):
+    """A join's layer (identity or projection skip, branches shifted to one unit): every layer's weight row
+    at once is still the integer net at float time, and the report has a row per grid of every layer."""
+    from graph_cases import pixels, relu_net
+    from test_add import residual_arch
+    from hwtune.numerics import WeightFormat
+    from hwtune.passes.grid_costs import grid_costs
+    from hwtune.ttfs.convert import from_relu
+
+    x = pixels((1, 8, 8), 64, seed=3)
+    net = from_relu(relu_net(residual_arch(projection, 1, 4), (1, 8, 8), seed=4), x)
+    net.set_quant(QuantSpec([FINE_STEPS] * (net.n_hidden + 1), WeightFormat(bits=4), delay=1))
+    composed = float_self(net)
+    for n in range(len(net.layers)):
+        composed = weight_grid_only(net, composed, n)
+    with torch.no_grad():
+        target = net(x).double()
+        assert float((composed(x).double() - target).norm() / target.norm()) < 2e-3
+    costs = grid_costs(net, x, target.argmax(1))
+    names = [layer.name for layer in net.layers]
+    assert [r["layer"] for r in costs["rows"] if r["grid"] == "time"] == ["input"] + names[:-1]
+    assert [r["layer"] for r in costs["rows"] if r["grid"] == "weights"] == names
