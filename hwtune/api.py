@@ -17,6 +17,7 @@ and leave the net they were given as it was.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,11 @@ from hwtune.data import load_dataset as _load_dataset
 from hwtune.target import TargetSpec
 from hwtune.target import load_target as _load_target
 from hwtune.ttfs import TTFSNet
+
+
+class QuantizationWarning(UserWarning):
+    """A pass (quantize, latency) ended more than 1 point below where it started: the message names the
+    layers whose grid costs most and the setting that would help (the record's ``warnings``)."""
 
 
 def load_dataset(name: str = "digits", data_dir: str | None = None, seed: int = 0) -> Dataset:
@@ -84,7 +90,10 @@ def _pass(config, net, data, target, seed: int, train_samples, samples) -> tuple
     spec = workflow.resolve_target(net, target, config.pass_name, may_change=config.pass_name == "quantize")
     workflow.check_data(net, data)
     ctx = PassContext.for_net(net, data, spec, seed, train_samples, samples)
-    return run_pass(net, config, ctx)
+    net, record = run_pass(net, config, ctx)
+    if record.get("warnings"):   # the lines the CLI prints to stderr
+        warnings.warn("\n".join(record["warnings"]), QuantizationWarning, stacklevel=3)
+    return net, record
 
 
 def quantize(net: TTFSNet, data: Dataset | str, target: str | TargetSpec | None = None, seed: int = 0,

@@ -514,6 +514,8 @@ def _cmd_pass(args) -> int:
         io.save(net, dest)
         lines.append(f"wrote {out}")
     _emit(args, {"out": out, **record}, lines)
+    if record.get("warnings"):
+        print("warning: " + "\n".join(record["warnings"]), file=sys.stderr)
     return EXIT_OK
 
 

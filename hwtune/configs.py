@@ -20,6 +20,8 @@ DATASET_SHAPES = {"digits": (1, 8, 8), "fashion-mnist": (1, 28, 28), "mnist": (1
 DATASETS = tuple(DATASET_SHAPES)
 AUGMENTATIONS = ("none", "shift-flip")
 DEVICES = ("cpu", "cuda", "auto")
+#: Learning-rate schedules (hwtune.training.make_optimizer).
+SCHEDULES = ("decay", "cosine")
 #: Most weights, or neurons, one layer of a model or artifact read from a file may have, checked
 #: before anything is allocated: 2**26 = 67 M (512 MiB as int64), about 9 x the synapses one Loihi 2
 #: chip stores (128 cores x 1 Mbit / 18 bits = 7.5 M).
@@ -93,6 +95,10 @@ class FinetuneOptions(Settings):
     batch_size: int = setting(32, "int", "fine-tuning mini-batch size", "samples", lo=1, hi=1_000_000)
     device: str = setting("cpu", "str", "torch device of the fine-tuning (auto = cuda when present)",
                           choices=DEVICES)
+    schedule: str = setting("decay", "str", "learning-rate schedule: decay = x 0.9 per 5000 steps, cosine = "
+                            "from lr to 0 over the fine-tuning", choices=SCHEDULES)
+    distill: float = setting(0.0, "float", "weight a of distillation from the net as the pass got it: loss = "
+                             "(1 - a) cross-entropy + a KL(its softmax || the changed net's)", lo=0, hi=1)
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,10 @@ class QuantizeConfig(FinetuneOptions):
     """Integer weights (brevitas QAT, power-of-two scale) and the integer time grid."""
 
     pass_name: ClassVar[str] = "quantize"
+    # measured (docs/design.md "Quantization: less loss"): lr 5e-4 cut the digits' 2-bit loss from 18 to 8 points,
+    # and 3 epochs gave the user conv net 3 points more than 1
+    epochs: float = like(FinetuneOptions, "epochs", 3.0)
+    lr: float = like(FinetuneOptions, "lr", 5e-4)
     bits: int | None = setting(8, "bits", "signed weight mantissa (or 'float': quantize time only)", "bits",
                                lo=WEIGHT_BITS[0], hi=WEIGHT_BITS[1], optional=True)
     steps: int | list | None = setting(None, "steps", "steps per hidden window: one number, or one per hidden "
@@ -140,6 +150,12 @@ class QuantizeConfig(FinetuneOptions):
                                       optional=True, default_text="the model's, else the target's")
     window_quantile: float = setting(0.999, "float", "window length = this quantile of each layer's positive "
                                      "activations (only for a net without a time grid yet)", gt=0, hi=1)
+    window_search: bool = setting(False, "bool", "before fine-tuning, scale each hidden window in turn by the "
+                                  "best of 2^(1/2), 1, 2^(-1/2), ..., 1/4 (lowest cross-entropy on 2,000 training "
+                                  "samples)")
+    report_samples: int = setting(1000, "int", "random training samples on which the pass measures what each "
+                                  "layer's time grid and weight grid cost alone (0 = no report)", "samples", lo=0,
+                                  hi=1_000_000)
 
     def check(self) -> None:
         if self.steps is not None and self.time_bits is not None:
@@ -166,6 +182,7 @@ class LatencyConfig(FinetuneOptions):
                                       optional=True, default_text="the model's, else the target's")
     window_quantile: float = setting(0.99, "float", "window length = this quantile of each layer's positive "
                                      "activations", gt=0, hi=1)
+    report_samples: int = like(QuantizeConfig, "report_samples", 1000)
 
 
 _TARGETS = "the target's (0 if it has no noise)"

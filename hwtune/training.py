@@ -3,12 +3,14 @@
 The TTFS gradient is autograd through the closed-form spike time (no surrogate), or
 straight-through quantizers on top of it for quantized nets. Settings: hwtune.configs.TrainConfig
 (the reference code's recipe by default: Adam eps 1e-7, lr x 0.9 per 5000 steps, batch 8).
-Every pass over data streams mini-batches; the model may live on a GPU (``device``), the data
+Fine-tuning may distil from a teacher (the net before the pass: ``distill``). Every pass over
+data streams mini-batches; the model may live on a GPU (``device``), the data
 stays on the CPU and moves batch by batch.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 import torch.nn as nn
@@ -68,14 +70,33 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig):
+def make_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int, schedule: str = "decay"):
+    """Adam and its schedule (hwtune.configs.SCHEDULES): lr x lr_decay^(step / decay_steps) ("decay"),
+    or lr (1 + cos(pi step / total_steps)) / 2 ("cosine")."""
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: cfg.lr_decay ** (step / cfg.decay_steps))
-    return opt, sched
+    if schedule == "cosine":
+        factor = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))  # noqa: E731
+    else:
+        factor = lambda step: cfg.lr_decay ** (step / cfg.decay_steps)  # noqa: E731
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def distillation_loss(logits: torch.Tensor, y: torch.Tensor, teacher: nn.Module | None, xb: torch.Tensor,
+                      weight: float) -> torch.Tensor:
+    """(1 - a) CE(logits, y) + a KL(softmax(teacher(xb)) || softmax(logits)), a = ``weight`` (CE alone
+    without a teacher)."""
+    loss = F.cross_entropy(logits, y)
+    if teacher is None or weight == 0:
+        return loss
+    with torch.no_grad():
+        target = F.log_softmax(teacher(xb).to(logits.dtype), dim=1)
+    kl = F.kl_div(F.log_softmax(logits, dim=1), target, log_target=True, reduction="batchmean")
+    return (1 - weight) * loss + weight * kl
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, seed: int = 0,
-          desc: str = "train") -> list[dict]:
+          desc: str = "train", teacher: nn.Module | None = None, distill: float = 0.0,
+          schedule: str = "decay") -> list[dict]:
     """Train in place on ``cfg.device`` (the model is returned to the CPU afterwards); returns one
     record per epoch (mean loss, train accuracy, steps). Batches and augmentation draw from a
     generator seeded with ``seed``, so a run is reproducible by seed.
@@ -89,10 +110,12 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     model.to(device)
     distributed.init(device)
     step_model = torch.nn.parallel.DistributedDataParallel(model) if distributed.active() else model
-    opt, sched = make_optimizer(model, cfg)
     is_ttfs = isinstance(model, TTFSNet)
     grow = is_ttfs and cfg.adaptive_windows and model.quant is None and not model.saturate
     total_steps = int(round(cfg.epochs * len(x) / cfg.batch_size))
+    opt, sched = make_optimizer(model, cfg, total_steps, schedule)
+    if teacher is not None:
+        teacher.to(device).eval()
     history, step = [], 0
     model.train()
     try:
@@ -105,7 +128,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
                         xb = augment_batch(xb, gen)
                     xb, yb = distributed.shard(xb).to(device), distributed.shard(yb).to(device)
                     logits = step_model(xb)
-                    loss = F.cross_entropy(logits, yb)
+                    loss = distillation_loss(logits, yb, teacher, xb, distill)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -128,7 +151,18 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     finally:
         model.eval()
         model.to("cpu")
+        if teacher is not None:
+            teacher.to("cpu")
     return history
+
+
+@torch.no_grad()
+def logits_of(net: TTFSNet, x: torch.Tensor) -> torch.Tensor:
+    """The logits of ``net`` on every sample of x (float64), in batches of bounded memory (eval_batch)."""
+    net.eval()
+    size = eval_batch(net.geometry())
+    device = model_device(net)
+    return torch.cat([net(x[i:i + size].to(device)).double().cpu() for i in range(0, len(x), size)])
 
 
 @torch.no_grad()

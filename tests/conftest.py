@@ -39,6 +39,20 @@ def ci_sweep(tmp_path_factory):
     return code, out
 
 
+@pytest.fixture(scope="session")
+def digits_net(digits):
+    """A 64-32-16-10 TTFS net trained on the digits for 8 epochs (float32), once per session; tests
+    pass it to passes (which change copies) and never change it themselves."""
+    from hwtune.training import TrainConfig, train
+    from hwtune.ttfs import TTFSNet, fc
+
+    torch.manual_seed(0)
+    net = TTFSNet(fc((1, 8, 8), [32, 16], 10), (1, 8, 8))
+    train(net, digits.train_x, digits.train_y, TrainConfig(epochs=8, lr=3e-3, batch_size=32))
+    net.info = {"dataset": digits.meta}
+    return net
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
     torch.manual_seed(0)

@@ -4,7 +4,6 @@ global and sum pooling, conv and dense stages, dense skips; 2-8 weight bits, per
 scales, synaptic delays 1-3. Each is checked along independent paths: the TTFS net against its ReLU
 twin (float64), the quantized torch net against the emulator's fast and stepped modes, and Lava's
 stock processes against the emulator, spike for spike."""
-import numpy as np
 import pytest
 import torch
 

@@ -13,6 +13,7 @@ whole spec) by :func:`run_pass`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,6 +22,7 @@ import torch
 from hwtune.configs import FinetuneOptions, TrainConfig
 from hwtune.data import Dataset, subset
 from hwtune.errors import HwtuneError
+from hwtune.passes.grid_costs import cost_lines
 from hwtune.provenance import provenance
 from hwtune.target import TargetSpec
 from hwtune.training import evaluate, train
@@ -40,6 +42,7 @@ class PassContext:
     seed: int = 0
     train_samples: int | None = None   # fine-tune on a random subset (None = all)
     samples: int | None = None         # evaluate on the first N test samples (None = all)
+    teacher: TTFSNet | None = None     # the net as the pass got it, for distillation (set by run_pass)
 
     @classmethod
     def for_net(cls, net: TTFSNet, data: Dataset, target: TargetSpec, seed: int = 0, train_samples: int | None = None,
@@ -53,6 +56,12 @@ class PassContext:
         d = subset(self.data, n_train=self.train_samples, seed=self.seed) if self.train_samples else self.data
         return d.train_x, d.train_y
 
+    def search_split(self, samples: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+        """``samples`` random samples of the training split (seeded): what searches and reports score on."""
+        x, y = self.train_split()
+        pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))[:samples]
+        return x[pick], y[pick]
+
     def test_split(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.data.test_x[:self.samples], self.data.test_y[:self.samples]
 
@@ -64,7 +73,8 @@ class PassContext:
             return []
         cfg = TrainConfig(epochs=options.epochs, lr=options.lr, batch_size=options.batch_size,
                           adaptive_windows=False, device=options.device)
-        return train(net, *self.train_split(), cfg, seed=self.seed, desc=desc)
+        return train(net, *self.train_split(), cfg, seed=self.seed, desc=desc, schedule=options.schedule,
+                     teacher=self.teacher if options.distill else None, distill=options.distill)
 
 
 _HANDLERS: dict[type, Callable[[TTFSNet, object, PassContext], dict]] = {}
@@ -94,6 +104,7 @@ def run_pass(net: TTFSNet, config, ctx: PassContext) -> tuple[TTFSNet, dict]:
         raise PassError(f"no pass registered for {type(config).__name__}")
     # the model stays on its target: only quantize may move it to another (re-quantizing it)
     resolve_target(net, ctx.target, config.pass_name, may_change=config.pass_name == "quantize")
+    ctx = dataclasses.replace(ctx, teacher=net if config.distill else None)   # the given net is never changed
     net = copy.deepcopy(net)
     torch.manual_seed(ctx.seed)
     record = {"pass": config.pass_name, "config": config.to_dict(), **handler(net, config, ctx),
@@ -106,7 +117,8 @@ def run_pass(net: TTFSNet, config, ctx: PassContext) -> tuple[TTFSNet, dict]:
 
 def record_lines(record: dict) -> list[str]:
     """A pass record (or convert's) for people: accuracy before -> after, and what the pass is for
-    (under noise: the noise and the held-out devices, before -> after; the grid it ran on). A key
+    (under noise: the noise and the held-out devices, before -> after; the grid it ran on; what
+    each layer's grids cost, hwtune.passes.grid_costs). A key
     missing from a record read from a file shows as '–'."""
     def pct(key) -> str:
         x = record.get(key)
@@ -125,7 +137,8 @@ def record_lines(record: dict) -> list[str]:
                      f"{pct('noisy_accuracy_before')} -> {pct('noisy_accuracy_after')}")
     if "latency_steps" in record:
         lines.append(f"  latency {record['latency_steps']} steps (windows {record.get('window_steps')} steps)")
-    return lines
+    costs = record.get("grid_costs")
+    return lines + (cost_lines(costs) if isinstance(costs, dict) else [])
 
 
 def time_grid(net: TTFSNet, target: TargetSpec, steps=None, input_steps: int | None = None,

@@ -11,6 +11,8 @@ from hwtune import progress
 
 #: Histogram bins per layer for quantile estimates: the estimate is within max / QUANTILE_BINS.
 QUANTILE_BINS = 65536
+#: Scales f that search_windows tries for each hidden window (L_n <- f L_n): 2^(1/2), 1, 2^(-1/2), ..., 1/4.
+SEARCH_SCALES = tuple(2.0 ** (-i / 2) for i in range(-1, 5))
 
 
 def _float_activations(net, x: torch.Tensor, batch_size: int | None):
@@ -78,3 +80,31 @@ def fit_windows(net, x: torch.Tensor, q: float) -> None:
     activation, a spike due before its window opens fires at the window start (k = T_n)."""
     set_windows(net, layer_quantiles(net, x, q))
     net.saturate = True
+
+
+@torch.no_grad()
+def search_windows(net, x: torch.Tensor, y: torch.Tensor, scales=SEARCH_SCALES) -> list[float]:
+    """Coordinate search of the hidden windows of a net on a time grid, for its time resolution
+    Delta_n = L_n / T_n against saturation above L_n: in topological order, window n becomes f L_n
+    for the f of ``scales`` with the lowest mean cross-entropy of the net's logits on (x, y), the
+    other windows held (ties keep the earlier f). Returns the f chosen for each window."""
+    import torch.nn.functional as F
+
+    from hwtune.training import logits_of
+
+    if net.quant is None:
+        raise ValueError("search_windows needs a net on a time grid (a float net's windows do not round)")
+    chosen = []
+    for n in range(net.n_hidden):
+        base, losses = net.windows.clone(), []
+        for f in scales:
+            lengths = base.tolist()
+            lengths[n] *= f
+            set_windows(net, lengths)
+            losses.append(float(F.cross_entropy(logits_of(net, x), y)))
+        best = min(range(len(scales)), key=lambda i: losses[i])
+        lengths = base.tolist()
+        lengths[n] *= scales[best]
+        set_windows(net, lengths)
+        chosen.append(scales[best])
+    return chosen
