@@ -146,6 +146,7 @@ class Build:
     processes: list[str]
     source: str
     period_steps: int
+    kernels: list[bool]
 
 
 def resource_map(artifact: Artifact, chip: ChipSection, events_per_sample: float | None = None,

@@ -38,10 +38,13 @@ def assert_lava_matches_emulator(a, k0):
 
 @pytest.mark.parametrize("seed, delay", [(0, 1), (2, 1), (3, 2), (4, 1), (5, 3), (7, 1), (8, 2)])
 def test_lava_equals_emulator_on_conv_nets(seed, delay):
-    """Random conv nets (stride, padding, sum pooling folded into Sparse synapses, per-layer and
-    per-channel slopes, 2-8 weight bits, delays 1-3) run spike for spike as the emulator."""
+    """Random conv nets (stride, padding, sum pooling, per-layer and per-channel slopes, 2-8 weight
+    bits, delays 1-3) run spike for spike as the emulator; at delay 1 the first convolution is Lava's
+    Conv, beyond it DelaySparse (Conv has no delay)."""
     a, k0 = random_conv_case(seed, delay, batch=5)
-    assert_lava_matches_emulator(a, k0)
+    lava, _ = assert_lava_matches_emulator(a, k0)
+    assert plan(a)[0].process_names() == ["Conv" if delay == 1 else "DelaySparse"]
+    assert ("lava.proc.conv.models.PyConvModelFixed" in lava.process_models) == (delay == 1)
 
 
 @pytest.mark.parametrize("seed", [1, 9])
@@ -69,10 +72,11 @@ def test_a_sample_outside_the_calibrated_guards_is_detected():
 
 
 def test_depthwise_separable_net_on_lava(digits):
-    """Depthwise + pointwise convolutions (grouped synapses as block-diagonal Sparse matrices) on
-    20 digits test images: Lava == emulator spike for spike."""
+    """Depthwise + pointwise convolutions (the grouped one as Lava's Conv with groups) on 20 digits
+    test images: Lava == emulator spike for spike."""
     *_, artifact, k0 = depthwise_case(digits)
     assert artifact.layers[1].synapse.groups == 4
+    assert plan(artifact)[1].process_names() == ["Conv"]
     assert_lava_matches_emulator(artifact, k0[:20])
 
 
