@@ -151,7 +151,8 @@ def map_layers(artifact: Artifact, chip: ChipSection, build: "Build | None" = No
 class Build:
     """What a backend builds besides the artifact's neurons and synapses, per layer: the inputs of
     its clock (host-timed spikes, one synapse to every neuron each) and the process holding its
-    synapses; period_steps: the steps between samples run back to back. A build in which every
+    synapses; period_steps: the steps between samples, which are pipelined; kernels: per layer, whether
+    the build stores its synapses as kernels (Lava's Conv), else explicitly. A build in which every
     neuron spikes exactly once per sample (hwtune.backends.lava.build.costs) takes one synaptic
     event per synapse per inference; ``source`` says so."""
 
@@ -166,7 +167,10 @@ def resource_map(artifact: Artifact, chip: ChipSection, events_per_sample: float
                  samples: int | None = None, build: Build | None = None) -> dict:
     """The map of every layer, the totals, and the latency and energy estimate per inference
     (energy only when ``events_per_sample``, counted by the emulator on ``samples`` test samples,
-    or from ``build``, the backend's build; hwtune.workflow.export_model passes it for Lava)."""
+    or from ``build``, the backend's build; hwtune.workflow.export_model passes it for Lava). With a
+    build the energy is the chip's (its events); the emulator's count is kept as
+    ``model_synaptic_events``; samples are pipelined: ``sample_interval_steps`` and
+    ``throughput_samples_per_s`` at the chip's step time."""
     layers = map_layers(artifact, chip, build)
     cores = sum(m.cores for m in layers)
     neurons = sum(m.neurons for m in layers)
@@ -178,8 +182,11 @@ def resource_map(artifact: Artifact, chip: ChipSection, events_per_sample: float
              "latency_us": latency_us, "neuron_updates": neurons * latency_steps,
              "static_energy_uj": chip.static_power_w * chips * latency_us}
     if build is not None:      # every neuron spikes once: one event per synapse, clock synapses included
+        if events_per_sample is not None:
+            total.update(model_synaptic_events=events_per_sample, model_events_source=f"emulator on {samples} test samples")
         events_per_sample, source = total["synapses"], build.source
-        total.update(clock_inputs=sum(build.clock_rows), period_steps=build.period_steps)
+        total.update(clock_inputs=sum(build.clock_rows), sample_interval_steps=build.period_steps,
+                     throughput_samples_per_s=1e6 / (build.period_steps * chip.step_time_us))
     else:
         source = f"emulator on {samples} test samples"
     if events_per_sample is not None:
@@ -218,7 +225,12 @@ def table(resources: dict) -> list[str]:
                  f"{t['latency_steps']} steps = {t['latency_us'] / 1000:.3g} ms at {chip['step_time_us']:g} us/step")
     if "clock_inputs" in t:
         lines.append(f"clock: {t['clock_inputs']} host-timed inputs, one synapse to every neuron of their layer each "
-                     f"(counted above); samples back to back every {t['period_steps']} steps")
+                     f"(counted above); samples pipelined, a new one every {t['sample_interval_steps']} steps: "
+                     f"{t['throughput_samples_per_s']:.3g} samples/s")
+    if "model_synaptic_events" in t:
+        lines.append(f"synaptic events per inference: {_si(t['synaptic_events'])} on the chip, "
+                     f"{_si(t['model_synaptic_events'])} in the model "
+                     f"({t['synaptic_events'] / t['model_synaptic_events']:.2f}x; {t['model_events_source']})")
     if "energy_uj" in t:
         lines += energy_lines(t, chip)
     return lines

@@ -239,7 +239,7 @@ def export_model(net: TTFSNet, target: str | TargetSpec | None = None, source: s
     build = _fit_lava(artifact, data, samples) if spec.backend == "lava" else None
     if spec.chip is not None:
         events = None
-        if data is not None and build is None:
+        if data is not None:
             x, y = data.test_x[:samples], data.test_y[:samples]
             events = emulate_artifact(artifact, x, y)[0]["synaptic_events_per_sample"]
         artifact.meta["resources"] = mapper.resource_map(artifact, spec.chip, events, len(data.test_x[:samples])

@@ -108,8 +108,13 @@ def test_loihi2_maps_the_stock_build_of_a_conv_net():
                               ("conv", 16, 3, 1, 1), ("pool", 2), ("dense", 32)], 10, bits=4)
     calibrate(a, rng.integers(0, a.input_steps + 1, (8, a.n_in)), "8 random samples")
     build = costs(a)
-    r = resource_map(a, load_target("loihi2").chip, build=build)
+    r = resource_map(a, load_target("loihi2").chip, events_per_sample=1234.5, samples=8, build=build)
     t = r["total"]
+    # windows of 6 steps: a layer is busy 6 + 6 + 2 steps, so a new sample every 16 (latency 6 x 7 = 42):
+    # 1e6 / (16 x 183 us) samples/s; the chip's events are its synapses, the model's the emulator's count
+    assert (t["sample_interval_steps"], t["latency_steps"]) == (16, 42)
+    assert t["throughput_samples_per_s"] == pytest.approx(341.53, abs=0.01)
+    assert t["model_synaptic_events"] == 1234.5 and t["model_events_source"] == "emulator on 8 test samples"
     assert t["neurons"] == 2 * 8 * 28 * 28 + 2 * 16 * 14 * 14 + 32 + 10
     assert [m["stored_as"] for m in r["layers"]] == ["shared kernels (Conv)"] * 4 + \
         ["explicit synapses (Sparse)", "explicit synapses (Dense)"]

@@ -95,10 +95,15 @@ def _row_sums(matrix) -> ty.Tuple[np.ndarray, np.ndarray]:
 
 
 def period_steps(artifact: Artifact) -> int:
-    """Steps per sample: the smallest power of two > the artifact's latency F_{N+1} (the read-out's
-    last clock step). A power of two because LIFReset's reset_interval must be one on the chip
-    (lava-dl's netx tutorials, which use LIFReset on Loihi 2)."""
-    return numerics.power_of_two_above(artifact.latency_steps)
+    """Steps between samples, which are pipelined: the smallest power of two >= the steps any layer is
+    busy with a sample (numerics.stock_busy_steps; the input's T_0 + 1 too), so that a layer takes
+    the next sample as soon as it is free while the later layers still work on the earlier ones. A
+    power of two because LIFReset's reset_interval must be one on the chip (lava-dl's netx
+    tutorials, which use LIFReset on Loihi 2)."""
+    timing = artifact.timing
+    busy = [numerics.stock_busy_steps(timing.steps_in(n), 0 if layer.readout else layer.window_steps)
+            for n, layer in enumerate(artifact.layers)]
+    return numerics.power_of_two_above(max(artifact.input_steps + 1, *busy) - 1)
 
 
 def _layer_plan(layer, q, inputs, kernels, steps_in: int, integration: range,
@@ -239,7 +244,7 @@ def clock_rasters(layer: StockLayer, period: int) -> ty.List[ty.Tuple[np.ndarray
 
 def input_spikes(k0: np.ndarray, steps: int, period: int) -> ty.Callable[[int], np.ndarray]:
     """Input spikes of step t of the run, (n_in,): input j of sample b fires at b P + T_0 - k0_j
-    (k0_j = 0: at b P + T_0, so that every input spikes once)."""
+    (k0_j = 0: at b P + T_0, so that every input spikes once); none after the last sample's."""
     m = numerics.step_of(np.asarray(k0, dtype=np.int64), steps)
 
     def at(t: int) -> np.ndarray:
@@ -267,7 +272,8 @@ class LavaNetwork:
     """The processes of one run. k0: the validated input activations (B, n_in); injector: input
     spikes streamed from the host (``inputs(t)`` gives step t's); extractors: one per hidden layer
     (its spikes, every step); monitor: the read-out's v; layers: the plans; processes: every
-    process built (for process_models)."""
+    process built (for process_models); period: the steps between samples, which are pipelined:
+    layer n works on sample b in steps b P + [R_n, R_n + P)."""
 
     layers: ty.List[StockLayer]
     k0: np.ndarray
@@ -285,7 +291,8 @@ class LavaNetwork:
 
     @property
     def total_steps(self) -> int:
-        return self.period * self.n_samples
+        """Up to the end of the last layer's slot of the last sample: B P + the largest R_n."""
+        return self.period * self.n_samples + max(layer.reset for layer in self.layers)
 
 
 def _process_name(matrix, delay: int) -> str:
@@ -314,8 +321,8 @@ def _synapse(matrix, bits: int = numerics.LAVA_WEIGHT_BITS, scale_exp: int = 0, 
 
 
 def build_network(artifact: Artifact, k0) -> LavaNetwork:
-    """Lava's stock processes for ``artifact`` fed with input activations ``k0`` (B, n_in), all
-    samples back to back (period :func:`period_steps`). Refuses (ArtifactError) what :func:`plan` refuses."""
+    """Lava's stock processes for ``artifact`` fed with input activations ``k0`` (B, n_in), samples
+    pipelined (a new one every :func:`period_steps`). Refuses (ArtifactError) what :func:`plan` refuses."""
     from lava.proc.io.extractor import Extractor
     from lava.proc.io.injector import Injector
     from lava.proc.io.source import RingBuffer
@@ -351,8 +358,8 @@ def build_network(artifact: Artifact, k0) -> LavaNetwork:
             processes.append(extractor)
             spikes.append(neuron.s_out)
     monitor = Monitor()
-    monitor.probe(target=neuron.v, num_steps=period * len(k0))
-    processes.append(monitor)
-    return LavaNetwork(layers=layers, k0=k0, injector=injector, inputs=input_spikes(k0, artifact.input_steps, period),
-                       extractors=extractors, monitor=monitor, readout=neuron, processes=processes,
-                       period=period)
+    net = LavaNetwork(layers=layers, k0=k0, injector=injector, inputs=input_spikes(k0, artifact.input_steps, period),
+                      extractors=extractors, monitor=monitor, readout=neuron, processes=processes + [monitor],
+                      period=period)
+    monitor.probe(target=neuron.v, num_steps=net.total_steps)
+    return net
