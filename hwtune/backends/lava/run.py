@@ -48,7 +48,8 @@ class LavaResult(RunResult):
     the spikes the Extractors saw, the read-out's V from its v. Hidden V are not observable there,
     so ``potentials`` holds the read-out's only.
 
-    period: steps per sample slot; total_steps: steps run (period * B); process_models:
+    period: steps between samples, which are pipelined (each layer's slot of a sample is that long;
+    reported as sample_interval_steps); total_steps: steps run (B P + the read-out's R); process_models:
     module-qualified class of every ProcessModel that ran; max_spikes_per_neuron: the most spikes
     of any hidden neuron in any sample (1: every neuron spikes exactly once).
     """
@@ -59,7 +60,8 @@ class LavaResult(RunResult):
     max_spikes_per_neuron: int = 0
 
     def backend_report(self) -> dict:
-        return {"process_models": self.process_models, "max_spikes_per_neuron": self.max_spikes_per_neuron}
+        return {"process_models": self.process_models, "max_spikes_per_neuron": self.max_spikes_per_neuron,
+                "sample_interval_steps": self.period}
 
 
 @contextmanager
