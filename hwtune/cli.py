@@ -601,6 +601,7 @@ def _cmd_lava_run(args) -> int:
     artifact, _, data = _deployable(args)
     n = min(args.samples, len(data.test_x))
     result = workflow.compare_backend(artifact, data.test_x[:n], "lava", hardware=args.hardware)
+    result["resources"] = artifact.meta.get("resources")        # the export's map: sample interval, chip and model events
     lines = [f"{'sample':>6s} {'label':>5s} {'lava':>5s} {'emulator':>8s} {'spikes':>6s}"]
     for i, (a, b, c) in enumerate(zip(result["backend_predictions"], result["emulator_predictions"],
                                       result["spikes_per_sample"])):
@@ -610,7 +611,8 @@ def _cmd_lava_run(args) -> int:
               "emulator: the predicted class",
               f"ran on {'a Loihi 2 board' if args.hardware else 'Lava simulator'}: "
               + ", ".join(m.rsplit(".", 1)[1] for m in result["process_models"]),
-              f"most spikes of one neuron in one sample: {result['max_spikes_per_neuron']}",
+              f"most spikes of one neuron in one sample: {result['max_spikes_per_neuron']}; samples pipelined, a new "
+              f"one every {result['sample_interval_steps']} steps",
               f"Lava == emulator spike for spike on {result['identical_spike_for_spike']}/{result['samples']} samples"]
     _emit(args, result, lines)
     return EXIT_OK if result["identical_spike_for_spike"] == result["samples"] else EXIT_CHECK_FAILED

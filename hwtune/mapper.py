@@ -19,7 +19,8 @@ memory, a tile reads more inputs than ``max_axons_per_core``) or a net that need
 refused with an ArtifactError naming the layer and the resource.
 
 With a backend's ``Build`` (Lava's stock build: hwtune.backends.lava.build.costs) every layer is
-stored as the explicit synapses that build makes, plus each neuron's synapses from its clock.
+stored as that build stores it: kernels where it makes a Conv process (on a chip with
+``conv_weight_sharing``), else explicit synapses; plus each neuron's synapses from its clock, explicit.
 
 Estimate per inference: latency = steps x ``step_time_us``; dynamic energy = synaptic events x
 ``energy_per_synaptic_event_pj`` + neuron updates (neurons x latency steps) x
@@ -73,17 +74,22 @@ def _refuse_axons(layer: ArtifactLayer, chip: ChipSection, axons: int, what: str
         _fail(layer, "chip.max_axons_per_core", f"{what} {axons} inputs, more than {chip.max_axons_per_core} per core")
 
 
-def _shared_kernel_layer(layer: ArtifactLayer, chip: ChipSection, weight_bits: int) -> LayerMap:
+def _shared_kernel_layer(layer: ArtifactLayer, chip: ChipSection, weight_bits: int, clock_rows: int = 0,
+                         built_as: str = "") -> LayerMap:
+    """``clock_rows``: inputs of the layer's clock, each an explicit synapse to every neuron (``synapse_bits``
+    each, beside the kernels in the core's memory); ``built_as``: the process holding the kernels."""
     c_out, h_o, w_o = layer.out_shape
     kernel_bits = layer.stage.kernel_bits(weight_bits)
-    channels = min(c_out, chip.synaptic_memory_bits // kernel_bits, chip.neurons_per_core)
+    clock_bits = clock_rows * chip.synapse_bits
+    channels = min(c_out, chip.synaptic_memory_bits // (kernel_bits + clock_bits), chip.neurons_per_core)
     if channels < 1:
         _fail(layer, "chip.synaptic_memory_bits", f"the kernel of one output channel needs {kernel_bits} bits, more "
                                                   f"than a core's {chip.synaptic_memory_bits}")
 
     def fit_positions(channels: int) -> tuple[int, int]:
-        return _fit_axons(chip, min(h_o * w_o, chip.neurons_per_core // channels),
-                          lambda p: layer.stage.tile_inputs(p, channels))
+        room = (chip.synaptic_memory_bits - channels * kernel_bits) // (channels * clock_bits) if clock_bits else h_o * w_o
+        return _fit_axons(chip, min(h_o * w_o, chip.neurons_per_core // channels, room),
+                          lambda p: layer.stage.tile_inputs(p, channels) + clock_rows)
 
     # fewer positions first; where one position still reads too much, fewer channels (a grouped conv's
     # channels of one group read only that group's inputs)
@@ -92,8 +98,11 @@ def _shared_kernel_layer(layer: ArtifactLayer, chip: ChipSection, weight_bits: i
     _refuse_axons(layer, chip, axons, "one output position of one channel reads" if channels == 1 else
                   f"one output position of {channels} channels reads")
     cores = math.ceil(c_out / channels) * math.ceil(h_o * w_o / positions)
-    return LayerMap(layer.name, layer.synapse.kind, layer.n_out, cores, channels * positions, _synapses(layer),
-                    cores * channels * kernel_bits, int(layer.fan_in().max()), axons, "shared kernels")
+    clock_synapses = layer.n_out * clock_rows
+    return LayerMap(layer.name, layer.synapse.kind, layer.n_out, cores, channels * positions,
+                    _synapses(layer) + clock_synapses, cores * channels * kernel_bits + clock_synapses * chip.synapse_bits,
+                    int(layer.fan_in().max()) + clock_rows, axons,
+                    "shared kernels" + (f" ({built_as})" if built_as else ""))
 
 
 def _synapses(layer: ArtifactLayer) -> int:
@@ -121,10 +130,14 @@ def _explicit_layer(layer: ArtifactLayer, chip: ChipSection, clock_rows: int = 0
 def map_layers(artifact: Artifact, chip: ChipSection, build: "Build | None" = None) -> list[LayerMap]:
     """Cores, memory and inputs of every layer; refuses (ArtifactError) what the chip cannot hold.
     ``build``: what the backend builds beyond the artifact's synapses (Lava: a clock per layer)."""
-    maps = [_shared_kernel_layer(layer, chip, artifact.weight_bits)
-            if layer.synapse.shares_kernels and chip.conv_weight_sharing and build is None
-            else _explicit_layer(layer, chip, *((build.clock_rows[n], build.processes[n]) if build else ()))
-            for n, layer in enumerate(artifact.layers)]
+    def place(n: int, layer: ArtifactLayer) -> LayerMap:
+        built = (build.clock_rows[n], build.processes[n]) if build else ()
+        kernels = build.kernels[n] if build else layer.synapse.shares_kernels
+        if kernels and chip.conv_weight_sharing:
+            return _shared_kernel_layer(layer, chip, artifact.weight_bits, *built)
+        return _explicit_layer(layer, chip, *built)
+
+    maps = [place(n, layer) for n, layer in enumerate(artifact.layers)]
     for m, inputs in zip(maps, artifact.edges()):
         m.inputs = list(inputs)
     budget, used = chip.cores_per_chip * chip.max_chips, 0
@@ -142,7 +155,8 @@ def map_layers(artifact: Artifact, chip: ChipSection, build: "Build | None" = No
 class Build:
     """What a backend builds besides the artifact's neurons and synapses, per layer: the inputs of
     its clock (host-timed spikes, one synapse to every neuron each) and the process holding its
-    synapses; period_steps: the steps between samples run back to back. A build in which every
+    synapses; period_steps: the steps between samples, which are pipelined; kernels: per layer, whether
+    the build stores its synapses as kernels (Lava's Conv), else explicitly. A build in which every
     neuron spikes exactly once per sample (hwtune.backends.lava.build.costs) takes one synaptic
     event per synapse per inference; ``source`` says so."""
 
@@ -150,13 +164,17 @@ class Build:
     processes: list[str]
     source: str
     period_steps: int
+    kernels: list[bool]
 
 
 def resource_map(artifact: Artifact, chip: ChipSection, events_per_sample: float | None = None,
                  samples: int | None = None, build: Build | None = None) -> dict:
     """The map of every layer, the totals, and the latency and energy estimate per inference
     (energy only when ``events_per_sample``, counted by the emulator on ``samples`` test samples,
-    or from ``build``, the backend's build; hwtune.workflow.export_model passes it for Lava)."""
+    or from ``build``, the backend's build; hwtune.workflow.export_model passes it for Lava). With a
+    build the energy is the chip's (its events); the emulator's count is kept as
+    ``model_synaptic_events``; samples are pipelined: ``sample_interval_steps`` and
+    ``throughput_samples_per_s`` at the chip's step time."""
     layers = map_layers(artifact, chip, build)
     cores = sum(m.cores for m in layers)
     neurons = sum(m.neurons for m in layers)
@@ -168,8 +186,11 @@ def resource_map(artifact: Artifact, chip: ChipSection, events_per_sample: float
              "latency_us": latency_us, "neuron_updates": neurons * latency_steps,
              "static_energy_uj": chip.static_power_w * chips * latency_us}
     if build is not None:      # every neuron spikes once: one event per synapse, clock synapses included
+        if events_per_sample is not None:
+            total.update(model_synaptic_events=events_per_sample, model_events_source=f"emulator on {samples} test samples")
         events_per_sample, source = total["synapses"], build.source
-        total.update(clock_inputs=sum(build.clock_rows), period_steps=build.period_steps)
+        total.update(clock_inputs=sum(build.clock_rows), sample_interval_steps=build.period_steps,
+                     throughput_samples_per_s=1e6 / (build.period_steps * chip.step_time_us))
     else:
         source = f"emulator on {samples} test samples"
     if events_per_sample is not None:
@@ -212,7 +233,12 @@ def table(resources: dict) -> list[str]:
                  f"{t['latency_steps']} steps = {t['latency_us'] / 1000:.3g} ms at {chip['step_time_us']:g} us/step")
     if "clock_inputs" in t:
         lines.append(f"clock: {t['clock_inputs']} host-timed inputs, one synapse to every neuron of their layer each "
-                     f"(counted above); samples back to back every {t['period_steps']} steps")
+                     f"(counted above); samples pipelined, a new one every {t['sample_interval_steps']} steps: "
+                     f"{t['throughput_samples_per_s']:.3g} samples/s")
+    if "model_synaptic_events" in t:
+        lines.append(f"synaptic events per inference: {_si(t['synaptic_events'])} on the chip, "
+                     f"{_si(t['model_synaptic_events'])} in the model "
+                     f"({t['synaptic_events'] / t['model_synaptic_events']:.2f}x; {t['model_events_source']})")
     if "energy_uj" in t:
         lines += energy_lines(t, chip)
     return lines

@@ -350,6 +350,15 @@ def from_lava_state(v):
     return v // unit, v % unit == 0
 
 
+def stock_busy_steps(steps_in: int, steps_out: int) -> int:
+    """Steps one layer of the stock build (:func:`stock_clock`) works on a sample: from its reset R, the
+    first of its T = ``steps_in`` integration steps, to its last clock step F + T' + 1 (the read-out,
+    ``steps_out`` = 0: F, where its v is read), inclusive: T + T' + 2 (read-out: T + 1). The next sample's
+    inputs may arrive, and its reset come, on the step after: a pipelined build's sample interval is at
+    least the largest of these."""
+    return steps_in + steps_out + 2 if steps_out else steps_in + 1
+
+
 def power_of_two_above(n: int) -> int:
     """The smallest power of two > n >= 0 (2^bit_length(n))."""
     return 1 << int(n).bit_length()

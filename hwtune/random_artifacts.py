@@ -59,7 +59,7 @@ def random_artifact(rng: np.random.Generator, sizes: list[int], bits: int = 8, s
 
 def random_conv_artifact(rng: np.random.Generator, input_shape: tuple, plan: list, classes: int, bits: int = 4,
                          steps=6, delay: int = 1, slope: str = "per-neuron", density: float = 0.8) -> Artifact:
-    """A random conv artifact for tests: ``plan`` items are ("conv", C_out, K, stride, padding),
+    """A random conv artifact for tests: ``plan`` items are ("conv", C_out, K, stride, padding[, groups]),
     ("pool", k) (sum pooling into the next layer) or ("dense", n); a flatten is added before the
     first dense layer and the read-out (``classes`` outputs) ends the net. steps: one T for every
     window or [T_0, ..., T_N]. membrane_bits: the smallest that passes :func:`check`."""
@@ -78,9 +78,11 @@ def random_conv_artifact(rng: np.random.Generator, input_shape: tuple, plan: lis
             pending.append(Flatten())
             shape = (math.prod(shape),)
         if item[0] == "conv":
-            _, c_out, k, s, p = item
-            q = rng.integers(lo, hi + 1, size=(c_out, shape[0], k, k)) * (rng.random((c_out, shape[0], k, k)) < density)
-            synapse = Conv2d(weight=q, in_shape=shape, stride=s, padding=p)
+            _, c_out, k, s, p, *g = item
+            g = g[0] if g else 1
+            size = (c_out, shape[0] // g, k, k)
+            q = rng.integers(lo, hi + 1, size=size) * (rng.random(size) < density)
+            synapse = Conv2d(weight=q, in_shape=shape, stride=s, padding=p, groups=g)
         else:
             q = rng.integers(lo, hi + 1, size=(item[1], shape[0])) * (rng.random((item[1], shape[0])) < density)
             synapse = Dense(weight=q)

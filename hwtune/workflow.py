@@ -301,7 +301,7 @@ def export_model(net: TTFSNet, target: str | TargetSpec | None = None, source: s
         uses.append(f"the stock Loihi 2 neurons' guards sized for the potentials of {artifact.meta[GUARD_KEY]['source']}")
     if spec.chip is not None:
         events = None
-        if data is not None and build is None:
+        if data is not None:
             x, y = data.test_x[:samples], data.test_y[:samples]
             events = emulate_artifact(artifact, x, y)[0]["synaptic_events_per_sample"]
             uses.append(f"synaptic events for the energy estimate counted on {data_label(data)} test[:{len(x)}]")

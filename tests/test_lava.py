@@ -27,8 +27,12 @@ def assert_lava_matches_emulator(a, k0):
     for n, (x, y) in enumerate(zip(lava.spike_steps, emu.spike_steps)):
         assert np.array_equal(x, y), f"spike steps of layer {n}"
     assert np.array_equal(lava.logits, emu.logits) and np.array_equal(lava.predictions, emu.predictions)
-    assert lava.total_steps == len(k0) * lava.period and lava.period == period_steps(a)
-    assert lava.period & (lava.period - 1) == 0 and a.latency_steps < lava.period <= 2 * a.latency_steps
+    # samples pipelined: a new one every P steps, P the power of two that holds the longest a layer is busy
+    # (reset R to its last clock step) or the input's T_0 + 1 steps; the run lasts up to the read-out's last slot
+    layers = plan(a)
+    busy = max(a.input_steps + 1, *(max(layer.clock) - layer.reset + 1 for layer in layers))
+    assert lava.period == period_steps(a) and lava.period & (lava.period - 1) == 0 and busy <= lava.period < 2 * busy
+    assert lava.total_steps == len(k0) * lava.period + layers[-1].reset
     # what ran: Lava's stock models only (bit-accurate ones for neurons and synapses), one spike each
     assert lava.process_models and all(m.startswith("lava.proc.") for m in lava.process_models), lava.process_models
     assert "lava.proc.lif.models.PyLifResetModelBitAcc" in lava.process_models
@@ -38,10 +42,13 @@ def assert_lava_matches_emulator(a, k0):
 
 @pytest.mark.parametrize("seed, delay", [(0, 1), (2, 1), (3, 2), (4, 1), (5, 3), (7, 1), (8, 2)])
 def test_lava_equals_emulator_on_conv_nets(seed, delay):
-    """Random conv nets (stride, padding, sum pooling folded into Sparse synapses, per-layer and
-    per-channel slopes, 2-8 weight bits, delays 1-3) run spike for spike as the emulator."""
+    """Random conv nets (stride, padding, sum pooling, per-layer and per-channel slopes, 2-8 weight
+    bits, delays 1-3) run spike for spike as the emulator; at delay 1 the first convolution is Lava's
+    Conv, beyond it DelaySparse (Conv has no delay)."""
     a, k0 = random_conv_case(seed, delay, batch=5)
-    assert_lava_matches_emulator(a, k0)
+    lava, _ = assert_lava_matches_emulator(a, k0)
+    assert plan(a)[0].process_names() == ["Conv" if delay == 1 else "DelaySparse"]
+    assert ("lava.proc.conv.models.PyConvModelFixed" in lava.process_models) == (delay == 1)
 
 
 @pytest.mark.parametrize("seed", [1, 9])
@@ -69,10 +76,11 @@ def test_a_sample_outside_the_calibrated_guards_is_detected():
 
 
 def test_depthwise_separable_net_on_lava(digits):
-    """Depthwise + pointwise convolutions (grouped synapses as block-diagonal Sparse matrices) on
-    20 digits test images: Lava == emulator spike for spike."""
+    """Depthwise + pointwise convolutions (the grouped one as Lava's Conv with groups) on 20 digits
+    test images: Lava == emulator spike for spike."""
     *_, artifact, k0 = depthwise_case(digits)
     assert artifact.layers[1].synapse.groups == 4
+    assert plan(artifact)[1].process_names() == ["Conv"]
     assert_lava_matches_emulator(artifact, k0[:20])
 
 
@@ -88,6 +96,8 @@ def test_golden_case_on_lava():
     ([10, 6, 3], 2, [3, 5], 1, 3),
 ])
 def test_lava_equals_emulator(sizes, bits, steps, delay, seed):
+    """The first and third nets are pipelined: latency 18 steps, a new sample every 16 (layers busy
+    10, 12, 8 and 12, 10, 3 steps)."""
     rng = np.random.default_rng(seed)
     a = random_artifact(rng, sizes, bits=bits, steps=steps, delay=delay)
     k0 = rng.integers(0, a.input_steps + 1, (10, a.n_in)) * (rng.random((10, a.n_in)) < 0.7)
@@ -143,22 +153,23 @@ def test_golden_plan_by_hand():
     assert {s: v.tolist() for s, v in hidden.clock.items()} == \
         {1: [1], 2: [0], 5: [3 - 1 - 1 + 2], 6: [-2], 9: [4], 10: [-7]}
     assert (out.reset, out.fire_start, out.threshold) == (6, 10, 131071)
+    assert period_steps(golden_artifact()) == 16
     assert {s: v.tolist() for s, v in out.clock.items()} == {6: [-1], 10: [-(2 - 1)]}
 
 
 def test_decode_checks_what_the_neurons_saw():
     from hwtune.backends.lava.run import LavaRunError, _decode
-    layer = plan(golden_artifact())[0]        # fires on steps 5..9 (m = 0..4, m = 4: k = 0)
-    spikes = np.zeros((2, 12, 3), dtype=bool)
-    spikes[0, 5, 0] = spikes[0, 8, 1] = spikes[0, 9, 2] = True
-    spikes[1, 6, :] = True
+    layer = plan(golden_artifact())[0]        # fires on steps 5..9 (m = 0..4, m = 4: k = 0); its slots start at R = 1
+    spikes = np.zeros((2, 16, 3), dtype=bool)
+    spikes[0, 4, 0] = spikes[0, 7, 1] = spikes[0, 8, 2] = True
+    spikes[1, 5, :] = True
     k, most = _decode(spikes, layer)
     assert k.tolist() == [[4, 1, 0], [3, 3, 3]] and most == 1
-    spikes[1, 7, 1] = True
+    spikes[1, 6, 1] = True
     with pytest.raises(LavaRunError, match="layer 'hidden' neuron 1 of sample 1 did not spike once"):
         _decode(spikes, layer)
-    spikes[1, 7, 1] = spikes[1, 6, 2] = False
-    spikes[1, 2, 2] = True
+    spikes[1, 6, 1] = spikes[1, 5, 2] = False
+    spikes[1, 1, 2] = True
     with pytest.raises(LavaRunError, match="layer 'hidden' neuron 2 of sample 1 spiked outside its firing steps"):
         _decode(spikes, layer)
 
@@ -365,10 +376,12 @@ def test_a_malformed_lava_guard_in_an_artifact_is_refused(guard):
 
 def test_clock_integers_split_into_weight_digits_by_hand():
     """numerics.weight_digits: x = low + 128 sum_r high_r, low in [0, 128), |high_r| <= 127; the
-    period is the power of two above the latency (numerics.power_of_two_above)."""
+    period is the power of two that holds the longest a layer is busy (numerics.stock_busy_steps: the
+    golden case's hidden layer R = 1 .. F + T' + 1 = 10, the read-out 6 .. 10)."""
     from hwtune import numerics
     low, high = numerics.weight_digits(np.array([0, 127, 128, -1, 300, 16256, 16257, -16385]))
     assert low.tolist() == [0, 127, 0, 127, 44, 0, 1, 127]
     assert high.tolist() == [[0, 0], [0, 0], [1, 0], [-1, 0], [2, 0], [127, 0], [127, 0], [-127, -2]]
     assert numerics.weight_digits(np.array([5]))[1].shape == (1, 1)
     assert [numerics.power_of_two_above(n) for n in (0, 1, 7, 8, 100)] == [1, 2, 8, 16, 128]
+    assert [numerics.stock_busy_steps(4, 4), numerics.stock_busy_steps(4, 0)] == [10, 5]

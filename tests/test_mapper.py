@@ -97,9 +97,10 @@ def test_axon_limit_shrinks_conv_tiles():
 
 
 def test_loihi2_maps_the_stock_build_of_a_conv_net():
-    """The Loihi 2 map describes the processes built (hwtune.backends.lava.build): convolutions and
-    layers after a pooling as explicit synapses in Sparse, a clock input per clock step and its
-    synapses counted, and one synaptic event per synapse per inference (every neuron spikes once)."""
+    """The Loihi 2 map describes the processes built (hwtune.backends.lava.build): convolutions as
+    kernels stored once (Lava's Conv, a 2x2 pooling folded in), the dense layer after a pooling as
+    explicit synapses in Sparse, a clock input per clock step and its synapses counted, and one
+    synaptic event per synapse per inference (every neuron spikes once)."""
     from hwtune.backends.lava.build import calibrate, costs
     rng = np.random.default_rng(0)
     a = random_conv_artifact(rng, (1, 28, 28),
@@ -107,10 +108,21 @@ def test_loihi2_maps_the_stock_build_of_a_conv_net():
                               ("conv", 16, 3, 1, 1), ("pool", 2), ("dense", 32)], 10, bits=4)
     calibrate(a, rng.integers(0, a.input_steps + 1, (8, a.n_in)), "8 random samples")
     build = costs(a)
-    r = resource_map(a, load_target("loihi2").chip, build=build)
+    r = resource_map(a, load_target("loihi2").chip, events_per_sample=1234.5, samples=8, build=build)
     t = r["total"]
+    # windows of 6 steps: a layer is busy 6 + 6 + 2 steps, so a new sample every 16 (latency 6 x 7 = 42):
+    # 1e6 / (16 x 183 us) samples/s; the chip's events are its synapses, the model's the emulator's count
+    assert (t["sample_interval_steps"], t["latency_steps"]) == (16, 42)
+    assert t["throughput_samples_per_s"] == pytest.approx(341.53, abs=0.01)
+    assert t["model_synaptic_events"] == 1234.5 and t["model_events_source"] == "emulator on 8 test samples"
     assert t["neurons"] == 2 * 8 * 28 * 28 + 2 * 16 * 14 * 14 + 32 + 10
-    assert [m["stored_as"] for m in r["layers"]] == ["explicit synapses (Sparse)"] * 5 + ["explicit synapses (Dense)"]
+    assert [m["stored_as"] for m in r["layers"]] == ["shared kernels (Conv)"] * 4 + \
+        ["explicit synapses (Sparse)", "explicit synapses (Dense)"]
+    # c1: 8 channels of 784 positions; 4,096 neurons per core hold 512 positions of all 8 channels
+    # (kernels 8 x 36 bits and at most 12 clock synapses of 18 bits per neuron fit 1 Mbit): 2 cores
+    c1 = r["layers"][0]
+    assert (c1["cores"], c1["neurons_per_core"]) == (2, 4096)
+    assert c1["memory_bits"] == 2 * 8 * 36 + 8 * 784 * build.clock_rows[0] * 18
     explicit = sum(int(fan.sum()) for layer in a.layers for fan in layer.fan_out())
     clock = sum(layer.n_out * rows for layer, rows in zip(a.layers, build.clock_rows))
     assert t["synapses"] == explicit + clock and t["synaptic_events"] == t["synapses"]

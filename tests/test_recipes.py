@@ -100,6 +100,10 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     assert total["cores"] == 2 and total["neurons"] == 64 + 10
     # the stock build: every neuron and clock input spikes once, so one event per synapse
     assert total["synaptic_events"] == total["synapses"] and total["clock_inputs"] > 0
+    # beside the model's events (the emulator's count: silent neurons send nothing), samples pipelined
+    assert 0 < total["model_synaptic_events"] < total["synaptic_events"]
+    assert total["sample_interval_steps"] & (total["sample_interval_steps"] - 1) == 0
+    assert total["throughput_samples_per_s"] == pytest.approx(1e6 / (total["sample_interval_steps"] * 183))
     assert total["synaptic_events"] > 0 and total["energy_uj"] > total["static_energy_uj"] > 0
     table = runpy.run_path("scripts/make_results_table.py")["table"]([out / "results.json"])
     assert "| 100.00 % / 20/20 |" in table and "| total | | 74 | 2 |" in table

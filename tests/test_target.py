@@ -11,7 +11,7 @@ def test_shipped_targets_load():
     loihi = load_target("loihi")  # alias
     assert loihi.name == "loihi2" and loihi.weights.bits == 8 and loihi.membrane_bits == 24
     assert loihi.synaptic_delay == 1 and loihi.backend == "lava"
-    assert loihi.chip.cores_per_chip == 128 and loihi.chip.neurons_per_core == 8192
+    assert loihi.chip.cores_per_chip == 128 and loihi.chip.neurons_per_core == 4096
     assert load_target("emulator").chip is None
 
 
@@ -101,8 +101,8 @@ def test_a_model_stays_prepared_for_a_target_whose_chip_description_changed():
 
     from hwtune.target import model_differences
     loihi = load_target("loihi2")
-    revised = replace(loihi, chip=replace(loihi.chip, max_chips=1, conv_weight_sharing=True))
-    assert differences(loihi, revised) == ["chip.conv_weight_sharing: False vs True", "chip.max_chips: 8 vs 1"]
+    revised = replace(loihi, chip=replace(loihi.chip, max_chips=1, conv_weight_sharing=False))
+    assert differences(loihi, revised) == ["chip.conv_weight_sharing: True vs False", "chip.max_chips: 8 vs 1"]
     assert model_differences(loihi, revised) == []
     other = replace(revised, state=replace(loihi.state, membrane_bits=16))
     assert model_differences(loihi, other) == ["state.membrane_bits: 24 vs 16"]

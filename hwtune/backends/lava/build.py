@@ -32,6 +32,7 @@ import scipy.sparse as sp
 
 from hwtune import numerics, progress
 from hwtune.artifact import Artifact, ArtifactError, raise_violations, weight_violations
+from hwtune.backends.lava.conv import a_out_violations, conv_kernel, conv_process
 from hwtune.layers import OpError
 
 #: Lava's du for a current that does not decay (decay du + ds_offset = 0).
@@ -51,7 +52,8 @@ class StockLayer:
     steps from a spike to its arrival, d + D: numerics.Timing). steps_out: T_n (0: read-out). reset:
     R, the first integration step; fire_start: F_n, its first firing step (spikes at F_n + m,
     m = 0..T_n); the read-out's v holds V from F_{N+1} - 1 on. threshold: H (vth). clock: step ->
-    change of u per neuron on that step (the clock's Dense weights).
+    change of u per neuron on that step (the clock's Dense weights). kernels: per input, the
+    ConvKernel Lava's Conv holds it as, or None for a Dense/Sparse synapse (conv.conv_kernel).
     """
 
     name: str
@@ -62,6 +64,7 @@ class StockLayer:
     fire_start: int
     threshold: int
     clock: ty.Dict[int, np.ndarray]
+    kernels: ty.List[ty.Any]
 
     @property
     def readout(self) -> bool:
@@ -75,6 +78,11 @@ class StockLayer:
         """(node, its block of the synapse matrix, delay) per input: one synapse process each."""
         return [(node, self.matrix[:, columns], delay) for node, columns, delay in self.inputs]
 
+    def process_names(self) -> ty.List[str]:
+        """The Lava process of each input: Conv, else :func:`_process_name`."""
+        return ["Conv" if kernel is not None else _process_name(m, delay)
+                for (_, m, delay), kernel in zip(self.input_matrices(), self.kernels)]
+
 
 def _row_sums(matrix) -> ty.Tuple[np.ndarray, np.ndarray]:
     """sum_j max(q_ij, 0) and sum_j max(-q_ij, 0) per row (int64)."""
@@ -87,13 +95,18 @@ def _row_sums(matrix) -> ty.Tuple[np.ndarray, np.ndarray]:
 
 
 def period_steps(artifact: Artifact) -> int:
-    """Steps per sample: the smallest power of two > the artifact's latency F_{N+1} (the read-out's
-    last clock step). A power of two because LIFReset's reset_interval must be one on the chip
-    (lava-dl's netx tutorials, which use LIFReset on Loihi 2)."""
-    return numerics.power_of_two_above(artifact.latency_steps)
+    """Steps between samples, which are pipelined: the smallest power of two >= the steps any layer is
+    busy with a sample (numerics.stock_busy_steps; the input's T_0 + 1 too), so that a layer takes
+    the next sample as soon as it is free while the later layers still work on the earlier ones. A
+    power of two because LIFReset's reset_interval must be one on the chip (lava-dl's netx
+    tutorials, which use LIFReset on Loihi 2)."""
+    timing = artifact.timing
+    busy = [numerics.stock_busy_steps(timing.steps_in(n), 0 if layer.readout else layer.window_steps)
+            for n, layer in enumerate(artifact.layers)]
+    return numerics.power_of_two_above(max(artifact.input_steps + 1, *busy) - 1)
 
 
-def _layer_plan(layer, q, inputs, steps_in: int, integration: range,
+def _layer_plan(layer, q, inputs, kernels, steps_in: int, integration: range,
                 guard: ty.Optional[ty.Tuple[int, int]]) -> ty.Tuple[StockLayer, ty.List[str]]:
     """The plan of one layer that integrates on the steps ``integration`` (numerics.Timing.integration:
     R .. F_n - 1), and the register violations found (the clock: numerics.stock_clock). Every register
@@ -119,12 +132,15 @@ def _layer_plan(layer, q, inputs, steps_in: int, integration: range,
         for i in np.flatnonzero(need > numerics.LAVA_A_IN_MAX)[:3]:
             problems.append(f"{where} neuron {i}: a_in on step {step} reaches {need[i]} > {numerics.LAVA_A_IN_MAX} "
                             f"({numerics.LAVA_A_IN_BITS} bits)")
-    for node, _, delay in inputs:
+    for (node, columns, delay), kernel in zip(inputs, kernels):
+        if kernel is not None:
+            problems += a_out_violations(f"{where} input {node}", *_row_sums(q[:, columns]))
         if delay > numerics.SYNAPTIC_DELAY[1]:
             problems.append(f"{where}: spikes of {'the input' if node == 0 else f'layer {node}'} need a delay of "
                             f"{delay} steps, more than the {numerics.SYNAPTIC_DELAY[1]} a Loihi 2 synapse holds")
     return StockLayer(name=layer.name, matrix=q, inputs=inputs, steps_out=steps_out, reset=integration.start,
-                      fire_start=integration.stop, threshold=stock.threshold, clock=stock.clock), problems
+                      fire_start=integration.stop, threshold=stock.threshold, clock=stock.clock,
+                      kernels=kernels), problems
 
 
 def plan(artifact: Artifact) -> ty.List[StockLayer]:
@@ -149,7 +165,9 @@ def plan(artifact: Artifact) -> ty.List[StockLayer]:
         ends = np.cumsum([0, *layer.stage.n_in])
         inputs = [(p, slice(int(a), int(b)), artifact.synaptic_delay + timing.arrival_delay(n, p))
                   for p, a, b in zip(sources, ends[:-1], ends[1:])]
-        stock, found = _layer_plan(layer, q, inputs, timing.steps_in(n), timing.integration(n), guards.get(layer.name))
+        kernels = [conv_kernel(layer.stage, inputs[0][2])[0]] if layer.stage.arity == 1 else [None] * len(inputs)
+        stock, found = _layer_plan(layer, q, inputs, kernels, timing.steps_in(n), timing.integration(n),
+                                   guards.get(layer.name))
         layers.append(stock)
         problems += found
     if problems:
@@ -226,7 +244,7 @@ def clock_rasters(layer: StockLayer, period: int) -> ty.List[ty.Tuple[np.ndarray
 
 def input_spikes(k0: np.ndarray, steps: int, period: int) -> ty.Callable[[int], np.ndarray]:
     """Input spikes of step t of the run, (n_in,): input j of sample b fires at b P + T_0 - k0_j
-    (k0_j = 0: at b P + T_0, so that every input spikes once)."""
+    (k0_j = 0: at b P + T_0, so that every input spikes once); none after the last sample's."""
     m = numerics.step_of(np.asarray(k0, dtype=np.int64), steps)
 
     def at(t: int) -> np.ndarray:
@@ -244,9 +262,9 @@ def costs(artifact: Artifact):
 
     layers, period = plan(artifact), period_steps(artifact)
     rows = [sum(len(raster) for raster, _, _ in clock_rasters(layer, period)) for layer in layers]
-    processes = [" + ".join(_process_name(m, delay) for _, m, delay in layer.input_matrices()) for layer in layers]
-    return Build(clock_rows=rows, processes=processes, source="Lava stock build: every neuron spikes once per sample",
-                 period_steps=period)
+    return Build(clock_rows=rows, processes=[" + ".join(layer.process_names()) for layer in layers],
+                 source="Lava stock build: every neuron spikes once per sample", period_steps=period,
+                 kernels=[all(kernel is not None for kernel in layer.kernels) for layer in layers])
 
 
 @dataclass
@@ -254,7 +272,8 @@ class LavaNetwork:
     """The processes of one run. k0: the validated input activations (B, n_in); injector: input
     spikes streamed from the host (``inputs(t)`` gives step t's); extractors: one per hidden layer
     (its spikes, every step); monitor: the read-out's v; layers: the plans; processes: every
-    process built (for process_models)."""
+    process built (for process_models); period: the steps between samples, which are pipelined:
+    layer n works on sample b in steps b P + [R_n, R_n + P)."""
 
     layers: ty.List[StockLayer]
     k0: np.ndarray
@@ -272,7 +291,8 @@ class LavaNetwork:
 
     @property
     def total_steps(self) -> int:
-        return self.period * self.n_samples
+        """Up to the end of the last layer's slot of the last sample: B P + the largest R_n."""
+        return self.period * self.n_samples + max(layer.reset for layer in self.layers)
 
 
 def _process_name(matrix, delay: int) -> str:
@@ -301,8 +321,8 @@ def _synapse(matrix, bits: int = numerics.LAVA_WEIGHT_BITS, scale_exp: int = 0, 
 
 
 def build_network(artifact: Artifact, k0) -> LavaNetwork:
-    """Lava's stock processes for ``artifact`` fed with input activations ``k0`` (B, n_in), all
-    samples back to back (period :func:`period_steps`). Refuses (ArtifactError) what :func:`plan` refuses."""
+    """Lava's stock processes for ``artifact`` fed with input activations ``k0`` (B, n_in), samples
+    pipelined (a new one every :func:`period_steps`). Refuses (ArtifactError) what :func:`plan` refuses."""
     from lava.proc.io.extractor import Extractor
     from lava.proc.io.injector import Injector
     from lava.proc.io.source import RingBuffer
@@ -317,7 +337,10 @@ def build_network(artifact: Artifact, k0) -> LavaNetwork:
     for layer in layers:
         neuron = LIFReset(shape=(layer.n_out,), du=PERFECT_INTEGRATOR_DU, dv=0, vth=layer.threshold,
                           reset_interval=period, reset_offset=(layer.reset + 1) % period, name=layer.name)
-        for node, matrix, delay in layer.input_matrices():
+        for (node, matrix, delay), kernel in zip(layer.input_matrices(), layer.kernels):
+            if kernel is not None:
+                processes.append(conv_process(kernel, spikes[node], neuron.a_in))
+                continue
             synapse = _synapse(matrix, artifact.weight_bits, delay=delay)
             spikes[node].connect(synapse.s_in)
             synapse.a_out.connect(neuron.a_in)
@@ -335,8 +358,8 @@ def build_network(artifact: Artifact, k0) -> LavaNetwork:
             processes.append(extractor)
             spikes.append(neuron.s_out)
     monitor = Monitor()
-    monitor.probe(target=neuron.v, num_steps=period * len(k0))
-    processes.append(monitor)
-    return LavaNetwork(layers=layers, k0=k0, injector=injector, inputs=input_spikes(k0, artifact.input_steps, period),
-                       extractors=extractors, monitor=monitor, readout=neuron, processes=processes,
-                       period=period)
+    net = LavaNetwork(layers=layers, k0=k0, injector=injector, inputs=input_spikes(k0, artifact.input_steps, period),
+                      extractors=extractors, monitor=monitor, readout=neuron, processes=processes + [monitor],
+                      period=period)
+    monitor.probe(target=neuron.v, num_steps=net.total_steps)
+    return net

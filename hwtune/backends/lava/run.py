@@ -48,7 +48,8 @@ class LavaResult(RunResult):
     the spikes the Extractors saw, the read-out's V from its v. Hidden V are not observable there,
     so ``potentials`` holds the read-out's only.
 
-    period: steps per sample slot; total_steps: steps run (period * B); process_models:
+    period: steps between samples, which are pipelined (each layer's slot of a sample is that long;
+    reported as sample_interval_steps); total_steps: steps run (B P + the read-out's R); process_models:
     module-qualified class of every ProcessModel that ran; max_spikes_per_neuron: the most spikes
     of any hidden neuron in any sample (1: every neuron spikes exactly once).
     """
@@ -59,7 +60,8 @@ class LavaResult(RunResult):
     max_spikes_per_neuron: int = 0
 
     def backend_report(self) -> dict:
-        return {"process_models": self.process_models, "max_spikes_per_neuron": self.max_spikes_per_neuron}
+        return {"process_models": self.process_models, "max_spikes_per_neuron": self.max_spikes_per_neuron,
+                "sample_interval_steps": self.period}
 
 
 @contextmanager
@@ -181,9 +183,9 @@ _AHEAD = 32
 
 
 def run_lava(artifact: Artifact, k0, hardware: bool = False) -> LavaResult:
-    """Run all samples of ``k0`` (B, n_in) back to back in one run of Lava's stock processes
-    (build.py) in Lava's bit-accurate simulator, or on a Loihi 2 board (``hardware``: lava-loihi).
-    Sample b occupies steps [b P, (b + 1) P), P = build.period_steps; the processes are always
+    """Run all samples of ``k0`` (B, n_in), pipelined, in one run of Lava's stock processes (build.py)
+    in Lava's bit-accurate simulator, or on a Loihi 2 board (``hardware``: lava-loihi). Sample b enters
+    on step b P, P = build.period_steps, and layer n works on it in steps b P + [R_n, R_n + P); the processes are always
     stopped, also on error or Ctrl-C (KeyboardInterrupt is re-raised after the clean-up)."""
     # DelaySparse (d > 1) edits its CSR in place every step; scipy warns about it in every worker
     warnings.filterwarnings("ignore", category=scipy.sparse.SparseEfficiencyWarning)
@@ -209,11 +211,11 @@ def run_lava(artifact: Artifact, k0, hardware: bool = False) -> LavaResult:
         models = sorted({f"{p.model_class.__module__}.{p.model_class.__qualname__}" for p in net.processes})
     activations, most = [net.k0], 0
     for layer, record in zip(net.layers, spikes):
-        k, count = _decode(record.reshape(net.n_samples, net.period, -1), layer)
+        k, count = _decode(_slots(record, layer, net), layer)
         activations.append(k)
         most = max(most, count)
     readout = net.layers[-1]
-    V = v.reshape(net.n_samples, net.period, -1)[:, readout.fire_start]   # v holds V from F - 1 till the period ends
+    V = _slots(v, readout, net)[:, readout.fire_start - readout.reset]   # v holds V from F - 1 till the next reset
     V, exact = numerics.from_lava_state(V)
     if not exact.all():
         raise LavaRunError(f"Lava: read-out {readout.name!r} holds a v that is not a multiple of "
@@ -222,16 +224,22 @@ def run_lava(artifact: Artifact, k0, hardware: bool = False) -> LavaResult:
                        total_steps=total, process_models=models, max_spikes_per_neuron=most)
 
 
+def _slots(record: np.ndarray, layer, net) -> np.ndarray:
+    """A layer's per-step record (steps, n) cut into its slot of every sample, (B, period, n): sample b's
+    steps b P + R .. b P + R + P - 1 (samples are pipelined: each layer has its own slots)."""
+    return record[layer.reset:layer.reset + net.n_samples * net.period].reshape(net.n_samples, net.period, -1)
+
+
 def _decode(spikes: np.ndarray, layer) -> ty.Tuple[np.ndarray, int]:
-    """Activations k = T_n - m (B, n) from the spikes (B, period, n) of a stock layer, and the most
-    spikes of one neuron in one sample. Every neuron spikes once, at fire_start + m, m = 0..T_n
-    (m = T_n: k = 0); LavaRunError names the first neuron that did otherwise."""
+    """Activations k = T_n - m (B, n) from the spikes (B, period, n) in a stock layer's slots (from its
+    reset R on), and the most spikes of one neuron in one sample. Every neuron spikes once, at
+    fire_start + m, m = 0..T_n (m = T_n: k = 0); LavaRunError names the first neuron that did otherwise."""
     counts = spikes.sum(axis=1)
-    m = spikes.argmax(axis=1) - layer.fire_start
+    m = spikes.argmax(axis=1) - (layer.fire_start - layer.reset)
     for problem, bad in (("did not spike once", counts != 1),
                          ("spiked outside its firing steps", (m < 0) | (m > layer.steps_out))):
         if bad.any():
             b, i = np.argwhere(bad)[0]
             raise LavaRunError(f"Lava: layer {layer.name!r} neuron {i} of sample {b} {problem} "
-                               f"({counts[b, i]} spike(s), first at step {m[b, i] + layer.fire_start})")
+                               f"({counts[b, i]} spike(s), first at step {m[b, i] + layer.fire_start} of its sample)")
     return numerics.step_of(m, layer.steps_out), int(counts.max(initial=0))
