@@ -15,7 +15,7 @@ from hwtune.backends.lava.build import calibrate, plan  # noqa: E402
 from hwtune.backends.lava.conv import conv_kernel  # noqa: E402
 from hwtune.layers import Conv2d, Dense, Flatten, SumPool  # noqa: E402
 from hwtune.layers.stage import Stage  # noqa: E402
-from random_artifacts import random_conv_artifact  # noqa: E402
+from hwtune.random_artifacts import random_conv_artifact  # noqa: E402
 from test_lava import assert_lava_matches_emulator  # noqa: E402
 
 
