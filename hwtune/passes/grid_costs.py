@@ -139,9 +139,10 @@ def cost_lines(costs: dict | None) -> list[str]:
     """The report as text lines (the CLI's)."""
     if not costs:
         return []
+    w = max([16] + [len(r["layer"]) for r in costs["rows"]])       # the layer column fits the longest name
     lines = [f"  what each grid costs alone ({costs['samples']} {costs['data']} samples, before fine-tuning; "
              f"float {100 * costs['float_accuracy']:.2f} %, all quantized {100 * costs['quantized_accuracy']:.2f} %):",
-             f"    {'layer':<16} {'grid':<8} {'setting':<10} {'accuracy':>9} {'loss':>7} {'logit err':>9}"]
-    lines += [f"    {r['layer']:<16} {r['grid']:<8} {r['setting']:<10} {100 * r['accuracy']:8.2f}% "
+             f"    {'layer':<{w}} {'grid':<8} {'setting':<10} {'accuracy':>9} {'loss':>7} {'logit err':>9}"]
+    lines += [f"    {r['layer']:<{w}} {r['grid']:<8} {r['setting']:<10} {100 * r['accuracy']:8.2f}% "
               f"{r['loss_points']:7.2f} {r['logit_error']:9.4f}" for r in costs["rows"]]
     return lines
