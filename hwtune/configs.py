@@ -268,3 +268,12 @@ def parse_address(address: str) -> tuple[str, int] | None:
 
 
 PASS_CONFIGS = {c.pass_name: c for c in (QuantizeConfig, NoiseConfig, LatencyConfig)}
+
+#: Settings added after sweep and study point ids were fixed, with their defaults: an id leaves them
+#: out while at the default, so the ids (and resuming committed sweeps and studies) stay as they were.
+LATER_SETTINGS = {"schedule": "decay", "distill": 0.0, "window_search": False, "report_samples": 1000}
+
+
+def id_settings(settings: Settings) -> dict:
+    """``settings.to_dict()`` for a point id: LATER_SETTINGS left out where they hold their default."""
+    return {k: v for k, v in settings.to_dict().items() if k not in LATER_SETTINGS or v != LATER_SETTINGS[k]}

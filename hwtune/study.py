@@ -39,7 +39,8 @@ import statistics
 from dataclasses import dataclass, field
 
 from hwtune.bundled import find_recipe
-from hwtune.configs import SEED_RULE, ExecutionConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
+from hwtune.configs import (SEED_RULE, ExecutionConfig, FinetuneOptions, NoiseConfig, QuantizeConfig,
+                            id_settings)
 from hwtune.device_noise import NoiseSpec
 from hwtune.errors import ConfigError, short
 from hwtune.recipes import PipelineSpec, RecipeError, check_pass, parse_pipeline, split_keys
@@ -152,7 +153,7 @@ def point_id(study: Study, seed: int) -> str:
     """Stable id of a seed's point: everything its result depends on."""
     return settings_hash({"kind": "robustness", "seed": seed, "base": base_settings(study), "dataset": study.dataset,
                   "target": study.target.name, "samples": study.data.samples, "train_samples": study.data.train_samples,
-                  "quantize": study.quantize.to_dict(), "finetune": study.finetune.to_dict(), "devices": study.devices,
+                  "quantize": id_settings(study.quantize), "finetune": id_settings(study.finetune), "devices": study.devices,
                   "device_every": study.device_every, **({"window_search": True} if study.window_search else {}),
                   "studies": [(s.name, s.train.to_dict(), s.axis, s.levels) for s in study.studies]})
 

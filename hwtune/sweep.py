@@ -47,7 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hwtune.settings import Rule, check_value, rule_of
-from hwtune.configs import DeployConfig, ExecutionConfig, FinetuneOptions, NoiseConfig, QuantizeConfig
+from hwtune.configs import (DeployConfig, ExecutionConfig, FinetuneOptions, NoiseConfig, QuantizeConfig,
+                            id_settings)
 from hwtune.device_noise import NoiseSpec
 from hwtune.numerics import MAX_STEPS
 from hwtune.errors import ConfigError, HwtuneError, short
@@ -115,7 +116,7 @@ def point_id(sweep: Sweep, point: dict) -> str:
     return settings_hash({**{k: point[k] for k in AXES}, "seed": sweep.seed, "base": base_settings(sweep),
                   "dataset": sweep.dataset, "target": sweep.target.name, "train_samples": sweep.data.train_samples,
                   "samples": sweep.data.samples, "devices": sweep.devices if noisy else None,
-                  "finetune_settings": sweep.finetune.to_dict() if point["finetune"] else None})
+                  "finetune_settings": id_settings(sweep.finetune) if point["finetune"] else None})
 
 
 def _point(raw: object, where: str) -> dict:

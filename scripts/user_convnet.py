@@ -8,7 +8,10 @@ saved as safetensors and converted with ``hwtune convert scripts.user_convnet:us
 (``--bits float --epochs 0``), as in the issue. Every hwtune step goes through the CLI; its --json
 records go to OUT/results.json.
 
-    python scripts/user_convnet.py --out /work/runs/user-convnet [--quantize-args "..."]
+    python scripts/user_convnet.py --out /work/runs/user-convnet
+    python scripts/user_convnet.py --out /work/runs/user-convnet --tag=-lr5e-4 "--quantize-args=--lr 5e-4"
+
+(the second is the 4-bit run at quantize's new default lr: 72.09 %, key ``w4_t16-lr5e-4``).
 """
 from __future__ import annotations
 

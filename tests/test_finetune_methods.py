@@ -81,3 +81,18 @@ def test_quantize_records_the_searched_scales(net, digits):
 def test_bad_settings_are_refused(net, digits, settings, message):
     with pytest.raises(ConfigError, match=message):
         hwtune.quantize(net, digits, **settings)
+
+
+def test_sweep_point_ids_leave_out_the_new_settings_at_their_default():
+    """The committed CI sweep's ids stay (resume keeps working); a fine-tuning that distils gets its own."""
+    from pathlib import Path
+
+    from hwtune.study import load_sweep
+    from hwtune.sweep import point_id, read_points
+
+    sweep = load_sweep("recipes/robustness-ci.yaml")
+    committed = {r["id"] for r in read_points(Path("docs/results/robustness-ci"))}
+    assert {point_id(sweep, p) for p in sweep.points} == committed
+    sweep.finetune = sweep.finetune.replace(distill=0.5)
+    changed = {point_id(sweep, p) for p in sweep.points if p["finetune"]}
+    assert changed and not changed & committed

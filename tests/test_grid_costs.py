@@ -142,3 +142,10 @@ def test_weight_rows_hold_on_a_residual_join(projection):
     names = [layer.name for layer in net.layers]
     assert [r["layer"] for r in costs["rows"] if r["grid"] == "time"] == ["input"] + names[:-1]
     assert [r["layer"] for r in costs["rows"] if r["grid"] == "weights"] == names
+
+
+@pytest.mark.parametrize("costs", [None, {}, {"rows": "x"}, {"rows": [{"layer": 1}], "samples": 5, "float_accuracy": 1,
+                                                               "quantized_accuracy": 1}, ["rows"]])
+def test_a_malformed_report_from_a_file_prints_nothing(costs):
+    from hwtune.passes.grid_costs import cost_lines
+    assert cost_lines(costs) == []

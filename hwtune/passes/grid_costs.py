@@ -135,9 +135,19 @@ def advice(costs: dict | None, net: TTFSNet, loss_points: float, pass_name: str)
                      f"({r['setting']}) costs {r['loss_points']:.2f} points: {_remedy(r, net)}" for r in costly]
 
 
+def _well_formed(costs) -> bool:
+    """Whether ``costs`` has the shape grid_costs returns (a record read from a model file may not)."""
+    number = (int, float)
+    rows = costs.get("rows") if isinstance(costs, dict) else None
+    return (isinstance(rows, list) and isinstance(costs.get("samples"), int) and
+            all(isinstance(costs.get(k), number) for k in ("float_accuracy", "quantized_accuracy")) and
+            all(isinstance(r, dict) and all(isinstance(r.get(k), str) for k in ("layer", "grid", "setting")) and
+                all(isinstance(r.get(k), number) for k in ("accuracy", "loss_points", "logit_error")) for r in rows))
+
+
 def cost_lines(costs: dict | None) -> list[str]:
-    """The report as text lines (the CLI's)."""
-    if not costs:
+    """The report as text lines (the CLI's); none for a missing or malformed report."""
+    if not _well_formed(costs):
         return []
     w = max([16] + [len(r["layer"]) for r in costs["rows"]])       # the layer column fits the longest name
     lines = [f"  what each grid costs alone ({costs['samples']} {costs['data']} samples, before fine-tuning; "
