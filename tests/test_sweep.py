@@ -129,8 +129,7 @@ def test_report_on_a_directory_no_sweep_wrote_says_so(tmp_path, capsys):
     (tmp_path / "fc").mkdir()
     (tmp_path / "fc" / "hwtune.json").write_text("{}")          # a model directory, say
     assert main(["report", str(tmp_path / "fc")]) == 3
-    assert f"{tmp_path / 'fc'}: not a sweep directory (it holds no points.jsonl or sweep.json)" in \
-        capsys.readouterr().err
+    assert f"{tmp_path / 'fc'}: not a sweep directory (no hwtune manifest marks it)" in capsys.readouterr().err
 
 
 def test_one_sweep_per_directory(tmp_path, capsys):
