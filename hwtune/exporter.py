@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from hwtune.artifact import INPUT, Artifact, ArtifactError, ArtifactLayer, check
+from hwtune.graph import layer_names
 from hwtune.layers import OpError, Stage, kind_of
 from hwtune.layers.identity import Identity
 from hwtune.provenance import provenance
@@ -73,7 +74,7 @@ def to_artifact(net: TTFSNet, target: TargetSpec, source: str = "") -> Artifact:
     if net.quant.delay != target.synaptic_delay:
         raise ArtifactError(f"model was quantized for synaptic delay {net.quant.delay}, target {target.name} has "
                             f"{target.synaptic_delay}: re-run quantize with --target {target.name}")
-    names = [INPUT] + [layer.name if layer.named else f"{layer.prefix}{n}" for n, layer in enumerate(net.layers)]
+    names = [INPUT] + layer_names(net.layers)
     layers = [_layer(net, n, names) for n in range(len(net.layers))]
     artifact = Artifact(layers=layers, input_shape=net.input_shape, input_steps=net.quant.steps[0],
                         synaptic_delay=target.synaptic_delay, weight_bits=net.quant.weights.bits,

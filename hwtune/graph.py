@@ -78,6 +78,13 @@ class Layer:
         return tuple(p for b in self.branches for p in b.sources)
 
 
+def layer_names(layers) -> list[str]:
+    """What each layer is called wherever it is shown (artifact, resource map, pass reports): its
+    node's name where the architecture named it, else its kind's prefix and its index among the
+    layers (dense0, conv2d1, ...)."""
+    return [layer.name if layer.named else f"{layer.prefix}{n}" for n, layer in enumerate(layers)]
+
+
 @dataclass(frozen=True)
 class Graph:
     """An architecture resolved: its nodes, the synapse nodes (indices in node order) and the layers."""

@@ -6,6 +6,7 @@ import torch
 
 import hwtune
 from hwtune import io
+from hwtune.graph import layer_names
 from hwtune.api import QuantizationWarning
 from hwtune.cli import main
 from hwtune.passes.grid_costs import FINE_STEPS, float_self, weight_grid_only
@@ -34,17 +35,17 @@ def test_the_fine_grid_is_float_time(net, digits):
 
 
 def test_report_points_at_the_coarse_time_grid_and_warns(net, digits):
-    """Two steps in dense1's window, 8 bits and 64 steps elsewhere: dense1's time grid is the loss."""
-    with pytest.warns(QuantizationWarning, match=r"layer 'dense1': its time grid \(2 steps\).*--steps 4,64"):
+    """Two steps in dense0's window, 8 bits and 64 steps elsewhere: dense0's time grid is the loss."""
+    with pytest.warns(QuantizationWarning, match=r"layer 'dense0': its time grid \(2 steps\).*--steps 4,64"):
         _, record = hwtune.quantize(net, digits, bits=8, steps=[2, 64], input_steps=64, epochs=0)
     costs = record["grid_costs"]
     assert costs["data"] == "training" and costs["samples"] == 1000
     time, weights = _rows(record, "time"), _rows(record, "weights")
-    assert set(time) == {"input", "dense1", "dense2"} and set(weights) == {"dense1", "dense2", "dense3"}
-    assert time["dense1"]["loss_points"] > 5
-    assert max(r["loss_points"] for r in record["grid_costs"]["rows"] if r is not time["dense1"]) < 1
-    assert time["dense1"]["logit_error"] > 5 * max(time["dense2"]["logit_error"], weights["dense1"]["logit_error"])
-    assert len(record["warnings"]) == 2 and "dense2" not in record["warnings"][1]
+    assert set(time) == {"input", "dense0", "dense1"} and set(weights) == {"dense0", "dense1", "dense2"}
+    assert time["dense0"]["loss_points"] > 5
+    assert max(r["loss_points"] for r in record["grid_costs"]["rows"] if r is not time["dense0"]) < 1
+    assert time["dense0"]["logit_error"] > 5 * max(time["dense1"]["logit_error"], weights["dense0"]["logit_error"])
+    assert len(record["warnings"]) == 2 and "dense1" not in record["warnings"][1]
 
 
 def test_report_points_at_the_coarse_weights(net, digits):
@@ -99,7 +100,7 @@ def test_cli_prints_the_report_and_warns_and_records_it(net, tmp_path, capsys):
     out, err = capsys.readouterr()
     record = json.loads(out)
     assert record["grid_costs"]["samples"] == 500
-    assert "warning: quantize: accuracy fell" in err and "layer 'dense1': its time grid (2 steps)" in err
+    assert "warning: quantize: accuracy fell" in err and "layer 'dense0': its time grid (2 steps)" in err
     assert "what each grid costs alone (500 training samples" in err
     saved = json.loads((tmp_path / "q" / io.CONFIG).read_text())["history"][-1]
     assert saved["grid_costs"] == record["grid_costs"] and saved["warnings"] == record["warnings"]
@@ -110,8 +111,8 @@ def test_latency_reports_too(net, digits):
     with pytest.warns(QuantizationWarning, match="latency: accuracy fell"):
         _, record = hwtune.latency(q, digits, steps=[64, 1], epochs=0, window_quantile=0.5)
     time = _rows(record, "time")
-    assert max(time, key=lambda n: time[n]["loss_points"]) in {"dense1", "dense2"}
-    assert time["dense2"]["setting"] == "1 steps"
+    assert max(time, key=lambda n: time[n]["loss_points"]) in {"dense0", "dense1"}
+    assert time["dense1"]["setting"] == "1 steps"
 
 
 def test_report_samples_is_checked(net, digits):
@@ -139,7 +140,7 @@ def test_weight_rows_hold_on_a_residual_join(projection):
         target = net(x).double()
         assert float((composed(x).double() - target).norm() / target.norm()) < 2e-3
     costs = grid_costs(net, x, target.argmax(1))
-    names = [layer.name for layer in net.layers]
+    names = layer_names(net.layers)           # the artifact's and the resource map's names
     assert [r["layer"] for r in costs["rows"] if r["grid"] == "time"] == ["input"] + names[:-1]
     assert [r["layer"] for r in costs["rows"] if r["grid"] == "weights"] == names
 

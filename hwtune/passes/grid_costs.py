@@ -26,6 +26,7 @@ import copy
 
 import torch
 
+from hwtune.graph import layer_names
 from hwtune.numerics import MAX_STEPS
 from hwtune.training import logits_of
 from hwtune.ttfs.net import TTFSNet
@@ -87,7 +88,7 @@ def grid_costs(net: TTFSNet, x: torch.Tensor, y: torch.Tensor) -> dict:
     ref = float_self(net)
     ref_logits = logits_of(ref, x)
     ref_accuracy = float((ref_logits.argmax(1) == y).double().mean())
-    spec, names = net.quant, ["input"] + [layer.name for layer in net.layers]
+    spec, names = net.quant, ["input"] + layer_names(net.layers)
     rows = []
     for p in range(len(spec.steps)):
         rows.append({"layer": names[p], "grid": "time", "setting": f"{spec.steps[p]} steps",
@@ -95,7 +96,7 @@ def grid_costs(net: TTFSNet, x: torch.Tensor, y: torch.Tensor) -> dict:
     if spec.weights is not None:
         for n, layer in enumerate(net.layers):
             if any(b.synapse is not None for b in layer.branches):
-                rows.append({"layer": layer.name, "grid": "weights", "setting": f"{spec.weights.bits} bits",
+                rows.append({"layer": names[n + 1], "grid": "weights", "setting": f"{spec.weights.bits} bits",
                              **_score(logits_of(weight_grid_only(net, ref, n), x), y, ref_logits, ref_accuracy)})
     whole = _score(logits_of(net, x), y, ref_logits, ref_accuracy)
     return {"data": "training", "samples": len(x), "float_accuracy": ref_accuracy,
@@ -116,7 +117,7 @@ def _remedy(row: dict, net: TTFSNet) -> str:
     steps = net.quant.steps
     if row["layer"] == "input":
         return f"more input steps (--input-steps {2 * steps[0]})"
-    n = 1 + [layer.name for layer in net.layers].index(row["layer"])
+    n = 1 + layer_names(net.layers).index(row["layer"])
     more = list(steps[1:])
     more[n - 1] *= 2
     return f"more steps in its window (--steps {','.join(map(str, more))}), or --window-search"
