@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from hwtune import numerics
-from hwtune.artifact import Artifact, ArtifactError
+from hwtune.artifact import INPUT, Artifact, ArtifactError
 from hwtune.atomic import atomic_write_text
 from hwtune.backends.emulator import emulate
 from hwtune.data import load_dataset
@@ -52,7 +52,14 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
 
 
 def float_net(artifact: Artifact) -> torch.nn.Sequential:
-    """The float32 torch net of the same layers (pooling as average pooling, ReLU per hidden layer)."""
+    """The float32 torch net of the same layers (pooling as average pooling, ReLU per hidden layer).
+    A chain only: a graph whose layers join several inputs is refused (exit 3) before any timing."""
+    chain = [(INPUT,)] + [(layer.name,) for layer in artifact.layers[:-1]]
+    for layer, inputs, expected in zip(artifact.layers, artifact.edges(), chain):
+        if tuple(inputs) != expected:
+            print(f"bench_emulator: layer {layer.name!r} reads {', '.join(inputs)}: the float32 torch baseline "
+                  "is a chain (nn.Sequential), so a graph's artifact cannot be timed against it yet", file=sys.stderr)
+            sys.exit(3)
     modules = []
     for layer in artifact.layers:
         for op in layer.ops:
