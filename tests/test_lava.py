@@ -298,6 +298,36 @@ def test_a_group_sigterm_during_lava_stops_quietly(tmp_path):
     assert _group_members(proc.pid) == []
 
 
+def test_a_lava_worker_killed_mid_run_ends_the_run_with_its_name(tmp_path):
+    """One of Lava's workers killed mid-run (SIGKILL, as the out-of-memory killer does on a large net):
+    `hwtune lava-run` stops within seconds with an error naming the worker and the signal (it waited
+    for ever for the dead worker's spikes, ignoring Ctrl-C), and leaves no worker behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    a = random_artifact(np.random.default_rng(0), [64, 300, 10], bits=4, steps=16)
+    a.meta["dataset"] = {"name": "digits"}
+    a.save(tmp_path / "art")
+    proc = subprocess.Popen([sys.executable, "-m", "hwtune.cli", "lava-run", str(tmp_path / "art"), "--samples",
+                             "360", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len(_group_members(proc.pid)) < 8 and time.monotonic() < deadline:   # Lava's workers are up
+        time.sleep(0.2)
+    time.sleep(2)
+    assert proc.poll() is None
+    victim = max(pid for pid in _group_members(proc.pid) if pid != proc.pid)   # the last worker Lava forked
+    os.kill(victim, signal.SIGKILL)
+    start = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3 and time.monotonic() - start < 15, err[-2000:]
+    assert f"(pid {victim}) was killed by SIGKILL" in err and "Traceback" not in err, err[-2000:]
+    time.sleep(0.5)
+    assert _group_members(proc.pid) == []
+
+
 def test_hardware_runs_the_stock_build_on_a_board_or_is_refused_before_any_work(tmp_path, capsys):
     """With lava-loihi (a Loihi 2 board): the stock build on the board == the emulator, one spike per
     neuron. Without it (here): `lava-run --hardware` exits 3 naming what is missing, before the

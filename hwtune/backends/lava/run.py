@@ -6,17 +6,24 @@ answering the runtime, whose ``stop()`` then waits for ever (no timeout) and lea
 the workers are forked with SIGINT held back (:func:`sigint_deferred`), so only this process gets
 the KeyboardInterrupt; it then stops Lava (:func:`_abort`: Lava's own stop, bounded, else the
 workers are terminated and joined) and re-raises.
+
+A worker that dies mid-run (the out-of-memory killer on a large net) never sends its steps, and the
+host would wait for ever; the host waits for each step at most :data:`WORKER_POLL_S` seconds at a
+time and between two waits looks whether every worker lives (:func:`_receive`): a dead one ends the
+run with a LavaRunError that names it and how it died.
 """
 # No "from __future__ import annotations": when compiling, Lava executes every module of this
 # directory outside its package, where dataclasses cannot resolve string annotations.
 
 import multiprocessing
+import signal
 import tempfile
 import threading
 import typing as ty
 import warnings
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from queue import Empty
 
 import numpy as np
 import scipy.sparse
@@ -36,6 +43,8 @@ from hwtune.interrupts import sigint_deferred
 
 #: Seconds Lava's own stop() gets after an error or a Ctrl-C before the workers are killed.
 STOP_TIMEOUT = 5.0
+#: Seconds the host waits for a step's spikes before it looks again whether every worker lives.
+WORKER_POLL_S = 1.0
 
 
 class LavaRunError(HwtuneError, RuntimeError):
@@ -68,7 +77,8 @@ class LavaResult(RunResult):
 def lava_runtime(process, temp_dir: str, run_cfg):
     """Compile the graph of ``process`` for ``run_cfg`` and start its runtime for the block; the
     runtime is stopped after it, also on error or Ctrl-C (KeyboardInterrupt is re-raised after the
-    clean-up). ``temp_dir``: the run's own temporary directory, removed if this process dies."""
+    clean-up). ``temp_dir``: the run's own temporary directory, removed if this process dies. Yields
+    Lava's worker processes."""
     executable = process.compile(run_cfg)
     before, workers = set(multiprocessing.active_children()), []
     try:
@@ -77,7 +87,7 @@ def lava_runtime(process, temp_dir: str, run_cfg):
         with sigint_deferred(), workers_die_with_parent(temp_dir):
             process.create_runtime(executable=executable)
             workers = _new_workers(before)
-        yield
+        yield workers
         process.stop()
     except BaseException:  # KeyboardInterrupt (Ctrl-C) included
         _abort(process, workers or _new_workers(before))
@@ -87,6 +97,33 @@ def lava_runtime(process, temp_dir: str, run_cfg):
 def _new_workers(before: set) -> list:
     """Lava's worker processes (process models, runtime services) among the children started since."""
     return [p for p in multiprocessing.active_children() if p not in before and isinstance(p, SystemProcess)]
+
+
+def _receive(extractor, workers: list) -> np.ndarray:
+    """The next step of spikes from ``extractor``, waited for in slices of WORKER_POLL_S seconds; between
+    two, LavaRunError if one of Lava's ``workers`` died (its spikes would never come)."""
+    queue = extractor.out_port.external_pipe_csp_recv_port._queue
+    while True:
+        try:
+            queue.get(timeout=WORKER_POLL_S, peek=True)    # the step is there: receive() will not block
+            return extractor.receive()
+        except Empty:
+            dead = [p for p in workers if p.exitcode is not None]
+            if dead:
+                raise LavaRunError(f"Lava's worker {dead[0].name} (pid {dead[0].pid}) {_death(dead[0].exitcode)} "
+                                   "in the middle of the run; its spikes will not come, the run is stopped")
+
+
+def _death(exitcode: int) -> str:
+    """How a process ended, from its multiprocessing exit code (-N: killed by signal N)."""
+    if exitcode >= 0:
+        return f"exited with status {exitcode}"
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        name = f"signal {-exitcode}"
+    return f"was killed by {name}" + (" (the out-of-memory killer sends it when memory runs out)"
+                                      if name == "SIGKILL" else "")
 
 
 def _abort(process, workers: list, timeout: float = STOP_TIMEOUT) -> None:
@@ -194,7 +231,7 @@ def run_lava(artifact: Artifact, k0, hardware: bool = False) -> LavaResult:
         total, anchor = net.total_steps, net.readout
         progress.log(f"Lava: compiling {len(net.processes)} processes for {net.n_samples} sample(s) of {net.period} steps")
         spikes = [np.zeros((total, ex.in_port.shape[0]), dtype=bool) for ex in net.extractors]
-        with lava_runtime(anchor, temp_dir, run_config(hardware)), \
+        with lava_runtime(anchor, temp_dir, run_config(hardware)) as workers, \
                 progress.bar(total=net.n_samples, desc="Lava" + (" (board)" if hardware else ""), unit="sample") as bar:
             anchor.run(condition=RunSteps(num_steps=total, blocking=False))
             for t in range(min(_AHEAD, total)):
@@ -203,7 +240,7 @@ def run_lava(artifact: Artifact, k0, hardware: bool = False) -> LavaResult:
                 if t + _AHEAD < total:
                     net.injector.send(net.inputs(t + _AHEAD))
                 for extractor, record in zip(net.extractors, spikes):
-                    record[t] = extractor.receive() != 0
+                    record[t] = _receive(extractor, workers) != 0
                 if (t + 1) % net.period == 0:
                     bar.update(1)
             anchor.wait()
