@@ -242,27 +242,37 @@ def test_ctrl_c_stops_a_lava_run_cleanly(tmp_path):
     assert _group_members(proc.pid) == []
 
 
-def test_lava_workers_die_with_a_killed_parent_and_remove_the_temp_dirs(tmp_path):
-    """`hwtune lava-run` killed outright (SIGKILL: no clean-up of its own) mid-run: its Lava workers
-    end within seconds, and the run's hwtune-lava-* / pymp-* temp dirs are gone."""
-    import os
-    import signal
+def _lava_run_under_way(tmp_path, workers: int = 3, **popen):
+    """`hwtune lava-run` of a random 64-300-10 net on 360 samples, started in a session of its own (``popen``:
+    more subprocess.Popen arguments); returned once ``workers`` processes of its group are up and the run
+    has gone on a second."""
     import subprocess
     import sys
     import time
     a = random_artifact(np.random.default_rng(0), [64, 300, 10], bits=4, steps=16)
     a.meta["dataset"] = {"name": "digits"}
     a.save(tmp_path / "art")
-    temp = tmp_path / "temp"
-    temp.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "hwtune.cli", "lava-run", str(tmp_path / "art"), "--samples",
-                             "360", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, env={**os.environ, "TMPDIR": str(temp)})
+                             "360", "-q"], start_new_session=True, **popen)
     deadline = time.monotonic() + 60
-    while len(_group_members(proc.pid)) < 3 and time.monotonic() < deadline:   # Lava's workers are up
+    while len(_group_members(proc.pid)) < workers and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(1)
-    assert proc.poll() is None and len(_group_members(proc.pid)) >= 3
+    assert proc.poll() is None and len(_group_members(proc.pid)) >= workers
+    return proc
+
+
+def test_lava_workers_die_with_a_killed_parent_and_remove_the_temp_dirs(tmp_path):
+    """`hwtune lava-run` killed outright (SIGKILL: no clean-up of its own) mid-run: its Lava workers
+    end within seconds, and the run's hwtune-lava-* / pymp-* temp dirs are gone."""
+    import os
+    import signal
+    import subprocess
+    import time
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    proc = _lava_run_under_way(tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "TMPDIR": str(temp)})
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     deadline = time.monotonic() + 20
@@ -278,19 +288,8 @@ def test_a_group_sigterm_during_lava_stops_quietly(tmp_path):
     import os
     import signal
     import subprocess
-    import sys
     import time
-    a = random_artifact(np.random.default_rng(0), [64, 300, 10], bits=4, steps=16)
-    a.meta["dataset"] = {"name": "digits"}
-    a.save(tmp_path / "art")
-    proc = subprocess.Popen([sys.executable, "-m", "hwtune.cli", "lava-run", str(tmp_path / "art"), "--samples",
-                             "360", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    deadline = time.monotonic() + 60
-    while len(_group_members(proc.pid)) < 3 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1)
-    assert proc.poll() is None
+    proc = _lava_run_under_way(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
@@ -305,19 +304,8 @@ def test_a_lava_worker_killed_mid_run_ends_the_run_with_its_name(tmp_path):
     import os
     import signal
     import subprocess
-    import sys
     import time
-    a = random_artifact(np.random.default_rng(0), [64, 300, 10], bits=4, steps=16)
-    a.meta["dataset"] = {"name": "digits"}
-    a.save(tmp_path / "art")
-    proc = subprocess.Popen([sys.executable, "-m", "hwtune.cli", "lava-run", str(tmp_path / "art"), "--samples",
-                             "360", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    deadline = time.monotonic() + 60
-    while len(_group_members(proc.pid)) < 8 and time.monotonic() < deadline:   # Lava's workers are up
-        time.sleep(0.2)
-    time.sleep(2)
-    assert proc.poll() is None
+    proc = _lava_run_under_way(tmp_path, workers=8, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     victim = max(pid for pid in _group_members(proc.pid) if pid != proc.pid)   # the last worker Lava forked
     os.kill(victim, signal.SIGKILL)
     start = time.monotonic()
