@@ -23,6 +23,10 @@ fastest first:
   (:meth:`hwtune.layers.Conv2d.apply`): what a torch-free install runs, and int64 (beyond 2^53).
 
 Arrays come in and go out as numpy arrays (``torch.from_numpy`` and ``Tensor.numpy`` share memory).
+:func:`dense_kernel` and :func:`conv2d_kernel` do once what depends only on the weights (the engine,
+the weights converted or int8-prepacked, the int8 choice from a known bound of the inputs), for the
+fast emulator's batches (hwtune.backends.emulator.FastEmulator); :func:`dense` and :func:`conv2d`
+prepare them for one call, scanning that call's inputs for the bound.
 """
 from __future__ import annotations
 
