@@ -1,12 +1,14 @@
 """Emulator speed: fast and stepped modes vs Lava (the stock Loihi 2 build) vs float32 torch inference, one run.
 
-The emulator's fast mode and the torch float32 forward of the same net (same layer kinds: conv,
-average pooling, flatten, linear, ReLU; a random 4-bit 784-340-10 by default, which the stock
-Loihi 2 build accepts) are timed interleaved on the same inputs, in the same batches, on the same
-number of threads (``--threads``, 1 by default: torch's and numpy's BLAS alike), so machine load
-hits both alike; the ratio of medians, that of the fastest runs and that of the CPU times are
-reported. The fast mode runs on the engine it picks by itself (hwtune.layers.engine: oneDNN's
-int8 kernels through torch where they are exact) and, timed alongside, on each slower exact engine
+The emulator's fast mode and the torch float32 forward of the same net (the artifact's graph walked
+with the same layer kinds: conv, average pooling, global pooling, flatten, concat, add, linear, ReLU;
+a random 4-bit 784-340-10 by default, which the stock Loihi 2 build accepts) are timed interleaved
+on the same inputs, in the same batches, on the same number of threads (``--threads``, 1 by
+default: torch's and numpy's BLAS alike), so machine load hits both alike; the ratio of medians,
+that of the fastest runs and that of the CPU times are reported. The fast mode is prepared once per
+timed run (hwtune.backends.emulator.FastEmulator, as streaming callers do; its preparation is in
+the time) and runs on the engine it picks by itself (hwtune.layers.engine: oneDNN's int8 kernels
+through torch where they are exact) and, timed alongside, on each slower exact engine
 (torch's float kernels; numpy's BLAS, what a torch-free install runs). Inputs: the test images of
 the artifact's dataset when it records one, else random pixels. Lava runs its best case: many
 samples back to back in one long run (start-up and read-back included). Every backend's outputs
@@ -19,6 +21,8 @@ torch's BLAS, oneDNN and vector ISA, the kernel-choosing environment variables; 
         --goal-over-lava 5000 --out bench/emulator.json
     python scripts/bench_emulator.py --artifact runs/fmnist-vgg-w4.loihi2 --lava-samples 10 \
         --samples 2000 --repeats 5 --out bench/emulator-vgg.json
+    python scripts/bench_emulator.py --artifact runs/fmnist-resnet-w4-conv.loihi2 --lava-samples 2 \
+        --samples 200 --batch 100 --repeats 2 --stepped-samples 2 --out bench/emulator-resnet.json
 """
 from __future__ import annotations
 
