@@ -234,20 +234,33 @@ class ArtifactLayer:
     def potential(self, ks, steps_in: int, k_max: int | None = None, weights=None,
                   exact_float: bool = False) -> np.ndarray:
         """V (B, *out_shape) = stage(k_1, ..., k_n) + beta T, exact; ks: one array per input (a single
-        array for one input), (B, n) or (B, *in_shape), integer valued, |k| <= k_max (default ``steps_in``,
+        array for one input), (B, n) or (B, *in_shape), integer valued, 0 <= k <= k_max (default ``steps_in``,
         T: the integration steps, numerics.Timing); ``weights``: a device instance's weights per leaf
         instead of q (hwtune.device_noise). Computed in the cheapest type in which every partial sum and
         V itself are exact (layers.exact_dtype of the worst case |V| + 1, so |V| < 2^p: numerics.fire
         stays exact on it); returned in it with ``exact_float`` (the fast emulator keeps it across
         layers), else int64."""
-        ks = list(ks) if isinstance(ks, (list, tuple)) else [ks]
-        offset = self.bias * steps_in
-        x_max = steps_in if k_max is None else k_max
-        worst = int(self.abs_sums(weights).max(initial=0)) * int(x_max) + int(np.abs(offset).max(initial=0))
-        dtype = exact_dtype(worst + 1)
-        V = self.stage.apply([k.astype(dtype, copy=False) for k in ks], dtype, weights)
-        V += per_channel(offset, V.ndim).astype(dtype)
+        V = self.prepare_potential(steps_in, k_max, weights)(ks)
         return V if exact_float else V.astype(np.int64, copy=False)
+
+    def prepare_potential(self, steps_in: int, k_max: int | None = None, weights=None):
+        """ks -> :meth:`potential` (ks, steps_in, k_max, weights, exact_float=True) for activations
+        0 <= k <= k_max, with what depends only on the layer done once, for many batches (the fast
+        emulator's): the exact type from the worst case, the offset beta T in it, the stage's kernels
+        (hwtune.layers.engine: weights converted or prepacked, chosen from the bound k_max)."""
+        offset = self.bias * steps_in
+        x_max = int(steps_in if k_max is None else k_max)
+        worst = int(self.abs_sums(weights).max(initial=0)) * x_max + int(np.abs(offset).max(initial=0))
+        dtype = exact_dtype(worst + 1)
+        stage = self.stage.prepare(dtype, x_max, weights)
+        offset = per_channel(offset, len(self.out_shape) + 1).astype(dtype)
+
+        def potential(ks) -> np.ndarray:
+            ks = list(ks) if isinstance(ks, (list, tuple)) else [ks]
+            V = stage(ks)
+            V += offset
+            return V
+        return potential
 
     def geometry(self):
         """What noise draws need (hwtune.device_noise.Geometry): each leaf's weight shape, unshared over

@@ -7,6 +7,7 @@ deployment honest live here: a model stays on the target it was prepared for
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -342,12 +343,13 @@ def emulate_artifact(artifact: Artifact, x: torch.Tensor, y: torch.Tensor, mode:
     """Emulator accuracy, spikes/neuron, synaptic events and latency on (x, y), streaming batches;
     also the predictions. ``noise``: an EmulatorNoise (device noise; its trial draws advance batch by
     batch, in the batches of the torch evaluation, hwtune.training.eval_batch)."""
-    from hwtune.backends.emulator import emulate
+    from hwtune.backends.emulator import FastEmulator, emulate
 
     batch_size = batch_size or eval_batch([layer.geometry() for layer in artifact.layers])
+    run = FastEmulator(artifact) if mode == "fast" else functools.partial(emulate, artifact, mode=mode)
     preds, spikes_h, spikes_all, events = [], [], [], []
     for i in progress.bar(range(0, len(x), batch_size), desc=f"emulate ({mode})"):
-        result = emulate(artifact, encoded_inputs(x[i:i + batch_size], artifact.input_steps), mode=mode, noise=noise)
+        result = run(encoded_inputs(x[i:i + batch_size], artifact.input_steps), noise=noise)
         preds.append(result.predictions)
         spikes_h.append(result.spikes_per_neuron())
         spikes_all.append(result.spikes_per_neuron(include_input=True))

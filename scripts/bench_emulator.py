@@ -1,12 +1,14 @@
 """Emulator speed: fast and stepped modes vs Lava (the stock Loihi 2 build) vs float32 torch inference, one run.
 
-The emulator's fast mode and the torch float32 forward of the same net (same layer kinds: conv,
-average pooling, flatten, linear, ReLU; a random 4-bit 784-340-10 by default, which the stock
-Loihi 2 build accepts) are timed interleaved on the same inputs, in the same batches, on the same
-number of threads (``--threads``, 1 by default: torch's and numpy's BLAS alike), so machine load
-hits both alike; the ratio of medians, that of the fastest runs and that of the CPU times are
-reported. The fast mode runs on the engine it picks by itself (hwtune.layers.engine: oneDNN's
-int8 kernels through torch where they are exact) and, timed alongside, on each slower exact engine
+The emulator's fast mode and the torch float32 forward of the same net (the artifact's graph walked
+with the same layer kinds: conv, average pooling, global pooling, flatten, concat, add, linear, ReLU;
+a random 4-bit 784-340-10 by default, which the stock Loihi 2 build accepts) are timed interleaved
+on the same inputs, in the same batches, on the same number of threads (``--threads``, 1 by
+default: torch's and numpy's BLAS alike), so machine load hits both alike; the ratio of medians,
+that of the fastest runs and that of the CPU times are reported. The fast mode is prepared once per
+timed run (hwtune.backends.emulator.FastEmulator, as streaming callers do; its preparation is in
+the time) and runs on the engine it picks by itself (hwtune.layers.engine: oneDNN's int8 kernels
+through torch where they are exact) and, timed alongside, on each slower exact engine
 (torch's float kernels; numpy's BLAS, what a torch-free install runs). Inputs: the test images of
 the artifact's dataset when it records one, else random pixels. Lava runs its best case: many
 samples back to back in one long run (start-up and read-back included). Every backend's outputs
@@ -19,6 +21,8 @@ torch's BLAS, oneDNN and vector ISA, the kernel-choosing environment variables; 
         --goal-over-lava 5000 --out bench/emulator.json
     python scripts/bench_emulator.py --artifact runs/fmnist-vgg-w4.loihi2 --lava-samples 10 \
         --samples 2000 --repeats 5 --out bench/emulator-vgg.json
+    python scripts/bench_emulator.py --artifact runs/fmnist-resnet-w4-conv.loihi2 --lava-samples 2 \
+        --samples 200 --batch 100 --repeats 2 --stepped-samples 2 --out bench/emulator-resnet.json
 """
 from __future__ import annotations
 
@@ -35,11 +39,12 @@ import numpy as np
 import torch
 
 from hwtune import numerics
-from hwtune.artifact import INPUT, Artifact, ArtifactError
+from hwtune.artifact import Artifact, ArtifactError
 from hwtune.atomic import atomic_write_text
-from hwtune.backends.emulator import emulate
+from hwtune.backends.emulator import FastEmulator, emulate
 from hwtune.data import load_dataset
-from hwtune.layers import Conv2d, Flatten, engine
+from hwtune.layers import engine
+from hwtune.layers.stage import Stage
 from hwtune.provenance import provenance
 from hwtune.random_artifacts import random_artifact
 
@@ -51,30 +56,46 @@ KERNEL_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREAD
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
-def float_net(artifact: Artifact) -> torch.nn.Sequential:
-    """The float32 torch net of the same layers (pooling as average pooling, ReLU per hidden layer).
-    A chain only: a graph whose layers join several inputs is refused (exit 3) before any timing."""
-    chain = [(INPUT,)] + [(layer.name,) for layer in artifact.layers[:-1]]
-    for layer, inputs, expected in zip(artifact.layers, artifact.edges(), chain):
-        if tuple(inputs) != expected:
-            print(f"bench_emulator: layer {layer.name!r} reads {', '.join(inputs)}: the float32 torch baseline "
-                  "is a chain (nn.Sequential), so a graph's artifact cannot be timed against it yet", file=sys.stderr)
-            sys.exit(3)
-    modules = []
-    for layer in artifact.layers:
-        for op in layer.ops:
-            modules.append(torch.nn.Flatten() if isinstance(op, Flatten) else torch.nn.AvgPool2d(op.kernel))
-        syn, weight = layer.synapse, torch.from_numpy(layer.weight.astype(np.float32))
-        if isinstance(syn, Conv2d):
-            module = torch.nn.Conv2d(syn.in_shape[0], syn.out_channels, syn.kernel, stride=syn.stride,
-                                     padding=syn.padding, groups=syn.groups)
-        else:
-            module = torch.nn.Linear(layer.weight.shape[1], syn.out_channels)
-        with torch.no_grad():
-            module.weight.copy_(weight)
-            module.bias.copy_(torch.from_numpy(layer.bias.astype(np.float32)))
-        modules += [module] if layer.readout else [module, torch.nn.ReLU()]
-    return torch.nn.Sequential(*modules).eval()
+class FloatNet(torch.nn.Module):
+    """The float32 torch net of the artifact's graph, walked in its order: each layer's stage (its ops:
+    pooling as average pooling, global pooling as a mean, flatten, concat; its synapse: conv2d,
+    linear, identity, an add as the sum of its branches' stages), plus the bias, ReLU on every hidden
+    layer. A branch's power of two (integer units) has no float counterpart and is left out."""
+
+    def __init__(self, artifact: Artifact):
+        super().__init__()
+        self.sources = artifact.sources()
+        self.stages = [float_stage(layer.stage) for layer in artifact.layers]
+        self.biases = [torch.from_numpy(layer.bias.astype(np.float32)).reshape(-1, *(1,) * (len(layer.out_shape) - 1))
+                       for layer in artifact.layers]
+
+    def forward(self, x):
+        nodes = [x]
+        for stage, bias, sources in zip(self.stages, self.biases, self.sources):
+            y = stage([nodes[p] for p in sources]) + bias
+            nodes.append(torch.relu(y) if len(nodes) < len(self.stages) else y)
+        return nodes[-1]
+
+
+def float_stage(stage: Stage):
+    """xs -> the float32 stage: its ops' torch forwards, then its synapse's (``torch_apply``) with q as
+    float weights; a join of stages (add) sums its branches."""
+    syn = stage.synapse
+    if syn.n_inputs != 1:
+        branches = [(float_stage(branch), branch.arity) for branch in syn.branches]
+
+        def join(xs):
+            ends = np.cumsum([arity for _, arity in branches])
+            return sum(run(xs[end - arity:end]) for (run, arity), end in zip(branches, ends))
+        return join
+    weight = torch.from_numpy(syn.weight.astype(np.float32))
+
+    def run(xs):
+        xs = [x.reshape(len(x), *shape) for x, shape in zip(xs, stage.in_shapes)]
+        for op in stage.ops:
+            xs = [op.torch_apply(*xs)]
+        return syn.torch_apply(syn, xs[0], weight, None)
+    return run
 
 
 def batched(fn, x, batch: int):
@@ -185,19 +206,18 @@ def main(argv=None) -> dict:
     args.samples = len(u)
     k0 = numerics.encode_input(u, artifact.input_steps).astype(np.int64).reshape(len(u), -1)
     x = torch.from_numpy(u.astype(np.float32))
-    net = float_net(artifact)
+    net = FloatNet(artifact).eval()
 
     natural = engine.natural()
     slower = engine.ENGINES[engine.ENGINES.index(natural) + 1:]   # the other exact engines, slower
 
     def on(name):
-        def run(k):
-            with engine.forced(name):
-                return emulate(artifact, k)
-        return run
+        """The fast mode on engine ``name``, prepared once for a run's batches (FastEmulator), as streaming callers do."""
+        with engine.forced(name):
+            return FastEmulator(artifact)
 
-    runs = {"fast": lambda: batched(lambda k: emulate(artifact, k), k0, args.batch),
-            **{f"fast_{name}": (lambda run=on(name): batched(run, k0, args.batch)) for name in slower},
+    runs = {"fast": lambda: batched(FastEmulator(artifact), k0, args.batch),
+            **{f"fast_{name}": (lambda name=name: batched(on(name), k0, args.batch)) for name in slower},
             "torch": lambda: batched(net, x, args.batch)}
     times = {name: [] for name in runs}
     cpu = {name: [] for name in runs}

@@ -61,7 +61,7 @@ def test_convolution_exact_on_each_engine(name, c_in, c_out, k, stride, padding,
             assert out.dtype == dtype and np.array_equal(out, ref)
             assert np.array_equal(conv.apply(x, dtype, per_position), ref_pp)
     if name == "torch-int8":          # these layers are too small for int8_pays: the int8 kernel itself
-        assert np.array_equal(engine._int8_conv(x, q, stride, padding, groups), ref)
+        assert np.array_equal(engine.Int8Conv(q, stride, padding, groups)(x), ref)
 
 
 @pytest.mark.parametrize("name", engine.ENGINES)
@@ -175,19 +175,21 @@ def test_int8_kernels_where_operands_fit(monkeypatch, x_max, q_lo, q_hi, int8):
     rows = x.reshape(3, -1)[:, :144]
     kernels = np.concatenate([q.reshape(8, -1)] * 17)[:130]
     ran = spy_int8(monkeypatch)
-    assert engine.int8_fits(x, q, np.float32) is int8 and not engine.int8_fits(x, q, np.float64)
+    assert engine.int8_fits(engine.input_max(x), q, np.float32) is int8 and \
+        not engine.int8_fits(engine.input_max(x), q, np.float64)
     conv = Conv2d(weight=q, in_shape=(16, 7, 7), padding=1)
     with engine.forced("torch-int8"):
         assert np.array_equal(conv.apply(x, np.float32), conv_reference(x, q, 1, 1, 1))
         assert np.array_equal(Dense(weight=kernels).apply(rows, np.float32), rows @ kernels.T)
-    assert ran == (["_int8_conv", "_int8_dense"] if int8 else [])
+    assert ran == (["Int8Conv", "Int8Dense"] if int8 else [])
 
 
 def spy_int8(monkeypatch) -> list:
     """The names of the int8 kernels called from now on, in order."""
     ran = []
-    for name in ("_int8_dense", "_int8_conv"):
-        monkeypatch.setattr(engine, name, (lambda f: lambda *a: ran.append(f.__name__) or f(*a))(getattr(engine, name)))
+    for kind in (engine.Int8Dense, engine.Int8Conv):
+        monkeypatch.setattr(kind, "__call__", (lambda f, name: lambda self, x: ran.append(name) or f(self, x))(
+            kind.__call__, kind.__name__))
     return ran
 
 
@@ -204,7 +206,7 @@ def test_int8_kernels_only_where_they_pay(monkeypatch):
         Conv2d(weight=rng.integers(-8, 8, (32, 32, 3, 3)), in_shape=(32, 14, 14), padding=1).apply(
             rng.integers(0, 17, (2, 32, 14, 14)), np.float32)
         Dense(weight=rng.integers(-8, 8, (340, 784))).apply(rng.integers(0, 17, (2, 784)), np.float32)
-        assert ran == ["_int8_conv", "_int8_dense"]
+        assert ran == ["Int8Conv", "Int8Dense"]
 
 
 def test_without_int8_kernels_the_float_kernels_run(monkeypatch):
@@ -247,7 +249,7 @@ def test_emulator_same_integers_on_every_engine(monkeypatch):
         for run in (noisy["torch"], noisy["numpy"]):
             assert all(np.array_equal(x, y) for x, y in zip(noisy["torch-int8"].potentials, run.potentials))
         assert not all(np.array_equal(x, y) for x, y in zip(noisy["torch"].potentials, results["torch"].potentials))
-    assert ran.count("_int8_conv") >= 2 and ran.count("_int8_dense") >= 2        # the last net, fast and stepped
+    assert ran.count("Int8Conv") >= 2 and ran.count("Int8Dense") >= 2        # the last net, fast and stepped
 
 
 def test_emulator_without_torch_gives_the_same_integers(tmp_path):

@@ -31,6 +31,7 @@ from hwtune import numerics
 from hwtune.artifact import Artifact, membrane_violations, per_channel, weight_violations
 from hwtune.backends import RunResult
 from hwtune.errors import HwtuneError
+from hwtune.layers import engine
 from hwtune.device_noise import EVAL, Device, NoiseSpec, Trial, rng
 
 MODES = ("fast", "stepped")
@@ -126,13 +127,24 @@ def emulate(artifact: Artifact, k0, mode: str = "fast", noise: EmulatorNoise | N
     """
     if mode not in MODES:
         raise EmulatorError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "fast":
+        return FastEmulator(artifact)(k0, noise)
     _refuse(weight_violations(artifact), "weights the target cannot hold: ")
+    k0, draws = _inputs(artifact, k0, noise)
+    activations, potentials = _stepped(artifact, k0, draws)
+    return _result(artifact, activations, potentials, "stepped", noise)
+
+
+def _inputs(artifact: Artifact, k0, noise: EmulatorNoise | None) -> tuple[np.ndarray, "_Draws | None"]:
+    """The checked input activations (int64 (B, n_in)) and this batch's noise draws (or None)."""
     try:
         k0 = artifact.input_activations(k0)
     except ValueError as e:
         raise EmulatorError(str(e)) from None
-    draws = noise.draws(artifact, len(k0)) if noise is not None else None
-    activations, potentials = (_fast if mode == "fast" else _stepped)(artifact, k0, draws)
+    return k0, noise.draws(artifact, len(k0)) if noise is not None else None
+
+
+def _result(artifact: Artifact, activations, potentials, mode: str, noise: EmulatorNoise | None) -> EmulatorResult:
     return EmulatorResult(artifact=artifact, activations=activations, potentials=potentials, mode=mode,
                           noise=None if noise is None else noise.spec.to_dict())
 
@@ -148,32 +160,59 @@ def _refuse(found: list[str], what: str, advice: str = "") -> None:
         raise EmulatorError(f"{what}{found[0]}{more}{advice}")
 
 
-def _fast(artifact: Artifact, k0: np.ndarray, draws: _Draws | None):
-    """Closed form, layer by layer in the graph's order: V = stage(k of its inputs) + beta T (exact),
+class FastEmulator:
+    """The fast mode of :func:`emulate` for one artifact, prepared once and run batch after batch
+    (``FastEmulator(artifact)(k0)`` is ``emulate(artifact, k0)``): the checks (weights within
+    ``weight_bits``, the overflow proof), each layer's exact type, offset and slopes, and its weights
+    converted or prepacked for the kernels of the engine active now (hwtune.layers.engine; int8 chosen
+    from the bound k <= T of the windows, not a scan), which every call runs on. Streaming callers
+    build one per run.
+
+    Closed form, layer by layer in the graph's order: V = stage(k of its inputs) + beta T (exact),
     k = numerics.fire(V, sigma, T_n). V and k stay in V's exact type (float32 for Loihi-sized
     registers, ArtifactLayer.potential) from layer to layer; the returned activations and potentials
-    are integers (:func:`_result_type`)."""
-    _refuse(membrane_violations(artifact), "fast mode needs an artifact whose registers cannot overflow, but ",
-            "; use mode='stepped', which checks every step")
-    timing, batch = artifact.timing, len(k0)
-    integers = _result_type(artifact)
-    exact, activations, potentials = [k0], [k0], []      # exact: every node's activations in V's type
-    for n, (layer, sources) in enumerate(zip(artifact.layers, timing.sources)):
-        weights = draws.weights(n) if draws is not None else None
-        V = layer.potential([exact[p] for p in sources], timing.steps_in(n), weights=weights, exact_float=True)
-        potentials.append(V.reshape(batch, -1).astype(integers))
-        if layer.readout:
-            break
-        offset = draws.threshold_offset(n, V, layer.slope, layer.window_steps) if draws is not None else None
-        if weights is not None or offset is not None:
-            _check_noisy_registers(artifact, layer, V, offset)
-        fired = V if offset is None else V - offset
-        k = numerics.fire(fired, _slope(layer.slope, V.ndim), layer.window_steps).reshape(batch, -1)
-        if draws is not None:
-            k = draws.spikes(n, k, layer.window_steps)
-        exact.append(k)
-        activations.append(k.astype(integers))
-    return activations, potentials
+    are integers (:func:`_result_type`). A device's mismatched weights (device noise) are new every
+    batch: those layers are prepared per batch."""
+
+    def __init__(self, artifact: Artifact):
+        _refuse(weight_violations(artifact), "weights the target cannot hold: ")
+        _refuse(membrane_violations(artifact), "fast mode needs an artifact whose registers cannot overflow, but ",
+                "; use mode='stepped', which checks every step")
+        self.artifact, timing = artifact, artifact.timing
+        self.engine, self.integers = engine.active(), _result_type(artifact)
+        self.potentials = [layer.prepare_potential(timing.steps_in(n)) for n, layer in enumerate(artifact.layers)]
+        self.slopes = [None if layer.readout else _slope(layer.slope, len(layer.out_shape) + 1)
+                       for layer in artifact.layers]
+
+    def __call__(self, k0, noise: EmulatorNoise | None = None) -> EmulatorResult:
+        """:func:`emulate` (artifact, k0, "fast", noise)."""
+        with engine.forced(self.engine):
+            return self._run(*_inputs(self.artifact, k0, noise), noise)
+
+    def _run(self, k0: np.ndarray, draws: _Draws | None, noise: EmulatorNoise | None) -> EmulatorResult:
+        artifact, timing = self.artifact, self.artifact.timing
+        batch = len(k0)
+        exact, activations, potentials = [k0], [k0], []      # exact: every node's activations in V's type
+        for n, (layer, sources) in enumerate(zip(artifact.layers, timing.sources)):
+            ks = [exact[p] for p in sources]
+            weights = draws.weights(n) if draws is not None else None
+            if weights is None:
+                V = self.potentials[n](ks)
+            else:
+                V = layer.potential(ks, timing.steps_in(n), weights=weights, exact_float=True)
+            potentials.append(V.reshape(batch, -1).astype(self.integers))
+            if layer.readout:
+                break
+            offset = draws.threshold_offset(n, V, layer.slope, layer.window_steps) if draws is not None else None
+            if weights is not None or offset is not None:
+                _check_noisy_registers(artifact, layer, V, offset)
+            fired = V if offset is None else V - offset
+            k = numerics.fire(fired, self.slopes[n], layer.window_steps).reshape(batch, -1)
+            if draws is not None:
+                k = draws.spikes(n, k, layer.window_steps)
+            exact.append(k)
+            activations.append(k.astype(self.integers))
+        return _result(artifact, activations, potentials, "fast", noise)
 
 
 def _result_type(artifact: Artifact):

@@ -100,11 +100,20 @@ class Add(Synapse):
         return out
 
     def apply(self, xs: list, dtype, weight=None) -> np.ndarray:
-        total = None
-        for branch, inputs, weights in zip(self.branches, self._split(list(xs)), self._leaf_weights(weight)):
-            V = branch.apply(inputs, dtype, weights)
-            total = V if total is None else total + V
-        return total
+        return self.prepare(dtype, None, weight)(xs)
+
+    def prepare(self, dtype, x_max: int | None, weight=None):
+        """The sum of the branches' prepared stages (hwtune.layers.stage.Stage.prepare)."""
+        kernels = [branch.prepare(dtype, x_max, weights)
+                   for branch, weights in zip(self.branches, self._leaf_weights(weight))]
+
+        def apply(xs: list) -> np.ndarray:
+            total = None
+            for kernel, inputs in zip(kernels, self._split(list(xs))):
+                V = kernel(inputs)
+                total = V if total is None else total + V
+            return total
+        return apply
 
     def abs_sums(self, weight=None) -> np.ndarray:
         return sum(b.abs_sums(w) for b, w in zip(self.branches, self._leaf_weights(weight)))

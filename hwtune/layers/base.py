@@ -240,6 +240,12 @@ class Synapse(LayerKind):
         """The potentials (B, *out_shape) in ``dtype``, exact when :func:`exact_dtype` of the worst
         case (:meth:`abs_sums` x max |x|) chose it; ``weight``: a device instance's weights."""
 
+    def prepare(self, dtype, x_max: int | None, weight=None):
+        """x -> :meth:`apply` (x, dtype, weight) for inputs 0 <= x <= ``x_max`` (None: unknown), with
+        what depends only on the weights done once, for many batches (hwtune.layers.engine's kernels:
+        converted or prepacked weights, the kernel chosen from the bound); here nothing is."""
+        return lambda x: self.apply(x, dtype, weight)
+
     @abstractmethod
     def abs_sums(self, weight=None) -> np.ndarray:
         """sum |q| over each output channel's inputs (C_out,), int64: the bound of every neuron of it."""

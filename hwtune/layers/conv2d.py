@@ -172,6 +172,15 @@ class Conv2d(Synapse):
                 out[i:i + chunk] = engine.matmul(kernel, columns, dtype).transpose(3, 1, 2, 0)
         return out.reshape(len(x), c_out, h_o, w_o)
 
+    def prepare(self, dtype, x_max: int | None, weight: np.ndarray | None = None):
+        """:meth:`apply` prepared once for inputs 0 <= x <= ``x_max`` where it runs on torch's kernels
+        with a shared kernel (hwtune.layers.engine.conv2d_kernel)."""
+        weight = self.weight if weight is None else weight
+        if x_max is None or weight.ndim != 4 or not engine.on_torch(dtype):
+            return super().prepare(dtype, x_max, weight)
+        positions = math.prod(self.output_shape()[1:])
+        return engine.conv2d_kernel(weight, self.stride, self.padding, self.groups, dtype, positions, x_max)
+
     def _columns(self, x: np.ndarray, dtype) -> np.ndarray:
         """im2col (B, g, C_in/g K K, H_o W_o): row (c, dy, dx) of group j holds input channel
         j C_in/g + c at (s y + dy - p, s x + dx - p) for output (y, x), zero outside the image; built

@@ -70,6 +70,12 @@ class Dense(Synapse):
         ``weight``: a device instance's matrix."""
         return engine.dense(x, self.weight if weight is None else weight, dtype)
 
+    def prepare(self, dtype, x_max: int | None, weight: np.ndarray | None = None):
+        """:meth:`apply` prepared once for inputs 0 <= x <= ``x_max`` (hwtune.layers.engine.dense_kernel)."""
+        if x_max is None:
+            return super().prepare(dtype, x_max, weight)
+        return engine.dense_kernel(self.weight if weight is None else weight, dtype, x_max)
+
     def abs_sums(self, weight: np.ndarray | None = None) -> np.ndarray:
         """sum_j |q_ij| per output neuron (out,) (``weight``: a device instance's matrix instead of q)."""
         return np.abs(self.weight if weight is None else weight).sum(axis=1, dtype=np.int64)

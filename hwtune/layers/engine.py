@@ -23,6 +23,10 @@ fastest first:
   (:meth:`hwtune.layers.Conv2d.apply`): what a torch-free install runs, and int64 (beyond 2^53).
 
 Arrays come in and go out as numpy arrays (``torch.from_numpy`` and ``Tensor.numpy`` share memory).
+:func:`dense_kernel` and :func:`conv2d_kernel` do once what depends only on the weights (the engine,
+the weights converted or int8-prepacked, the int8 choice from a known bound of the inputs), for the
+fast emulator's batches (hwtune.backends.emulator.FastEmulator); :func:`dense` and :func:`conv2d`
+prepare them for one call, scanning that call's inputs for the bound.
 """
 from __future__ import annotations
 
@@ -94,8 +98,8 @@ def int8_available() -> bool:
             rows, kernels = x.reshape(3, -1)[:, :18], q.reshape(4, -1)
             reference = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(q).double(),
                                                    stride=2, padding=1, groups=2).numpy()
-            if not (np.array_equal(_int8_dense(rows, kernels), rows @ kernels.T)
-                    and np.array_equal(_int8_conv(x, q, 2, 1, 2), reference)):
+            if not (np.array_equal(Int8Dense(kernels)(rows), rows @ kernels.T)
+                    and np.array_equal(Int8Conv(q, 2, 1, 2)(x), reference)):
                 return False
     except (AttributeError, RuntimeError, TypeError, ValueError):
         return False
@@ -151,17 +155,24 @@ def _tensor(a: np.ndarray, dtype):
     return _shared(a).to(getattr(_import_torch(), _TORCH_FLOATS[np.dtype(dtype)]))
 
 
-def int8_fits(x: np.ndarray, weight: np.ndarray, dtype) -> bool:
-    """Whether the int8 kernels compute x * weight exactly in ``dtype``: float32 (|V| < 2^24, so
-    the int32 sums and their float32 copies are exact), x integers in [0, 255] (u8), weights in
-    [-128, 127] (s8), and 2 max x max |q| <= INT8_PAIR_LIMIT (no int16 saturation without VNNI)."""
-    if np.dtype(dtype) != np.float32 or not x.size or not weight.size:
+def input_max(x: np.ndarray) -> float | None:
+    """The largest entry of ``x`` when it is non-empty and none is negative, else None: the bound
+    :func:`int8_fits` needs of inputs it has not been given one for (a scan of x)."""
+    if not x.size:
+        return None
+    lo, hi = (float(v) for v in _import_torch().aminmax(_shared(x)))
+    return hi if lo >= 0 else None
+
+
+def int8_fits(x_max: float | None, weight: np.ndarray, dtype) -> bool:
+    """Whether the int8 kernels compute x * weight exactly in ``dtype`` for every integer x in
+    [0, x_max] (None: x may be negative, or is empty): float32 (|V| < 2^24, so the int32 sums and
+    their float32 copies are exact), x_max <= 255 (u8), weights in [-128, 127] (s8), and
+    2 x_max max |q| <= INT8_PAIR_LIMIT (no int16 saturation without VNNI)."""
+    if np.dtype(dtype) != np.float32 or x_max is None or not weight.size:
         return False
-    torch = _import_torch()
-    x_lo, x_hi = (float(v) for v in torch.aminmax(_shared(x)))
-    q_lo, q_hi = (int(v) for v in torch.aminmax(_shared(weight)))
-    return x_lo >= 0 and x_hi <= 255 and q_lo >= -128 and q_hi <= 127 and \
-        2 * x_hi * max(-q_lo, q_hi) <= INT8_PAIR_LIMIT
+    q_lo, q_hi = (int(v) for v in _import_torch().aminmax(_shared(weight)))
+    return x_max <= 255 and q_lo >= -128 and q_hi <= 127 and 2 * x_max * max(-q_lo, q_hi) <= INT8_PAIR_LIMIT
 
 
 def int8_pays(terms: int, outputs: int) -> bool:
@@ -170,39 +181,66 @@ def int8_pays(terms: int, outputs: int) -> bool:
     return terms >= INT8_MIN_TERMS and outputs >= INT8_MIN_OUTPUTS
 
 
-def _int8_dense(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """x (B, n_in) @ weight.T (n_out, n_in) on oneDNN's u8 x s8 kernel, float32 (B, n_out); operands
-    as :func:`int8_fits` requires."""
-    torch = _import_torch()
-    qx = _shared(x).to(torch.uint8).contiguous()
-    packed = torch.ops.onednn.qlinear_prepack(_shared(weight).to(torch.int8).contiguous(), list(qx.shape))
-    n = len(weight)
-    return torch.ops.onednn.qlinear_pointwise(qx, 1.0, 0, packed, torch.ones(n), torch.zeros(n, dtype=torch.int64),
-                                              None, 1.0, 0, torch.float32, "none", [], "").numpy()
+def _u8(x: np.ndarray):
+    """x (integers in [0, 255], any numeric type) as a contiguous uint8 tensor."""
+    return _shared(x).to(_import_torch().uint8).contiguous()
 
 
-def _int8_conv(x: np.ndarray, weight: np.ndarray, stride: int, padding: int, groups: int) -> np.ndarray:
+class Int8Dense:
+    """x (B, n_in) @ weight.T (n_out, n_in) on oneDNN's u8 x s8 kernel, float32 (B, n_out), the
+    weights prepacked once (:func:`int8_fits` operands)."""
+
+    def __init__(self, weight: np.ndarray):
+        torch = _import_torch()
+        n = len(weight)
+        self.packed = torch.ops.onednn.qlinear_prepack(_shared(weight).to(torch.int8).contiguous(), None)
+        self.scales, self.zero_points = torch.ones(n), torch.zeros(n, dtype=torch.int64)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return _import_torch().ops.onednn.qlinear_pointwise(
+            _u8(x), 1.0, 0, self.packed, self.scales, self.zero_points, None, 1.0, 0,
+            _import_torch().float32, "none", [], "").numpy()
+
+
+class Int8Conv:
     """conv2d of x (B, C_in, H, W) with weight (C_out, C_in / g, K, K) on oneDNN's u8 x s8 kernel,
-    float32 (B, C_out, H_o, W_o) in C order; operands as :func:`int8_fits` requires."""
-    torch = _import_torch()
-    qx = _shared(x).to(torch.uint8).contiguous()
-    n, geometry = len(weight), ([stride] * 2, [padding] * 2, [1, 1], groups)
-    packed = torch.ops.onednn.qconv_prepack(_shared(weight).to(torch.int8).contiguous(), torch.ones(n), 1.0, 0,
-                                            *geometry, list(qx.shape))
-    out = torch.ops.onednn.qconv2d_pointwise(qx, 1.0, 0, packed, torch.ones(n), torch.zeros(n, dtype=torch.int64),
-                                             None, *geometry, 1.0, 0, torch.float32, "none", [], "")
-    return out.contiguous().numpy()
+    float32 (B, C_out, H_o, W_o) in C order, the weights prepacked once (:func:`int8_fits` operands)."""
+
+    def __init__(self, weight: np.ndarray, stride: int, padding: int, groups: int):
+        torch = _import_torch()
+        n = len(weight)
+        self.geometry = ([stride] * 2, [padding] * 2, [1, 1], groups)
+        self.scales, self.zero_points = torch.ones(n), torch.zeros(n, dtype=torch.int64)
+        self.packed = torch.ops.onednn.qconv_prepack(_shared(weight).to(torch.int8).contiguous(), self.scales, 1.0, 0,
+                                                     *self.geometry, None)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        torch = _import_torch()
+        out = torch.ops.onednn.qconv2d_pointwise(_u8(x), 1.0, 0, self.packed, self.scales, self.zero_points, None,
+                                                 *self.geometry, 1.0, 0, torch.float32, "none", [], "")
+        return out.contiguous().numpy()
+
+
+def dense_kernel(weight: np.ndarray, dtype, x_max: float | None):
+    """x -> x @ weight.T (weight (n_out, n_in)) for integer-valued x (B, n_in) in [0, x_max] (None:
+    any integers), computed and returned in ``dtype``, with everything about the weights done once:
+    the engine chosen (the active one), the weights converted or prepacked, the int8 kernels chosen
+    from the bound (no scan of x). Exact when :func:`~hwtune.layers.base.exact_dtype` of the worst
+    partial sum chose ``dtype``."""
+    engine = active() if np.dtype(dtype) in _TORCH_FLOATS else "numpy"
+    if engine == "numpy":
+        transposed = weight.T.astype(dtype)
+        return lambda x: np.matmul(x.astype(dtype, copy=False), transposed)
+    if engine == "torch-int8" and int8_pays(weight.shape[1], len(weight)) and int8_fits(x_max, weight, dtype):
+        return Int8Dense(weight)
+    transposed = _tensor(weight, dtype).T
+    return lambda x: _import_torch().matmul(_tensor(x, dtype), transposed).numpy()
 
 
 def dense(x: np.ndarray, weight: np.ndarray, dtype) -> np.ndarray:
     """x (B, n_in) @ weight.T (weight (n_out, n_in)) of integer-valued arrays, computed and returned
-    in ``dtype``; exact when :func:`~hwtune.layers.base.exact_dtype` of the worst partial sum chose it."""
-    engine = active() if np.dtype(dtype) in _TORCH_FLOATS else "numpy"
-    if engine == "numpy":
-        return np.matmul(x.astype(dtype, copy=False), weight.T.astype(dtype))
-    if engine == "torch-int8" and int8_pays(weight.shape[1], len(weight)) and int8_fits(x, weight, dtype):
-        return _int8_dense(x, weight)
-    return _import_torch().matmul(_tensor(x, dtype), _tensor(weight, dtype).T).numpy()
+    in ``dtype``: :func:`dense_kernel` prepared for this one x (its range scanned)."""
+    return dense_kernel(weight, dtype, input_max(x) if np.dtype(dtype) == np.float32 else None)(x)
 
 
 def matmul(a: np.ndarray, b: np.ndarray, dtype) -> np.ndarray:
@@ -213,14 +251,25 @@ def matmul(a: np.ndarray, b: np.ndarray, dtype) -> np.ndarray:
     return _import_torch().matmul(_tensor(a, dtype), _tensor(b, dtype)).numpy()
 
 
-def conv2d(x: np.ndarray, weight: np.ndarray, stride: int, padding: int, groups: int, dtype) -> np.ndarray:
-    """torch's conv2d (cross-correlation, zero padding) of x (B, C_in, H, W) with ``weight``
-    (C_out, C_in / g, K, K), computed and returned in ``dtype`` (B, C_out, H_o, W_o); only where
-    :func:`on_torch` (numpy's is :meth:`hwtune.layers.Conv2d.apply`'s im2col)."""
+def conv2d_kernel(weight: np.ndarray, stride: int, padding: int, groups: int, dtype, positions: int,
+                  x_max: float | None):
+    """x -> torch's conv2d (cross-correlation, zero padding) of integer-valued x (B, C_in, H, W) in
+    [0, x_max] (None: any integers) with ``weight`` (C_out, C_in / g, K, K) over ``positions`` output
+    positions, computed and returned in ``dtype`` (B, C_out, H_o, W_o), with everything about the
+    weights done once (as :func:`dense_kernel`); only where :func:`on_torch` (numpy's is
+    :meth:`hwtune.layers.Conv2d.apply`'s im2col)."""
     if not on_torch(dtype):
         raise ValueError(f"conv2d runs on torch's kernels, not available for {np.dtype(dtype).name} here")
+    if active() == "torch-int8" and int8_pays(weight[0].size, len(weight) * positions) and \
+            int8_fits(x_max, weight, dtype):
+        return Int8Conv(weight, stride, padding, groups)
+    kernel, conv2d = _tensor(weight, dtype), _import_torch().nn.functional.conv2d
+    return lambda x: conv2d(_tensor(x, dtype), kernel, stride=stride, padding=padding, groups=groups).numpy()
+
+
+def conv2d(x: np.ndarray, weight: np.ndarray, stride: int, padding: int, groups: int, dtype) -> np.ndarray:
+    """torch's conv2d of integer-valued x (B, C_in, H, W) with ``weight`` (C_out, C_in / g, K, K) in
+    ``dtype``: :func:`conv2d_kernel` prepared for this one x (its range scanned)."""
     positions = math.prod((n + 2 * padding - weight.shape[2]) // stride + 1 for n in x.shape[2:])
-    if active() == "torch-int8" and int8_pays(weight[0].size, len(weight) * positions) and int8_fits(x, weight, dtype):
-        return _int8_conv(x, weight, stride, padding, groups)
-    return _import_torch().nn.functional.conv2d(_tensor(x, dtype), _tensor(weight, dtype), stride=stride,
-                                                padding=padding, groups=groups).numpy()
+    x_max = input_max(x) if np.dtype(dtype) == np.float32 and on_torch(dtype) else None
+    return conv2d_kernel(weight, stride, padding, groups, dtype, positions, x_max)(x)

@@ -136,16 +136,28 @@ class Stage:
     def apply(self, xs: list, dtype, weights=None) -> np.ndarray:
         """V (B, *out_shape) in ``dtype`` of the inputs ``xs`` (each (B, n) or (B, *in_shape)), exact when
         :func:`hwtune.layers.exact_dtype` of the worst case (:meth:`abs_sums` x the largest input) chose it."""
-        xs = [x.reshape(len(x), *shape) for x, shape in zip(xs, self.in_shapes)]
-        for op in self.ops:
-            xs = [op.apply(*xs)]
-        if self.synapse.n_inputs == 1:
-            V = self.synapse.apply(xs[0], dtype, _one(weights, self.synapse))
-        else:
-            V = self.synapse.apply(xs, dtype, weights)
-        if self.shift:
-            V *= self.factor
-        return V
+        return self.prepare(dtype, None, weights)(xs)
+
+    def prepare(self, dtype, x_max: int | None, weights=None):
+        """xs -> :meth:`apply` (xs, dtype, weights) for inputs 0 <= x <= ``x_max`` (None: unknown), the
+        synapse's kernel prepared once (:meth:`Synapse.prepare`) for its inputs' bound, ``gain`` x_max.
+        The ops compute in ``dtype``; without ops the synapse reads xs in their own type (a kernel
+        converts once, to the type it multiplies in: u8 for the int8 kernels)."""
+        one = self.synapse.n_inputs == 1
+        synapse = self.synapse.prepare(dtype, None if x_max is None else x_max * self.gain,
+                                      _one(weights, self.synapse) if one else weights)
+
+        def apply(xs: list) -> np.ndarray:
+            xs = [x.reshape(len(x), *shape) for x, shape in zip(xs, self.in_shapes)]
+            if self.ops:
+                xs = [x.astype(dtype, copy=False) for x in xs]
+            for op in self.ops:
+                xs = [op.apply(*xs)]
+            V = synapse(xs[0] if one else xs)
+            if self.shift:
+                V *= self.factor
+            return V
+        return apply
 
     # ---- connectivity and mapper cost
     def ops_matrix(self):

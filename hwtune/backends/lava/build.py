@@ -195,12 +195,12 @@ def potential_ranges(artifact: Artifact, k0: np.ndarray, batch: int = 256) -> ty
     largest V on any integration step, V(s) = sum_j q_ij max(0, k_j - (T - s)) + beta_i s after
     s = 1..T steps (an input with activation k arrives T - k steps into the window, whichever layer
     it comes from: numerics.Timing)."""
-    from hwtune.backends.emulator import emulate
+    from hwtune.backends.emulator import FastEmulator
 
-    timing = artifact.timing
+    emulate, timing = FastEmulator(artifact), artifact.timing
     ranges = {layer.name: (0, 0) for layer in artifact.hidden}
     for start in progress.bar(range(0, len(k0), batch), desc="calibrate Lava guards", unit="batch"):
-        activations = emulate(artifact, k0[start:start + batch]).activations
+        activations = emulate(k0[start:start + batch]).activations
         for n, (layer, sources) in enumerate(zip(artifact.hidden, timing.sources)):
             lo, hi = ranges[layer.name]
             steps = timing.steps_in(n)
