@@ -101,7 +101,8 @@ def _new_workers(before: set) -> list:
 
 def _receive(extractor, workers: list) -> np.ndarray:
     """The next step of spikes from ``extractor``, waited for in slices of WORKER_POLL_S seconds; between
-    two, LavaRunError if one of Lava's ``workers`` died (its spikes would never come)."""
+    two, LavaRunError if one of Lava's ``workers`` died (its spikes would never come). Relies on lava-nc
+    0.10.0's CspRecvQueue (the extractor's external port ``_queue``: a peek with a timeout)."""
     queue = extractor.out_port.external_pipe_csp_recv_port._queue
     while True:
         try:
