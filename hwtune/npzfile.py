@@ -41,11 +41,10 @@ class Archive:
         try:
             self._zip = zipfile.ZipFile(self._file)
             self._members = self._check_members(max_bytes)
-        except _DAMAGE as e:
+        except BaseException as e:
             self._file.close()
-            raise error(f"{path}: not a readable .npz file (unreadable: {str(e)[:200]})") from None
-        except BaseException:
-            self._file.close()
+            if isinstance(e, _DAMAGE) and not isinstance(e, error):     # a refusal keeps its own message
+                raise error(f"{path}: not a readable .npz file (unreadable: {str(e)[:200]})") from None
             raise
 
     def _check_members(self, max_bytes: int) -> dict[str, zipfile.ZipInfo]:
@@ -90,6 +89,8 @@ class Archive:
                 data = f.read(math.prod(shape) * dtype.itemsize)
                 if f.read(1):
                     raise self.error(f"{where}: holds more data than its header claims")
+        except self.error:           # a refusal above (often a ValueError too): its message as it is
+            raise
         except _DAMAGE as e:
             raise self.error(f"{where}: unreadable ({str(e)[:200]})") from None
         array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")

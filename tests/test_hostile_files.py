@@ -8,6 +8,7 @@ import gzip
 import io as bytes_io
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -160,6 +161,23 @@ def test_a_hostile_npz_dataset_is_refused_naming_it(tmp_path, capsys, kind, mess
         assert main(["train", "--arch", "fc-small", "--dataset", str(path), "-o", str(tmp_path / "m"), "-q"]) == 3
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("16-TiB-header", "claims shape (17592186044416,) (17,592,186,044,416 values), more than hwtune's limit of"),
+    ("encrypted", "is encrypted"),
+])
+def test_a_refusal_under_a_long_path_keeps_its_whole_message(tmp_path, kind, message):
+    """A refusal raised while reading an archive is not taken for damage (relabelled "unreadable" and
+    cut to 200 characters): under a 250-character path its message still ends with the limit."""
+    deep = tmp_path.joinpath(*["d" * 60] * 4)
+    deep.mkdir(parents=True)
+    path = _damaged(deep, kind)
+    with pytest.raises(DatasetError) as e:
+        load_dataset(str(path))
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value) and "unreadable" not in str(e.value)
+    if kind == "16-TiB-header":
+        assert re.search(r"more than hwtune's limit of [\d,]+$", str(e.value))
 
 
 def test_a_3_gb_zip_bomb_is_refused_before_it_inflates(tmp_path):
