@@ -595,7 +595,10 @@ def _cmd_emulate(args) -> int:
 def _cmd_lava_run(args) -> int:
     from hwtune import workflow
 
-    if args.hardware:     # before any work: the board needs lava-loihi
+    from hwtune.backends import check_backend_can_start
+
+    check_backend_can_start("lava")       # before any work: its workers' sockets, and the board's lava-loihi
+    if args.hardware:
         from hwtune.backends.lava.run import require_hardware
         require_hardware()
     artifact, _, data = _deployable(args)

@@ -266,6 +266,7 @@ def run_recipe(recipe: Recipe, seed: int | None = None, out: str | Path | None =
     the results (also written to ``out/results.json``)."""
     from hwtune import io, progress, workflow
     from hwtune.atomic import atomic_directory, check_output, write_json
+    from hwtune.backends import check_backend_can_start
     from hwtune.data import load_dataset
     from hwtune.passes import PassContext, record_lines, run_pass
     from hwtune.provenance import provenance
@@ -274,6 +275,8 @@ def run_recipe(recipe: Recipe, seed: int | None = None, out: str | Path | None =
         recipe.seed = check_value(PipelineHeader.__dataclass_fields__["seed"].metadata["rule"], "seed", seed)
     out = Path(out) if out is not None else recipe.out
     dest = check_output(out, RESULTS, force, inputs=[recipe.load] if recipe.load else [], what="recipe run")
+    if recipe.deploy is not None and recipe.deploy.backend_samples:
+        check_backend_can_start(recipe.target.backend)
     data = load_dataset(recipe.dataset, data_dir=recipe.data.data_dir, split_seed=recipe.data.split_seed)
     with atomic_directory(dest) as tmp:
         net, report = base_model(recipe, data)

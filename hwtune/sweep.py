@@ -457,12 +457,15 @@ def running(spec, out, execution: ExecutionConfig | None):
     """(out, execution, data, base model, input fingerprints) of a sweep's or study's run, yielded
     inside its locked output directory (:func:`sweep_directory`) with ``execution.threads`` torch
     threads (the driver's work too: results depend on it); ``out`` and ``execution`` default to the spec's."""
+    from hwtune.backends import check_backend_can_start
     from hwtune.data import load_dataset
     from hwtune.executors import torch_threads
 
     if out is not None:
         spec.out = Path(out)
     out, execution = spec.out, execution or spec.execution
+    if getattr(spec, "backend_samples", 0):
+        check_backend_can_start(spec.target.backend)
     with sweep_directory(out), torch_threads(execution.threads):
         data = load_dataset(spec.dataset, data_dir=spec.data.data_dir, split_seed=spec.data.split_seed)
         base = base_model(spec, data)

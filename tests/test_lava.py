@@ -269,17 +269,46 @@ def test_lava_workers_die_with_a_killed_parent_and_remove_the_temp_dirs(tmp_path
     import signal
     import subprocess
     import time
-    temp = tmp_path / "temp"
-    temp.mkdir()
-    proc = _lava_run_under_way(tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "TMPDIR": str(temp)})
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-    deadline = time.monotonic() + 20
-    while _group_members(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _group_members(proc.pid) == []
-    assert [p.name for p in temp.iterdir() if p.name.startswith(("hwtune-lava-", "pymp-"))] == []
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory(prefix="hw-", dir="/tmp") as short:   # room for Lava's socket paths
+        temp = Path(short)
+        proc = _lava_run_under_way(tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   env={**os.environ, "TMPDIR": str(temp)})
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while _group_members(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _group_members(proc.pid) == []
+        assert [p.name for p in temp.iterdir() if p.name.startswith(("hwtune-lava-", "pymp-"))] == []
+
+
+def test_a_temp_dir_too_deep_for_lavas_sockets_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """Lava's workers talk over Unix sockets in TMPDIR (at most 107 characters on Linux): a TMPDIR of
+    76+ characters made lava-run end in "AF_UNIX path too long" and a traceback. Now lava-run, a recipe
+    and a sweep that would run Lava are refused before any work, naming TMPDIR."""
+    import tempfile
+    import time
+    from hwtune.cli import main
+    deep = tmp_path / ("t" * max(1, 76 - len(str(tmp_path)) - 1))
+    deep.mkdir()
+    assert len(str(deep)) >= 76
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    a = random_artifact(np.random.default_rng(0), [6, 5, 3], bits=4, steps=4)
+    a.meta["dataset"] = {"name": "digits"}
+    a.save(tmp_path / "art")
+    start = time.monotonic()
+    for args in (["lava-run", str(tmp_path / "art"), "--samples", "2"],
+                 ["run", "recipes/quickstart.yaml", "--out", str(tmp_path / "qs")],
+                 ["sweep", "recipes/robustness-ci.yaml", "--out", str(tmp_path / "sw")]):
+        capsys.readouterr()
+        assert main(args + ["-q"]) == 3, args
+        err = capsys.readouterr().err
+        assert f"Unix sockets in the temp dir {str(deep)!r}" in err and "set TMPDIR to a directory of at most 75 " \
+            "characters" in err and "Traceback" not in err, err
+    assert time.monotonic() - start < 30          # no training, no Lava
+    assert not (tmp_path / "qs").exists() and not (tmp_path / "sw").exists()
 
 
 def test_a_group_sigterm_during_lava_stops_quietly(tmp_path):

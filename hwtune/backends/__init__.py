@@ -12,6 +12,7 @@ backend. Every backend returns a :class:`RunResult` (or a subclass): metrics are
 from __future__ import annotations
 
 import importlib
+import tempfile
 from dataclasses import dataclass
 from typing import Callable
 
@@ -43,6 +44,27 @@ def get_backend(name: str) -> Callable[[Artifact, np.ndarray], "RunResult"]:
 
 def backend_names() -> list[str]:
     return list(_BACKENDS)
+
+
+#: Longest path a Unix socket may have on Linux (sun_path: 108 bytes with the terminating NUL).
+UNIX_SOCKET_PATH_MAX = 107
+#: What multiprocessing adds to the temp dir for a listener's socket: /pymp-XXXXXXXX/listener-XXXXXXXX.
+_LISTENER_SUFFIX = len("/pymp-12345678/listener-12345678")
+
+
+def check_backend_can_start(name: str) -> None:
+    """Refuse (HwtuneError), before any work, a backend that cannot start in this environment.
+    ``lava``: its workers talk over Unix sockets that Python's multiprocessing makes inside the temp
+    dir (TMPDIR), and a temp dir deeper than 107 - 32 = 75 characters leaves the socket path over
+    Linux's limit (Lava then fails with "AF_UNIX path too long" and a traceback)."""
+    if name != "lava":
+        return
+    temp = tempfile.gettempdir()
+    if len(temp) + _LISTENER_SUFFIX > UNIX_SOCKET_PATH_MAX:
+        raise HwtuneError(f"Lava cannot start: its workers talk over Unix sockets in the temp dir {temp!r} "
+                          f"({len(temp)} characters), and the socket paths would exceed Linux's "
+                          f"{UNIX_SOCKET_PATH_MAX}; set TMPDIR to a directory of at most "
+                          f"{UNIX_SOCKET_PATH_MAX - _LISTENER_SUFFIX} characters")
 
 
 @dataclass

@@ -35,7 +35,7 @@ from lava.proc.io.injector import Injector, PyLoihiInjectorModel
 
 from hwtune import numerics, progress
 from hwtune.artifact import Artifact
-from hwtune.backends import RunResult
+from hwtune.backends import RunResult, check_backend_can_start
 from hwtune.backends.lava.build import build_network
 from hwtune.backends.lava.lifecycle import workers_die_with_parent
 from hwtune.errors import HwtuneError
@@ -225,6 +225,7 @@ def run_lava(artifact: Artifact, k0, hardware: bool = False) -> LavaResult:
     in Lava's bit-accurate simulator, or on a Loihi 2 board (``hardware``: lava-loihi). Sample b enters
     on step b P, P = build.period_steps, and layer n works on it in steps b P + [R_n, R_n + P); the processes are always
     stopped, also on error or Ctrl-C (KeyboardInterrupt is re-raised after the clean-up)."""
+    check_backend_can_start("lava")
     # DelaySparse (d > 1) edits its CSR in place every step; scipy warns about it in every worker
     warnings.filterwarnings("ignore", category=scipy.sparse.SparseEfficiencyWarning)
     with tempfile.TemporaryDirectory(prefix="hwtune-lava-") as temp_dir:
