@@ -62,7 +62,8 @@ def ignore_stop_signals() -> None:
 
 @contextmanager
 def sigint_deferred():
-    """Hold SIGINT and SIGTERM back for the block, then re-deliver the first to the handler in place before.
+    """Hold SIGINT and SIGTERM back for the block, then re-deliver the first to the handler in place before,
+    also when the block raised (the stop, not the error it caused, is what the command reports).
 
     Two users: Lava's worker processes forked in the block inherit the holding handler, which, in a
     forked worker, drops SIGINT and ends the worker quietly on SIGTERM (exit 143, no traceback: a
@@ -88,8 +89,8 @@ def sigint_deferred():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-    if received:
-        signal.raise_signal(received[0])
+        if received:      # also when the block failed: a SIGTERM to the group ends the workers it forked
+            signal.raise_signal(received[0])     # (Lava's shared-memory server), and the block then fails
 
 
 #: The output whose commit ends the running command (None: no such output).

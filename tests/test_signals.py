@@ -107,19 +107,22 @@ def _train(out, *extra):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_at_any_start_up_offset_exits_130_and_writes_nothing(tmp_path, sig):
+def test_a_signal_at_any_start_up_offset_exits_130_and_writes_nothing(tmp_path):
     # from 0.6 s (before: Python itself starts, no hwtune code has run); ~1-2 s: torch import; ~2-4 s:
-    # torch._dynamo's lazy import (Adam), training
+    # torch._dynamo's lazy import (Adam), training. At each offset two runs side by side (one per
+    # core): one gets SIGTERM, the other SIGINT.
     for n, offset in enumerate((0.6, 1.0, 1.4, 2.0, 2.6, 3.4, 4.5)):
-        out = tmp_path / f"m{n}"
-        proc = _train(out)
+        runs = {sig: (tmp_path / f"{sig.name}-{n}", _train(tmp_path / f"{sig.name}-{n}"))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
         time.sleep(offset)
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 130, (offset, proc.returncode, err[-2000:])
-        assert "Traceback" not in err, (offset, err[-2000:])
-        assert not out.exists() and not any(p.name.startswith(f".m{n}") for p in tmp_path.iterdir()), offset
+        for sig, (_, proc) in runs.items():
+            proc.send_signal(sig)
+        for sig, (out, proc) in runs.items():
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 130, (sig.name, offset, proc.returncode, err[-2000:])
+            assert "Traceback" not in err, (sig.name, offset, err[-2000:])
+            assert not out.exists() and not any(p.name.startswith(f".{out.name}") for p in tmp_path.iterdir()), \
+                (sig.name, offset)
 
 
 def test_a_second_ctrl_c_after_the_first_does_not_kill_the_clean_up(tmp_path):
@@ -177,3 +180,19 @@ def test_the_final_commit_ignores_stop_signals_and_a_failed_one_restores_them(tm
     finally:
         set_final_output(None)
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_held_back_stop_signal_wins_over_the_error_it_caused():
+    """A group SIGTERM while Lava starts its workers (inside sigint_deferred) ends the shared-memory server
+    they use at once, and Lava's start then fails (ConnectionRefusedError): the command must report the
+    stop (KeyboardInterrupt: exit 130, no traceback), not that error (found by a parallel test run)."""
+    from hwtune.interrupts import install_stop_handlers, restore_handlers, sigint_deferred
+    previous = install_stop_handlers()
+    try:
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            with sigint_deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                raise ConnectionRefusedError(111, "Connection refused")
+        assert isinstance(stopped.value.__context__, ConnectionRefusedError)
+    finally:
+        restore_handlers(previous)
