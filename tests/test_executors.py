@@ -1,5 +1,5 @@
-"""Sweep points on Ray (hwtune.executors): the CI sweep gives the serial records point for point,
-Lava's check included; a driver killed midway leaves no Ray process behind and the rerun resumes;
+"""Sweep points on Ray (hwtune.executors): a driver killed midway leaves no Ray process behind, and the
+rerun resumes and gives the serial records point for point, Lava's check included;
 a failing point is reported by id and item and the sweep goes on, or stops."""
 import contextlib
 import json
@@ -48,16 +48,6 @@ def fresh_sweep_dir(ci_sweep, dest: Path) -> Path:
     return dest
 
 
-def test_ray_sweep_equals_serial(ci_sweep, ray_cluster, tmp_path):
-    out = fresh_sweep_dir(ci_sweep, tmp_path / "ray")
-    assert main(["sweep", RECIPE, "--executor", "ray", "--out", str(out), "-q"]) == 0
-    serial, on_ray = by_id(ci_sweep[1]), by_id(out)
-    assert len(on_ray) == len(read_points(out)) == 8
-    assert on_ray == serial          # every field of every point: accuracies, spikes, Lava's check
-    assert [r["backend_identical"] for r in on_ray.values() if r["jitter"] == 0] == [10] * 4  # Lava in Ray workers
-    assert json.loads((out / "sweep.json").read_text())["execution"]["executor"] == "ray"
-
-
 def _state_and_parent(pid: int) -> tuple[str, int] | None:
     """A process's state letter and parent pid (/proc/PID/stat), None once it is gone."""
     try:
@@ -86,7 +76,11 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
-def test_killed_ray_driver_leaves_nothing_and_the_rerun_resumes(ci_sweep, ray_cluster, tmp_path, capsys):
+def test_a_ray_sweep_killed_midway_leaves_nothing_and_its_rerun_equals_the_serial_sweep(ci_sweep, ray_cluster,
+                                                                                         tmp_path, capsys):
+    """The CI sweep on Ray: its driver killed once a point is written leaves no Ray process behind; the
+    rerun (on Ray too) skips the written points and runs the rest; every point then equals the serial
+    sweep's in every field (accuracies, spikes, Lava's check run in Ray's workers)."""
     out = fresh_sweep_dir(ci_sweep, tmp_path / "killed")
     with open(tmp_path / "driver.log", "w") as log:
         driver = subprocess.Popen([sys.executable, "-m", "hwtune.cli", "sweep", RECIPE, "--executor", "ray",
@@ -114,6 +108,8 @@ def test_killed_ray_driver_leaves_nothing_and_the_rerun_resumes(ci_sweep, ray_cl
     assert f"skipped {finished} finished point(s)" in capsys.readouterr().err
     records = read_points(out)
     assert len(records) == 8 and by_id(out) == by_id(ci_sweep[1])   # each point once, as if never interrupted
+    assert [r["backend_identical"] for r in records if r["jitter"] == 0] == [10] * 4  # Lava in Ray workers
+    assert json.loads((out / "sweep.json").read_text())["execution"]["executor"] == "ray"
 
 
 def _failing_at_2(shared: dict, item: int) -> dict:

@@ -76,12 +76,13 @@ def test_a_sample_outside_the_calibrated_guards_is_detected():
 
 
 def test_depthwise_separable_net_on_lava(digits):
-    """Depthwise + pointwise convolutions (the grouped one as Lava's Conv with groups) on 20 digits
-    test images: Lava == emulator spike for spike."""
+    """Depthwise + pointwise convolutions (the grouped one as Lava's Conv with groups) on 8 digits
+    test images (Lava's Conv model recomputes every convolution every step: ~0.3 s a step here):
+    Lava == emulator spike for spike."""
     *_, artifact, k0 = depthwise_case(digits)
     assert artifact.layers[1].synapse.groups == 4
     assert plan(artifact)[1].process_names() == ["Conv"]
-    assert_lava_matches_emulator(artifact, k0[:20])
+    assert_lava_matches_emulator(artifact, k0[:8])
 
 
 def test_golden_case_on_lava():
