@@ -32,8 +32,11 @@ data:
 demo: env data
 	$(VENV)/bin/hwtune run recipes/quickstart.yaml --seed 0
 
+# two pytest-xdist workers of one thread each (a 2-core CI machine), a test file per worker at a time:
+# a file's module fixtures (a Ray cluster) start once; tests/conftest.py shares the CI sweep between them
+TEST_WORKERS ?= 2
 test: env data
-	OMP_NUM_THREADS=2 $(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -31,12 +31,23 @@ def made(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ci_sweep(tmp_path_factory):
     """(exit code, directory) of the CI sweep (recipes/robustness-ci.yaml) run serially, once per
-    session: tests/test_sweep.py checks it, tests/test_executors.py compares other executors with it."""
+    test run: tests/test_sweep.py checks it, tests/test_executors.py compares other executors with it.
+    Under pytest-xdist the first worker that needs it runs it in the run's shared temp dir while the
+    others wait on a file lock, then all read that directory (its tests copy it before changing it)."""
+    import fcntl
+    import os
+
     from hwtune.cli import main
 
-    out = tmp_path_factory.mktemp("sweep") / "ci"
-    code = main(["sweep", "recipes/robustness-ci.yaml", "--out", str(out)])
-    return code, out
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent                       # basetemp/popen-gwN -> basetemp: shared by the workers
+    out, code_file = root / "ci-sweep" / "ci", root / "ci-sweep.code"
+    with open(root / "ci-sweep.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not code_file.exists():
+            code_file.write_text(str(main(["sweep", "recipes/robustness-ci.yaml", "--out", str(out)])))
+    return int(code_file.read_text()), out
 
 
 @pytest.fixture(scope="session")

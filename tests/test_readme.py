@@ -97,9 +97,10 @@ def fashion_slice(directory: Path, train: int, test: int) -> None:
 def test_the_loihi2_block_runs_as_written(tmp_path, monkeypatch, capsys):
     """Every line of the Loihi 2 block but the VGG's 2-hour training, as written, on a stand-in for
     the VGG (fc-small trained briefly: a VGG-sized net takes Lava minutes per 100 samples) and the
-    first 2,000 / 200 Fashion-MNIST images (HWTUNE_DATA points at them, as the Data section says)."""
+    first 2,000 / 40 Fashion-MNIST images (HWTUNE_DATA points at them, as the Data section says; so
+    `lava-run --samples 100` runs the 40 test images there are)."""
     monkeypatch.chdir(tmp_path)
-    fashion_slice(tmp_path / "fashion", 2000, 200)
+    fashion_slice(tmp_path / "fashion", 2000, 40)
     monkeypatch.setenv("HWTUNE_DATA", str(tmp_path / "fashion"))
     (_, block), = [b for b in section_blocks("## Loihi 2: what runs on the chip") if b[0] == ""]
     train, *lines = commands(block)
@@ -111,7 +112,7 @@ def test_the_loihi2_block_runs_as_written(tmp_path, monkeypatch, capsys):
         capsys.readouterr()
         assert main(shlex.split(line)[1:]) == 0, line
     result = json.loads(capsys.readouterr().out)
-    assert result["identical_spike_for_spike"] == result["samples"] == 100 and result["max_spikes_per_neuron"] == 1
+    assert result["identical_spike_for_spike"] == result["samples"] == 40 and result["max_spikes_per_neuron"] == 1
     artifact = json.loads((tmp_path / "runs/fmnist-vgg-w4.loihi2/artifact.json").read_text())
     assert artifact["meta"]["lava_guard"]["source"] == "fashion-mnist train[:1000]" and artifact["weight_bits"] == 4
     from hwtune.backends.lava.run import hardware_available

@@ -45,8 +45,8 @@ def test_broken_floor_fails_the_command(ci_sweep, tmp_path, capsys):
     assert len(broken_floors(load_sweep(path), read_points(tmp_path / "copy"))) == 1
 
 
-def test_rerun_resumes_without_recomputing(ci_sweep, capsys):
-    _, out = ci_sweep
+def test_rerun_resumes_without_recomputing(ci_sweep, tmp_path, capsys):
+    out = shutil.copytree(ci_sweep[1], tmp_path / "ci")      # the session's sweep stays as it is
     before = (out / "points.jsonl").read_text()
     partial = "\n".join(before.splitlines()[:5]) + "\n"   # as if interrupted after 5 points
     (out / "points.jsonl").write_text(partial)
