@@ -68,3 +68,13 @@ def digits_net(digits):
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+
+
+#: The test files that take longest (minutes: Ray sweeps, Lava runs, the README's blocks), run first so that
+#: under pytest-xdist's --dist loadfile no worker is left with one of them while the other idles at the end.
+LONGEST_FIRST = ("test_executors.py", "test_lava.py", "test_readme.py", "test_signals.py", "test_progress.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))     # stable: the rest keep their order
