@@ -151,11 +151,15 @@ def _inputs(artifact: Artifact, x) -> np.ndarray:
 
 
 def emulate(artifact: Artifact, x, mode: str = "fast"):
-    """Run the bit-accurate emulator on pixel intensities ``x`` (tensor or array, values in [0, 1])."""
-    from hwtune.backends.emulator import emulate as run
+    """Run the bit-accurate emulator on pixel intensities ``x`` (tensor or array, values in [0, 1]),
+    streamed in the batches `hwtune emulate` uses (hwtune.training.eval_batch: bounded working memory);
+    returns one EmulatorResult for all of ``x``."""
+    from hwtune.backends.emulator import emulate_in_batches
+    from hwtune.training import eval_batch
     mode = check_value(rule_of(DeployConfig, "mode"), "mode", mode)
     artifact = args.artifact(artifact)
-    return run(artifact, _inputs(artifact, x), mode=mode)
+    batch = eval_batch([layer.geometry() for layer in artifact.layers])
+    return emulate_in_batches(artifact, _inputs(artifact, x), batch, mode=mode)
 
 
 def run_lava(artifact: Artifact, x, hardware: bool = False):

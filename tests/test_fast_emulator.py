@@ -120,3 +120,29 @@ def test_emulate_artifact_streams_through_one_prepared_emulator(monkeypatch):
     result, pred = workflow.emulate_artifact(net, x.float(), torch.zeros(len(x), dtype=torch.int64), batch_size=5)
     assert len(built) == 1 and result["n"] == 16
     assert np.array_equal(pred, emulate(net, encoded_inputs(x.float(), net.input_steps)).predictions)
+
+
+@pytest.mark.parametrize("mode", ["fast", "stepped"])
+def test_emulate_in_batches_equals_one_batch(mode):
+    """emulate_in_batches: batches of 7 of 23 samples give emulate()'s integers on all 23 at once (types
+    included), on a conv net and a graph."""
+    from hwtune.backends.emulator import emulate_in_batches
+    rng = np.random.default_rng(3)
+    for net in list(nets())[1:3]:
+        k0 = rng.integers(0, net.input_steps + 1, (23, net.n_in)) * (rng.random((23, net.n_in)) < 0.7)
+        assert same(emulate_in_batches(net, k0, 7, mode=mode), emulate(net, k0, mode=mode))
+
+
+def test_the_api_emulate_streams_the_clis_batches(monkeypatch):
+    """hwtune.emulate runs its samples in the batches of `hwtune emulate` (training.eval_batch: here made
+    5), not all at once, and returns what one emulate() call on all of them returns."""
+    import hwtune
+    from hwtune import training
+    net = list(nets())[1]
+    import torch
+    x = torch.from_numpy(np.random.default_rng(4).random((12, *net.input_shape)))
+    whole = emulate(net, encoded_inputs(x, net.input_steps))
+    monkeypatch.setattr(training, "EVAL_BATCH", 5)
+    sizes, run = [], FastEmulator._run
+    monkeypatch.setattr(FastEmulator, "_run", lambda self, k0, *a: sizes.append(len(k0)) or run(self, k0, *a))
+    assert same(hwtune.emulate(net, x), whole) and sizes == [5, 5, 2]

@@ -135,6 +135,21 @@ def emulate(artifact: Artifact, k0, mode: str = "fast", noise: EmulatorNoise | N
     return _result(artifact, activations, potentials, "stepped", noise)
 
 
+def emulate_in_batches(artifact: Artifact, k0, batch_size: int, mode: str = "fast") -> EmulatorResult:
+    """:func:`emulate` of ``k0`` (B, n_in) run ``batch_size`` samples at a time (the fast mode prepared
+    once: :class:`FastEmulator`), each layer's activations and potentials concatenated: the same
+    result, with one batch's working memory (float potentials, im2col) instead of all B samples'."""
+    if mode not in MODES:
+        raise EmulatorError(f"mode must be one of {MODES}, got {mode!r}")
+    run = FastEmulator(artifact) if mode == "fast" else (lambda k: emulate(artifact, k, mode=mode))
+    parts = [run(k0[i:i + batch_size]) for i in range(0, max(len(k0), 1), batch_size)]
+    if len(parts) == 1:
+        return parts[0]
+    return EmulatorResult(artifact=artifact, mode=mode,
+                          activations=[np.concatenate(layer) for layer in zip(*(p.activations for p in parts))],
+                          potentials=[np.concatenate(layer) for layer in zip(*(p.potentials for p in parts))])
+
+
 def _inputs(artifact: Artifact, k0, noise: EmulatorNoise | None) -> tuple[np.ndarray, "_Draws | None"]:
     """The checked input activations (int64 (B, n_in)) and this batch's noise draws (or None)."""
     try:
