@@ -141,15 +141,17 @@ class Stage:
     def prepare(self, dtype, x_max: int | None, weights=None):
         """xs -> :meth:`apply` (xs, dtype, weights) for inputs 0 <= x <= ``x_max`` (None: unknown), the
         synapse's kernel prepared once (:meth:`Synapse.prepare`) for its inputs' bound, ``gain`` x_max.
-        The ops compute in ``dtype``; without ops the synapse reads xs in their own type (a kernel
-        converts once, to the type it multiplies in: u8 for the int8 kernels)."""
+        The ops compute in ``dtype``; without ops, or with ops that only reshape (flatten), the synapse
+        reads xs in their own type (a kernel converts once, to the type it multiplies in: u8 for the
+        int8 kernels; a conversion to ``dtype`` first cost the FC2 a tenth of its time)."""
         one = self.synapse.n_inputs == 1
         synapse = self.synapse.prepare(dtype, None if x_max is None else x_max * self.gain,
                                       _one(weights, self.synapse) if one else weights)
+        moves_values = not all(op.reshapes_only for op in self.ops)
 
         def apply(xs: list) -> np.ndarray:
             xs = [x.reshape(len(x), *shape) for x, shape in zip(xs, self.in_shapes)]
-            if self.ops:
+            if moves_values:
                 xs = [x.astype(dtype, copy=False) for x in xs]
             for op in self.ops:
                 xs = [op.apply(*xs)]
