@@ -61,9 +61,12 @@ def ignore_stop_signals() -> None:
 
 
 @contextmanager
-def sigint_deferred():
+def sigint_deferred(caller_holds: bool = True):
     """Hold SIGINT and SIGTERM back for the block, then re-deliver the first to the handler in place before,
     also when the block raised (the stop, not the error it caused, is what the command reports).
+    ``caller_holds=False``: only the processes forked in the block hold them (below); this process
+    gets them at once, as before the block (Lava's start: a group SIGTERM ends the workers it waits
+    for, and a start held back could wait for them for ever).
 
     Two users: Lava's worker processes forked in the block inherit the holding handler, which, in a
     forked worker, drops SIGINT and ends the worker quietly on SIGTERM (exit 143, no traceback: a
@@ -78,19 +81,32 @@ def sigint_deferred():
     caller, received = os.getpid(), []
 
     def hold(signum, frame):
-        if os.getpid() == caller:
+        if os.getpid() != caller:
+            if signum == signal.SIGTERM:  # a forked worker: quiet end
+                os._exit(128 + signal.SIGTERM)
+        elif caller_holds:
             received.append(signum)
-        elif signum == signal.SIGTERM:  # a forked worker: quiet end
-            os._exit(128 + signal.SIGTERM)
+        else:
+            _deliver(previous[signum], signum, frame)
 
     previous = {sig: signal.signal(sig, hold) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+            if signal.getsignal(sig) is hold:      # not what a handler run in the block set (ignore_stop_signals)
+                signal.signal(sig, signal.SIG_DFL if handler is None else handler)
         if received:      # also when the block failed: a SIGTERM to the group ends the workers it forked
             signal.raise_signal(received[0])     # (Lava's shared-memory server), and the block then fails
+
+
+def _deliver(handler, signum, frame) -> None:
+    """What ``handler`` (a handler signal.signal returned) does with ``signum`` now."""
+    if callable(handler):
+        handler(signum, frame)
+    elif handler != signal.SIG_IGN:         # the default action (SIGTERM: the process ends)
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
 
 
 #: The output whose commit ends the running command (None: no such output).

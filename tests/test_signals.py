@@ -196,3 +196,29 @@ def test_a_held_back_stop_signal_wins_over_the_error_it_caused():
         assert isinstance(stopped.value.__context__, ConnectionRefusedError)
     finally:
         restore_handlers(previous)
+
+
+def test_lavas_start_takes_a_stop_signal_at_once_while_its_workers_hold_it():
+    """sigint_deferred(caller_holds=False), around Lava's start: this process stops at once (a held-back stop
+    let a start that waited for workers the group SIGTERM had ended wait for ever: lava-run hung once
+    in 2 parallel CI runs), the handler it ran stays (later stops ignored during the clean-up), and a
+    worker forked in the block still ends quietly on SIGTERM (exit 143)."""
+    from hwtune.interrupts import install_stop_handlers, restore_handlers, sigint_deferred
+    previous = install_stop_handlers()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with sigint_deferred(caller_holds=False):
+                child = os.fork()
+                if child == 0:
+                    time.sleep(30)
+                    os._exit(0)
+                time.sleep(0.5)                    # past the child's after-fork reset of pending signals
+                os.kill(child, signal.SIGTERM)
+                _, status = os.waitpid(child, 0)
+                assert os.WEXITSTATUS(status) == 143
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+                pytest.fail("the stop signal was held back")
+        assert signal.getsignal(signal.SIGTERM) == signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        restore_handlers(previous)

@@ -84,7 +84,7 @@ def lava_runtime(process, temp_dir: str, run_cfg):
     try:
         # Lava forks its workers here: they inherit a handler that drops SIGINT (SIGTERM: a quiet
         # exit), and die with this process (lifecycle)
-        with sigint_deferred(), workers_die_with_parent(temp_dir):
+        with sigint_deferred(caller_holds=False), workers_die_with_parent(temp_dir):
             process.create_runtime(executable=executable)
             workers = _new_workers(before)
         yield workers
