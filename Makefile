@@ -33,10 +33,12 @@ demo: env data
 	$(VENV)/bin/hwtune run recipes/quickstart.yaml --seed 0
 
 # two pytest-xdist workers of one thread each (a 2-core CI machine), a test file per worker at a time:
-# a file's module fixtures (a Ray cluster) start once; tests/conftest.py shares the CI sweep between them
+# a file's module fixtures (a Ray cluster) start once; tests/conftest.py shares the CI sweep between them.
+# Then, alone, the tests marked serial (Lava runs stopped by a signal or a kill within a time limit).
 TEST_WORKERS ?= 2
 test: env data
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not serial"
+	OMP_NUM_THREADS=2 $(PY) -m pytest -q -m serial
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -214,6 +214,7 @@ def test_a_ctrl_c_held_back_survives_a_bare_except():
     assert finished == [True]
 
 
+@pytest.mark.serial
 def test_ctrl_c_stops_a_lava_run_cleanly(tmp_path):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during `hwtune lava-run`:
     exit code 130 within seconds, no Lava worker left behind."""
@@ -263,6 +264,7 @@ def _lava_run_under_way(tmp_path, workers: int = 3, **popen):
     return proc
 
 
+@pytest.mark.serial
 def test_lava_workers_die_with_a_killed_parent_and_remove_the_temp_dirs(tmp_path):
     """`hwtune lava-run` killed outright (SIGKILL: no clean-up of its own) mid-run: its Lava workers
     end within seconds, and the run's hwtune-lava-* / pymp-* temp dirs are gone."""
@@ -312,6 +314,7 @@ def test_a_temp_dir_too_deep_for_lavas_sockets_is_refused_before_any_work(tmp_pa
     assert not (tmp_path / "qs").exists() and not (tmp_path / "sw").exists()
 
 
+@pytest.mark.serial
 def test_a_group_sigterm_during_lava_stops_quietly(tmp_path):
     """SIGTERM to the whole process group (a job controller stopping it) during `hwtune lava-run`:
     exit 130, no traceback from any worker, none left behind."""
@@ -327,6 +330,7 @@ def test_a_group_sigterm_during_lava_stops_quietly(tmp_path):
     assert _group_members(proc.pid) == []
 
 
+@pytest.mark.serial
 def test_a_lava_worker_killed_mid_run_ends_the_run_with_its_name(tmp_path):
     """One of Lava's workers killed mid-run (SIGKILL, as the out-of-memory killer does on a large net):
     `hwtune lava-run` stops within seconds with an error naming the worker and the signal (it waited
@@ -372,6 +376,7 @@ def test_saturating_artifacts_are_refused():
             plan(golden_artifact(overflow=overflow))
 
 
+@pytest.mark.serial
 def test_ctrl_c_during_a_recipes_lava_check_leaves_no_output(tmp_path):
     """`hwtune run` of a recipe whose deploy runs Lava: a Ctrl-C to the process group during the Lava
     check exits 130, leaves no --out (nor its temporary directory) and no Lava worker."""
