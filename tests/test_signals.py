@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -101,17 +102,35 @@ sys.exit(44)
 
 
 def _train(out, *extra):
+    """``hwtune train`` (300 epochs, seconds of imports first), returned once hwtune's first line has
+    set its stop handlers: before that Python itself is starting and a SIGTERM's default action ends
+    any program (seen: beside two busy processes on 2 cores, a signal 2.0 s after the spawn came first)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "hwtune.cli", "train", "--arch", "fc-small", "--epochs", "300",
+    proc = subprocess.Popen([sys.executable, "-m", "hwtune.cli", "train", "--arch", "fc-small", "--epochs", "300",
                              "--train-samples", "256", "-q", "-o", str(out), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 60
+    while not _catches(proc.pid, signal.SIGTERM):
+        assert proc.poll() is None and time.monotonic() < deadline, "hwtune never set its stop handlers"
+        time.sleep(0.005)
+    return proc
+
+
+def _catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether process ``pid`` has a handler for ``sig`` (bit sig - 1 of SigCgt in /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    caught = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught, 16) >> (sig - 1) & 1)
 
 
 def test_a_signal_at_any_start_up_offset_exits_130_and_writes_nothing(tmp_path):
-    # from 0.6 s (before: Python itself starts, no hwtune code has run); ~1-2 s: torch import; ~2-4 s:
+    # offsets from the moment hwtune's handlers are in: 0-1 s the imports (torch's ~1-2 s); ~2-4 s
     # torch._dynamo's lazy import (Adam), training. At each offset two runs side by side (one per
     # core): one gets SIGTERM, the other SIGINT.
-    for n, offset in enumerate((0.6, 1.0, 1.4, 2.0, 2.6, 3.4, 4.5)):
+    for n, offset in enumerate((0.0, 0.5, 0.9, 1.4, 2.0, 2.8, 4.0)):
         runs = {sig: (tmp_path / f"{sig.name}-{n}", _train(tmp_path / f"{sig.name}-{n}"))
                 for sig in (signal.SIGTERM, signal.SIGINT)}
         time.sleep(offset)
