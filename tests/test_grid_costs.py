@@ -9,7 +9,8 @@ from hwtune import io
 from hwtune.graph import layer_names
 from hwtune.api import QuantizationWarning
 from hwtune.cli import main
-from hwtune.passes.grid_costs import FINE_STEPS, float_self, weight_grid_only
+from hwtune.configs import QuantizeConfig
+from hwtune.passes.grid_costs import FINE_STEPS, advice, float_self, weight_grid_only
 from hwtune.ttfs import QuantSpec
 
 
@@ -46,6 +47,17 @@ def test_report_points_at_the_coarse_time_grid_and_warns(net, digits):
     assert max(r["loss_points"] for r in record["grid_costs"]["rows"] if r is not time["dense0"]) < 1
     assert time["dense0"]["logit_error"] > 5 * max(time["dense1"]["logit_error"], weights["dense0"]["logit_error"])
     assert len(record["warnings"]) == 2 and "dense1" not in record["warnings"][1]
+    assert "; fine-tuning (--epochs) may recover it" in record["warnings"][0]      # it had none
+
+
+@pytest.mark.parametrize("schedule, names_cosine", [("decay", True), ("cosine", False)])
+def test_the_warning_names_the_annealed_rate_after_a_step_decay(net, digits, schedule, names_cosine):
+    """After a fine-tuning whose rate decayed in steps, the warning names --schedule cosine (about a
+    point on the FC2: docs/design.md); after a cosine one, more epochs only."""
+    q, record = hwtune.quantize(net, digits, bits=8, steps=[2, 64], input_steps=64, epochs=0, report_samples=300)
+    head = advice(record["grid_costs"], q, 5.0, "quantize", QuantizeConfig(epochs=1, schedule=schedule))[0]
+    assert head.startswith("quantize: accuracy fell 5.00 points; more fine-tuning (--epochs)")
+    assert ("--schedule cosine" in head) == names_cosine
 
 
 def test_report_points_at_the_coarse_weights(net, digits):

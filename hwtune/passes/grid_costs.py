@@ -123,14 +123,26 @@ def _remedy(row: dict, net: TTFSNet) -> str:
     return f"more steps in its window (--steps {','.join(map(str, more))}), or --window-search"
 
 
-def advice(costs: dict | None, net: TTFSNet, loss_points: float, pass_name: str) -> list[str]:
+def _finetune_remedy(options) -> str:
+    """What more fine-tuning to try (FinetuneOptions ``options``): any, if the pass had none; else more
+    epochs, and a rate annealed to 0 where it decayed in steps (docs/design.md, "Quantization: less
+    loss": worth about a point on the FC2's 5,625 steps)."""
+    if options.epochs <= 0:
+        return "fine-tuning (--epochs)"
+    if options.schedule == "decay":
+        return "more fine-tuning (--epochs) with the rate annealed to 0 (--schedule cosine)"
+    return "more fine-tuning (--epochs)"
+
+
+def advice(costs: dict | None, net: TTFSNet, loss_points: float, pass_name: str, options) -> list[str]:
     """Warnings when the pass lost more than WARN_POINTS: each grid that costs more than WARN_POINTS
-    alone (else the costliest), with the setting that would help, and more fine-tuning epochs."""
+    alone (else the costliest), with the setting that would help, and the fine-tuning to try after
+    the pass's ``options`` (FinetuneOptions)."""
     if costs is None or loss_points <= WARN_POINTS or not costs["rows"]:
         return []
     costly = sorted((r for r in costs["rows"] if r["loss_points"] > WARN_POINTS), key=lambda r: -r["loss_points"])
     costly = costly or [max(costs["rows"], key=lambda r: r["loss_points"])]
-    head = (f"{pass_name}: accuracy fell {loss_points:.2f} points; more fine-tuning (--epochs) may recover it, "
+    head = (f"{pass_name}: accuracy fell {loss_points:.2f} points; {_finetune_remedy(options)} may recover it, "
             f"and the grids that cost most alone (on {costs['samples']} training samples, before fine-tuning) are:")
     return [head] + [f"  layer {r['layer']!r}: its {'weight' if r['grid'] == 'weights' else 'time'} grid "
                      f"({r['setting']}) costs {r['loss_points']:.2f} points: {_remedy(r, net)}" for r in costly]

@@ -30,4 +30,4 @@ def latency(net: TTFSNet, cfg: LatencyConfig, ctx: PassContext) -> dict:
     return {"accuracy_before": before["accuracy"], "accuracy_shortened": shortened["accuracy"],
             "accuracy_after": after["accuracy"], "latency_steps_before": before.get("latency_steps"),
             "latency_steps": after["latency_steps"], "window_steps": grid, "windows_tau": net.windows.tolist(),
-            "finetune": history, "grid_costs": costs, "warnings": advice(costs, net, loss, "latency")}
+            "finetune": history, "grid_costs": costs, "warnings": advice(costs, net, loss, "latency", cfg)}

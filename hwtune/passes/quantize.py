@@ -38,4 +38,4 @@ def quantize(net: TTFSNet, cfg: QuantizeConfig, ctx: PassContext) -> dict:
     return {"accuracy_before": before["accuracy"], "accuracy_quantized": quantized["accuracy"],
             "accuracy_after": after["accuracy"], "windows_fitted": fitted, "window_steps": grid,
             "latency_steps": after["latency_steps"], "spikes_per_hidden_neuron": after["spikes_per_hidden_neuron"],
-            "window_scales": searched, "finetune": history, "grid_costs": costs, "warnings": advice(costs, net, loss, "quantize")}
+            "window_scales": searched, "finetune": history, "grid_costs": costs, "warnings": advice(costs, net, loss, "quantize", cfg)}
