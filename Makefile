@@ -32,11 +32,11 @@ data:
 demo: env data
 	$(VENV)/bin/hwtune run recipes/quickstart.yaml --seed 0
 
-# Serial by default (TEST_WORKERS=0, 2 threads). TEST_WORKERS=2 runs two pytest-xdist workers of one thread
-# each, a test file per worker at a time (tests/conftest.py shares the CI sweep between them): about 12 min
-# instead of about 18 serially (estimated: 19.6 before this session's trims) on 2 cores, but timing tests (Lava stopped by a signal or a kill, signals at start-up
-# offsets) failed beside a second worker in 3 of 4 clean-clone runs. Then, alone, the tests marked serial.
-TEST_WORKERS ?= 0
+# Two pytest-xdist workers of one thread each (TEST_WORKERS=2), a test file per worker at a time
+# (tests/conftest.py shares the CI sweep between them), then, alone, the tests marked serial (Lava
+# stopped by a signal or a kill within a time limit: beside another worker they timed out). About
+# 12 min on 2 cores; TEST_WORKERS=0 runs the first part serially with 2 threads (about 18 min).
+TEST_WORKERS ?= 2
 TEST_THREADS := $(if $(filter 0,$(TEST_WORKERS)),2,1)
 test: env data
 	OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not serial"
