@@ -35,7 +35,7 @@ demo: env data
 # Two pytest-xdist workers of one thread each (TEST_WORKERS=2), a test file per worker at a time
 # (tests/conftest.py shares the CI sweep between them), then, alone, the tests marked serial (Lava
 # stopped by a signal or a kill within a time limit: beside another worker they timed out). About
-# 12 min on 2 cores; TEST_WORKERS=0 runs the first part serially with 2 threads (about 18 min).
+# 13 min on 2 cores; TEST_WORKERS=0 runs the first part serially with 2 threads (about 18 min).
 TEST_WORKERS ?= 2
 TEST_THREADS := $(if $(filter 0,$(TEST_WORKERS)),2,1)
 test: env data
