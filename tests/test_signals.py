@@ -222,7 +222,6 @@ def test_lavas_start_takes_a_stop_signal_at_once_while_its_workers_hold_it():
     let a start that waited for workers the group SIGTERM had ended wait for ever: lava-run hung once
     in 2 parallel CI runs), the handler it ran stays (later stops ignored during the clean-up), and a
     worker forked in the block still ends quietly on SIGTERM (exit 143)."""
-    from hwtune.interrupts import install_stop_handlers, restore_handlers, sigint_deferred
     previous = install_stop_handlers()
     try:
         with pytest.raises(KeyboardInterrupt):

@@ -26,6 +26,7 @@ import copy
 
 import torch
 
+from hwtune.configs import FinetuneOptions
 from hwtune.graph import layer_names
 from hwtune.numerics import MAX_STEPS
 from hwtune.training import logits_of
@@ -123,8 +124,8 @@ def _remedy(row: dict, net: TTFSNet) -> str:
     return f"more steps in its window (--steps {','.join(map(str, more))}), or --window-search"
 
 
-def _finetune_remedy(options) -> str:
-    """What more fine-tuning to try (FinetuneOptions ``options``): any, if the pass had none; else more
+def _finetune_remedy(options: FinetuneOptions) -> str:
+    """What more fine-tuning to try after ``options``: any, if the pass had none; else more
     epochs, and a rate annealed to 0 where it decayed in steps (docs/design.md, "Quantization: less
     loss": worth about a point on the FC2's 5,625 steps)."""
     if options.epochs <= 0:
@@ -134,10 +135,11 @@ def _finetune_remedy(options) -> str:
     return "more fine-tuning (--epochs)"
 
 
-def advice(costs: dict | None, net: TTFSNet, loss_points: float, pass_name: str, options) -> list[str]:
+def advice(costs: dict | None, net: TTFSNet, loss_points: float, pass_name: str,
+           options: FinetuneOptions) -> list[str]:
     """Warnings when the pass lost more than WARN_POINTS: each grid that costs more than WARN_POINTS
     alone (else the costliest), with the setting that would help, and the fine-tuning to try after
-    the pass's ``options`` (FinetuneOptions)."""
+    the pass's fine-tuning ``options``."""
     if costs is None or loss_points <= WARN_POINTS or not costs["rows"]:
         return []
     costly = sorted((r for r in costs["rows"] if r["loss_points"] > WARN_POINTS), key=lambda r: -r["loss_points"])
